@@ -1,0 +1,35 @@
+# Two commands matter: `make demo` runs the product on a local control plane, `make test` runs every test tier.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv lint test unit e2e bench tools clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+
+venv: $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt -e partitioner
+
+lint: venv
+	$(BIN)/ruff check partitioner tests benchmarks hack
+	$(BIN)/lint-imports
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+tools: venv
+	hack/build-tools.sh
+
+e2e: tools
+	$(BIN)/pytest -q tests/e2e
+
+test: lint tools
+	hack/run-pytest.sh $(BIN)/pytest -q tests
+
+bench: venv
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .cache

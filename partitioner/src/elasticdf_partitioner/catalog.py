@@ -1,0 +1,154 @@
+"""Alveo card catalog: per-SLR resources, shell IP placement, ports, clock, price.
+
+The built-in table is data/cards.yaml (its header says where every number comes from); users add or
+override card types with a YAML file of the same shape.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources as importlib_resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import InputError
+from .resources import Resources
+
+
+class Limits(BaseModel):
+    """Utilisation limits per SLR (fractions of the capacity left after shell IP)."""
+
+    model_config = ConfigDict(extra="forbid")
+    lut: float = Field(0.7, gt=0, le=1)
+    ff: float = Field(0.5, gt=0, le=1)
+    bram18: float = Field(0.8, gt=0, le=1)
+    uram: float = Field(0.8, gt=0, le=1)
+    dsp: float = Field(0.8, gt=0, le=1)
+    memory_dsp_mean: float = Field(0.7, gt=0, le=1, description="mean(BRAM%, URAM%, DSP%) per SLR")
+
+    def as_resources(self) -> Resources:
+        return Resources(self.lut, self.ff, self.bram18, self.uram, self.dsp)
+
+
+class IpCosts(BaseModel):
+    ddr: list[float]
+    hbm: list[float]
+    eth: list[float]
+
+
+class CardType(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    part: str
+    slrs: list[list[float]] = Field(min_length=1)
+    ddr_slrs: list[int] = []
+    hbm_slr: int | None = None
+    eth_slr: int
+    sll_per_pair: int = Field(5000, gt=0)
+    qsfp_ports: int = Field(2, ge=0)
+    fclk_mhz: float = Field(200, gt=0)
+    cost_per_hour: float = Field(1.65, ge=0)
+    device_plugin_resources: list[str] = []
+
+    @field_validator("slrs")
+    @classmethod
+    def _five_resources(cls, slrs: list[list[float]]) -> list[list[float]]:
+        for slr in slrs:
+            Resources.from_list(slr)
+        return slrs
+
+    @model_validator(mode="after")
+    def _slr_indices_exist(self) -> CardType:
+        n = len(self.slrs)
+        for field, values in (("ddr_slrs", self.ddr_slrs), ("eth_slr", [self.eth_slr]),
+                              ("hbm_slr", [] if self.hbm_slr is None else [self.hbm_slr])):
+            for v in values:
+                if not 0 <= v < n:
+                    raise ValueError(f"{field}={v} is not an SLR of this card (0..{n - 1})")
+        return self
+
+    @property
+    def n_slrs(self) -> int:
+        return len(self.slrs)
+
+    @property
+    def device_plugin_resource(self) -> str:
+        return self.device_plugin_resources[0] if self.device_plugin_resources else f"amd.com/{self.name}"
+
+    def shell_overhead(self, slr: int, ip: IpCosts) -> Resources:
+        """DDR or HBM controller cost on this SLR (HBM replaces DDR where both are listed, as in FINN)."""
+        if slr == self.hbm_slr:
+            return Resources.from_list(ip.hbm)
+        if slr in self.ddr_slrs:
+            return Resources.from_list(ip.ddr)
+        return Resources()
+
+    def usable(self, slr: int, ip: IpCosts, limits: Limits, with_eth: bool) -> Resources:
+        """Resources a design may use on one SLR: limit x (capacity - shell IP [- VNx stack])."""
+        free = Resources.from_list(self.slrs[slr]) - self.shell_overhead(slr, ip)
+        if with_eth and slr == self.eth_slr:
+            free = free - Resources.from_list(ip.eth)
+        return free.scale(limits.as_resources())
+
+
+class Catalog(BaseModel):
+    ip_costs: IpCosts
+    cards: dict[str, CardType]
+
+    def card(self, name: str, field: str = "card type") -> CardType:
+        try:
+            return self.cards[name.lower()]
+        except KeyError:
+            raise InputError(field, f"unknown card type {name!r}", sorted(self.cards)) from None
+
+    def by_device_plugin_resource(self) -> dict[str, str]:
+        return {res: c.name for c in self.cards.values() for res in c.device_plugin_resources}
+
+
+def _parse(document: object, source: str) -> dict:
+    if not isinstance(document, dict):
+        raise InputError(source, "expected a mapping with a 'cards' key")
+    cards = document.get("cards", {})
+    if not isinstance(cards, dict):
+        raise InputError(f"{source}: cards", "expected a mapping of card name to card fields")
+    return {"ip_costs": document.get("ip_costs"), "cards": cards}
+
+
+def _read_yaml(path: Path) -> object:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InputError(str(path), "file not found") from None
+    except yaml.YAMLError as err:
+        raise InputError(str(path), f"malformed YAML: {err}") from None
+
+
+@cache
+def _builtin() -> dict:
+    text = importlib_resources.files(__package__).joinpath("data/cards.yaml").read_text()
+    return _parse(yaml.safe_load(text), "cards.yaml")
+
+
+def load_catalog(extra_yaml: str | Path | None = None) -> Catalog:
+    """The built-in catalog, plus/overridden by the card types in `extra_yaml`."""
+    data = _builtin()
+    cards = {name: {"name": name, **fields} for name, fields in data["cards"].items()}
+    ip_costs = data["ip_costs"]
+    source = "cards.yaml"
+    if extra_yaml is not None:
+        source = str(extra_yaml)
+        extra = _parse(_read_yaml(Path(extra_yaml)), source)
+        for name, fields in extra["cards"].items():
+            if not isinstance(fields, dict):
+                raise InputError(f"{source}: cards.{name}", "expected a mapping of card fields")
+            base = cards.get(name.lower(), {})
+            cards[name.lower()] = {**base, **fields, "name": name.lower()}
+        ip_costs = extra["ip_costs"] or ip_costs
+    try:
+        return Catalog(ip_costs=ip_costs, cards=cards)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"{source}: {where}", first["msg"]) from None
