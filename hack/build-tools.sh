@@ -93,12 +93,12 @@ build_one() { # $1 = tool
     *) echo "build-tools: unknown tool '$tool' (known: ${ALL_TOOLS[*]})" >&2; return 2 ;;
   esac
   local t0=$SECONDS
-  printf 'build-tools: [%s] building %s %s (go build -p %s) ...\n' "$(date +%H:%M:%S)" "$tool" "$ver" "$P"
+  printf 'building %s %s (go build -p %s, started %s) ...\n' "$tool" "$ver" "$P" "$(date +%H:%M:%S)"
   rm -f "$BIN/.$tool.stamp"
   go build -p "$P" -trimpath -ldflags "$ldflags" -o "$BIN/$tool.tmp" "$pkg"
   mv -f "$BIN/$tool.tmp" "$BIN/$tool"
   echo "$stamp" > "$BIN/.$tool.stamp"
-  printf 'build-tools: [%s] built %s in %ss\n' "$(date +%H:%M:%S)" "$tool" "$((SECONDS - t0))"
+  printf 'build-tools: built %s in %ss\n' "$tool" "$((SECONDS - t0))"
 }
 
 total0=$SECONDS
