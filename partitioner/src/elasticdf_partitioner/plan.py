@@ -1,0 +1,49 @@
+"""The plan (DESIGN §5.3): instances, their segments on cards and SLRs, predicted fps/latency/cost.
+
+Every number is a prediction of the cost model, never a measurement.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Segment(BaseModel):
+    node: str
+    card: int = Field(description="index of the card on its node")
+    card_type: str
+    slrs: list[int]
+    layers: list[str] = Field(description="[first, last] layer names of the contiguous run")
+    layer_range: list[int] = Field(description="[first, last] layer indices (topological order)")
+    ingress_gbps: float
+    egress_gbps: float
+    resources: dict[str, float]
+    utilisation: dict[str, float] = Field(description="share of the segment's SLRs (capacity after shell IP)")
+    slr_layers: dict[str, list[int]] = Field(description="per SLR: [first, last] layer index placed on it")
+
+
+class Instance(BaseModel):
+    fps: float
+    fclk_mhz: float
+    cycles_per_frame: int
+    latency_ms: float
+    segments: list[Segment]
+
+
+class Plan(BaseModel):
+    objective: str
+    model: str
+    fclk_mhz: float = Field(description="the lowest clock in the plan")
+    instances: list[Instance]
+    total_fps: float
+    cards_used: int
+    cost_per_hour: float
+    fps_per_dollar_hour: float
+    solve_seconds: float
+    bound: float | None = Field(description="proven upper bound on total fps for this cluster, or null")
+    optimal: bool = Field(description="true when the search space of the solver's model was fully explored")
+    folding: dict[str, dict] = Field(default_factory=dict, description="FINN folding config of instance 0")
+    latency_model: str = (
+        "latency = sum over stages of cycles/fclk (FINN critical path, pessimistic: no overlap between layers) "
+        "+ per card hop: 1.07 us VNx RTT/2 + bits per frame / 100 Gb/s"
+    )

@@ -1,0 +1,104 @@
+"""The Elastic-DF solver: fold -> segment/place -> replicate, then build the Plan.
+
+`solve()` is the one entry point. The steps live in their own modules:
+stages.py (fold), pack.py (segment and place on a card group), replicate.py (spread over the cluster),
+bound.py (a proven upper bound), build.py (the Plan).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..catalog import Limits
+from ..cluster import Cluster
+from ..errors import InputError
+from ..graph import ModelGraph
+from ..plan import Plan
+from .bound import fps_bound, fps_per_resource
+from .build import build_plan, explain_infeasible
+from .pack import GroupState, PackSettings
+from .replicate import Assignment, bind, choose_patterns, patterns, solve_small
+from .stages import Pipeline, build_pipeline
+
+OBJECTIVES = ("throughput", "latency", "cost")
+MAX_LEVELS = 48
+
+
+def candidate_levels(pipeline: Pipeline, max_levels: int = MAX_LEVELS) -> list[int]:
+    """Cycle budgets worth trying, ascending; thinned geometrically when there are many."""
+    levels = [lv for lv in pipeline.levels() if lv >= pipeline.min_level()]
+    if len(levels) <= max_levels:
+        return levels
+    ratio = (levels[-1] / levels[0]) ** (1 / (max_levels - 1))
+    kept, nxt = [], levels[0]
+    for lv in levels:
+        if lv >= nxt:
+            kept.append(lv)
+            nxt = lv * ratio
+    published = [o.cycles for o in pipeline.published if o is not None]
+    if len(published) == len(pipeline.stages):
+        kept.append(max(published))
+    return sorted(set(kept))
+
+
+def solve(graph: ModelGraph, cluster: Cluster, objective: str = "throughput", target_fps: float | None = None,
+          limits: Limits | None = None, settings: PackSettings | None = None) -> Plan:
+    if objective not in OBJECTIVES:
+        raise InputError("objective", f"unknown objective {objective!r}", list(OBJECTIVES))
+    if objective == "cost" and not target_fps:
+        raise InputError("target-fps", "objective 'cost' needs a target fps > 0")
+    started = time.perf_counter()
+    limits = limits or Limits()
+    settings = settings or PackSettings()
+    pipeline = build_pipeline(graph)
+    fclk = max(c.type.fclk_mhz for c in cluster.cards)
+    ratios = fps_per_resource(pipeline, fclk)
+    usable = GroupState.fresh(cluster.cards, cluster.catalog, limits).free_total()
+    bound = fps_bound(pipeline, usable, fclk)
+    levels = candidate_levels(pipeline)
+    args = (pipeline, cluster, limits, ratios, levels, settings)
+    optimal = False
+    if objective == "latency":
+        assignments = _fastest_first(*args)
+    elif objective == "throughput" and len(cluster.cards) <= 2:
+        assignments, optimal = solve_small(*args)
+    else:
+        found = patterns(*args)
+        chosen = choose_patterns(cluster, found, target_fps if objective == "cost" else None)
+        assignments = bind(cluster, found, chosen)
+    assignments = [a for a in assignments if a.result.placements]
+    if not assignments:
+        raise explain_infeasible(pipeline, cluster, limits, target_fps)
+    plan = build_plan(graph, pipeline, cluster, assignments, objective, bound, optimal,
+                      time.perf_counter() - started)
+    if objective == "cost" and plan.total_fps + 1e-6 < target_fps:
+        raise explain_infeasible(pipeline, cluster, limits, target_fps, plan.total_fps)
+    return plan
+
+
+def _fastest_first(pipeline, cluster, limits, ratios, levels, settings) -> list[Assignment]:
+    """Latency objective: the fastest level at which one instance fits on the fewest cards; every other card
+    then runs throughput-packed instances."""
+    from .pack import GroupPacker
+
+    one = PackSettings(**{**settings.__dict__, "max_instances": 1})
+    by_node = sorted(cluster.cards, key=lambda c: (c.switch, c.node, c.index))
+    for level in levels:
+        for size in range(1, min(settings.max_cards_per_instance, len(by_node)) + 1):
+            tried = set()
+            for start in range(0, len(by_node) - size + 1):
+                group = by_node[start:start + size]
+                shape = tuple(c.type.name for c in group)
+                if len({c.switch for c in group}) > 1 or shape in tried:
+                    continue
+                tried.add(shape)
+                result = GroupPacker(pipeline, group, cluster.catalog, limits, ratios, one).solve([level])
+                if result.placements:
+                    rest = [c for c in cluster.cards if c not in group]
+                    extra = []
+                    if rest:
+                        sub = Cluster(rest, cluster.switches, cluster.costs, cluster.catalog)
+                        found = patterns(pipeline, sub, limits, ratios, levels, settings)
+                        extra = bind(sub, found, choose_patterns(sub, found, None))
+                    return [Assignment(group, result)] + extra
+    return []

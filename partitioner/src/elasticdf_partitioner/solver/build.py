@@ -1,0 +1,144 @@
+"""Turn group packings into the Plan, and explain why there is none."""
+
+from __future__ import annotations
+
+from ..catalog import Limits
+from ..cluster import Card, Cluster
+from ..errors import InfeasibleError
+from ..graph import ModelGraph
+from ..plan import Instance, Plan, Segment
+from ..resources import RESOURCE_KINDS, Resources
+from .pack import GroupState, Placement
+from .stages import Pipeline, pareto
+
+VNX_HALF_RTT_S = 1.071e-6 / 2
+LINK_BPS = 100e9
+
+
+def _latency_ms(pipeline: Pipeline, placement: Placement) -> float:
+    cycles = sum(o.cycles for piece in placement.pieces for o in piece.options)
+    seconds = cycles / (placement.fclk_mhz * 1e6)
+    for _, _, position, _ in placement.card_cuts:
+        bits = sum(e.bits_per_frame for e in pipeline.crossing(position))
+        seconds += VNX_HALF_RTT_S + bits / LINK_BPS
+    return seconds * 1e3
+
+
+def _segments(pipeline: Pipeline, cluster: Cluster, cards: list[Card], placement: Placement) -> list[Segment]:
+    runs: list[list] = []
+    for piece in placement.pieces:
+        if runs and runs[-1][0] == piece.card:
+            runs[-1][1].append(piece)
+        else:
+            runs.append([piece.card, [piece]])
+    ingress = {dst: gbps for _, dst, _, gbps in placement.card_cuts}
+    egress = {src: gbps for src, _, _, gbps in placement.card_cuts}
+    segments = []
+    ip = cluster.catalog.ip_costs
+    for group_index, pieces in runs:
+        card = cards[group_index]
+        filled = [p for p in pieces if p.first <= p.last]
+        first_stage, last_stage = filled[0].first, filled[-1].last
+        first_layer = pipeline.stages[first_stage].layers[0]
+        last_layer = pipeline.stages[last_stage].layers[-1]
+        used = Resources()
+        for p in filled:
+            for o in p.options:
+                used = used + o.res
+        slrs = [p.slr for p in pieces]
+        capacity = Resources()
+        for s in sorted(set(slrs)):
+            capacity = capacity + (Resources.from_list(card.type.slrs[s]) - card.type.shell_overhead(s, ip))
+        segments.append(Segment(
+            node=card.node, card=card.index, card_type=card.type.name, slrs=slrs,
+            layers=[pipeline_layer_name(pipeline, first_stage, 0), pipeline_layer_name(pipeline, last_stage, -1)],
+            layer_range=[first_layer, last_layer],
+            ingress_gbps=round(ingress.get(group_index, 0.0), 3), egress_gbps=round(egress.get(group_index, 0.0), 3),
+            resources={k: round(v, 1) for k, v in used.as_dict().items()},
+            utilisation={k: round(u / c, 4) if c else 0.0 for k, u, c in zip(RESOURCE_KINDS, used, capacity)},
+            slr_layers={str(p.slr): [pipeline.stages[p.first].layers[0], pipeline.stages[p.last].layers[-1]]
+                        for p in filled},
+        ))
+    return segments
+
+
+def pipeline_layer_name(pipeline: Pipeline, stage: int, which: int) -> str:
+    return pipeline.stages[stage].names[which]
+
+
+def _folding(graph: ModelGraph, pipeline: Pipeline, placement: Placement) -> dict[str, dict]:
+    config: dict[str, dict] = {}
+    for piece in placement.pieces:
+        for stage_index, option in zip(range(piece.first, piece.last + 1), piece.options):
+            for name, layer_option in zip(pipeline.stages[stage_index].names, option.layer_options):
+                config[name] = layer_option.settings()
+    return config
+
+
+def build_plan(graph, pipeline, cluster, assignments, objective, bound, optimal, seconds) -> Plan:
+    instances = []
+    used_cards: set[int] = set()
+    for assignment in assignments:
+        for placement in assignment.result.placements:
+            instances.append(Instance(
+                fps=round(placement.fps, 2), fclk_mhz=placement.fclk_mhz, cycles_per_frame=placement.cycles,
+                latency_ms=round(_latency_ms(pipeline, placement), 4),
+                segments=_segments(pipeline, cluster, assignment.cards, placement)))
+            used_cards.update(assignment.cards[p.card].id for p in placement.pieces)
+    instances.sort(key=lambda i: (i.segments[0].node, i.segments[0].card, -i.fps))
+    by_id = {c.id: c for c in cluster.cards}
+    cost = sum(cluster.cost_per_hour(by_id[i].type.name) for i in used_cards)
+    total = sum(i.fps for i in instances)
+    first = assignments[0].result.placements[0]
+    return Plan(
+        objective=objective, model=graph.name, fclk_mhz=min(i.fclk_mhz for i in instances), instances=instances,
+        total_fps=round(total, 2), cards_used=len(used_cards), cost_per_hour=round(cost, 4),
+        fps_per_dollar_hour=round(total / cost, 2) if cost else 0.0, solve_seconds=round(seconds, 4),
+        bound=round(bound, 2) if bound != float("inf") else None, optimal=optimal,
+        folding=_folding(graph, pipeline, first),
+    )
+
+
+def explain_infeasible(pipeline: Pipeline, cluster: Cluster, limits: Limits, target_fps: float | None = None,
+                       achieved: float | None = None) -> InfeasibleError:
+    """Say what is short, where, and by how much."""
+    if achieved is not None:
+        return InfeasibleError(
+            f"target {target_fps:.0f} fps is out of reach: the best plan on these {len(cluster.cards)} cards gives "
+            f"{achieved:.0f} fps, short by {target_fps - achieved:.0f} fps; add cards or lower --target-fps")
+    slowest = max(o.cycles for s in pipeline.stages for o in s.options)
+    state = GroupState.fresh(cluster.cards, cluster.catalog, limits)
+    best_slot = max(((c, s) for c in range(len(cluster.cards)) for s in range(cluster.cards[c].type.n_slrs)),
+                    key=lambda cs: state.slots[cs[0]][cs[1]].free[0])
+    for stage in pipeline.stages:
+        cheapest = pareto(stage.options, slowest)
+        if not any(state.fits(c, s, o.res) for o in cheapest
+                   for c in range(len(cluster.cards)) for s in range(cluster.cards[c].type.n_slrs)):
+            o = min(cheapest, key=lambda o: o.res[0])
+            c, s = best_slot
+            free = state.slots[c][s].free
+            short = {k: round(need - have) for k, need, have in zip(RESOURCE_KINDS, o.res, free) if need > have}
+            card = cluster.cards[c]
+            return InfeasibleError(
+                f"layer {stage.names[0]} does not fit any SLR even at its smallest folding: it needs "
+                f"{_fmt(o.res)}; the roomiest SLR ({card.type.name} SLR{s} on {card.node}) offers {_fmt(free)}; "
+                f"short by {short} (raise the utilisation limits or use a bigger card)")
+    need = [0.0] * 5
+    for stage in pipeline.stages:
+        cheapest = pareto(stage.options, slowest)
+        for k in range(5):
+            need[k] += min(o.res[k] for o in cheapest)
+    have = state.free_total()
+    short = {k: round(n - h) for k, n, h in zip(RESOURCE_KINDS, need, have) if n > h}
+    if short:
+        return InfeasibleError(
+            f"one instance of {pipeline.model} needs at least {_fmt(Resources(*need))} at its smallest folding; "
+            f"all {len(cluster.cards)} cards offer {_fmt(have)}; short by {short}")
+    return InfeasibleError(
+        f"{pipeline.model} fits the total resources of the {len(cluster.cards)} cards but no split respects the "
+        f"SLR crossings ({cluster.cards[0].type.sll_per_pair} SLLs per SLR pair) and 100 Gb/s per link between "
+        f"cards; allow more cards per instance or raise the utilisation limits")
+
+
+def _fmt(res) -> str:
+    return ", ".join(f"{k} {v:,.0f}" for k, v in zip(RESOURCE_KINDS, res))

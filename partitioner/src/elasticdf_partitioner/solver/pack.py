@@ -1,0 +1,370 @@
+"""Step 2+3 (segment, place): pack instances of the pipeline onto a small group of cards.
+
+An instance follows a *route*: a sequence of distinct cards; on each card a monotone walk over adjacent SLRs.
+A card that passes the stream to another card does so from its Ethernet SLR, and the next card receives on
+its Ethernet SLR (VNx stack, paid once per card that has any cut). Each SLR on the walk holds a contiguous
+run of stages; an SLR with no stage is a pass-through that still costs SLLs.
+
+The search is a depth-first branch and bound over instances. In exhaustive mode it branches over every
+level, route, cut position and option, so its answer is optimal; in fast mode every instance of the group
+gets one level, each route is filled greedily (farthest cut, cheapest option for what is left), and a node
+budget bounds the work. Either way the result is feasible by construction.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..catalog import Catalog, Limits
+from ..cluster import LINK_GBPS, Card
+from ..resources import Resources
+from .stages import Pipeline, StageOption, pareto
+
+EPS = 1e-9
+AVG_KINDS = (2, 3, 4)  # bram18, uram, dsp: the kinds the mean-utilisation limit covers
+
+
+@dataclass(frozen=True)
+class Piece:
+    card: int  # index in the group
+    slr: int
+    first: int  # stage indices, inclusive; first > last marks a pass-through
+    last: int
+    options: tuple[StageOption, ...]
+
+
+@dataclass(frozen=True)
+class Placement:
+    pieces: tuple[Piece, ...]
+    cycles: int
+    fclk_mhz: float
+    card_cuts: tuple[tuple[int, int, int, float], ...]  # (from card, to card, position, gbps)
+
+    @property
+    def fps(self) -> float:
+        return self.fclk_mhz * 1e6 / self.cycles
+
+
+@dataclass
+class GroupResult:
+    placements: list[Placement]
+    fps: float
+    optimal: bool
+    nodes: int
+
+
+@dataclass
+class _Slot:
+    free: list[float]
+    guide: tuple[float, ...]  # capacity after shell IP, for the mean-utilisation limit
+    avg_free: float
+
+
+@dataclass
+class GroupState:
+    """What is left on each SLR, SLL boundary and network port of the group's cards."""
+
+    cards: list[Card]
+    slots: list[list[_Slot]]
+    sll: list[dict[tuple[int, int], float]]
+    eth_cost: list[Resources]
+    eth_on: list[bool]
+    net_out: list[float]
+    net_in: list[float]
+    log: list = field(default_factory=list)
+
+    @classmethod
+    def fresh(cls, cards: list[Card], catalog: Catalog, limits: Limits) -> GroupState:
+        slots, sll, eth_cost = [], [], []
+        ip = catalog.ip_costs
+        for card in cards:
+            t = card.type
+            row = []
+            for s in range(t.n_slrs):
+                guide = Resources.from_list(t.slrs[s]) - t.shell_overhead(s, ip)
+                kinds = [k for k in AVG_KINDS if guide[k] > 0]
+                row.append(_Slot(list(t.usable(s, ip, limits, with_eth=False)), tuple(guide),
+                                 limits.memory_dsp_mean * len(kinds)))
+            slots.append(row)
+            pairs = {}
+            for s in range(t.n_slrs - 1):
+                pairs[(s, s + 1)] = pairs[(s + 1, s)] = float(t.sll_per_pair)
+            sll.append(pairs)
+            eth_cost.append(Resources.from_list(ip.eth).scale(limits.as_resources()))
+        ports = [LINK_GBPS * max(c.type.qsfp_ports, 0) for c in cards]
+        return cls(cards, slots, sll, eth_cost, [False] * len(cards), list(ports), list(ports))
+
+    # -- mutations with an undo log -------------------------------------------------------------
+    def _set(self, obj, key, value) -> None:
+        self.log.append((obj, key, obj[key]))
+        obj[key] = value
+
+    def mark(self) -> int:
+        return len(self.log)
+
+    def undo(self, mark: int) -> None:
+        while len(self.log) > mark:
+            obj, key, value = self.log.pop()
+            obj[key] = value
+
+    def avg_weight(self, card: int, slr: int, res: Resources) -> float:
+        guide = self.slots[card][slr].guide
+        return sum(res[k] / guide[k] for k in AVG_KINDS if guide[k] > 0)
+
+    def fits(self, card: int, slr: int, res: Resources) -> bool:
+        slot = self.slots[card][slr]
+        return all(r <= f + EPS for r, f in zip(res, slot.free)) and \
+            self.avg_weight(card, slr, res) <= slot.avg_free + EPS
+
+    def take(self, card: int, slr: int, res: Resources) -> None:
+        slot = self.slots[card][slr]
+        self._set(slot.__dict__, "free", [f - r for f, r in zip(slot.free, res)])
+        self._set(slot.__dict__, "avg_free", slot.avg_free - self.avg_weight(card, slr, res))
+
+    def open_eth(self, card: int) -> bool:
+        """Reserve the VNx stack on the card's Ethernet SLR (once); False if it does not fit."""
+        if self.eth_on[card]:
+            return True
+        eth_slr = self.cards[card].type.eth_slr
+        if not self.fits(card, eth_slr, self.eth_cost[card]):
+            return False
+        self.take(card, eth_slr, self.eth_cost[card])
+        self._set(self.eth_on, card, True)
+        return True
+
+    def free_total(self) -> Resources:
+        total = [0.0] * 5
+        for row in self.slots:
+            for slot in row:
+                for k in range(5):
+                    total[k] += max(slot.free[k], 0.0)
+        return Resources(*total)
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+Route = tuple[tuple[int, int], ...]  # (card, slr) slots in stream order
+
+
+def _walk(n: int, start: int, end: int) -> list[int]:
+    step = 1 if end >= start else -1
+    return list(range(start, end + step, step))
+
+
+def routes(cards: list[Card], max_cards: int) -> list[Route]:
+    """Every route over the group: card sequences of distinct cards, monotone SLR walks, eth hand-offs."""
+    out: list[Route] = []
+
+    def extend(prefix: list[int]) -> None:
+        k = len(prefix)
+        for last_end in range(cards[prefix[-1]].type.n_slrs):
+            out.extend(_compose(cards, prefix, last_end))
+        if k < max_cards:
+            for c in range(len(cards)):
+                if c not in prefix:
+                    extend(prefix + [c])
+
+    for c in range(len(cards)):
+        extend([c])
+    return sorted(set(out), key=lambda r: (len({c for c, _ in r}), len(r), r))
+
+
+def _compose(cards: list[Card], seq: list[int], last_end: int) -> list[Route]:
+    if len(seq) == 1:
+        return [tuple((seq[0], s) for s in _walk(0, start, last_end)) for start in range(cards[seq[0]].type.n_slrs)]
+    first, rest = seq[0], seq[1:]
+    result = []
+    for start in range(cards[first].type.n_slrs):
+        slots = [(first, s) for s in _walk(0, start, cards[first].type.eth_slr)]
+        for middle in rest[:-1]:
+            slots.append((middle, cards[middle].type.eth_slr))
+        last = rest[-1]
+        slots += [(last, s) for s in _walk(0, cards[last].type.eth_slr, last_end)]
+        result.append(tuple(slots))
+    return result
+
+
+# -- placing one instance along a route -------------------------------------------------------------
+
+class InstancePlacer:
+    def __init__(self, pipeline: Pipeline, state: GroupState, level: int, exhaustive: bool):
+        self.pipeline = pipeline
+        self.state = state
+        self.level = level
+        self.exhaustive = exhaustive
+        self.opts = [pareto(stage.options, level) for stage in pipeline.stages]
+        self.crossing = [pipeline.crossing(p) for p in range(len(pipeline.stages) + 1)]
+
+    def feasible_level(self) -> bool:
+        return all(self.opts)
+
+    def place(self, route: Route) -> Iterator[Placement]:
+        """Yield placements along `route` (state holds each one while the caller looks at it)."""
+        walk = copy.copy(self)  # per-walk bookkeeping; the caller nests walks of further instances
+        walk.route = route
+        walk.chosen: list[StageOption | None] = [None] * len(self.pipeline.stages)
+        walk.pieces: list[list] = [[route[0][0], route[0][1], 0, []]]
+        walk.cuts: list[tuple[int, int, int]] = []
+        yield from walk._step(0, 0)
+
+    def _step(self, s: int, k: int) -> Iterator[Placement]:
+        n = len(self.pipeline.stages)
+        if s == n:
+            if k == len(self.route) - 1 and self.pieces[-1][3]:
+                placement = self._finish()
+                if placement is not None:
+                    yield placement
+            return
+        card, slr = self.route[k]
+        placed_here = False
+        for option in self._candidates(card, slr, s):
+            mark = self.state.mark()
+            self.state.take(card, slr, option.res)
+            self.chosen[s] = option
+            self.pieces[-1][3].append(option)
+            yield from self._step(s + 1, k)
+            self.pieces[-1][3].pop()
+            self.state.undo(mark)
+            placed_here = True
+            if not self.exhaustive:
+                return
+        if k + 1 < len(self.route) and (s > 0 or self.pieces[-1][3]) and (self.exhaustive or not placed_here):
+            yield from self._advance(s, k)
+
+    def _candidates(self, card: int, slr: int, s: int) -> list[StageOption]:
+        fitting = [o for o in self.opts[s] if self.state.fits(card, slr, o.res)]
+        if self.exhaustive or not fitting:
+            return fitting
+        free = self.state.slots[card][slr].free
+        return [min(fitting, key=lambda o: sum(r / f for r, f in zip(o.res, free) if f > EPS))]
+
+    def _advance(self, s: int, k: int) -> Iterator[Placement]:
+        (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]
+        mark = self.state.mark()
+        width = sum(self.chosen[e.src].out_widths[e.src_pos] for e in self.crossing[s])
+        if next_card == card:
+            boundary = self.state.sll[card]
+            if width > boundary[(slr, next_slr)] + EPS:
+                return
+            self.state._set(boundary, (slr, next_slr), boundary[(slr, next_slr)] - width)
+        else:
+            if not (self.state.open_eth(card) and self.state.open_eth(next_card)):
+                self.state.undo(mark)
+                return
+            self.cuts.append((card, next_card, s))
+        self.pieces.append([next_card, next_slr, s, []])
+        yield from self._step(s, k + 1)
+        self.pieces.pop()
+        if next_card != card:
+            self.cuts.pop()
+        self.state.undo(mark)
+
+    def _finish(self) -> Placement | None:
+        """Check network bandwidth at the instance's real rate and reserve it."""
+        cycles = max(o.cycles for o in self.chosen)
+        fclk = min(self.state.cards[c].type.fclk_mhz for c, _ in self.route)
+        fps = fclk * 1e6 / cycles
+        cuts = []
+        for src, dst, position in self.cuts:
+            gbps = sum(e.bits_per_frame for e in self.crossing[position]) * fps / 1e9
+            if gbps > self.state.net_out[src] + EPS or gbps > self.state.net_in[dst] + EPS:
+                return None
+            cuts.append((src, dst, position, gbps))
+        for src, dst, _, gbps in cuts:
+            self.state._set(self.state.net_out, src, self.state.net_out[src] - gbps)
+            self.state._set(self.state.net_in, dst, self.state.net_in[dst] - gbps)
+        pieces = tuple(Piece(c, slr, first, first + len(opts) - 1, tuple(opts))
+                       for c, slr, first, opts in self.pieces)
+        return Placement(pieces, cycles, fclk, tuple(cuts))
+
+
+# -- the search over instances ----------------------------------------------------------------------
+
+@dataclass
+class PackSettings:
+    max_cards_per_instance: int = 4
+    exhaustive: bool = False
+    node_budget: int = 4000
+    max_instances: int | None = None
+
+
+class GroupPacker:
+    def __init__(self, pipeline: Pipeline, cards: list[Card], catalog: Catalog, limits: Limits,
+                 ratios: Resources, settings: PackSettings):
+        self.pipeline = pipeline
+        self.cards = cards
+        self.catalog = catalog
+        self.limits = limits
+        self.ratios = ratios  # proven fps per unit of each resource (see bound.py)
+        self.settings = settings
+        self.routes = routes(cards, min(settings.max_cards_per_instance, len(cards)))
+
+    def _bound(self, state: GroupState) -> float:
+        free = state.free_total()
+        return min((f * r for f, r in zip(free, self.ratios) if r < math.inf), default=math.inf)
+
+    def solve(self, levels: list[int]) -> GroupResult:
+        if self.settings.exhaustive:
+            return self._search(levels, mixed=True)
+        best = GroupResult([], 0.0, True, 0)
+        fclk = max(c.type.fclk_mhz for c in self.cards) * 1e6
+        for level in levels:
+            if self._level_bound(level, fclk) <= best.fps + EPS:
+                continue
+            result = self._search([level], mixed=False)
+            best.nodes += result.nodes
+            best.optimal &= result.optimal
+            if result.fps > best.fps + EPS:
+                best = GroupResult(result.placements, result.fps, best.optimal, best.nodes)
+        return best
+
+    def _level_bound(self, level: int, fclk: float) -> float:
+        state = GroupState.fresh(self.cards, self.catalog, self.limits)
+        return min(self._bound(state), fclk / level * self._count_bound(state, level))
+
+    def _count_bound(self, state: GroupState, level: int) -> float:
+        need = [0.0] * 5
+        for stage in self.pipeline.stages:
+            opts = pareto(stage.options, level)
+            if not opts:
+                return 0
+            for k in range(5):
+                need[k] += min(o.res[k] for o in opts)
+        free = state.free_total()
+        return min((free[k] / need[k] for k in range(5) if need[k] > 0), default=math.inf)
+
+    def _search(self, levels: list[int], mixed: bool) -> GroupResult:
+        state = GroupState.fresh(self.cards, self.catalog, self.limits)
+        placers = [InstancePlacer(self.pipeline, state, lv, self.settings.exhaustive) for lv in levels]
+        placers = [p for p in placers if p.feasible_level()]
+        best: list = [0.0, []]
+        current: list[Placement] = []
+        nodes = [0]
+        complete = [True]
+
+        def dfs(first_placer: int, first_route: int, fps: float) -> None:
+            if fps > best[0] + EPS:
+                best[0], best[1] = fps, list(current)
+            if self.settings.max_instances is not None and len(current) >= self.settings.max_instances:
+                return
+            if fps + self._bound(state) <= best[0] + EPS:
+                return
+            for pi in range(first_placer, len(placers)):
+                start = first_route if pi == first_placer else 0
+                for ri in range(start, len(self.routes)):
+                    for placement in placers[pi].place(self.routes[ri]):
+                        nodes[0] += 1
+                        if nodes[0] > self.settings.node_budget:
+                            complete[0] = False
+                            return
+                        current.append(placement)
+                        dfs(pi, ri, fps + placement.fps)
+                        current.pop()
+                        if nodes[0] > self.settings.node_budget:
+                            return
+
+        dfs(0, 0, 0.0)
+        return GroupResult(best[1], best[0], complete[0], nodes[0])

@@ -1,0 +1,127 @@
+"""Step 4 (replicate): spread instances over the whole cluster.
+
+Small clusters are searched as one group. Larger ones are covered by *patterns*: the best packing of one
+card of each type and of each pair of types (and, for models that need more, homogeneous groups of 3..k
+cards). An integer program (CP-SAT) then picks how many copies of each pattern to run under each switch,
+maximising fps or minimising $/hour for a target fps. Multi-card patterns stay under one switch, so uplinks
+carry no segment traffic.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from ortools.sat.python import cp_model
+
+from ..catalog import Limits
+from ..cluster import Card, Cluster
+from .pack import GroupPacker, GroupResult, PackSettings
+from .stages import Pipeline
+
+SMALL_CLUSTER = 2
+EXHAUSTIVE_STAGES = 8
+
+
+@dataclass
+class Pattern:
+    types: tuple[str, ...]
+    result: GroupResult
+    cost_per_hour: float
+
+
+@dataclass
+class Assignment:
+    """A group's packing bound to concrete cards."""
+
+    cards: list[Card]
+    result: GroupResult
+
+
+def _packer(pipeline: Pipeline, cards: list[Card], cluster: Cluster, limits: Limits, ratios,
+            settings: PackSettings) -> GroupPacker:
+    return GroupPacker(pipeline, cards, cluster.catalog, limits, ratios, settings)
+
+
+def solve_small(pipeline, cluster, limits, ratios, levels, settings) -> tuple[list[Assignment], bool]:
+    exhaustive = len(pipeline.stages) <= EXHAUSTIVE_STAGES and len(cluster.cards) <= SMALL_CLUSTER
+    group_settings = PackSettings(**{**settings.__dict__, "exhaustive": exhaustive or settings.exhaustive})
+    result = _packer(pipeline, cluster.cards, cluster, limits, ratios, group_settings).solve(levels)
+    return [Assignment(cluster.cards, result)], result.optimal and group_settings.exhaustive
+
+
+def patterns(pipeline, cluster, limits, ratios, levels, settings) -> list[Pattern]:
+    by_type = {t: [c for c in cluster.cards if c.type.name == t] for t in cluster.card_types}
+    shapes = [(t,) for t in by_type]
+    shapes += [(a, b) for a, b in itertools.combinations_with_replacement(by_type, 2)
+               if len(by_type[a]) >= (2 if a == b else 1) and len(by_type[b]) >= 1]
+    found = [_pattern(shape, by_type, pipeline, cluster, limits, ratios, levels, settings) for shape in shapes]
+    found = [p for p in found if p.result.placements]
+    size = 3
+    while not found and size <= settings.max_cards_per_instance:
+        found = [_pattern((t,) * size, by_type, pipeline, cluster, limits, ratios, levels, settings)
+                 for t, cards in by_type.items() if len(cards) >= size]
+        found = [p for p in found if p.result.placements]
+        size += 1
+    return found
+
+
+def _pattern(shape, by_type, pipeline, cluster, limits, ratios, levels, settings) -> Pattern:
+    taken: Counter = Counter()
+    cards = []
+    for t in shape:
+        cards.append(by_type[t][taken[t]])
+        taken[t] += 1
+    result = _packer(pipeline, cards, cluster, limits, ratios, settings).solve(levels)
+    return Pattern(shape, result, sum(cluster.cost_per_hour(t) for t in shape))
+
+
+def choose_patterns(cluster: Cluster, found: list[Pattern], target_fps: float | None) -> dict[str, Counter]:
+    """How many copies of each pattern (by index) to run per switch. Maximises fps, or with a target fps
+    minimises $/hour (then fps) subject to reaching it."""
+    supply: dict[str, Counter] = defaultdict(Counter)
+    for card in cluster.cards:
+        supply[card.switch][card.type.name] += 1
+    model = cp_model.CpModel()
+    x = {}
+    for sw, counts in supply.items():
+        for p, pattern in enumerate(found):
+            need = Counter(pattern.types)
+            most = min(counts[t] // n for t, n in need.items())
+            if most > 0:
+                x[sw, p] = model.new_int_var(0, most, f"x_{sw}_{p}")
+        for t, available in counts.items():
+            model.add(sum(x[sw, p] * Counter(found[p].types)[t] for (s, p) in x if s == sw) <= available)
+    fps = sum(v * round(found[p].result.fps) for (_, p), v in x.items())
+    cost = sum(v * round(found[p].cost_per_hour * 1000) for (_, p), v in x.items())
+    if target_fps is None:
+        model.maximize(fps * 100000 - cost)
+    else:
+        model.add(fps >= round(target_fps))
+        model.minimize(cost * 10_000_000 - fps)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = 5.0
+    solver.parameters.num_workers = 1
+    status = solver.solve(model)
+    chosen: dict[str, Counter] = defaultdict(Counter)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return chosen
+    for (sw, p), v in x.items():
+        if solver.value(v):
+            chosen[sw][p] = solver.value(v)
+    return chosen
+
+
+def bind(cluster: Cluster, found: list[Pattern], chosen: dict[str, Counter]) -> list[Assignment]:
+    """Give each chosen pattern copy concrete cards, node by node so an instance's cards stay close."""
+    pool: dict[tuple[str, str], list[Card]] = defaultdict(list)
+    for card in sorted(cluster.cards, key=lambda c: (c.node, c.index)):
+        pool[card.switch, card.type.name].append(card)
+    assignments = []
+    for sw, copies in chosen.items():
+        for p, count in sorted(copies.items(), key=lambda kv: -len(found[kv[0]].types)):
+            for _ in range(count):
+                cards = [pool[sw, t].pop(0) for t in found[p].types]
+                assignments.append(Assignment(cards, found[p].result))
+    return assignments

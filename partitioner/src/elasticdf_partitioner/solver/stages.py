@@ -1,0 +1,142 @@
+"""Step 1 (fold): turn a model graph into pipeline stages with their implementation options.
+
+A stage is a run of layers whose foldings are tied (a depthwise SWG and the VVAU/Pool it feeds) or a single
+layer. Each stage option fixes folding and variant of every layer in the stage. For a throughput level
+(a cycles-per-frame budget) only options within the budget and not dominated in every resource matter.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from dataclasses import dataclass
+
+from ..errors import InputError
+from ..graph import ModelGraph
+from ..options import Option
+from ..resources import Resources
+
+
+@dataclass(frozen=True)
+class StageOption:
+    cycles: int
+    res: Resources
+    out_widths: tuple[int, ...]  # per layer of the stage: stream bits per cycle
+    layer_options: tuple[Option, ...]
+
+
+@dataclass
+class Stage:
+    layers: tuple[int, ...]  # layer indices, consecutive in topological order
+    names: tuple[str, ...]
+    options: list[StageOption]  # sorted by cycles
+    out_bits_per_frame: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StageEdge:
+    src: int  # stage index
+    dst: int
+    src_pos: int  # position of the producing layer inside the src stage
+    bits_per_frame: int
+
+
+@dataclass
+class Pipeline:
+    """The model as the solver sees it: stages in order, edges between stages, published option per stage."""
+
+    model: str
+    stages: list[Stage]
+    edges: list[StageEdge]
+    published: list[StageOption | None]
+
+    def crossing(self, position: int) -> list[StageEdge]:
+        """Stage edges a cut before stage `position` crosses."""
+        return [e for e in self.edges if e.src < position <= e.dst]
+
+    def levels(self) -> list[int]:
+        """Every distinct cycles-per-frame value an option can have, ascending."""
+        return sorted({o.cycles for s in self.stages for o in s.options})
+
+    def min_level(self) -> int:
+        """The fastest bottleneck any folding reaches (each stage at its fastest option)."""
+        return max(s.options[0].cycles for s in self.stages)
+
+
+def _tie_groups(graph: ModelGraph) -> list[list[int]]:
+    """Consecutive layer runs that must be folded together."""
+    joined = set()
+    for tie in graph.ties:
+        p, c = graph.index(tie.producer), graph.index(tie.consumer)
+        lo, hi = sorted((p, c))
+        joined.update(range(lo, hi))  # join each layer in [lo, hi) with its successor
+    groups: list[list[int]] = [[0]] if graph.layers else []
+    for i in range(1, len(graph.layers)):
+        if i - 1 in joined:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _tied_combinations(graph: ModelGraph, group: list[int]) -> list[tuple[Option, ...]]:
+    names = {graph.layers[i].name: pos for pos, i in enumerate(group)}
+    ties = [t for t in graph.ties if t.producer in names and t.consumer in names]
+    per_layer = [graph.layers[i].options() for i in group]
+    combos = []
+    for combo in itertools.product(*per_layer):
+        if all(dict(combo[names[t.producer]].folding).get(t.producer_attr)
+               == dict(combo[names[t.consumer]].folding).get(t.consumer_attr) for t in ties):
+            combos.append(combo)
+    if not combos:
+        raise InputError(f"layers {[graph.layers[i].name for i in group]}", "tied foldings admit no common value")
+    return combos
+
+
+def _stage_option(combo: tuple[Option, ...]) -> StageOption:
+    res = Resources()
+    for option in combo:
+        res = res + option.res
+    return StageOption(max(o.cycles for o in combo), res, tuple(o.out_width for o in combo), combo)
+
+
+def build_pipeline(graph: ModelGraph) -> Pipeline:
+    groups = _tie_groups(graph)
+    stage_of = {layer: s for s, group in enumerate(groups) for layer in group}
+    stages, published = [], []
+    for group in groups:
+        if len(group) > 1:
+            combos = _tied_combinations(graph, group)
+        else:
+            combos = [(o,) for o in graph.layers[group[0]].options()]
+        options = sorted({_stage_option(c) for c in combos}, key=lambda o: (o.cycles, o.res))
+        stages.append(Stage(
+            layers=tuple(group),
+            names=tuple(graph.layers[i].name for i in group),
+            options=options,
+            out_bits_per_frame=tuple(graph.layers[i].out_bits_per_frame for i in group),
+        ))
+        published.append(_published(graph, group))
+    edges = sorted({
+        StageEdge(stage_of[u], stage_of[v], groups[stage_of[u]].index(u), graph.layers[u].out_bits_per_frame)
+        for u, v in graph.edges if stage_of[u] != stage_of[v]
+    }, key=lambda e: (e.src, e.dst, e.src_pos))
+    return Pipeline(graph.name, stages, edges, published)
+
+
+def _published(graph: ModelGraph, group: list[int]) -> StageOption | None:
+    try:
+        return _stage_option(tuple(graph.layers[i].current() for i in group))
+    except (KeyError, ValueError, InputError):
+        return None
+
+
+def pareto(options: list[StageOption], max_cycles: int) -> list[StageOption]:
+    """Options within the cycle budget that no other such option beats or equals in every resource."""
+    cut = bisect.bisect_right([o.cycles for o in options], max_cycles)
+    candidates = sorted(options[:cut], key=lambda o: (o.res, o.cycles))
+    front: list[StageOption] = []
+    for option in candidates:
+        if not any(all(a <= b for a, b in zip(f.res, option.res)) for f in front):
+            front.append(option)
+    return front
