@@ -135,7 +135,7 @@ def ensure_pki(pki: Path) -> None:
             serialization.NoEncryption(),
         )
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     not_before, not_after = now - dt.timedelta(hours=1), now + dt.timedelta(days=365)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -341,6 +341,10 @@ def down(state_dir: Path = DEFAULT_STATE, grace: float = 10.0, purge: bool = Fal
             stopped.append(name)
         pidf.unlink(missing_ok=True)
     if purge and state_dir.exists():
+        try:  # the admin kubeconfig `up` wrote (it may live outside the state dir)
+            Path(json.loads((state_dir / "cluster.json").read_text())["kubeconfig"]).unlink(missing_ok=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
         shutil.rmtree(state_dir)
     return stopped
 
@@ -521,8 +525,8 @@ def up(
         ], env, tie_to_parent)
         _wait("kube-apiserver /readyz", lambda: cluster.url_ok("/readyz"), deadline, state, "kube-apiserver")
 
-        for name, port in (("kube-controller-manager", p["controller-manager"]), ("kube-scheduler", p["scheduler"])):
-            kc = state / ("controller-manager.kubeconfig" if name == "kube-controller-manager" else "scheduler.kubeconfig")
+        for name, user in (("kube-controller-manager", "controller-manager"), ("kube-scheduler", "scheduler")):
+            kc, port = state / f"{user}.kubeconfig", p[user]
             argv = [
                 bins[name], f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
                 f"--authorization-kubeconfig={kc}", f"--bind-address={LOOPBACK}", f"--secure-port={port}",
@@ -791,7 +795,8 @@ def main(argv: list[str] | None = None) -> int:
             info = status(args.state_dir)
             for name, comp in info["components"].items():
                 print(f"{name:<24} {'running, pid ' + str(comp['pid']) if comp['pid'] else 'stopped'}")
-            print(f"{'apiserver':<24} {info.get('server', '-')} ready={info['ready']} version={info.get('version', '-')}")
+            server, version = info.get("server", "-"), info.get("version", "-")
+            print(f"{'apiserver':<24} {server} ready={info['ready']} version={version}")
             print(f"{'kubeconfig':<24} {info.get('kubeconfig', '-')}")
             if "nodes" in info:
                 print(f"{'nodes':<24} {len(info['nodes'])}: {' '.join(info['nodes'])}")

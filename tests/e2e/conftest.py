@@ -1,0 +1,132 @@
+"""Fixtures for the e2e tier: a real, fresh control plane per test session (hack/devcluster.py).
+
+The session builds the tools when needed (hack/build-tools.sh; a no-op when up to date), starts etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler and kwok on random loopback ports with their
+state in a temporary directory (so it never clashes with a developer's `hack/dev-cluster.sh up`), and
+stops exactly those processes at the end, also when tests fail or pytest is killed (the components
+get SIGTERM when the pytest process dies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hack"))
+
+import devcluster  # noqa: E402
+
+# A small simulated Alveo cluster (DESIGN §5.2) that every session gets; tests that need exact card
+# counts create their own nodes with a switch label of their own and select them.
+BASELINE_CLUSTER = {
+    "nodes": [
+        {"name": "alveo-0", "cards": ["u280", "u280"], "switch": "leaf-a"},
+        {"name": "alveo-1", "cards": ["u250"], "switch": "leaf-a"},
+    ]
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "e2e: runs against the real local control plane started by tests/e2e/conftest.py"
+    )
+
+
+@contextlib.contextmanager
+def _uncaptured(config: pytest.Config) -> Iterator[None]:
+    """Let build progress reach the terminal (a cold build takes minutes)."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        yield
+        return
+    with capman.global_and_fixture_disabled():
+        yield
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    with _uncaptured(request.config):
+        devcluster.build_tools()
+    state = tmp_path_factory.mktemp("control-plane")
+    cluster = devcluster.up(state, state / "kubeconfig", tie_to_parent=True)
+    try:
+        yield cluster
+    finally:
+        devcluster.down(state)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(control_plane: devcluster.Cluster) -> Path:
+    return control_plane.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def k8s_client(kubeconfig: Path):
+    from kubernetes import config
+
+    api_client = config.new_client_from_config(config_file=str(kubeconfig))
+    yield api_client
+    api_client.close()
+
+
+@pytest.fixture(scope="session")
+def core_v1(k8s_client):
+    from kubernetes import client
+
+    return client.CoreV1Api(k8s_client)
+
+
+@pytest.fixture(scope="session")
+def simulated_nodes(kubeconfig: Path) -> list[str]:
+    """The baseline kwok nodes, Ready and untainted."""
+    devcluster.apply_nodes(kubeconfig, BASELINE_CLUSTER)
+    return [n["name"] for n in BASELINE_CLUSTER["nodes"]]
+
+
+@pytest.fixture
+def namespace(core_v1) -> Iterator[str]:
+    """A fresh namespace per test (deleted afterwards, without waiting)."""
+    from kubernetes import client
+
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    # the controller manager creates the namespace's default ServiceAccount; pods need it
+    wait_until(lambda: _has_default_sa(core_v1, name), 30, f"default ServiceAccount in {name}")
+    yield name
+    core_v1.delete_namespace(name)
+
+
+def _has_default_sa(core_v1, ns: str) -> bool:
+    from kubernetes.client.rest import ApiException
+
+    try:
+        core_v1.read_namespaced_service_account("default", ns)
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
+    """Poll until predicate() is truthy and return its value; fail the test with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., object]:
+    return wait_until
