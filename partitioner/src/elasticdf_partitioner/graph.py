@@ -130,19 +130,36 @@ class ModelGraph:
         """FINN folding-config JSON (ApplyConfig format) for the current settings."""
         config: dict = {"Defaults": {}}
         for layer in self.layers:
-            config[layer.name] = layer.current().settings()
+            extra = layer.extra_settings() if hasattr(layer, "extra_settings") else {}
+            config[layer.name] = {**layer.current().settings(), **extra}
         return config
 
     def apply_folding_config(self, config: dict) -> None:
-        """Set each named layer's attributes from a FINN folding-config dict; Defaults apply to listed ops."""
+        """Set each named layer's attributes from a FINN folding-config dict; Defaults apply to listed ops.
+
+        All or nothing: on an InputError every layer keeps the settings it had."""
+        saved = [dict(layer.settings) for layer in self.layers]
+        try:
+            self._apply_folding_config(config)
+        except InputError:
+            for layer, settings in zip(self.layers, saved):
+                layer.settings.clear()
+                layer.settings.update(settings)
+            raise
+
+    def _apply_folding_config(self, config: dict) -> None:
         if not isinstance(config, dict):
             raise InputError("folding config", "expected a JSON object of node name -> attributes")
         defaults = config.get("Defaults", {})
-        for attr, (value, ops) in defaults.items():
+        if not isinstance(defaults, dict):
+            raise InputError("folding config: Defaults", "expected an object of attribute -> [value, op types]")
+        for attr, entry in defaults.items():
+            if not isinstance(entry, list | tuple) or len(entry) != 2:
+                raise InputError(f"folding config: Defaults.{attr}", "expected [value, op types or \"all\"]")
+            value, ops = entry
             for layer in self.layers:
-                if ops == "all" or layer.op in ops or any(layer.name.startswith(o) for o in ops):
-                    if attr in layer.folding_attrs + layer.variant_attrs:
-                        layer.settings[attr] = value
+                if _default_applies(layer, ops) and attr in layer.folding_attrs + layer.variant_attrs:
+                    layer.settings[attr] = value
         for node, attrs in config.items():
             if node == "Defaults":
                 continue
@@ -153,10 +170,39 @@ class ModelGraph:
                 layer.settings[attr] = value
         for layer in self.layers:
             self._check_legal(layer)
+        self.check_ties()
+
+    def check_ties(self) -> None:
+        """Every Tie holds for the current settings (a depthwise SWG's SIMD equals its consumer's PE)."""
+        for tie in self.ties:
+            produced = dict(self.layers[self.index(tie.producer)].current().folding).get(tie.producer_attr)
+            consumed = dict(self.layers[self.index(tie.consumer)].current().folding).get(tie.consumer_attr)
+            if produced != consumed:
+                raise InputError(f"{tie.producer}.{tie.producer_attr}",
+                                 f"must equal {tie.consumer}.{tie.consumer_attr} = {consumed}, got {produced}",
+                                 [consumed])
 
     def _check_legal(self, layer: Layer) -> None:
-        folding = layer.current().folding
+        if hasattr(layer, "check_settings"):
+            layer.check_settings()
+        try:
+            folding = layer.current().folding
+        except (KeyError, ValueError, TypeError) as err:
+            raise InputError(f"{layer.name} ({layer.op})", f"unusable settings {layer.settings}: {err}") from None
         legal = [tuple(sorted(f.items())) for f in layer.foldings()]
         if folding not in legal:
             shown = [dict(f) for f in itertools.islice(legal, 12)]
             raise InputError(f"{layer.name} ({layer.op})", f"illegal folding {dict(folding)}", shown)
+
+
+def _default_applies(layer: Layer, ops: object) -> bool:
+    """FINN ApplyConfig Defaults: ops is "all", ["all"] or a list of op types (FINN names or ours)."""
+    if ops == "all":
+        return True
+    if isinstance(ops, str):
+        ops = [ops]
+    if not isinstance(ops, list | tuple):
+        return False
+    from .ops import FINN_OP_TYPES  # local import: ops depends on this module
+
+    return any(o == "all" or o == layer.op or FINN_OP_TYPES.get(o) == layer.op for o in ops)
