@@ -71,7 +71,7 @@ def best_total_fps(pipeline: Pipeline, cluster: Cluster, limits) -> float:
     free = {(c, s): cards[c].type.usable(s, ip, limits, with_eth=False) for c, s in all_slots}
     eth = [[x * f for x, f in zip(ip.eth, limits.as_resources())] for _ in cards]
     model = cp_model.CpModel()
-    n = [model.new_int_var(0, 16, f"n{j}") for j in range(len(configs))]
+    n = [model.new_int_var(0, 64, f"n{j}") for j in range(len(configs))]
     e = [model.new_bool_var(f"eth{c}") for c in range(len(cards))]
     for j, (_, _, _, _, eth_cards) in enumerate(configs):
         for c in eth_cards:

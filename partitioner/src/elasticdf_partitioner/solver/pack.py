@@ -47,6 +47,11 @@ class Placement:
     def fps(self) -> float:
         return self.fclk_mhz * 1e6 / self.cycles
 
+    def key(self) -> tuple:
+        """A total order on placements, used to enumerate multisets of instances only once."""
+        return tuple((p.card, p.slr, p.first, p.last, tuple((o.cycles, o.res) for o in p.options))
+                     for p in self.pieces)
+
 
 @dataclass
 class GroupResult:
@@ -288,6 +293,7 @@ class PackSettings:
     max_cards_per_instance: int = 4
     exhaustive: bool = False
     node_budget: int = 4000
+    exhaustive_node_budget: int = 200_000
     max_instances: int | None = None
 
 
@@ -344,8 +350,9 @@ class GroupPacker:
         current: list[Placement] = []
         nodes = [0]
         complete = [True]
+        budget = self.settings.exhaustive_node_budget if self.settings.exhaustive else self.settings.node_budget
 
-        def dfs(first_placer: int, first_route: int, fps: float) -> None:
+        def dfs(first_placer: int, first_route: int, fps: float, last_key: tuple = ()) -> None:
             if fps > best[0] + EPS:
                 best[0], best[1] = fps, list(current)
             if self.settings.max_instances is not None and len(current) >= self.settings.max_instances:
@@ -356,14 +363,17 @@ class GroupPacker:
                 start = first_route if pi == first_placer else 0
                 for ri in range(start, len(self.routes)):
                     for placement in placers[pi].place(self.routes[ri]):
+                        key = placement.key()
+                        if pi == first_placer and ri == first_route and key < last_key:
+                            continue
                         nodes[0] += 1
-                        if nodes[0] > self.settings.node_budget:
+                        if nodes[0] > budget:
                             complete[0] = False
                             return
                         current.append(placement)
-                        dfs(pi, ri, fps + placement.fps)
+                        dfs(pi, ri, fps + placement.fps, key)
                         current.pop()
-                        if nodes[0] > self.settings.node_budget:
+                        if nodes[0] > budget:
                             return
 
         dfs(0, 0, 0.0)

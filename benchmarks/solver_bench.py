@@ -1,0 +1,142 @@
+"""Solver benchmark: speed on 1..1024 cards, Elastic-DF vs two baselines, and the paper's effects.
+
+Baselines, on the same cost model:
+  monolithic  FINN style: one instance per card, the fastest folding whose instance fits one card alone.
+  naive       the layers split into k equal-count runs on k cards (k = fewest cards that hold it at the
+              published folding), replicated over the cluster.
+Run: .venv/bin/python benchmarks/solver_bench.py   (writes benchmarks/results/solver.md)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from elasticdf_partitioner.catalog import Limits, load_catalog
+from elasticdf_partitioner.cluster import ClusterSpec, cluster_from_spec
+from elasticdf_partitioner.solver import candidate_levels, solve
+from elasticdf_partitioner.solver.bound import fps_per_resource
+from elasticdf_partitioner.solver.pack import GroupPacker, GroupState, PackSettings
+from elasticdf_partitioner.solver.stages import build_pipeline
+from elasticdf_partitioner.zoo import load_model
+
+CATALOG = load_catalog()
+OUT = Path(__file__).parent / "results" / "solver.md"
+
+
+def cluster_of(types: list[str], per_node: int = 4, per_switch: int = 32):
+    nodes = []
+    for n in range(0, len(types), per_node):
+        nodes.append({"name": f"alveo-{n // per_node:03d}", "cards": types[n:n + per_node],
+                      "switch": f"leaf-{n // per_switch}"})
+    switches = [{"name": f"leaf-{s}"} for s in range(len({nd["switch"] for nd in nodes}))]
+    return cluster_from_spec(ClusterSpec(nodes=nodes, switches=switches), CATALOG)
+
+
+def monolithic_fps(graph, card_type: str, count: int) -> float:
+    """One instance per card at the fastest level that fits one card."""
+    pipeline = build_pipeline(graph)
+    cards = cluster_of([card_type]).cards
+    ratios = fps_per_resource(pipeline, cards[0].type.fclk_mhz)
+    packer = GroupPacker(pipeline, cards, CATALOG, Limits(), ratios, PackSettings(max_instances=1))
+    for level in candidate_levels(pipeline):
+        result = packer.solve([level])
+        if result.placements:
+            return result.fps * count
+    return 0.0
+
+
+def naive_fps(graph, card_type: str, count: int) -> float:
+    """Equal layer-count split over the fewest cards that hold the published folding, replicated."""
+    pipeline = build_pipeline(graph)
+    published = pipeline.published
+    n = len(pipeline.stages)
+    cards = cluster_of([card_type]).cards
+    for k in range(1, 9):
+        chunks = [range(i * n // k, (i + 1) * n // k) for i in range(k)]
+        state = GroupState.fresh(cards, CATALOG, Limits())
+        usable = state.free_total()
+        if all(_fits_one_card(published, chunk, usable, cards[0], k > 1) for chunk in chunks):
+            cycles = max(o.cycles for o in published)
+            return (count // k) * cards[0].type.fclk_mhz * 1e6 / cycles
+    return 0.0
+
+
+def _fits_one_card(published, chunk, usable, card, with_eth) -> bool:
+    state = GroupState.fresh([card], CATALOG, Limits())
+    if with_eth and not state.open_eth(0):
+        return False
+    slr = 0
+    for s in chunk:
+        while slr < card.type.n_slrs and not state.fits(0, slr, published[s].res):
+            slr += 1
+        if slr == card.type.n_slrs:
+            return False
+        state.take(0, slr, published[s].res)
+    return True
+
+
+def speed_rows():
+    rows = []
+    for model in ("resnet50", "mobilenetv1"):
+        graph = load_model(model)
+        for n in (1, 2, 4, 8, 64, 1024):
+            for mix_name, types in (("u280", ["u280"] * n), ("mixed", (["u250", "u280", "u200", "u55c"] * n)[:n])):
+                if mix_name == "mixed" and n == 1:
+                    continue
+                cluster = cluster_of(types)
+                started = time.perf_counter()
+                plan = solve(graph, cluster)
+                seconds = time.perf_counter() - started
+                mono = sum(monolithic_fps(graph, t, types.count(t)) for t in set(types))
+                naive = sum(naive_fps(graph, t, types.count(t)) for t in set(types))
+                rows.append((model, mix_name, n, seconds, plan.total_fps, plan.total_fps / n, plan.bound, mono,
+                             naive, len(plan.instances)))
+                print(f"{model:12s} {mix_name:6s} {n:5d} cards  {seconds:7.3f} s  {plan.total_fps:10.0f} fps  "
+                      f"{plan.total_fps / n:7.0f} fps/card  vs monolithic x{_ratio(plan.total_fps, mono)}  "
+                      f"vs naive x{_ratio(plan.total_fps, naive)}", flush=True)
+    return rows
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "inf"
+
+
+def paper_rows():
+    rows = []
+    mnv1 = load_model("mobilenetv1")
+    for card in ("u200", "u280"):
+        plan = solve(mnv1, cluster_of([card, card], per_node=1))
+        mono = monolithic_fps(mnv1, card, 2)
+        rows.append((f"MobileNetV1 on 2x{card.upper()}: throughput", f"{plan.total_fps:,.0f} fps "
+                     f"({len(plan.instances)} instances)", f"{mono:,.0f} fps (2 monolithic)",
+                     f"{100 * (plan.total_fps / mono - 1):+.0f}%" if mono else "n/a", "+78%"))
+    rn50 = load_model("resnet50")
+    one = solve(rn50, cluster_of(["u280"]), objective="latency")
+    two = solve(rn50, cluster_of(["u280", "u280"], per_node=1), objective="latency")
+    l1, l2 = one.instances[0].latency_ms, min(i.latency_ms for i in two.instances)
+    rows.append(("ResNet-50 on U280: latency", f"{l2:.3f} ms (best instance, 2 cards)", f"{l1:.3f} ms (1 card)",
+                 f"{100 * (l2 / l1 - 1):+.0f}%", "-44%"))
+    return rows
+
+
+def main() -> None:
+    speed = speed_rows()
+    paper = paper_rows()
+    lines = ["# Solver benchmark", "", "`.venv/bin/python benchmarks/solver_bench.py` on the 2-core dev machine.", "",
+             "| model | cards | n | solve s | fps | fps/card | bound | monolithic fps | naive fps | x mono | x naive "
+             "| instances |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for model, mix, n, sec, fps, per, bound, mono, naive, inst in speed:
+        lines.append(f"| {model} | {mix} | {n} | {sec:.3f} | {fps:,.0f} | {per:,.0f} | {bound or 0:,.0f} | "
+                     f"{mono:,.0f} | {naive:,.0f} | {_ratio(fps, mono)} | {_ratio(fps, naive)} | {inst} |")
+    lines += ["", "## Paper effects (cost model, not measurements)", "",
+              "| effect | Elastic-DF plan | baseline | change | paper |", "|---|---|---|---|---|"]
+    for row in paper:
+        lines.append("| " + " | ".join(row) + " |")
+        print(" | ".join(row))
+    OUT.write_text("\n".join(lines) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

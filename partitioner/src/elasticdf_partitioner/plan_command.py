@@ -1,0 +1,91 @@
+"""`elasticdf plan`: solve for a model on a cluster, print the plan, optionally write JSON/FINN files/picture."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .catalog import Limits, load_catalog
+from .cluster import load_cluster
+from .errors import InputError
+from .export import write_finn_outputs
+from .plan import Plan
+from .solver import OBJECTIVES, solve
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="zoo name (see `elasticdf zoo`) or PATH.onnx")
+    parser.add_argument("--cluster", required=True, help="cluster description YAML (DESIGN §5.2)")
+    parser.add_argument("--objective", default="throughput", choices=OBJECTIVES)
+    parser.add_argument("--target-fps", type=float, default=None, help="fps the cost objective must reach")
+    parser.add_argument("--json", dest="json_out", help="write the plan JSON here")
+    parser.add_argument("--finn-out", help="write FINN folding config and per-card floorplan JSON here")
+    parser.add_argument("--picture", help="draw the floorplan to this .png or .svg")
+    parser.add_argument("--catalog", help="extra card types YAML")
+    parser.add_argument("--limits", help="utilisation limits as JSON, e.g. '{\"lut\": 0.8}'")
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    from .zoo import load_model
+
+    catalog = load_catalog(args.catalog)
+    cluster = load_cluster(args.cluster, catalog)
+    graph = load_model(args.model)
+    limits = _limits(args.limits)
+    plan = solve(graph, cluster, args.objective, args.target_fps, limits)
+    console.print(plan_table(plan))
+    console.print(summary(plan))
+    if args.json_out:
+        Path(args.json_out).write_text(plan.model_dump_json(indent=2) + "\n")
+    if args.finn_out:
+        files = write_finn_outputs(plan, graph, args.finn_out)
+        if args.model.endswith(".onnx"):
+            from .finn_io import write_segment_onnx
+
+            files += write_segment_onnx(plan, args.model, args.finn_out)
+        console.print(f"wrote {len(files)} FINN files to {args.finn_out}")
+    if args.picture:
+        from .picture import draw
+
+        draw(plan, args.picture, {name: c.n_slrs for name, c in catalog.cards.items()})
+        console.print(f"floorplan picture: {args.picture}")
+    return 0
+
+
+def _limits(text: str | None) -> Limits:
+    if not text:
+        return Limits()
+    try:
+        return Limits.model_validate(json.loads(text))
+    except (ValueError, TypeError) as err:
+        raise InputError("--limits", f"not valid limits JSON: {err}", list(Limits.model_fields)) from None
+
+
+def plan_table(plan: Plan) -> Table:
+    table = Table(title=f"{plan.model}: plan ({plan.objective})")
+    for column in ("instance", "segment", "card", "SLRs", "layers", "fps", "latency ms", "cut Gb/s",
+                   "LUT %", "BRAM %", "URAM %", "DSP %"):
+        table.add_column(column, justify="right" if column not in ("card", "layers") else "left")
+    for i, instance in enumerate(plan.instances):
+        for j, seg in enumerate(instance.segments):
+            u = seg.utilisation
+            table.add_row(
+                str(i) if j == 0 else "", str(j), f"{seg.node}/{seg.card} {seg.card_type}",
+                "-".join(str(s) for s in seg.slrs), f"{seg.layers[0]} .. {seg.layers[1]}",
+                f"{instance.fps:,.0f}" if j == 0 else "", f"{instance.latency_ms:.3f}" if j == 0 else "",
+                f"{seg.egress_gbps:.1f}" if seg.egress_gbps else "",
+                *(f"{100 * u[k]:.0f}" for k in ("lut", "bram18", "uram", "dsp")))
+    return table
+
+
+def summary(plan: Plan) -> str:
+    bound = f"{plan.bound:,.0f}" if plan.bound is not None else "n/a"
+    gap = f" ({100 * plan.total_fps / plan.bound:.0f}% of bound)" if plan.bound else ""
+    return (f"total {plan.total_fps:,.0f} fps{gap}, bound {bound} fps, {len(plan.instances)} instances on "
+            f"{plan.cards_used} cards at >= {plan.fclk_mhz:.0f} MHz, ${plan.cost_per_hour:.2f}/h, "
+            f"{plan.fps_per_dollar_hour:,.0f} fps per $/h, solved in {plan.solve_seconds * 1000:.0f} ms"
+            f"{' (optimal)' if plan.optimal else ''}")
