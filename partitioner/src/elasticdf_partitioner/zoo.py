@@ -59,7 +59,11 @@ def zoo_entry(name: str, field: str = "model") -> ZooEntry:
 
 
 def load_model(name: str) -> ModelGraph:
-    """A fresh graph of zoo model `name` with its published folding applied."""
+    """A fresh graph of zoo model `name` with its published folding applied, or a FINN dataflow ONNX file."""
+    if name.lower().endswith(".onnx"):
+        from .finn_io import import_onnx
+
+        return import_onnx(name)
     return zoo_entry(name).build()
 
 
