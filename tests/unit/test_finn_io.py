@@ -193,3 +193,31 @@ def test_malformed_folding_json(tmp_path):
         read_folding_config(bad)
     with pytest.raises(InputError, match="file not found"):
         read_folding_config(tmp_path / "nope.json")
+
+
+def test_segment_onnx_export(tmp_path):
+    from elasticdf_partitioner.finn_io import write_segment_onnx
+    from elasticdf_partitioner.plan import Instance, Plan, Segment
+
+    path = tmp_path / "net.onnx"
+    onnx.save(small_net(NEW), str(path))
+
+    def segment(card, first, last):
+        return Segment(node="n0", card=card, card_type="u280", slrs=[0], layers=["?", "?"], layer_range=[first, last],
+                       ingress_gbps=0, egress_gbps=0, resources={}, utilisation={}, slr_layers={"0": [first, last]})
+
+    plan = Plan(objective="throughput", model="net", fclk_mhz=200, total_fps=1, cards_used=2, cost_per_hour=1,
+                fps_per_dollar_hour=1, solve_seconds=0, bound=None, optimal=True,
+                folding={"MVAU_1": {"PE": 4, "SIMD": 8}},
+                instances=[Instance(fps=1, fclk_mhz=200, cycles_per_frame=1, latency_ms=1,
+                                    segments=[segment(0, 0, 6), segment(1, 7, 11)])])
+    files = write_segment_onnx(plan, path, tmp_path / "out")
+    assert [f.name for f in files] == ["segment0_n0-card0.onnx", "segment1_n0-card1.onnx"]
+    first, second = (onnx.load(str(f)).graph for f in files)
+    assert [n.name for n in first.node] == ["Pad_0", "SWG_0", "VVAU_0", "MVAU_0", "FIFO_0", "Dup_0", "Thr_0"]
+    # the cut crosses both residual branches: Dup_0 -> MVAU_1 and Thr_0 -> Add_0
+    assert sorted(o.name for o in first.output) == ["t5b", "t6"]
+    assert {"t5b", "t6"} <= {i.name for i in second.input}  # (plus this test's weight names, not initializers)
+    mvau1 = next(n for n in second.node if n.name == "MVAU_1")
+    assert helper.get_attribute_value(next(a for a in mvau1.attribute if a.name == "PE")) == 4
+    assert import_onnx(onnx.load(str(files[1]))).layers[0].name == "MVAU_1"
