@@ -21,7 +21,7 @@ from .replicate import Assignment, bind, choose_patterns, patterns, solve_small
 from .stages import Pipeline, build_pipeline
 
 OBJECTIVES = ("throughput", "latency", "cost")
-MAX_LEVELS = 48
+MAX_LEVELS = 32
 
 
 def candidate_levels(pipeline: Pipeline, max_levels: int = MAX_LEVELS) -> list[int]:

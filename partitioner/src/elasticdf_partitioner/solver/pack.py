@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ..catalog import Catalog, Limits
 from ..cluster import LINK_GBPS, Card
 from ..resources import Resources
-from .stages import Pipeline, StageOption, pareto
+from .stages import Pipeline, StageOption
 
 EPS = 1e-9
 AVG_KINDS = (2, 3, 4)  # bram18, uram, dsp: the kinds the mean-utilisation limit covers
@@ -194,14 +194,37 @@ def _compose(cards: list[Card], seq: list[int], last_end: int) -> list[Route]:
 
 # -- placing one instance along a route -------------------------------------------------------------
 
+def priced_order(opts: list[list[StageOption]], capacity: Resources, rounds: int = 12) -> list[list[StageOption]]:
+    """Rank each stage's options by a resource price that reflects how scarce each resource is for the whole
+    instance (multiplicative weights): LUT-hungry variants lose to DSP ones exactly when LUT binds."""
+    prices = [1.0 / c if c > EPS else 1e9 for c in capacity]
+    best_prices, best_worst = prices, math.inf
+    for _ in range(rounds):
+        demand = [0.0] * 5
+        for options in opts:
+            choice = min(options, key=lambda o: sum(p * r for p, r in zip(prices, o.res)))
+            for k in range(5):
+                demand[k] += choice.res[k]
+        util = [d / c if c > EPS else (math.inf if d > EPS else 0.0) for d, c in zip(demand, capacity)]
+        worst = max(util)
+        if worst < best_worst:
+            best_prices, best_worst = list(prices), worst
+        if worst in (0.0, math.inf):
+            break
+        prices = [p * math.exp(u / worst) for p, u in zip(prices, util)]
+    return [sorted(options, key=lambda o: sum(p * r for p, r in zip(best_prices, o.res))) for options in opts]
+
+
 class InstancePlacer:
     def __init__(self, pipeline: Pipeline, state: GroupState, level: int, exhaustive: bool):
         self.pipeline = pipeline
         self.state = state
         self.level = level
         self.exhaustive = exhaustive
-        self.opts = [pareto(stage.options, level) for stage in pipeline.stages]
-        self.crossing = [pipeline.crossing(p) for p in range(len(pipeline.stages) + 1)]
+        self.opts = [pipeline.pareto(s, level) for s in range(len(pipeline.stages))]
+        if not exhaustive and all(self.opts):
+            self.opts = priced_order(self.opts, state.free_total())
+        self.crossing = pipeline.crossings()
 
     def feasible_level(self) -> bool:
         return all(self.opts)
@@ -240,11 +263,9 @@ class InstancePlacer:
             yield from self._advance(s, k)
 
     def _candidates(self, card: int, slr: int, s: int) -> list[StageOption]:
-        fitting = [o for o in self.opts[s] if self.state.fits(card, slr, o.res)]
-        if self.exhaustive or not fitting:
-            return fitting
-        free = self.state.slots[card][slr].free
-        return [min(fitting, key=lambda o: sum(r / f for r, f in zip(o.res, free) if f > EPS))]
+        if self.exhaustive:
+            return [o for o in self.opts[s] if self.state.fits(card, slr, o.res)]
+        return next(([o] for o in self.opts[s] if self.state.fits(card, slr, o.res)), [])
 
     def _advance(self, s: int, k: int) -> Iterator[Placement]:
         (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]
@@ -286,13 +307,83 @@ class InstancePlacer:
         return Placement(pieces, cycles, fclk, tuple(cuts))
 
 
+class GreedyPlacer(InstancePlacer):
+    """Fast mode: every stage uses its best-priced option; each SLR on the route takes the longest run of
+    stages that fits (prefix sums + binary search), backing off to a legal cut."""
+
+    def __init__(self, pipeline: Pipeline, state: GroupState, level: int):
+        super().__init__(pipeline, state, level, exhaustive=False)
+        if not self.feasible_level():
+            return
+        self.choice = [options[0] for options in self.opts]
+        self.prefix = [Resources()]
+        for option in self.choice:
+            self.prefix.append(self.prefix[-1] + option.res)
+        self.widths = [sum(self.choice[e.src].out_widths[e.src_pos] for e in cut) for cut in self.crossing]
+
+    def place(self, route: Route) -> Iterator[Placement]:
+        mark = self.state.mark()
+        walk = copy.copy(self)
+        walk.route, walk.chosen, walk.pieces, walk.cuts = route, self.choice, [], []
+        placement = walk._greedy()
+        if placement is not None:
+            yield placement
+        self.state.undo(mark)
+
+    def _greedy(self) -> Placement | None:
+        n, s = len(self.choice), 0
+        for k, (card, slr) in enumerate(self.route):
+            last_slot = k == len(self.route) - 1
+            end = self._farthest(card, slr, s)
+            if last_slot and end < n or k == 0 and end == s or not last_slot and end == n:
+                return None
+            while not last_slot and end > s and self.route[k + 1][0] == card and not self._cut_ok(k, end):
+                end -= 1
+            if not last_slot and not self._cut_ok(k, end) or k == 0 and end == s:
+                return None
+            self.state.take(card, slr, self.prefix[end] - self.prefix[s])
+            self.pieces.append([card, slr, s, list(self.choice[s:end])])
+            if not last_slot:
+                self._cross(k, end)
+            s = end
+        return self._finish()
+
+    def _farthest(self, card: int, slr: int, s: int) -> int:
+        lo, hi = s, len(self.choice)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.state.fits(card, slr, self.prefix[mid] - self.prefix[s]):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _cut_ok(self, k: int, position: int) -> bool:
+        (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]
+        if next_card == card:
+            return self.widths[position] <= self.state.sll[card][(slr, next_slr)] + EPS
+        eth_free = all(self.state.eth_on[c] or self.state.fits(c, self.state.cards[c].type.eth_slr,
+                                                               self.state.eth_cost[c]) for c in (card, next_card))
+        return eth_free
+
+    def _cross(self, k: int, position: int) -> None:
+        (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]
+        if next_card == card:
+            boundary = self.state.sll[card]
+            self.state._set(boundary, (slr, next_slr), boundary[(slr, next_slr)] - self.widths[position])
+        else:
+            self.state.open_eth(card)
+            self.state.open_eth(next_card)
+            self.cuts.append((card, next_card, position))
+
+
 # -- the search over instances ----------------------------------------------------------------------
 
 @dataclass
 class PackSettings:
     max_cards_per_instance: int = 4
     exhaustive: bool = False
-    node_budget: int = 4000
+    node_budget: int = 400
     exhaustive_node_budget: int = 200_000
     max_instances: int | None = None
 
@@ -314,27 +405,47 @@ class GroupPacker:
 
     def solve(self, levels: list[int]) -> GroupResult:
         if self.settings.exhaustive:
-            return self._search(levels, mixed=True)
-        best = GroupResult([], 0.0, True, 0)
+            return self._search(levels, dive=False)
         fclk = max(c.type.fclk_mhz for c in self.cards) * 1e6
-        for level in levels:
-            if self._level_bound(level, fclk) <= best.fps + EPS:
-                continue
-            result = self._search([level], mixed=False)
-            best.nodes += result.nodes
-            best.optimal &= result.optimal
+        ranked = sorted(((self._level_bound(level, fclk), level) for level in levels), reverse=True)
+        dives: list[tuple[float, int, GroupResult]] = []
+        best_fps, nodes = 0.0, 0
+        for bound, level in ranked:
+            if bound <= best_fps + EPS:
+                break
+            result = self._search([level], dive=True)
+            nodes += result.nodes
+            dives.append((result.fps, level, result))
+            best_fps = max(best_fps, result.fps)
+        dives.sort(key=lambda d: -d[0])
+        best = dives[0][2] if dives else GroupResult([], 0.0, False, 0)
+        for _, level, _ in dives[:3]:
+            result = self._search([level], dive=False)
+            nodes += result.nodes
             if result.fps > best.fps + EPS:
-                best = GroupResult(result.placements, result.fps, best.optimal, best.nodes)
-        return best
+                best = result
+        return GroupResult(best.placements, best.fps, False, nodes)
 
     def _level_bound(self, level: int, fclk: float) -> float:
         state = GroupState.fresh(self.cards, self.catalog, self.limits)
         return min(self._bound(state), fclk / level * self._count_bound(state, level))
 
+    def _greedy_bound(self, placer: GreedyPlacer, level: int):
+        """Fast mode places only instances of one fixed option choice: at most as many as its totals fit."""
+        need = placer.prefix[-1]
+        fps = max(c.type.fclk_mhz for c in self.cards) * 1e6 / max(o.cycles for o in placer.choice)
+
+        def bound(state: GroupState) -> float:
+            free = state.free_total()
+            count = min((free[k] / need[k] for k in range(5) if need[k] > EPS), default=math.inf)
+            return math.floor(count + 1e-9) * fps
+
+        return bound
+
     def _count_bound(self, state: GroupState, level: int) -> float:
         need = [0.0] * 5
-        for stage in self.pipeline.stages:
-            opts = pareto(stage.options, level)
+        for s in range(len(self.pipeline.stages)):
+            opts = self.pipeline.pareto(s, level)
             if not opts:
                 return 0
             for k in range(5):
@@ -342,9 +453,15 @@ class GroupPacker:
         free = state.free_total()
         return min((free[k] / need[k] for k in range(5) if need[k] > 0), default=math.inf)
 
-    def _search(self, levels: list[int], mixed: bool) -> GroupResult:
+    def _search(self, levels: list[int], dive: bool) -> GroupResult:
+        """Depth-first search over instances; a dive keeps only the first placement found at each depth."""
         state = GroupState.fresh(self.cards, self.catalog, self.limits)
-        placers = [InstancePlacer(self.pipeline, state, lv, self.settings.exhaustive) for lv in levels]
+        if self.settings.exhaustive:
+            placers = [InstancePlacer(self.pipeline, state, lv, True) for lv in levels]
+            bound = self._bound
+        else:
+            placers = [GreedyPlacer(self.pipeline, state, lv) for lv in levels]
+            bound = self._greedy_bound(placers[0], levels[0]) if placers[0].feasible_level() else self._bound
         placers = [p for p in placers if p.feasible_level()]
         best: list = [0.0, []]
         current: list[Placement] = []
@@ -357,7 +474,7 @@ class GroupPacker:
                 best[0], best[1] = fps, list(current)
             if self.settings.max_instances is not None and len(current) >= self.settings.max_instances:
                 return
-            if fps + self._bound(state) <= best[0] + EPS:
+            if fps + bound(state) <= best[0] + EPS:
                 return
             for pi in range(first_placer, len(placers)):
                 start = first_route if pi == first_placer else 0
@@ -373,7 +490,7 @@ class GroupPacker:
                         current.append(placement)
                         dfs(pi, ri, fps + placement.fps, key)
                         current.pop()
-                        if nodes[0] > budget:
+                        if nodes[0] > budget or dive:
                             return
 
         dfs(0, 0, 0.0)

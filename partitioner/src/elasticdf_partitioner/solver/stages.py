@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..graph import ModelGraph
@@ -49,10 +49,23 @@ class Pipeline:
     stages: list[Stage]
     edges: list[StageEdge]
     published: list[StageOption | None]
+    _crossings: list[list[StageEdge]] | None = field(default=None, repr=False)
+    _pareto: dict[tuple[int, int], list[StageOption]] = field(default_factory=dict, repr=False)
 
     def crossing(self, position: int) -> list[StageEdge]:
         """Stage edges a cut before stage `position` crosses."""
-        return [e for e in self.edges if e.src < position <= e.dst]
+        return self.crossings()[position]
+
+    def crossings(self) -> list[list[StageEdge]]:
+        if self._crossings is None:
+            self._crossings = [[e for e in self.edges if e.src < p <= e.dst] for p in range(len(self.stages) + 1)]
+        return self._crossings
+
+    def pareto(self, stage: int, max_cycles: int) -> list[StageOption]:
+        key = (stage, max_cycles)
+        if key not in self._pareto:
+            self._pareto[key] = pareto(self.stages[stage].options, max_cycles)
+        return self._pareto[key]
 
     def levels(self) -> list[int]:
         """Every distinct cycles-per-frame value an option can have, ascending."""
