@@ -18,6 +18,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..catalog import Catalog, Limits
 from ..cluster import LINK_GBPS, Card
 from ..resources import Resources
@@ -194,25 +196,38 @@ def _compose(cards: list[Card], seq: list[int], last_end: int) -> list[Route]:
 
 # -- placing one instance along a route -------------------------------------------------------------
 
-def priced_order(opts: list[list[StageOption]], capacity: Resources, rounds: int = 12) -> list[list[StageOption]]:
-    """Rank each stage's options by a resource price that reflects how scarce each resource is for the whole
-    instance (multiplicative weights): LUT-hungry variants lose to DSP ones exactly when LUT binds."""
-    prices = [1.0 / c if c > EPS else 1e9 for c in capacity]
-    best_prices, best_worst = prices, math.inf
-    for _ in range(rounds):
-        demand = [0.0] * 5
-        for options in opts:
-            choice = min(options, key=lambda o: sum(p * r for p, r in zip(prices, o.res)))
-            for k in range(5):
-                demand[k] += choice.res[k]
-        util = [d / c if c > EPS else (math.inf if d > EPS else 0.0) for d, c in zip(demand, capacity)]
-        worst = max(util)
-        if worst < best_worst:
-            best_prices, best_worst = list(prices), worst
-        if worst in (0.0, math.inf):
+def balanced_order(opts: list[list[StageOption]], capacity: Resources) -> list[list[StageOption]]:
+    """Rank each stage's options so the first ones together use the group's resources evenly.
+
+    Local search on the instance's worst utilisation: starting from the options cheapest relative to
+    capacity, repeatedly switch the one stage option that lowers max_r(demand_r / capacity_r) the most.
+    LUT-hungry variants thereby give way to DSP or URAM ones exactly as far as LUT is the binding resource.
+    """
+    n_opts = max(len(o) for o in opts)
+    table = np.full((len(opts), n_opts, 5), np.inf)
+    for s, options in enumerate(opts):
+        table[s, :len(options)] = [o.res for o in options]
+    cap = np.array([c if c > EPS else EPS for c in capacity])
+    relative = table / cap
+    choice = np.nan_to_num(relative.sum(axis=2), nan=np.inf).argmin(axis=1)
+    rows = np.arange(len(opts))
+    demand = table[rows, choice].sum(axis=0)
+    score = _score(demand / cap)
+    for _ in range(4 * len(opts)):
+        candidates = (demand - table[rows, choice])[:, None, :] + table
+        scores = _score(candidates / cap)
+        s, o = np.unravel_index(np.nan_to_num(scores, nan=np.inf).argmin(), scores.shape)
+        if not scores[s, o] < score - 1e-12:
             break
-        prices = [p * math.exp(u / worst) for p, u in zip(prices, util)]
-    return [sorted(options, key=lambda o: sum(p * r for p, r in zip(best_prices, o.res))) for options in opts]
+        choice[s], demand, score = o, candidates[s, o], scores[s, o]
+    cheap = np.nan_to_num(relative.sum(axis=2), nan=np.inf)
+    return [[options[choice[s]]] + [options[i] for i in np.argsort(cheap[s, :len(options)]) if i != choice[s]]
+            for s, options in enumerate(opts)]
+
+
+def _score(util: np.ndarray) -> np.ndarray:
+    """Worst utilisation first, total utilisation as the tie-break."""
+    return util.max(axis=-1) + 1e-6 * util.sum(axis=-1)
 
 
 class InstancePlacer:
@@ -223,7 +238,7 @@ class InstancePlacer:
         self.exhaustive = exhaustive
         self.opts = [pipeline.pareto(s, level) for s in range(len(pipeline.stages))]
         if not exhaustive and all(self.opts):
-            self.opts = priced_order(self.opts, state.free_total())
+            self.opts = balanced_order(self.opts, state.free_total())
         self.crossing = pipeline.crossings()
 
     def feasible_level(self) -> bool:
