@@ -16,6 +16,12 @@ from .stages import Pipeline
 
 def fps_per_resource(pipeline: Pipeline, fclk_mhz: float) -> Resources:
     """For each resource kind, the most fps one unit of it can buy at any folding."""
+    if fclk_mhz not in pipeline.ratios:
+        pipeline.ratios[fclk_mhz] = _sweep(pipeline, fclk_mhz)
+    return pipeline.ratios[fclk_mhz]
+
+
+def _sweep(pipeline: Pipeline, fclk_mhz: float) -> Resources:
     events = sorted((o.cycles, s, o.res) for s, stage in enumerate(pipeline.stages) for o in stage.options)
     n = len(pipeline.stages)
     best_min: list[list[float]] = [[math.inf] * 5 for _ in range(n)]

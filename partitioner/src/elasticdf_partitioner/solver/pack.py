@@ -117,6 +117,10 @@ class GroupState:
             obj, key, value = self.log.pop()
             obj[key] = value
 
+    def avg_vector(self, card: int, slr: int) -> np.ndarray:
+        guide = self.slots[card][slr].guide
+        return np.array([1.0 / guide[k] if k in AVG_KINDS and guide[k] > 0 else 0.0 for k in range(5)])
+
     def avg_weight(self, card: int, slr: int, res: Resources) -> float:
         guide = self.slots[card][slr].guide
         return sum(res[k] / guide[k] for k in AVG_KINDS if guide[k] > 0)
@@ -334,6 +338,7 @@ class GreedyPlacer(InstancePlacer):
         self.prefix = [Resources()]
         for option in self.choice:
             self.prefix.append(self.prefix[-1] + option.res)
+        self.prefix_array = np.array(self.prefix)
         self.widths = [sum(self.choice[e.src].out_widths[e.src_pos] for e in cut) for cut in self.crossing]
 
     def place(self, route: Route) -> Iterator[Placement]:
@@ -364,14 +369,12 @@ class GreedyPlacer(InstancePlacer):
         return self._finish()
 
     def _farthest(self, card: int, slr: int, s: int) -> int:
-        lo, hi = s, len(self.choice)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.state.fits(card, slr, self.prefix[mid] - self.prefix[s]):
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        """The largest end e such that stages s..e-1 fit the SLR (fits is monotone in e)."""
+        slot = self.state.slots[card][slr]
+        runs = self.prefix_array[s:] - self.prefix_array[s]
+        ok = (runs <= np.asarray(slot.free) + EPS).all(axis=1)
+        ok &= runs @ self.state.avg_vector(card, slr) <= slot.avg_free + EPS
+        return s + int(np.argmin(ok)) - 1 if not ok.all() else len(self.choice)
 
     def _cut_ok(self, k: int, position: int) -> bool:
         (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]
@@ -418,13 +421,14 @@ class GroupPacker:
         free = state.free_total()
         return min((f * r for f, r in zip(free, self.ratios) if r < math.inf), default=math.inf)
 
-    def solve(self, levels: list[int]) -> GroupResult:
+    def solve(self, levels: list[int], floor: float = 0.0) -> GroupResult:
+        """Best packing found; in fast mode levels that cannot beat `floor` fps are not searched."""
         if self.settings.exhaustive:
             return self._search(levels, dive=False)
         fclk = max(c.type.fclk_mhz for c in self.cards) * 1e6
         ranked = sorted(((self._level_bound(level, fclk), level) for level in levels), reverse=True)
         dives: list[tuple[float, int, GroupResult]] = []
-        best_fps, nodes = 0.0, 0
+        best_fps, nodes = floor, 0
         for bound, level in ranked:
             if bound <= best_fps + EPS:
                 break
@@ -484,7 +488,9 @@ class GroupPacker:
         complete = [True]
         budget = self.settings.exhaustive_node_budget if self.settings.exhaustive else self.settings.node_budget
 
-        def dfs(first_placer: int, first_route: int, fps: float, last_key: tuple = ()) -> None:
+        def dfs(first_placer: int, first_route: int, fps: float, last_key: tuple = (),
+                failed: frozenset = frozenset()) -> None:
+            # resources only shrink down the tree, so a route that failed here fails in every subtree too
             if fps > best[0] + EPS:
                 best[0], best[1] = fps, list(current)
             if self.settings.max_instances is not None and len(current) >= self.settings.max_instances:
@@ -493,7 +499,13 @@ class GroupPacker:
                 return
             for pi in range(first_placer, len(placers)):
                 start = first_route if pi == first_placer else 0
+                failed_here = set(failed)
+                if not self.settings.exhaustive:
+                    failed_here |= {(pi, ri) for ri in range(start, len(self.routes)) if (pi, ri) not in failed
+                                    and not list(placers[pi].place(self.routes[ri]))}  # runs each walk to its undo
                 for ri in range(start, len(self.routes)):
+                    if (pi, ri) in failed_here:
+                        continue
                     for placement in placers[pi].place(self.routes[ri]):
                         key = placement.key()
                         if pi == first_placer and ri == first_route and key < last_key:
@@ -503,7 +515,7 @@ class GroupPacker:
                             complete[0] = False
                             return
                         current.append(placement)
-                        dfs(pi, ri, fps + placement.fps, key)
+                        dfs(pi, ri, fps + placement.fps, key, frozenset(failed_here))
                         current.pop()
                         if nodes[0] > budget or dive:
                             return

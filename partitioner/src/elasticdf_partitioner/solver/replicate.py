@@ -53,11 +53,16 @@ def solve_small(pipeline, cluster, limits, ratios, levels, settings) -> tuple[li
 
 def patterns(pipeline, cluster, limits, ratios, levels, settings) -> list[Pattern]:
     by_type = {t: [c for c in cluster.cards if c.type.name == t] for t in cluster.card_types}
-    shapes = [(t,) for t in by_type]
-    shapes += [(a, b) for a, b in itertools.combinations_with_replacement(by_type, 2)
-               if len(by_type[a]) >= (2 if a == b else 1) and len(by_type[b]) >= 1]
-    found = [_pattern(shape, by_type, pipeline, cluster, limits, ratios, levels, settings) for shape in shapes]
-    found = [p for p in found if p.result.placements]
+    singles = {t: _pattern((t,), by_type, pipeline, cluster, limits, ratios, levels, settings) for t in by_type}
+    found = [p for p in singles.values() if p.result.placements]
+    for a, b in itertools.combinations_with_replacement(by_type, 2):
+        if len(by_type[a]) < (2 if a == b else 1):
+            continue
+        # a pair is only worth having where it beats its two cards used separately
+        floor = singles[a].result.fps + singles[b].result.fps
+        pair = _pattern((a, b), by_type, pipeline, cluster, limits, ratios, levels, settings, floor)
+        if pair.result.fps > floor + 1e-6:
+            found.append(pair)
     size = 3
     while not found and size <= settings.max_cards_per_instance:
         found = [_pattern((t,) * size, by_type, pipeline, cluster, limits, ratios, levels, settings)
@@ -67,13 +72,13 @@ def patterns(pipeline, cluster, limits, ratios, levels, settings) -> list[Patter
     return found
 
 
-def _pattern(shape, by_type, pipeline, cluster, limits, ratios, levels, settings) -> Pattern:
+def _pattern(shape, by_type, pipeline, cluster, limits, ratios, levels, settings, floor=0.0) -> Pattern:
     taken: Counter = Counter()
     cards = []
     for t in shape:
         cards.append(by_type[t][taken[t]])
         taken[t] += 1
-    result = _packer(pipeline, cards, cluster, limits, ratios, settings).solve(levels)
+    result = _packer(pipeline, cards, cluster, limits, ratios, settings).solve(levels, floor)
     return Pattern(shape, result, sum(cluster.cost_per_hour(t) for t in shape))
 
 

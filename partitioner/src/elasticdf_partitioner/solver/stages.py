@@ -51,6 +51,7 @@ class Pipeline:
     published: list[StageOption | None]
     _crossings: list[list[StageEdge]] | None = field(default=None, repr=False)
     _pareto: dict[tuple[int, int], list[StageOption]] = field(default_factory=dict, repr=False)
+    ratios: dict[float, Resources] = field(default_factory=dict, repr=False)  # fps per resource, by clock
 
     def crossing(self, position: int) -> list[StageEdge]:
         """Stage edges a cut before stage `position` crosses."""
@@ -114,6 +115,16 @@ def _stage_option(combo: tuple[Option, ...]) -> StageOption:
 
 
 def build_pipeline(graph: ModelGraph) -> Pipeline:
+    """The graph's pipeline, kept on the graph until its folding settings change (re-planning is frequent)."""
+    signature = tuple(tuple(sorted(layer.settings.items(), key=str)) for layer in graph.layers)
+    cached = graph.__dict__.get("_pipeline")
+    if cached is None or cached[0] != signature:
+        cached = (signature, _build_pipeline(graph))
+        graph.__dict__["_pipeline"] = cached
+    return cached[1]
+
+
+def _build_pipeline(graph: ModelGraph) -> Pipeline:
     groups = _tie_groups(graph)
     stage_of = {layer: s for s, group in enumerate(groups) for layer in group}
     stages, published = [], []
@@ -145,11 +156,13 @@ def _published(graph: ModelGraph, group: list[int]) -> StageOption | None:
 
 
 def pareto(options: list[StageOption], max_cycles: int) -> list[StageOption]:
-    """Options within the cycle budget that no other such option beats or equals in every resource."""
+    """Options within the cycle budget that no other such option beats or equals in every resource and in
+    every output stream width (a narrower stream is cheaper to cut)."""
     cut = bisect.bisect_right([o.cycles for o in options], max_cycles)
-    candidates = sorted(options[:cut], key=lambda o: (o.res, o.cycles))
+    candidates = sorted(options[:cut], key=lambda o: (o.res, o.out_widths, o.cycles))
     front: list[StageOption] = []
     for option in candidates:
-        if not any(all(a <= b for a, b in zip(f.res, option.res)) for f in front):
+        vector = (*option.res, *option.out_widths)
+        if not any(all(a <= b for a, b in zip((*f.res, *f.out_widths), vector)) for f in front):
             front.append(option)
     return front
