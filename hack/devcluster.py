@@ -261,7 +261,7 @@ def _is_ours(pid: int, state: Path) -> bool:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
         return False
-    return str(state.resolve()) in cmdline
+    return str(state.resolve()) + "/" in cmdline
 
 
 def running_pid(state: Path, name: str) -> int | None:

@@ -84,6 +84,11 @@ def core_v1(k8s_client):
 
 
 @pytest.fixture(scope="session")
+def baseline_cluster() -> dict:
+    return BASELINE_CLUSTER
+
+
+@pytest.fixture(scope="session")
 def simulated_nodes(kubeconfig: Path) -> list[str]:
     """The baseline kwok nodes, Ready and untainted."""
     devcluster.apply_nodes(kubeconfig, BASELINE_CLUSTER)
