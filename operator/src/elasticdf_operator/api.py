@@ -1,0 +1,186 @@
+"""The Kubernetes API of Elastic-DF (DESIGN §5.4) as pydantic models: the single source of crds/*.yaml.
+
+Field names are the camelCase names users write in YAML (aliases); Python code uses snake_case.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from elasticdf_partitioner.catalog import Limits, load_catalog
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from . import GROUP, VERSION
+
+CARD_TYPE_NAMES = tuple(sorted(load_catalog().cards))
+CardTypeName = Literal[CARD_TYPE_NAMES]  # type: ignore[valid-type]
+Objective = Literal["throughput", "latency", "cost"]
+RuntimeMode = Literal["auto", "xrt", "emulation"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+Phase = Literal["Pending", "Solving", "Scheduling", "Running", "Degraded", "Failed"]
+CONDITION_TYPES = ("PartitionSolved", "Scheduled", "SegmentsReady", "LinksUp", "Ready")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Artifacts(_Model):
+    """Compiled artifacts of a FINN dataflow model."""
+
+    onnx: str = Field(min_length=1, description="URI of the dataflow ONNX model")
+    bitstreams: list[str] = Field(default_factory=list, description="URIs of per-segment xclbins, in order")
+
+
+class ModelSource(_Model):
+    """Which network to run: a zoo name or artifact URIs (exactly one)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.name) != has(self.artifacts)", "message": "set exactly one of name or artifacts"}]})
+
+    name: str | None = Field(None, min_length=1, max_length=63, description="model zoo name, e.g. resnet50")
+    artifacts: Artifacts | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        if (self.name is None) == (self.artifacts is None):
+            raise ValueError("set exactly one of name or artifacts")
+        return self
+
+
+class Autoscaling(_Model):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must be <= maxReplicas"}]})
+
+    min_replicas: int = Field(1, ge=0, le=1000)
+    max_replicas: int = Field(ge=1, le=1000)
+    target_fps: float = Field(gt=0, alias="targetFPS", description="observed fps per replica to aim for")
+    scale_up_stabilization_seconds: int = Field(0, ge=0, le=3600)
+    scale_down_stabilization_seconds: int = Field(300, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be <= maxReplicas")
+        return self
+
+
+class Placement(_Model):
+    card_types: list[CardTypeName] | None = Field(None, description="only these card types (default: any)")
+    node_selector: dict[str, str] | None = Field(None, description="only nodes with these labels")
+    max_segments_per_instance: int | None = Field(None, ge=1, le=16)
+    limits: Limits | None = Field(None, description="per-SLR utilisation limits (shares, 0-1]")
+
+
+class Runtime(_Model):
+    mode: RuntimeMode = "auto"
+    image: str = Field("ghcr.io/elasticdf/segment:latest", min_length=1)
+
+
+class ElasticInferenceSpec(_Model):
+    model: ModelSource
+    objective: Objective = "throughput"
+    target_fps: float | None = Field(None, gt=0, alias="targetFPS")
+    replicas: int = Field(1, ge=0, le=1000, description="number of instances (scale subresource)")
+    autoscaling: Autoscaling | None = None
+    placement: Placement | None = None
+    runtime: Runtime | None = None
+
+
+class Condition(_Model):
+    type: str
+    status: ConditionStatus
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class SegmentSummary(_Model):
+    node: str
+    card: int
+    card_type: str
+    layers: list[int] = Field(default_factory=list, description="[first, last] layer index")
+
+
+class InstanceSummary(_Model):
+    index: int
+    fps: float
+    ready: bool = False
+    segments: list[SegmentSummary] = Field(default_factory=list)
+
+
+class PlanSummary(_Model):
+    objective: str = ""
+    model: str = ""
+    instances: list[InstanceSummary] = Field(default_factory=list)
+    cards_used: int = 0
+
+
+class ElasticInferenceStatus(_Model):
+    phase: Phase | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    plan: PlanSummary | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+    selector: str | None = None
+    predicted_fps: float = Field(0, alias="predictedFPS")
+    observed_fps: float | None = Field(None, alias="observedFPS")
+    cost_per_hour: float = 0
+    fps_per_dollar_hour: float = 0
+    observed_generation: int | None = None
+
+
+class Switch(_Model):
+    name: str = Field(min_length=1)
+    uplink_gbps: float = Field(400, gt=0)
+    to: str | None = None
+
+
+class Uplink(_Model):
+    node: str = Field(min_length=1)
+    switch: str = Field(min_length=1)
+    gbps: float = Field(100, gt=0)
+
+
+class FabricSpec(_Model):
+    switches: list[Switch] = Field(default_factory=list)
+    uplinks: list[Uplink] = Field(default_factory=list, description="node -> switch links (default: label)")
+    address_pool: str = Field("10.100.0.0/16", pattern=r"^\d+\.\d+\.\d+\.\d+/\d+$",
+                              description="CIDR the QSFP ports get their IPs from")
+    udp_port: int = Field(50000, ge=1024, le=65535)
+
+
+class CrdInfo(BaseModel):
+    kind: str
+    plural: str
+    singular: str
+    short_names: list[str]
+    scope: Literal["Namespaced", "Cluster"]
+    spec: type[BaseModel]
+    status: type[BaseModel] | None
+    printer_columns: list[dict] = []
+    scale: bool = False
+
+
+ELASTIC_INFERENCE = CrdInfo(
+    kind="ElasticInference", plural="elasticinferences", singular="elasticinference", short_names=["ei"],
+    scope="Namespaced", spec=ElasticInferenceSpec, status=ElasticInferenceStatus, scale=True,
+    printer_columns=[
+        {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "FPS", "type": "number", "jsonPath": ".status.predictedFPS"},
+        {"name": "$/h", "type": "number", "jsonPath": ".status.costPerHour"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
+)
+FABRIC = CrdInfo(
+    kind="Fabric", plural="fabrics", singular="fabric", short_names=["fab"], scope="Cluster",
+    spec=FabricSpec, status=None,
+    printer_columns=[{"name": "Pool", "type": "string", "jsonPath": ".spec.addressPool"},
+                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}],
+)
+RESOURCES = (ELASTIC_INFERENCE, FABRIC)
+API_VERSION = f"{GROUP}/{VERSION}"

@@ -1,0 +1,118 @@
+"""Inventory: Alveo nodes (labels, allocatable) minus cards held by segments -> the partitioner's Cluster.
+
+Pure functions over API objects as plain camelCase dicts (what the API server sends, what kopf hands out).
+Which cards are held is derived from the API server: every instance ConfigMap records the cards of its
+instance (a reservation written before its pods exist) and every segment pod names its card.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from elasticdf_partitioner.catalog import Catalog
+from elasticdf_partitioner.cluster import Cluster, ClusterSpec, NodeSpec, SwitchSpec, cluster_from_spec
+
+LABEL_CARD_TYPES = "elasticdf.io/card-types"
+LABEL_SWITCH = "elasticdf.io/switch"
+ANNOTATION_CARDS = "elasticdf.io/cards"  # on nodes: the card list in order; on instance ConfigMaps: held cards
+ANNOTATION_CARD = "elasticdf.io/card"  # on segment pods: "<node>/<index>"
+DEFAULT_SWITCH = "default"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One physical card: node, index on the node, card type."""
+
+    node: str
+    index: int
+    type: str
+
+
+@dataclass
+class FreeCluster:
+    """The partitioner's view of free cards and the way back to physical card indices."""
+
+    cluster: Cluster | None
+    physical: dict[tuple[str, int], int] = field(default_factory=dict)  # (node, index in cluster) -> index
+    reason: str = ""
+
+    def slot_index(self, node: str, card: int) -> int:
+        return self.physical[(node, card)]
+
+
+def node_is_usable(node: dict) -> bool:
+    if node.get("spec", {}).get("unschedulable"):
+        return False
+    conditions = node.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def node_slots(node: dict, catalog: Catalog) -> list[Slot]:
+    """Physical cards of a node: the ordered annotation when present, else allocatable device-plugin counts."""
+    name = node["metadata"]["name"]
+    allocatable = node.get("status", {}).get("allocatable") or {}
+    by_resource = catalog.by_device_plugin_resource()
+    counts: dict[str, int] = {}
+    for resource, qty in allocatable.items():
+        if resource in by_resource:
+            counts[by_resource[resource]] = counts.get(by_resource[resource], 0) + int(str(qty))
+    listed = (node["metadata"].get("annotations") or {}).get(ANNOTATION_CARDS)
+    order = [t for t in listed.split(",") if t] if listed else [t for t in sorted(counts) for _ in range(counts[t])]
+    slots, seen = [], dict.fromkeys(counts, 0)
+    for index, card_type in enumerate(order):
+        if seen.get(card_type, 0) < counts.get(card_type, 0):  # capacity lost -> fewer cards
+            seen[card_type] += 1
+            slots.append(Slot(name, index, card_type))
+    return slots
+
+
+def held_slots(configmaps: list[dict], pods: list[dict]) -> set[tuple[str, int]]:
+    """(node, card index) of every card reserved by an instance ConfigMap or used by a live segment pod."""
+    held: set[tuple[str, int]] = set()
+    for cm in configmaps:
+        for entry in json.loads((cm["metadata"].get("annotations") or {}).get(ANNOTATION_CARDS, "[]")):
+            held.add((entry["node"], int(entry["card"])))
+    for pod in pods:
+        if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        ref = (pod["metadata"].get("annotations") or {}).get(ANNOTATION_CARD)
+        if ref:
+            node, index = ref.rsplit("/", 1)
+            held.add((node, int(index)))
+    return held
+
+
+def matches(labels: dict[str, str], selector: dict[str, str] | None) -> bool:
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def free_slots(nodes: list[dict], held: set[tuple[str, int]], catalog: Catalog,
+               card_types: list[str] | None = None, node_selector: dict[str, str] | None = None) -> list[Slot]:
+    slots = []
+    for node in sorted(nodes, key=lambda n: n["metadata"]["name"]):
+        if not node_is_usable(node) or not matches(node["metadata"].get("labels") or {}, node_selector):
+            continue
+        slots += [s for s in node_slots(node, catalog) if (s.node, s.index) not in held
+                  and (not card_types or s.type in card_types)]
+    return slots
+
+
+def switch_of(node: dict) -> str:
+    return (node["metadata"].get("labels") or {}).get(LABEL_SWITCH, DEFAULT_SWITCH)
+
+
+def build_cluster(slots: list[Slot], nodes: list[dict], catalog: Catalog,
+                  switches: list[SwitchSpec] | None = None) -> FreeCluster:
+    """Free slots -> a partitioner Cluster whose card indices map back to physical ones."""
+    if not slots:
+        return FreeCluster(None, reason="no free Alveo card matches the placement")
+    switch = {n["metadata"]["name"]: switch_of(n) for n in nodes}
+    per_node: dict[str, list[Slot]] = {}
+    for slot in slots:
+        per_node.setdefault(slot.node, []).append(slot)
+    specs = [NodeSpec(name=node, cards=[s.type for s in own], switch=switch.get(node, DEFAULT_SWITCH))
+             for node, own in per_node.items()]
+    physical = {(node, i): s.index for node, own in per_node.items() for i, s in enumerate(own)}
+    cluster = cluster_from_spec(ClusterSpec(nodes=specs, switches=switches or []), catalog)
+    return FreeCluster(cluster, physical)

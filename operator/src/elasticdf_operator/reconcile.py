@@ -1,0 +1,340 @@
+"""Level-triggered, idempotent reconcile of one ElasticInference (plain functions; kopf only calls them).
+
+Every call reads the state from the API server (instance ConfigMaps = card reservations, segment pods,
+nodes), so it is correct after restarts. A process-wide lock serialises the read-solve-create step
+of different resources, so two reconciles never book the same free card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import threading
+import time
+from dataclasses import dataclass, field
+
+from elasticdf_partitioner.catalog import Catalog, load_catalog
+from elasticdf_partitioner.cluster import SwitchSpec
+from elasticdf_partitioner.errors import ElasticDFError, InfeasibleError
+from elasticdf_partitioner.solver import solve
+from elasticdf_partitioner.solver.pack import PackSettings
+from elasticdf_partitioner.wiring import check_chain
+from pydantic import ValidationError
+
+from . import builders, metrics
+from .api import ElasticInferenceSpec, ModelSource
+from .builders import LABEL_INSTANCE, LABEL_NAME, Owner
+from .inventory import build_cluster, free_slots, held_slots
+
+LEDGER = threading.Lock()
+
+
+@dataclass
+class Result:
+    """What one reconcile decided: condition updates and events (type, reason, message)."""
+
+    conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    short: int = 0
+
+
+@functools.lru_cache(maxsize=16)
+def _zoo_graph(name: str):
+    from elasticdf_partitioner.zoo import load_model
+
+    return load_model(name)
+
+
+def load_graph(source: ModelSource):
+    if source.artifacts is not None:
+        from elasticdf_partitioner.errors import InputError
+
+        raise InputError("spec.model.artifacts", "ONNX artifacts are not supported by the operator yet",
+                         "a zoo name in spec.model.name")
+    return _zoo_graph(source.name)
+
+
+def owned(items: list[dict], namespace: str, name: str) -> list[dict]:
+    return [i for i in items if i["metadata"]["namespace"] == namespace
+            and (i["metadata"].get("labels") or {}).get(LABEL_NAME) == name]
+
+
+def by_instance(items: list[dict]) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {}
+    for item in items:
+        out.setdefault(int(item["metadata"]["labels"][LABEL_INSTANCE]), []).append(item)
+    return out
+
+
+def desired_replicas(spec: ElasticInferenceSpec) -> int:
+    if spec.autoscaling is None:
+        return spec.replicas
+    return max(spec.autoscaling.min_replicas, min(spec.autoscaling.max_replicas, spec.replicas))
+
+
+def scale_down(kube, owner: Owner, records: dict[int, dict], want: int, result: Result) -> dict[int, dict]:
+    """Keep the `want` lowest instance indices; delete whole instances, highest index first."""
+    order = sorted(records)
+    for index in reversed(order[want:]):
+        kube.delete_instance(owner.namespace, owner.name, index)
+        result.events.append(("Normal", "InstanceRemoved", f"removed instance {index} (replicas={want})"))
+    return {i: records[i] for i in order[:want]}
+
+
+def repair(kube, owner: Owner, spec, records: dict[int, dict], pods: dict[int, list[dict]], catalog,
+           result: Result) -> None:
+    """Recreate missing segment pods of kept instances; failed pods are deleted and come back next round."""
+    for index, cm in records.items():
+        present = {p["metadata"]["name"]: p for p in pods.get(index, [])}
+        for w in builders.wirings_of(cm):
+            pod = present.get(builders.pod_name(owner.name, index, w.segment))
+            if pod is not None and pod.get("status", {}).get("phase") == "Failed":
+                kube.delete_pod(owner.namespace, pod["metadata"]["name"])
+                result.events.append(("Warning", "SegmentFailed", f"segment pod {pod['metadata']['name']} failed"))
+            elif pod is None and kube.create(builders.segment_pod(owner, spec, w, catalog)):
+                result.events.append(("Normal", "SegmentCreated", f"instance {index} segment {w.segment} "
+                                      f"on {w.node}/{w.card}"))
+
+
+def _settings(spec: ElasticInferenceSpec) -> PackSettings:
+    cards = spec.placement.max_segments_per_instance if spec.placement else None
+    return PackSettings(max_instances=1, **({"max_cards_per_instance": cards} if cards else {}))
+
+
+def _solve_one(graph, fc, spec: ElasticInferenceSpec):
+    objective = spec.objective
+    target = spec.target_fps / max(spec.replicas, 1) if spec.target_fps else None
+    if objective == "cost" and not target:
+        objective = "throughput"
+    limits = spec.placement.limits if spec.placement else None
+    started = time.perf_counter()
+    try:
+        return solve(graph, fc.cluster, objective, target, limits, settings=_settings(spec)).instances[0]
+    finally:
+        metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
+
+
+def place(kube, owner: Owner, spec, observed: dict, taken: set[int], missing: int, catalog: Catalog,
+          result: Result) -> None:
+    """Solve and create `missing` whole instances, one at a time, over the cards still free."""
+    placement = spec.placement
+    held = held_slots(observed["configmaps"], observed["pods"])
+    slots = free_slots(observed["nodes"], held, catalog, placement.card_types if placement else None,
+                       placement.node_selector if placement else None)
+    switches = _switches(observed["fabrics"])
+    labels = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in observed["nodes"]}
+    ordinals = {name: i for i, name in enumerate(sorted(labels))}
+    pool = _pool(observed["fabrics"])
+    try:
+        graph = load_graph(spec.model)
+    except ElasticDFError as err:
+        result.conditions["PartitionSolved"] = ("False", "InvalidModel", str(err))
+        return
+    index = 0
+    for _ in range(missing):
+        fc = build_cluster(slots, observed["nodes"], catalog, switches)
+        if fc.cluster is None:
+            _short(result, missing, fc.reason)
+            return
+        try:
+            inst = _solve_one(graph, fc, spec)
+        except InfeasibleError as err:
+            _short(result, missing, str(err), infeasible=True)
+            return
+        except ElasticDFError as err:
+            result.conditions["PartitionSolved"] = ("False", "InvalidSpec", str(err))
+            return
+        while index in taken:
+            index += 1
+        taken.add(index)
+        physical = [fc.physical[(s.node, s.card)] for s in inst.segments]
+        mode = builders.resolve_mode(spec, labels.get(inst.segments[0].node, {}))
+        wirings = builders.wiring(owner, spec, index, inst, mode, ordinals, physical, pool)
+        cost = sum(fc.cluster.cost_per_hour(s.card_type) for s in inst.segments)
+        kube.create(builders.instance_configmap(owner, index, wirings, inst.fps, cost))
+        for w in wirings:
+            kube.create(builders.segment_pod(owner, spec, w, catalog))
+        used = {(w.node, w.card) for w in wirings}
+        slots = [s for s in slots if (s.node, s.index) not in used]
+        cards = ", ".join(f"{w.node}/{w.card} ({w.card_type})" for w in wirings)
+        result.events.append(("Normal", "InstancePlaced", f"instance {index}: {len(wirings)} segment(s) on "
+                              f"{cards}, {inst.fps:.0f} fps predicted"))
+        result.conditions["PartitionSolved"] = ("True", "Solved", f"instance {index}: {inst.fps:.1f} fps")
+        missing -= 1
+        result.short = missing
+
+
+def _short(result: Result, missing: int, message: str, infeasible: bool = False) -> None:
+    result.short = missing
+    if infeasible and "PartitionSolved" not in result.conditions:
+        result.conditions["PartitionSolved"] = ("False", "PartitionInfeasible", message)
+    result.events.append(("Warning", "PartitionInfeasible" if infeasible else "InsufficientCards",
+                          f"{missing} instance(s) not placed: {message}"))
+
+
+def _switches(fabrics: list[dict]) -> list[SwitchSpec]:
+    out = []
+    for fabric in fabrics:
+        for s in fabric.get("spec", {}).get("switches", []):
+            out.append(SwitchSpec(name=s["name"], uplink_gbps=s.get("uplinkGbps", 400), to=s.get("to")))
+    return out
+
+
+def _pool(fabrics: list[dict]) -> str:
+    for fabric in sorted(fabrics, key=lambda f: f["metadata"]["name"]):
+        if fabric.get("spec", {}).get("addressPool"):
+            return fabric["spec"]["addressPool"]
+    return builders.DEFAULT_POOL
+
+
+def observe(kube) -> dict:
+    return {"nodes": kube.nodes(), "pods": kube.managed_pods(), "configmaps": kube.managed_configmaps(),
+            "fabrics": kube.fabrics()}
+
+
+def reconcile(kube, ei: dict, catalog: Catalog | None = None) -> dict:
+    """Bring the pods of `ei` in line with its spec; write and return its status."""
+    catalog = catalog or load_catalog()
+    meta = ei["metadata"]
+    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
+    result = Result()
+    try:
+        spec = ElasticInferenceSpec.model_validate(ei.get("spec") or {})
+    except ValidationError as err:
+        result.conditions["PartitionSolved"] = ("False", "InvalidSpec", str(err).replace("\n", " ")[:900])
+        return finish(kube, ei, owner, 0, result)
+    want = desired_replicas(spec)
+    with LEDGER:
+        observed = observe(kube)
+        records = {i: cms[0] for i, cms in by_instance(owned(observed["configmaps"], *_key(owner))).items()}
+        pods = by_instance(owned(observed["pods"], *_key(owner)))
+        kept = scale_down(kube, owner, records, want, result)
+        for svc in builders.services(owner):
+            kube.create(svc)
+        repair(kube, owner, spec, kept, pods, catalog, result)
+        if want > len(kept):
+            place(kube, owner, spec, observed, set(records), want - len(kept), catalog, result)
+    return finish(kube, ei, owner, want, result)
+
+
+def _key(owner: Owner) -> tuple[str, str]:
+    return owner.namespace, owner.name
+
+
+def finish(kube, ei: dict, owner: Owner, want: int, result: Result) -> dict:
+    observed_cms = owned(kube.managed_configmaps(), *_key(owner))
+    observed_pods = owned(kube.managed_pods(), *_key(owner))
+    status = compute_status(ei, owner, want, observed_cms, observed_pods, result)
+    known = {c.get("reason") for c in (ei.get("status") or {}).get("conditions") or []}
+    for type_, reason, message in result.events:
+        if type_ == "Warning" and reason in known:
+            continue  # already reported; the condition still carries it
+        kube.event(ei, type_, reason, message)
+    for type_, reason, message in _transition_events(ei, status):
+        kube.event(ei, type_, reason, message)
+    kube.patch_status(owner.namespace, owner.name, status)
+    metrics.publish(owner.namespace, owner.name, status)
+    return status
+
+
+def _transition_events(ei: dict, status: dict) -> list[tuple[str, str, str]]:
+    before = {c["type"]: c for c in (ei.get("status") or {}).get("conditions") or []}
+    out = []
+    for c in status["conditions"]:
+        old = before.get(c["type"])
+        if c["type"] == "Ready" and c["status"] == "True" and (old is None or old["status"] != "True"):
+            out.append(("Normal", "Ready", c["message"]))
+    return out
+
+
+def pod_ready(pod: dict) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def pod_scheduled(pod: dict) -> bool:
+    return bool(pod.get("spec", {}).get("nodeName"))
+
+
+def compute_status(ei: dict, owner: Owner, want: int, cms: list[dict], pods: list[dict], result: Result) -> dict:
+    records = {i: c[0] for i, c in by_instance(cms).items()}
+    pods_of = by_instance(pods)
+    summaries, ready, fps, cost, problems = [], 0, 0.0, 0.0, []
+    for index in sorted(records):
+        cm = records[index]
+        wirings = builders.wirings_of(cm)
+        problems += check_chain(wirings)
+        own = pods_of.get(index, [])
+        is_ready = len(own) == len(wirings) and all(pod_ready(p) for p in own)
+        ready += is_ready
+        inst_fps = float(cm["metadata"]["annotations"].get(builders.ANNOTATION_FPS, 0))
+        fps += inst_fps
+        cost += float(cm["metadata"]["annotations"].get(builders.ANNOTATION_COST, 0))
+        summaries.append({"index": index, "fps": round(inst_fps, 3), "ready": is_ready, "segments": [
+            {"node": w.node, "card": w.card, "cardType": w.card_type, "layers": w.layer_range} for w in wirings]})
+    placed = len(records)
+    scheduled = sum(pod_scheduled(p) for p in pods)
+    total_pods = sum(len(builders.wirings_of(c)) for c in records.values())
+    computed = _conditions(result, want, placed, ready, scheduled, total_pods, problems)
+    spec = ei.get("spec") or {}
+    return {
+        "phase": _phase(computed, placed, ready, want),
+        "conditions": merge_conditions((ei.get("status") or {}).get("conditions") or [], computed,
+                                       ei["metadata"].get("generation")),
+        "plan": {"objective": spec.get("objective", "throughput"),
+                 "model": (spec.get("model") or {}).get("name") or "artifacts",
+                 "instances": summaries, "cardsUsed": total_pods},
+        "replicas": placed, "readyReplicas": ready, "selector": builders.selector(owner.name),
+        "predictedFPS": round(fps, 3), "costPerHour": round(cost, 4),
+        "fpsPerDollarHour": round(fps / cost, 3) if cost else 0.0,
+        "observedGeneration": ei["metadata"].get("generation"),
+    }
+
+
+def _conditions(result: Result, want, placed, ready, scheduled, total_pods, problems) -> dict:
+    c = dict(result.conditions)
+    if "PartitionSolved" not in c:
+        c["PartitionSolved"] = ("True", "Solved", f"{placed} instance(s) planned") if placed or not want else None
+    if placed < want:
+        c["Scheduled"] = ("False", "InsufficientCards", f"{placed} of {want} instance(s) placed")
+    elif scheduled < total_pods:
+        c["Scheduled"] = ("False", "PodsPending", f"{scheduled} of {total_pods} segment pod(s) bound to nodes")
+    else:
+        c["Scheduled"] = ("True", "AllPlaced", f"{placed} instance(s), {total_pods} segment pod(s)")
+    c["SegmentsReady"] = (("True", "AllReady", f"{ready} of {want} instance(s) ready") if ready >= want else
+                          ("False", "SegmentsNotReady", f"{ready} of {want} instance(s) ready"))
+    c["LinksUp"] = (("True", "WiringConsistent", "every segment sends where the next one listens")
+                    if not problems else ("False", "WiringInconsistent", "; ".join(problems)[:900]))
+    parts = [c.get(t) for t in ("PartitionSolved", "Scheduled", "SegmentsReady", "LinksUp")]
+    bad = [p for p in parts if p is not None and p[0] != "True"]
+    c["Ready"] = ("True", "Ready", f"{ready} instance(s) ready") if not bad else ("False", bad[0][1], bad[0][2])
+    return {k: v for k, v in c.items() if v is not None}
+
+
+def _phase(conditions: dict, placed: int, ready: int, want: int) -> str:
+    if conditions["Ready"][0] == "True":
+        return "Running"
+    if placed == 0 and conditions.get("PartitionSolved", ("True",))[0] == "False":
+        return "Failed"
+    if placed == 0:
+        return "Pending"
+    return "Degraded" if ready else "Scheduling"
+
+
+def merge_conditions(previous: list[dict], computed: dict, generation: int | None) -> list[dict]:
+    """Conditions in a fixed order; lastTransitionTime changes only when the status flips."""
+    before = {c["type"]: c for c in previous}
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = []
+    for type_ in ("PartitionSolved", "Scheduled", "SegmentsReady", "LinksUp", "Ready"):
+        if type_ not in computed:
+            if type_ in before:
+                out.append(before[type_])
+            continue
+        status, reason, message = computed[type_]
+        old = before.get(type_)
+        since = old["lastTransitionTime"] if old and old.get("status") == status else now
+        out.append({"type": type_, "status": status, "reason": reason, "message": message,
+                    "lastTransitionTime": since, "observedGeneration": generation})
+    return out
+

@@ -1,0 +1,133 @@
+"""Unit tests of the operator's pure parts: CRD generation, inventory, builders, status."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from elasticdf_operator import builders, crdgen, inventory
+from elasticdf_operator.api import ElasticInferenceSpec
+from elasticdf_operator.builders import Owner
+from elasticdf_operator.reconcile import Result, compute_status, merge_conditions
+from elasticdf_partitioner.catalog import load_catalog
+from elasticdf_partitioner.plan import Instance, Segment
+from elasticdf_partitioner.wiring import check_chain
+from pydantic import ValidationError
+
+CATALOG = load_catalog()
+OWNER = Owner("net", "ns", "uid-1")
+
+
+def test_crds_are_fresh():
+    for name, text in crdgen.files().items():
+        path = crdgen.DEFAULT_DIR / name
+        assert path.exists() and path.read_text() == text, f"{path} is stale: python -m elasticdf_operator.crdgen"
+
+
+def test_crd_schema_is_structural():
+    text = json.dumps(crdgen.crd(crdgen.RESOURCES[0]))
+    assert "$ref" not in text and "anyOf" not in text and '"const"' not in text
+    version = crdgen.crd(crdgen.RESOURCES[0])["spec"]["versions"][0]
+    assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["objective"]["enum"] == ["throughput", "latency", "cost"]
+    assert spec["properties"]["targetFPS"]["exclusiveMinimum"] is True
+    assert "u280" in spec["properties"]["placement"]["properties"]["cardTypes"]["items"]["enum"]
+
+
+@pytest.mark.parametrize("bad", [
+    {"model": {}},
+    {"model": {"name": "x", "artifacts": {"onnx": "s3://a"}}},
+    {"model": {"name": "x"}, "objective": "fastest"},
+    {"model": {"name": "x"}, "replicas": -1},
+    {"model": {"name": "x"}, "autoscaling": {"minReplicas": 3, "maxReplicas": 2, "targetFPS": 10}},
+])
+def test_spec_validation(bad):
+    with pytest.raises(ValidationError):
+        ElasticInferenceSpec.model_validate(bad)
+
+
+def node(name, cards, ready=True, switch=None):
+    alloc = {}
+    for c in cards:
+        res = CATALOG.card(c).device_plugin_resource
+        alloc[res] = str(int(alloc.get(res, 0)) + 1)
+    labels = {inventory.LABEL_CARD_TYPES: ".".join(sorted(set(cards)))}
+    if switch:
+        labels[inventory.LABEL_SWITCH] = switch
+    return {"metadata": {"name": name, "labels": labels, "annotations": {inventory.ANNOTATION_CARDS: ",".join(cards)}},
+            "status": {"allocatable": alloc, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_inventory_free_cards_and_index_mapping():
+    nodes = [node("a", ["u280", "u250", "u280"]), node("b", ["u250"], ready=False)]
+    held = {("a", 0)}
+    slots = inventory.free_slots(nodes, held, CATALOG)
+    assert [(s.node, s.index, s.type) for s in slots] == [("a", 1, "u250"), ("a", 2, "u280")]
+    fc = inventory.build_cluster(slots, nodes, CATALOG)
+    assert [c.type.name for c in fc.cluster.cards] == ["u250", "u280"]
+    assert fc.physical[("a", 1)] == 2
+    assert inventory.free_slots(nodes, held, CATALOG, card_types=["u280"]) == [inventory.Slot("a", 2, "u280")]
+
+
+def test_held_cards_from_configmaps_and_pods():
+    cm = {"metadata": {"annotations": {inventory.ANNOTATION_CARDS: json.dumps([{"node": "a", "card": 1}])}}}
+    pod = {"metadata": {"annotations": {inventory.ANNOTATION_CARD: "b/0"}}, "status": {"phase": "Running"}}
+    done = {"metadata": {"annotations": {inventory.ANNOTATION_CARD: "b/1"}}, "status": {"phase": "Failed"}}
+    assert inventory.held_slots([cm], [pod, done]) == {("a", 1), ("b", 0)}
+
+
+def two_segment_instance():
+    seg = dict(slrs=[0], ingress_gbps=1, egress_gbps=1, resources={}, utilisation={}, slr_layers={})
+    return Instance(fps=100, fclk_mhz=200, cycles_per_frame=1, latency_ms=1, segments=[
+        Segment(node="a", card=0, card_type="u280", layers=["l0", "l4"], layer_range=[0, 4], **seg),
+        Segment(node="b", card=0, card_type="u250", layers=["l5", "l9"], layer_range=[5, 9], **seg)])
+
+
+@pytest.mark.parametrize("mode", ["emulation", "xrt"])
+def test_wiring_chain_and_pods(mode):
+    spec = ElasticInferenceSpec.model_validate({"model": {"name": "cnv"}})
+    ws = builders.wiring(OWNER, spec, 3, two_segment_instance(), mode, {"a": 0, "b": 1}, [2, 0])
+    assert check_chain(ws) == []
+    assert ws[0].upstream.kind == "gateway" and ws[1].downstream.kind == "gateway"
+    assert ws[0].card == 2 and ws[0].downstream == ws[1].listen
+    cm = builders.instance_configmap(OWNER, 3, ws, 100.0, 3.6)
+    assert builders.wirings_of(cm) == ws
+    pod = builders.segment_pod(OWNER, spec, ws[1], CATALOG)
+    assert pod["metadata"]["labels"][builders.LABEL_INSTANCE] == "3"
+    assert pod["metadata"]["labels"][builders.LABEL_SEGMENT] == "1"
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    limits = pod["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {CATALOG.card("u250").device_plugin_resource: "1"}
+    term = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["nodeSelectorTerms"][0]["matchFields"][0]["values"] == ["b"]
+
+
+def test_qsfp_addresses_are_unique():
+    addrs = {builders.qsfp_address("10.100.0.0/16", n, c) for n in range(8) for c in range(16)}
+    assert len(addrs) == 128
+
+
+def test_status_conditions():
+    spec = ElasticInferenceSpec.model_validate({"model": {"name": "cnv"}})
+    ws = builders.wiring(OWNER, spec, 0, two_segment_instance(), "emulation", {}, [0, 0])
+    cm = builders.instance_configmap(OWNER, 0, ws, 100.0, 3.0)
+    pods = [builders.segment_pod(OWNER, spec, w, CATALOG) for w in ws]
+    for p in pods:
+        p["spec"]["nodeName"] = "a"
+        p["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
+    ei = {"metadata": {"name": "net", "namespace": "ns", "generation": 1}, "spec": {"model": {"name": "cnv"}}}
+    status = compute_status(ei, OWNER, 1, [cm], pods, Result())
+    assert status["phase"] == "Running" and status["readyReplicas"] == 1
+    assert status["fpsPerDollarHour"] == pytest.approx(100 / 3, abs=1e-3)
+    short = Result(conditions={"PartitionSolved": ("False", "PartitionInfeasible", "too big")})
+    status = compute_status(ei, OWNER, 2, [cm], pods, short)
+    ready = {c["type"]: c for c in status["conditions"]}
+    assert ready["Ready"]["reason"] == "PartitionInfeasible" and ready["Scheduled"]["reason"] == "InsufficientCards"
+
+
+def test_merge_conditions_keeps_transition_time():
+    old = [{"type": "Ready", "status": "True", "reason": "Ready", "message": "", "lastTransitionTime": "T0"}]
+    new = merge_conditions(old, {"Ready": ("True", "Ready", "x")}, 2)
+    assert new[0]["lastTransitionTime"] == "T0"
+    assert merge_conditions(old, {"Ready": ("False", "R", "x")}, 2)[0]["lastTransitionTime"] != "T0"
