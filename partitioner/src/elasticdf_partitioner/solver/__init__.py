@@ -65,6 +65,10 @@ def solve(graph: ModelGraph, cluster: Cluster, objective: str = "throughput", ta
     else:
         found = patterns(*args)
         chosen = choose_patterns(cluster, found, target_fps if objective == "cost" else None)
+        if objective == "cost" and not chosen:
+            most = sum(found[p].result.fps * n for copies in choose_patterns(cluster, found, None).values()
+                       for p, n in copies.items())
+            raise explain_infeasible(pipeline, cluster, limits, target_fps, most)
         assignments = bind(cluster, found, chosen)
     assignments = [a for a in assignments if a.result.placements]
     if not assignments:
