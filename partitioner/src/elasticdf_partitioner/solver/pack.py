@@ -81,10 +81,12 @@ class GroupState:
     eth_on: list[bool]
     net_out: list[float]
     net_in: list[float]
+    uplinks: dict[str, float] = field(default_factory=dict)  # leaf switch -> Gb/s left on its uplink
     log: list = field(default_factory=list)
 
     @classmethod
-    def fresh(cls, cards: list[Card], catalog: Catalog, limits: Limits) -> GroupState:
+    def fresh(cls, cards: list[Card], catalog: Catalog, limits: Limits,
+              uplinks: dict[str, float] | None = None) -> GroupState:
         slots, sll, eth_cost = [], [], []
         ip = catalog.ip_costs
         for card in cards:
@@ -102,7 +104,19 @@ class GroupState:
             sll.append(pairs)
             eth_cost.append(Resources.from_list(ip.eth).scale(limits.as_resources()))
         ports = [LINK_GBPS * max(c.type.qsfp_ports, 0) for c in cards]
-        return cls(cards, slots, sll, eth_cost, [False] * len(cards), list(ports), list(ports))
+        return cls(cards, slots, sll, eth_cost, [False] * len(cards), list(ports), list(ports), dict(uplinks or {}))
+
+    def uplink_room(self, src: int, dst: int, gbps: float) -> bool:
+        """Traffic between cards under different leaf switches crosses both leaves' uplinks."""
+        switches = {self.cards[src].switch, self.cards[dst].switch}
+        return len(switches) == 1 or all(gbps <= self.uplinks.get(sw, math.inf) + EPS for sw in switches)
+
+    def use_uplinks(self, src: int, dst: int, gbps: float) -> None:
+        switches = {self.cards[src].switch, self.cards[dst].switch}
+        if len(switches) > 1:
+            for sw in switches:
+                if sw in self.uplinks:
+                    self._set(self.uplinks, sw, self.uplinks[sw] - gbps)
 
     # -- mutations with an undo log -------------------------------------------------------------
     def _set(self, obj, key, value) -> None:
@@ -315,12 +329,14 @@ class InstancePlacer:
         cuts = []
         for src, dst, position in self.cuts:
             gbps = sum(e.bits_per_frame for e in self.crossing[position]) * fps / 1e9
-            if gbps > self.state.net_out[src] + EPS or gbps > self.state.net_in[dst] + EPS:
+            if gbps > self.state.net_out[src] + EPS or gbps > self.state.net_in[dst] + EPS \
+                    or not self.state.uplink_room(src, dst, gbps):
                 return None
             cuts.append((src, dst, position, gbps))
         for src, dst, _, gbps in cuts:
             self.state._set(self.state.net_out, src, self.state.net_out[src] - gbps)
             self.state._set(self.state.net_in, dst, self.state.net_in[dst] - gbps)
+            self.state.use_uplinks(src, dst, gbps)
         pieces = tuple(Piece(c, slr, first, first + len(opts) - 1, tuple(opts))
                        for c, slr, first, opts in self.pieces)
         return Placement(pieces, cycles, fclk, tuple(cuts))
@@ -408,7 +424,7 @@ class PackSettings:
 
 class GroupPacker:
     def __init__(self, pipeline: Pipeline, cards: list[Card], catalog: Catalog, limits: Limits,
-                 ratios: Resources, settings: PackSettings):
+                 ratios: Resources, settings: PackSettings, uplinks: dict[str, float] | None = None):
         self.pipeline = pipeline
         self.cards = cards
         self.catalog = catalog
@@ -416,6 +432,7 @@ class GroupPacker:
         self.ratios = ratios  # proven fps per unit of each resource (see bound.py)
         self.settings = settings
         self.routes = routes(cards, min(settings.max_cards_per_instance, len(cards)))
+        self.uplinks = uplinks
 
     def _bound(self, state: GroupState) -> float:
         free = state.free_total()
@@ -446,7 +463,7 @@ class GroupPacker:
         return GroupResult(best.placements, best.fps, False, nodes)
 
     def _level_bound(self, level: int, fclk: float) -> float:
-        state = GroupState.fresh(self.cards, self.catalog, self.limits)
+        state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
         return min(self._bound(state), fclk / level * self._count_bound(state, level))
 
     def _greedy_bound(self, placer: GreedyPlacer, level: int):
@@ -474,7 +491,7 @@ class GroupPacker:
 
     def _search(self, levels: list[int], dive: bool) -> GroupResult:
         """Depth-first search over instances; a dive keeps only the first placement found at each depth."""
-        state = GroupState.fresh(self.cards, self.catalog, self.limits)
+        state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
         if self.settings.exhaustive:
             placers = [InstancePlacer(self.pipeline, state, lv, True) for lv in levels]
             bound = self._bound

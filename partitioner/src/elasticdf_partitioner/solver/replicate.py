@@ -4,7 +4,8 @@ Small clusters are searched as one group. Larger ones are covered by *patterns*:
 card of each type and of each pair of types (and, for models that need more, homogeneous groups of 3..k
 cards). An integer program (CP-SAT) then picks how many copies of each pattern to run under each switch,
 maximising fps or minimising $/hour for a target fps. Multi-card patterns stay under one switch, so uplinks
-carry no segment traffic.
+carry no segment traffic there; in a cluster searched as one group, traffic between cards under different leaf
+switches counts against both leaves' uplinks.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def _packer(pipeline: Pipeline, cards: list[Card], cluster: Cluster, limits: Lim
 def solve_small(pipeline, cluster, limits, ratios, levels, settings) -> tuple[list[Assignment], bool]:
     exhaustive = len(pipeline.stages) <= EXHAUSTIVE_STAGES and len(cluster.cards) <= SMALL_CLUSTER
     group_settings = PackSettings(**{**settings.__dict__, "exhaustive": exhaustive or settings.exhaustive})
-    result = _packer(pipeline, cluster.cards, cluster, limits, ratios, group_settings).solve(levels)
+    uplinks = {name: switch.uplink_gbps for name, switch in cluster.switches.items()}
+    packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, limits, ratios, group_settings, uplinks)
+    result = packer.solve(levels)
     return [Assignment(cluster.cards, result)], result.optimal and group_settings.exhaustive
 
 
