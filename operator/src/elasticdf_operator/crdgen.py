@@ -38,7 +38,7 @@ def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> di
         return structural({**non_null[0], **rest}, defs)
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key in _DROP or (key == "default" and value is None):
+        if key in _DROP or (key == "default" and value is None) or (key == "additionalProperties" and value is False):
             continue
         if key == "properties":
             out[key] = {name: structural(sub, defs) for name, sub in value.items()}

@@ -1,0 +1,170 @@
+"""The operator against the real local control plane (kwok Alveo nodes): apply, scale, infeasible, invalid."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from elasticdf_partitioner.wiring import SegmentWiring, check_chain
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+GROUP, VERSION, PLURAL = "elasticdf.io", "v1alpha1", "elasticinferences"
+
+
+@pytest.fixture(scope="module")
+def crds(k8s_client):
+    from conftest import wait_until as wait_for
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    ext = client.ApiextensionsV1Api(k8s_client)
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        try:
+            ext.create_custom_resource_definition(doc)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        name = doc["metadata"]["name"]
+        wait_for(lambda n=name: any(c.type == "Established" and c.status == "True"
+                                    for c in ext.read_custom_resource_definition(n).status.conditions or []),
+                 30, f"CRD {name} established")
+    return True
+
+
+@pytest.fixture(scope="module")
+def operator(kubeconfig, crds, simulated_nodes, tmp_path_factory):
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
+    cmd = [sys.executable, "-m", "elasticdf_operator", "--metrics-port", "0", "--resync-seconds", "2"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    print(log.read_text()[-4000:])
+
+
+@pytest.fixture
+def custom(k8s_client):
+    from kubernetes import client
+
+    return client.CustomObjectsApi(k8s_client)
+
+
+def ei(name: str, **spec) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ElasticInference", "metadata": {"name": name},
+            "spec": {"model": {"name": "cnv"}, **spec}}
+
+
+def segment_pods(core_v1, ns: str, name: str) -> list:
+    return core_v1.list_namespaced_pod(ns, label_selector=f"elasticdf.io/name={name}").items
+
+
+def running(core_v1, ns, name, n_instances):
+    pods = segment_pods(core_v1, ns, name)
+    instances = {p.metadata.labels["elasticdf.io/instance"] for p in pods}
+    ok = len(instances) == n_instances and all(p.status.phase == "Running" for p in pods)
+    return pods if ok else None
+
+
+def condition(custom, ns, name, type_):
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    for c in (obj.get("status") or {}).get("conditions", []):
+        if c["type"] == type_:
+            return c
+    return None
+
+
+def check_pods(core_v1, ns, pods):
+    by_instance = {}
+    for pod in pods:
+        cm = core_v1.read_namespaced_config_map(f"{pod.metadata.name.rsplit('-s', 1)[0]}-wiring", ns)
+        seg = pod.metadata.labels["elasticdf.io/segment"]
+        wiring = SegmentWiring.model_validate_json(cm.data[f"segment-{seg}.json"])
+        assert pod.spec.node_name == wiring.node, "pod runs on the planned node"
+        limits = pod.spec.containers[0].resources.limits
+        assert len(limits) == 1 and list(limits.values()) == ["1"]
+        by_instance.setdefault(wiring.instance, []).append(wiring)
+    for wirings in by_instance.values():
+        assert check_chain(wirings) == []
+    cards = [(w.node, w.card) for ws in by_instance.values() for w in ws]
+    assert len(cards) == len(set(cards)), f"a card is booked twice: {cards}"
+
+
+def test_apply_scale_up_and_down(operator, custom, core_v1, namespace, wait_for):
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("cnv"))
+    pods = wait_for(lambda: running(core_v1, namespace, "cnv", 1), 60, "1 instance running")
+    check_pods(core_v1, namespace, pods)
+    wait_for(lambda: (condition(custom, namespace, "cnv", "Ready") or {}).get("status") == "True", 30, "Ready")
+    first = {p.metadata.uid for p in pods}
+
+    custom.patch_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "cnv", {"spec": {"replicas": 3}})
+    pods = wait_for(lambda: running(core_v1, namespace, "cnv", 3), 90, "3 instances running")
+    check_pods(core_v1, namespace, pods)
+    assert first <= {p.metadata.uid for p in pods}, "scaling up left the first instance alone"
+    scale = custom.get_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "cnv")
+    wait_for(lambda: custom.get_namespaced_custom_object_scale(
+        GROUP, VERSION, namespace, PLURAL, "cnv")["status"].get("replicas") == 3, 30, "scale status 3")
+    assert "elasticdf.io/name=cnv" in scale["status"].get("selector", "elasticdf.io/name=cnv")
+
+    custom.patch_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "cnv", {"spec": {"replicas": 1}})
+    wait_for(lambda: {p.metadata.uid for p in segment_pods(core_v1, namespace, "cnv")
+                      if not p.metadata.deletion_timestamp} == first, 60, "back to the first instance only")
+
+
+def test_infeasible_spec_reports_condition_and_event(operator, custom, core_v1, namespace, wait_for):
+    body = ei("huge", objective="latency", placement={"cardTypes": ["u200"]})
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    cond = wait_for(lambda: condition(custom, namespace, "huge", "Ready"), 60, "a Ready condition")
+    assert cond["status"] == "False" and cond["reason"] in ("InsufficientCards", "PartitionInfeasible")
+
+    def warned():
+        events = core_v1.list_namespaced_event(namespace).items
+        return [e for e in events if e.involved_object.name == "huge" and e.type == "Warning"]
+
+    assert wait_for(warned, 30, "a Warning event")[0].reason in ("InsufficientCards", "PartitionInfeasible")
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"objective": "fastest"}, "spec.objective"),
+    ({"replicas": -1}, "spec.replicas"),
+    ({"targetFPS": 0}, "spec.targetFPS"),
+    ({"placement": {"cardTypes": ["u999"]}}, "spec.placement.cardTypes"),
+    ({"runtime": {"mode": "fpga"}}, "spec.runtime.mode"),
+    ({"autoscaling": {"maxReplicas": 2, "minReplicas": 3, "targetFPS": 1}}, "spec.autoscaling"),
+    ({"model": {"name": "cnv", "artifacts": {"onnx": "s3://x"}}}, "spec.model"),
+])
+def test_invalid_specs_are_rejected_naming_the_field(crds, custom, namespace, spec, field):
+    from kubernetes.client.rest import ApiException
+
+    with pytest.raises(ApiException) as err:
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("bad", **spec))
+    assert err.value.status == 422
+    assert field in err.value.body
+
+
+def test_restart_creates_no_duplicates(operator, kubeconfig, custom, core_v1, namespace, wait_for):
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("again"))
+    pods = wait_for(lambda: running(core_v1, namespace, "again", 1), 60, "1 instance running")
+    operator.terminate()
+    operator.wait(20)
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
+    cmd = [sys.executable, "-m", "elasticdf_operator", "--metrics-port", "0", "--resync-seconds", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(8)
+        after = segment_pods(core_v1, namespace, "again")
+        assert {p.metadata.uid for p in after} == {p.metadata.uid for p in pods}
+    finally:
+        proc.terminate()
+        proc.wait(20)
