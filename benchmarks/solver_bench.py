@@ -21,6 +21,7 @@ from elasticdf_partitioner.solver.stages import build_pipeline
 from elasticdf_partitioner.zoo import load_model
 
 CATALOG = load_catalog()
+FIRST_PLAN: dict[str, float] = {}
 OUT = Path(__file__).parent / "results" / "solver.md"
 
 
@@ -47,32 +48,43 @@ def monolithic_fps(graph, card_type: str, count: int) -> float:
 
 
 def naive_fps(graph, card_type: str, count: int) -> float:
-    """Equal layer-count split over the fewest cards that hold the published folding, replicated."""
-    pipeline = build_pipeline(graph)
-    published = pipeline.published
-    n = len(pipeline.stages)
-    cards = cluster_of([card_type]).cards
+    """Equal layer-count split over the fewest cards that hold the published folding, replicated. Card
+    hand-offs obey the same rule as the solver's plans: a segment leaves and enters a card on its Ethernet SLR."""
+    published = build_pipeline(graph).published
+    n = len(published)
+    card = cluster_of([card_type]).cards[0]
     for k in range(1, 9):
         chunks = [range(i * n // k, (i + 1) * n // k) for i in range(k)]
-        state = GroupState.fresh(cards, CATALOG, Limits())
-        usable = state.free_total()
-        if all(_fits_one_card(published, chunk, usable, cards[0], k > 1) for chunk in chunks):
+        if all(_chunk_fits(published, chunk, card, i > 0, i < k - 1) for i, chunk in enumerate(chunks)):
             cycles = max(o.cycles for o in published)
-            return (count // k) * cards[0].type.fclk_mhz * 1e6 / cycles
+            return (count // k) * card.type.fclk_mhz * 1e6 / cycles
     return 0.0
 
 
-def _fits_one_card(published, chunk, usable, card, with_eth) -> bool:
+def _chunk_fits(published, chunk, card, enters: bool, leaves: bool) -> bool:
+    """Some monotone SLR walk (from the Ethernet SLR if the stream enters, to it if it leaves) holds the chunk."""
+    n_slrs, eth = card.type.n_slrs, card.type.eth_slr
+    for start in ([eth] if enters else range(n_slrs)):
+        for end in ([eth] if leaves else range(n_slrs)):
+            if enters and leaves and start != end:
+                continue
+            step = 1 if end >= start else -1
+            if _fill(published, chunk, card, list(range(start, end + step, step)), enters or leaves):
+                return True
+    return False
+
+
+def _fill(published, chunk, card, walk, with_eth) -> bool:
     state = GroupState.fresh([card], CATALOG, Limits())
     if with_eth and not state.open_eth(0):
         return False
-    slr = 0
+    position = 0
     for s in chunk:
-        while slr < card.type.n_slrs and not state.fits(0, slr, published[s].res):
-            slr += 1
-        if slr == card.type.n_slrs:
+        while position < len(walk) and not state.fits(0, walk[position], published[s].res):
+            position += 1
+        if position == len(walk):
             return False
-        state.take(0, slr, published[s].res)
+        state.take(0, walk[position], published[s].res)
     return True
 
 
@@ -81,8 +93,10 @@ def speed_rows():
     for model in ("resnet50", "mobilenetv1"):
         graph = load_model(model)
         started = time.perf_counter()
-        build_pipeline(graph)  # option tables are built once per model and kept; re-plans reuse them
-        print(f"{model}: option tables built in {time.perf_counter() - started:.3f} s (once per model)")
+        solve(graph, cluster_of(["u280"]))  # the first plan builds option tables and Pareto fronts, kept per model
+        first = time.perf_counter() - started
+        FIRST_PLAN[model] = first
+        print(f"{model}: first plan (builds option tables and Pareto fronts) {first:.3f} s")
         for n in (1, 2, 4, 8, 64, 1024):
             for mix_name, types in (("u280", ["u280"] * n), ("mixed", (["u250", "u280", "u200", "u55c"] * n)[:n])):
                 if mix_name == "mixed" and n == 1:
@@ -127,9 +141,10 @@ def main() -> None:
     speed = speed_rows()
     paper = paper_rows()
     lines = ["# Solver benchmark", "",
-             "`.venv/bin/python benchmarks/solver_bench.py` on the 2-core dev machine. Solve times are warm: each "
-             "model's option tables are built once (ResNet-50 ~0.5 s, MobileNetV1 ~0.15 s) and reused by every "
-             "re-plan.", "",
+             "`.venv/bin/python benchmarks/solver_bench.py` on the 2-core dev machine. Solve times are re-plans: "
+             "the first plan of a model builds its option tables and Pareto fronts ("
+             + ", ".join(f"{m} {t:.2f} s" for m, t in FIRST_PLAN.items()) + ") and every later plan reuses them. "
+             "Targets: <= 0.1 s for 1 card, <= 1 s for 64, <= 10 s for 1024.", "",
              "| model | cards | n | solve s | fps | fps/card | bound | monolithic fps | naive fps | x mono | x naive "
              "| instances |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, mix, n, sec, fps, per, bound, mono, naive, inst in speed:

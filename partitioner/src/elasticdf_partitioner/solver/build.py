@@ -123,16 +123,12 @@ def explain_infeasible(pipeline: Pipeline, cluster: Cluster, limits: Limits, tar
                 f"layer {stage.names[0]} does not fit any SLR even at its smallest folding: it needs "
                 f"{_fmt(o.res)}; the roomiest SLR ({card.type.name} SLR{s} on {card.node}) offers {_fmt(free)}; "
                 f"short by {short} (raise the utilisation limits or use a bigger card)")
-    need = [0.0] * 5
-    for stage in pipeline.stages:
-        cheapest = pareto(stage.options, slowest)
-        for k in range(5):
-            need[k] += min(o.res[k] for o in cheapest)
+    need = pipeline.least_resources(slowest)
     have = state.free_total()
     short = {k: round(n - h) for k, n, h in zip(RESOURCE_KINDS, need, have) if n > h}
     if short:
         return InfeasibleError(
-            f"one instance of {pipeline.model} needs at least {_fmt(Resources(*need))} at its smallest folding; "
+            f"one instance of {pipeline.model} needs at least {_fmt(need)} at its smallest folding; "
             f"all {len(cluster.cards)} cards offer {_fmt(have)}; short by {short}")
     return InfeasibleError(
         f"{pipeline.model} fits the total resources of the {len(cluster.cards)} cards but no split respects the "

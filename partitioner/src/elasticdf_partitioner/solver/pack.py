@@ -243,6 +243,15 @@ def balanced_order(opts: list[list[StageOption]], capacity: Resources) -> list[l
             for s, options in enumerate(opts)]
 
 
+def _balanced_cached(pipeline: Pipeline, opts, level: int, capacity: Resources) -> list[list[StageOption]]:
+    """balanced_order depends only on the proportions of the capacity, so groups of one card type share it."""
+    top = max(capacity) or 1.0
+    key = ("balanced", level, tuple(round(c / top, 4) for c in capacity))
+    if key not in pipeline.memo:
+        pipeline.memo[key] = balanced_order(opts, capacity)
+    return pipeline.memo[key]
+
+
 def _score(util: np.ndarray) -> np.ndarray:
     """Worst utilisation first, total utilisation as the tie-break."""
     return util.max(axis=-1) + 1e-6 * util.sum(axis=-1)
@@ -256,7 +265,7 @@ class InstancePlacer:
         self.exhaustive = exhaustive
         self.opts = [pipeline.pareto(s, level) for s in range(len(pipeline.stages))]
         if not exhaustive and all(self.opts):
-            self.opts = balanced_order(self.opts, state.free_total())
+            self.opts = _balanced_cached(pipeline, self.opts, level, state.free_total())
         self.crossing = pipeline.crossings()
 
     def feasible_level(self) -> bool:
@@ -479,13 +488,9 @@ class GroupPacker:
         return bound
 
     def _count_bound(self, state: GroupState, level: int) -> float:
-        need = [0.0] * 5
-        for s in range(len(self.pipeline.stages)):
-            opts = self.pipeline.pareto(s, level)
-            if not opts:
-                return 0
-            for k in range(5):
-                need[k] += min(o.res[k] for o in opts)
+        need = self.pipeline.least_resources(level)
+        if need is None:
+            return 0
         free = state.free_total()
         return min((free[k] / need[k] for k in range(5) if need[k] > 0), default=math.inf)
 

@@ -52,6 +52,7 @@ class Pipeline:
     _crossings: list[list[StageEdge]] | None = field(default=None, repr=False)
     _pareto: dict[tuple[int, int], list[StageOption]] = field(default_factory=dict, repr=False)
     ratios: dict[float, Resources] = field(default_factory=dict, repr=False)  # fps per resource, by clock
+    memo: dict = field(default_factory=dict, repr=False)  # per-level results the search steps reuse
 
     def crossing(self, position: int) -> list[StageEdge]:
         """Stage edges a cut before stage `position` crosses."""
@@ -67,6 +68,15 @@ class Pipeline:
         if key not in self._pareto:
             self._pareto[key] = pareto(self.stages[stage].options, max_cycles)
         return self._pareto[key]
+
+    def least_resources(self, max_cycles: int) -> Resources | None:
+        """Per resource, the least any instance within `max_cycles` can use (None: no folding is that fast)."""
+        key = ("least", max_cycles)
+        if key not in self.memo:
+            fronts = [self.pareto(s, max_cycles) for s in range(len(self.stages))]
+            self.memo[key] = None if not all(fronts) else Resources(
+                *(sum(min(o.res[k] for o in front) for front in fronts) for k in range(5)))
+        return self.memo[key]
 
     def levels(self) -> list[int]:
         """Every distinct cycles-per-frame value an option can have, ascending."""
