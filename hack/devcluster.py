@@ -278,7 +278,8 @@ _children: dict[int, subprocess.Popen] = {}  # processes started by this Python 
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
     import ctypes
 
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    # PR_SET_PDEATHSIG: SIGKILL, not SIGTERM: a terminating kube-apiserver can hang once etcd is gone
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def _start(state: Path, name: str, argv: list[str], env: dict[str, str] | None, tie_to_parent: bool) -> int:
@@ -297,8 +298,29 @@ def _start(state: Path, name: str, argv: list[str], env: dict[str, str] | None, 
     )
     logf.close()
     _children[proc.pid] = proc
+    # Popen may return (vfork) before the kernel has set up the new program's arguments, and the pid
+    # checks read /proc/<pid>/cmdline: wait until it shows the program, or the program is gone.
+    deadline = time.monotonic() + 5
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(argv[0].encode() + b"\0"):
+                break
+        except OSError:
+            break
+        time.sleep(0.002)
     _pid_file(state, name).write_text(f"{proc.pid}\n")
     return proc.pid
+
+
+def _alive(state: Path, name: str) -> bool:
+    try:
+        pid = int(_pid_file(state, name).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    child = _children.get(pid)
+    if child is not None:  # started by this process: ask the kernel directly
+        return child.poll() is None
+    return _is_ours(pid, state)
 
 
 def _stop_pid(pid: int, state: Path, grace: float) -> None:
@@ -375,7 +397,7 @@ def _get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2.0) -> t
 def _healthy(url: str, ctx: ssl.SSLContext | None = None) -> bool:
     try:
         code, _ = _get(url, ctx)
-    except (OSError, ssl.SSLError):
+    except Exception:  # refused, reset, TLS or HTTP protocol errors while a server starts: not healthy yet
         return False
     return code == 200
 
@@ -384,7 +406,7 @@ def _wait(what: str, check, deadline: float, state: Path, name: str) -> None:
     while True:
         if check():
             return
-        if running_pid(state, name) is None:
+        if not _alive(state, name):
             raise ClusterError(f"{name} exited while waiting for {what}\n{_tail(state / f'{name}.log')}")
         if time.monotonic() > deadline:
             raise ClusterError(f"timed out waiting for {what}\n{_tail(state / f'{name}.log')}")
@@ -456,7 +478,7 @@ def up(
 ) -> Cluster:
     """Start the control plane (or return the running one) and wait until it serves requests.
 
-    tie_to_parent: the components get SIGTERM when this Python process dies (used by the test
+    tie_to_parent: the components get SIGKILL when this Python process dies (used by the test
     fixtures, so a killed pytest leaves nothing behind). On any failure everything started is stopped.
     """
     state = Path(state_dir).resolve()

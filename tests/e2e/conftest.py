@@ -4,7 +4,7 @@ The session builds the tools when needed (hack/build-tools.sh; a no-op when up t
 kube-apiserver, kube-controller-manager, kube-scheduler and kwok on random loopback ports with their
 state in a temporary directory (so it never clashes with a developer's `hack/dev-cluster.sh up`), and
 stops exactly those processes at the end, also when tests fail or pytest is killed (the components
-get SIGTERM when the pytest process dies).
+get SIGKILL when the pytest process dies).
 """
 
 from __future__ import annotations
