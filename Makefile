@@ -9,11 +9,14 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 
+# Every distribution of the repo (partitioner, operator, images with their own code), installed editable.
+DISTS := partitioner operator $(patsubst %/pyproject.toml,%,$(wildcard images/*/pyproject.toml))
+
 venv: $(BIN)/python
-	$(BIN)/pip install -q -r requirements-dev.txt -e partitioner
+	$(BIN)/pip install -q -r requirements-dev.txt $(addprefix -e ,$(DISTS))
 
 lint: venv
-	$(BIN)/ruff check partitioner tests benchmarks hack
+	$(BIN)/ruff check partitioner operator images tests benchmarks hack
 	$(BIN)/lint-imports
 
 unit: venv
