@@ -153,6 +153,21 @@ def test_invalid_specs_are_rejected_naming_the_field(crds, custom, namespace, sp
     assert field in err.value.body
 
 
+def test_partition_infeasible_carries_the_partitioner_message(operator, custom, core_v1, namespace, wait_for):
+    tiny = dict.fromkeys(("lut", "ff", "bram18", "uram", "dsp", "memorydspmean"), 0.01)
+    tiny["memory_dsp_mean"] = tiny.pop("memorydspmean")
+    body = ei("tight", placement={"limits": tiny})
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    cond = wait_for(lambda: condition(custom, namespace, "tight", "PartitionSolved"), 60, "PartitionSolved")
+    assert cond["status"] == "False" and cond["reason"] == "PartitionInfeasible"
+    assert "cnv" in cond["message"]
+    events = wait_for(lambda: [e for e in core_v1.list_namespaced_event(namespace).items
+                               if e.involved_object.name == "tight" and e.reason == "PartitionInfeasible"],
+                      30, "a PartitionInfeasible event")
+    assert events[0].type == "Warning"
+    assert not segment_pods(core_v1, namespace, "tight")
+
+
 def test_restart_creates_no_duplicates(operator, kubeconfig, custom, core_v1, namespace, wait_for):
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("again"))
     pods = wait_for(lambda: running(core_v1, namespace, "again", 1), 60, "1 instance running")

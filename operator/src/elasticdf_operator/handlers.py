@@ -47,10 +47,11 @@ def _run(body, **_) -> None:
         raise
 
 
-on_create = kopf.on.create(*RESOURCE)(_run)
-on_update = kopf.on.update(*RESOURCE, field="spec")(_run)
-on_resume = kopf.on.resume(*RESOURCE)(_run)
-on_timer = kopf.timer(*RESOURCE, interval=float(os.environ.get("ELASTICDF_RESYNC_SECONDS", "5")), idle=2)(_run)
+on_create = kopf.on.create(*RESOURCE, id="reconcile-create")(_run)
+on_update = kopf.on.update(*RESOURCE, id="reconcile-update")(_run)
+on_resume = kopf.on.resume(*RESOURCE, id="reconcile-resume")(_run)
+on_timer = kopf.timer(*RESOURCE, id="resync", interval=float(os.environ.get("ELASTICDF_RESYNC_SECONDS", "5")),
+                      idle=2)(_run)
 
 
 @kopf.on.delete(*RESOURCE, optional=True)
