@@ -1,0 +1,159 @@
+"""Segment backends. `emulation` runs the segment's layers with onnxruntime; `xrt` flashes the segment's
+bitstream on the card the device plugin handed to the container and programs its VNx network layer."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
+
+from . import split, vnx
+
+log = logging.getLogger("elasticdf.segment")
+
+
+class BackendError(RuntimeError):
+    """The backend cannot run here; the message says why and what to do."""
+
+
+class EmulationBackend:
+    mode = "emulation"
+
+    def __init__(self, wiring: SegmentWiring, onnx_path: str | None = None, threads: int = 0):
+        self.wiring = wiring
+        self.onnx_path = onnx_path
+        self.threads = threads
+        self.session = None
+
+    def start(self) -> None:
+        import onnxruntime as ort
+
+        if self.onnx_path:  # an already cut segment model
+            model = split.load(self.onnx_path)
+        elif self.wiring.artifacts.onnx:
+            first, last = self.wiring.layer_range
+            model = split.cut(split.load(self.wiring.artifacts.onnx), first, last)
+        else:
+            raise BackendError(f"{self.wiring.instance_id} segment {self.wiring.segment}: emulation needs an ONNX "
+                               "model (spec.model.artifacts.onnx) but the wiring has none")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def process(self, tensor: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: tensor})[0]
+
+    def ready(self) -> tuple[bool, str]:
+        return (self.session is not None, "" if self.session else "model not loaded")
+
+
+def import_pyxrt():
+    try:
+        import pyxrt  # noqa: PLC0415 - only this backend may need XRT
+    except ImportError as exc:
+        raise BackendError("mode xrt needs pyxrt (XRT's Python binding, /opt/xilinx/xrt/python on PYTHONPATH); "
+                           f"it is not importable here ({exc}). Use mode emulation or the xrt segment image.") from exc
+    return pyxrt
+
+
+def xrt_available() -> bool:
+    """True when pyxrt imports and device 0 opens (what `auto` asks)."""
+    try:
+        pyxrt = import_pyxrt()
+        pyxrt.device(0)
+    except Exception:  # noqa: BLE001 - any failure means: no usable card here
+        return False
+    return True
+
+
+class PyxrtRegisters:
+    """AXI-Lite access to one IP of the loaded xclbin (pyxrt.ip where XRT has it, else an exclusive kernel)."""
+
+    def __init__(self, pyxrt, device, uuid, name: str):
+        if hasattr(pyxrt, "ip"):
+            self.handle = pyxrt.ip(device, uuid, name)
+        else:
+            self.handle = pyxrt.kernel(device, uuid, name, pyxrt.kernel.cu_access_mode.exclusive)
+
+    def read(self, offset: int) -> int:
+        return int(self.handle.read_register(offset))
+
+    def write(self, offset: int, value: int) -> None:
+        self.handle.write_register(offset, value)
+
+
+def sockets_for(wiring: SegmentWiring) -> list[vnx.Socket | None]:
+    """Socket 0 sends to the next segment, socket 1 receives from the previous one (QSFP peers only)."""
+    def peer(endpoint: Endpoint) -> vnx.Socket | None:
+        if endpoint.kind != "qsfp":
+            return None
+        return vnx.Socket(endpoint.ip, endpoint.port, wiring.listen.port)
+    return [peer(wiring.downstream), peer(wiring.upstream)]
+
+
+def bring_up(wiring: SegmentWiring, netlayer: vnx.Registers, cmac: vnx.Registers,
+             sleep: Callable[[float], None] = time.sleep, link_timeout: float = 10.0) -> dict[str, str]:
+    """Program the network layer, wait for the link, resolve the peers by ARP; returns peer IP -> MAC."""
+    own = wiring.listen
+    if own.kind != "qsfp" or not own.ip or not own.mac:
+        raise BackendError(f"xrt segment {wiring.segment} listens on {own}, not on a QSFP ip+mac")
+    sockets = sockets_for(wiring)
+    peers = [s.their_ip for s in sockets if s]
+    subnet = ipaddress.ip_network(f"{own.ip}/24", strict=False)
+    outside = [p for p in peers if ipaddress.ip_address(p) not in subnet]
+    if outside:  # the VNx ARP table is indexed by the last octet: one /24 only
+        raise BackendError(f"VNx peers must share {subnet} with {own.ip}; {outside} do not")
+    vnx.program_networklayer(netlayer, own.ip, own.mac, sockets)
+    waited = 0.0
+    while not vnx.link_up(cmac):
+        if waited >= link_timeout:
+            raise BackendError(f"QSFP link of card {wiring.card} is down after {link_timeout:.0f} s "
+                               "(cable, switch port, or RS-FEC mismatch)")
+        sleep(0.5)
+        waited += 0.5
+    return vnx.resolve_peers(netlayer, peers, sleep=sleep) if peers else {}
+
+
+class XrtBackend:
+    mode = "xrt"
+
+    def __init__(self, wiring: SegmentWiring, device_index: int | None = None):
+        self.wiring = wiring
+        # the device plugin exposes only the allocated card, so inside the container it is device 0
+        self.device_index = int(os.environ.get("ELASTICDF_XRT_DEVICE", "0")) if device_index is None else device_index
+        self.state = "not started"
+
+    def start(self) -> None:
+        pyxrt = import_pyxrt()
+        if not self.wiring.artifacts.xclbin:
+            raise BackendError(f"segment {self.wiring.segment}: mode xrt needs a bitstream "
+                               "(spec.model.artifacts.bitstreams) but the wiring has none")
+        path = split.local_path(self.wiring.artifacts.xclbin)
+        device = pyxrt.device(self.device_index)
+        uuid = device.load_xclbin(pyxrt.xclbin(path))
+        netlayer = PyxrtRegisters(pyxrt, device, uuid, "networklayer:{networklayer_0}")
+        cmac = PyxrtRegisters(pyxrt, device, uuid, "cmac_0:{cmac_0}")
+        peers = bring_up(self.wiring, netlayer, cmac)
+        log.info("segment %d: VNx up on %s, peers %s", self.wiring.segment, self.wiring.listen.ip, peers)
+        self.device, self.uuid = device, uuid
+        self.state = "ready"
+        if self.wiring.first or self.wiring.last:
+            # The gateway speaks TCP to the host; moving those frames to the card needs the host DMA relay.
+            self.state = "host relay between gateway and card (first/last segment) is not implemented"
+
+    def ready(self) -> tuple[bool, str]:
+        return self.state == "ready", "" if self.state == "ready" else self.state
+
+
+def choose(mode: str) -> str:
+    if mode == "auto":
+        return "xrt" if xrt_available() else "emulation"
+    if mode not in ("xrt", "emulation"):
+        raise BackendError(f"unknown mode {mode!r} (auto, xrt, emulation)")
+    return mode

@@ -1,0 +1,98 @@
+"""Metrics (DESIGN §5.6) and the HTTP endpoint the kubelet probes: /healthz, /readyz, /metrics."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LABELS = ("instance", "segment")
+# segment compute ranges from ~50 us (tiny emulated layers) to seconds (big models on a CPU)
+LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class RateWindow:
+    """Events per second over the last `seconds` (what the fps gauge shows; a counter's rate needs PromQL)."""
+
+    def __init__(self, seconds: float = 5.0):
+        self.seconds = seconds
+        self.times: collections.deque[float] = collections.deque()
+        self.lock = threading.Lock()
+
+    def tick(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            self.times.append(now)
+            return self._rate(now)
+
+    def rate(self, now: float | None = None) -> float:
+        with self.lock:
+            return self._rate(time.monotonic() if now is None else now)
+
+    def _rate(self, now: float) -> float:
+        while self.times and self.times[0] < now - self.seconds:
+            self.times.popleft()
+        if len(self.times) < 2:
+            return 0.0
+        return (len(self.times) - 1) / max(now - self.times[0], 1e-9)
+
+
+class SegmentMetrics:
+    def __init__(self, instance: str, segment: int, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        labels = {"instance": instance, "segment": str(segment)}
+        self.frames = Counter("elasticdf_segment_frames", "Frames processed by this segment", LABELS,
+                              registry=self.registry).labels(**labels)
+        self.errors = Counter("elasticdf_segment_errors", "Frames this segment failed (error frames sent)",
+                              LABELS, registry=self.registry).labels(**labels)
+        self.fps = Gauge("elasticdf_segment_fps", "Frames per second over the last 5 s", LABELS,
+                         registry=self.registry).labels(**labels)
+        self.latency = Histogram("elasticdf_segment_latency_seconds", "Compute time per frame in this segment",
+                                 LABELS, buckets=LATENCY_BUCKETS, registry=self.registry).labels(**labels)
+        self.window = RateWindow()
+        self.fps.set_function(self.window.rate)
+
+    def observe(self, seconds: float) -> None:
+        self.frames.inc()
+        self.latency.observe(seconds)
+        self.window.tick()
+
+
+def serve_health(port: int, alive: Callable[[], bool], ready: Callable[[], tuple[bool, str]],
+                 registry: CollectorRegistry, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """Start the probe/metrics server in a daemon thread. /healthz answers "ok <boot id>": the gateway fails
+    a segment's in-flight requests when the boot id changes, even if a restart was quicker than its polling."""
+    boot_id = uuid.uuid4().hex[:12]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+            if self.path == "/metrics":
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                ok = alive()
+                self._reply(200 if ok else 503, f"ok {boot_id}\n".encode() if ok else b"not started\n")
+            elif self.path == "/readyz":
+                ok, why = ready()
+                self._reply(200 if ok else 503, (why or "ready").encode() + b"\n")
+            else:
+                self._reply(404, b"not found\n")
+
+        def _reply(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # probes every few seconds would flood the pod log
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server

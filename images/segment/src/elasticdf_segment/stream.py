@@ -1,0 +1,159 @@
+"""The emulation data path: frames in from upstream over TCP, `process` each, results out downstream.
+
+Backpressure: the inbox and outbox are bounded; a full inbox stops the reader, so the kernel's TCP window
+fills and the upstream's blocking `sendall` waits — the same stall a full AXI stream causes on the card.
+Reconnects: upstream may (re)connect at any time (each connection gets a reader); downstream is dialled
+with exponential backoff, and a watcher notices a closed downstream while idle so we redial at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
+
+from .framing import KIND_ERROR, KIND_HELLO, Frame, FramingError, connect, encode, read_frame
+from .observe import SegmentMetrics
+
+log = logging.getLogger("elasticdf.segment")
+BACKOFF_START, BACKOFF_MAX = 0.05, 1.0
+
+
+def address(endpoint: Endpoint) -> tuple[str, int]:
+    return endpoint.host or endpoint.ip or "", endpoint.port
+
+
+class StreamNode:
+    def __init__(self, wiring: SegmentWiring, process: Callable[[np.ndarray], np.ndarray],
+                 metrics: SegmentMetrics, queue_depth: int = 16, bind: str = "0.0.0.0"):
+        self.wiring = wiring
+        self.process = process
+        self.metrics = metrics
+        self.bind = bind
+        self.inbox: queue.Queue[Frame] = queue.Queue(queue_depth)
+        self.outbox: queue.Queue[Frame] = queue.Queue(queue_depth)
+        self.downstream: socket.socket | None = None
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.listener: socket.socket | None = None
+        self.name = f"{wiring.instance_id} segment {wiring.segment}"
+
+    # -- lifecycle
+    def start(self) -> None:
+        self.listener = socket.create_server((self.bind, self.wiring.listen.port), reuse_port=False)
+        for target, name in ((self._accept, "accept"), (self._work, "work"), (self._send, "send")):
+            threading.Thread(target=target, name=name, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.listener:
+            self.listener.close()
+
+    @property
+    def connected(self) -> bool:
+        return self.downstream is not None
+
+    # -- upstream side
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, peer = self.listener.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._read, args=(conn, peer), name=f"read-{peer}", daemon=True).start()
+
+    def _read(self, conn: socket.socket, peer) -> None:
+        log.info("%s: upstream connected from %s", self.name, peer)
+        try:
+            with conn, conn.makefile("rb") as stream:
+                while (frame := read_frame(stream)) is not None:
+                    if frame.kind == KIND_HELLO:
+                        log.info("%s: upstream is %s", self.name, frame.message)
+                    else:
+                        self.inbox.put(frame)  # blocks when full: backpressure to the sender
+        except (OSError, FramingError) as exc:
+            log.warning("%s: upstream %s dropped: %s", self.name, peer, exc)
+        log.info("%s: upstream %s closed", self.name, peer)
+
+    # -- compute
+    def _work(self) -> None:
+        while True:
+            frame = self.inbox.get()
+            if frame.kind == KIND_ERROR:  # an earlier segment failed this request: pass the reason on
+                self.outbox.put(frame)
+                continue
+            start = time.perf_counter()
+            try:
+                result = self.process(frame.tensor)
+            except Exception as exc:  # noqa: BLE001 - any model failure becomes the request's error
+                self.metrics.errors.inc()
+                self.outbox.put(Frame.error(frame.request_id, f"{self.name}: {type(exc).__name__}: {exc}"))
+                continue
+            self.metrics.observe(time.perf_counter() - start)
+            self.outbox.put(Frame.of_tensor(frame.request_id, result))
+
+    # -- downstream side
+    def _send(self) -> None:
+        backoff = BACKOFF_START
+        while not self.stopping.is_set():
+            if self.downstream is None:
+                if not self._dial():
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    continue
+                backoff = BACKOFF_START
+            try:
+                frame = self.outbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            sock = self.downstream
+            try:
+                if sock is None:
+                    raise ConnectionError("downstream closed")
+                sock.sendall(encode(frame))  # blocking: a slow downstream throttles us
+            except OSError as exc:
+                # Not retried: the gateway fails this request (it watches every segment), and a resend could
+                # reach a peer that already got the bytes before the connection broke.
+                log.warning("%s: dropped request %d, downstream lost: %s", self.name, frame.request_id, exc)
+                self._drop(sock)
+
+    def _dial(self) -> bool:
+        host, port = address(self.wiring.downstream)
+        try:
+            sock = connect(host, port)
+            sock.sendall(encode(Frame.hello(json.dumps(
+                {"instance_id": self.wiring.instance_id, "segment": self.wiring.segment,
+                 "last": self.wiring.last}))))
+        except OSError as exc:
+            log.debug("%s: downstream %s:%d not reachable: %s", self.name, host, port, exc)
+            return False
+        log.info("%s: downstream %s:%d connected", self.name, host, port)
+        self.downstream = sock
+        threading.Thread(target=self._watch, args=(sock,), name="watch", daemon=True).start()
+        return True
+
+    def _watch(self, sock: socket.socket) -> None:
+        """The downstream never writes to us: any read returning means it closed or reset."""
+        try:
+            sock.recv(1)
+        except OSError:
+            pass
+        self._drop(sock)
+
+    def _drop(self, sock: socket.socket | None) -> None:
+        with self.lock:
+            if sock is not None and self.downstream is sock:
+                self.downstream = None
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the watcher's recv; close() alone would not
+                except OSError:
+                    pass
+                sock.close()
