@@ -1,0 +1,1 @@
+"""Elastic-DF node agent: Alveo card discovery and Node labels/annotations."""
