@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv lint test unit e2e bench tools clean
+.PHONY: venv lint test unit e2e bench tools demo down clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,8 +31,16 @@ e2e: tools
 test: lint tools
 	hack/run-pytest.sh $(BIN)/pytest -q tests
 
+demo: tools
+	hack/demo.sh
+
+down:
+	-[ -f .cache/run/operator.pid ] && kill $$(cat .cache/run/operator.pid) && rm -f .cache/run/operator.pid
+	hack/dev-cluster.sh down
+
 bench: venv
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
+	-hack/dev-cluster.sh down
 	rm -rf $(VENV) .cache
