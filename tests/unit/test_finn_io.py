@@ -221,3 +221,17 @@ def test_segment_onnx_export(tmp_path):
     mvau1 = next(n for n in second.node if n.name == "MVAU_1")
     assert helper.get_attribute_value(next(a for a in mvau1.attribute if a.name == "PE")) == 4
     assert import_onnx(onnx.load(str(files[1]))).layers[0].name == "MVAU_1"
+
+
+def test_cli_plan_of_an_onnx_model_writes_segment_onnx(tmp_path, capsys):
+    from elasticdf_partitioner.cli import main
+
+    path = tmp_path / "net.onnx"
+    onnx.save(small_net(V06), str(path))
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("nodes:\n  - {name: n0, cards: [u280]}\n")
+    code = main(["plan", "--model", str(path), "--cluster", str(cluster), "--finn-out", str(tmp_path / "finn")])
+    assert code == 0, capsys.readouterr().err
+    segments = list((tmp_path / "finn").rglob("*.onnx"))
+    assert segments
+    assert import_onnx(onnx.load(str(segments[0]))).layers[0].name == "Pad_0"
