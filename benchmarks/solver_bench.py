@@ -16,8 +16,9 @@ from elasticdf_partitioner.catalog import Limits, load_catalog
 from elasticdf_partitioner.cluster import ClusterSpec, cluster_from_spec
 from elasticdf_partitioner.solver import candidate_levels, solve
 from elasticdf_partitioner.solver.bound import fps_per_resource
-from elasticdf_partitioner.solver.pack import GroupPacker, GroupState, PackSettings
+from elasticdf_partitioner.solver.pack import GroupPacker, PackSettings
 from elasticdf_partitioner.solver.stages import build_pipeline
+from elasticdf_partitioner.solver.state import GroupState
 from elasticdf_partitioner.zoo import load_model
 
 CATALOG = load_catalog()

@@ -1,8 +1,8 @@
 """The Elastic-DF solver: fold -> segment/place -> replicate, then build the Plan.
 
 `solve()` is the one entry point. The steps live in their own modules:
-stages.py (fold), pack.py (segment and place on a card group), replicate.py (spread over the cluster),
-bound.py (a proven upper bound), build.py (the Plan).
+stages.py (fold), pack.py (segment and place on a card group, with routes.py, placers.py and state.py),
+replicate.py (spread over the cluster), bound.py (a proven upper bound), build.py (the Plan).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from ..graph import ModelGraph
 from ..plan import Plan
 from .bound import fps_bound, fps_per_resource
 from .build import build_plan, explain_infeasible
-from .pack import GroupState, PackSettings
+from .pack import GroupPacker, PackSettings
 from .replicate import Assignment, bind, choose_patterns, patterns, solve_small
 from .stages import Pipeline, build_pipeline
+from .state import GroupState
 
 OBJECTIVES = ("throughput", "latency", "cost")
 MAX_LEVELS = 32
@@ -83,7 +84,6 @@ def solve(graph: ModelGraph, cluster: Cluster, objective: str = "throughput", ta
 def _fastest_first(pipeline, cluster, limits, ratios, levels, settings) -> list[Assignment]:
     """Latency objective: the fastest level at which one instance fits on the fewest cards; every other card
     then runs throughput-packed instances."""
-    from .pack import GroupPacker
 
     one = PackSettings(**{**settings.__dict__, "max_instances": 1})
     by_node = sorted(cluster.cards, key=lambda c: (c.switch, c.node, c.index))

@@ -8,8 +8,9 @@ from ..errors import InfeasibleError
 from ..graph import ModelGraph
 from ..plan import Instance, Plan, Segment
 from ..resources import RESOURCE_KINDS, Resources
-from .pack import GroupState, Placement
+from .placers import Placement
 from .stages import Pipeline, pareto
+from .state import GroupState
 
 VNX_HALF_RTT_S = 1.071e-6 / 2
 LINK_BPS = 100e9

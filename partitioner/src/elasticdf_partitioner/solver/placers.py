@@ -1,0 +1,252 @@
+"""Placing one instance of the pipeline along a route.
+
+InstancePlacer (exhaustive) yields every placement: each SLR of the route takes any run of stages, each stage
+any Pareto-optimal option. GreedyPlacer (fast) yields at most one: every stage uses its balanced option and
+each SLR takes the longest run that fits. Either way a placement is feasible by construction and holds its
+resources in the GroupState until the caller resumes the generator.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..resources import Resources
+from .routes import Route
+from .stages import Pipeline, StageOption
+from .state import EPS, GroupState
+
+
+@dataclass(frozen=True)
+class Piece:
+    card: int  # index in the group
+    slr: int
+    first: int  # stage indices, inclusive; first > last marks a pass-through
+    last: int
+    options: tuple[StageOption, ...]
+
+
+@dataclass(frozen=True)
+class Placement:
+    pieces: tuple[Piece, ...]
+    cycles: int
+    fclk_mhz: float
+    card_cuts: tuple[tuple[int, int, int, float], ...]  # (from card, to card, position, gbps)
+
+    @property
+    def fps(self) -> float:
+        return self.fclk_mhz * 1e6 / self.cycles
+
+    def key(self) -> tuple:
+        """A total order on placements, used to enumerate multisets of instances only once."""
+        return tuple((p.card, p.slr, p.first, p.last, tuple((o.cycles, o.res) for o in p.options))
+                     for p in self.pieces)
+
+
+def balanced_order(opts: list[list[StageOption]], capacity: Resources) -> list[list[StageOption]]:
+    """Rank each stage's options so the first ones together use the group's resources evenly.
+
+    Local search on the instance's worst utilisation: starting from the options cheapest relative to
+    capacity, repeatedly switch the one stage option that lowers max_r(demand_r / capacity_r) the most.
+    LUT-hungry variants thereby give way to DSP or URAM ones exactly as far as LUT is the binding resource.
+    """
+    n_opts = max(len(o) for o in opts)
+    table = np.full((len(opts), n_opts, 5), np.inf)
+    for s, options in enumerate(opts):
+        table[s, :len(options)] = [o.res for o in options]
+    cap = np.array([c if c > EPS else EPS for c in capacity])
+    relative = table / cap
+    choice = np.nan_to_num(relative.sum(axis=2), nan=np.inf).argmin(axis=1)
+    rows = np.arange(len(opts))
+    demand = table[rows, choice].sum(axis=0)
+    score = _score(demand / cap)
+    for _ in range(4 * len(opts)):
+        candidates = (demand - table[rows, choice])[:, None, :] + table
+        scores = _score(candidates / cap)
+        s, o = np.unravel_index(np.nan_to_num(scores, nan=np.inf).argmin(), scores.shape)
+        if not scores[s, o] < score - 1e-12:
+            break
+        choice[s], demand, score = o, candidates[s, o], scores[s, o]
+    cheap = np.nan_to_num(relative.sum(axis=2), nan=np.inf)
+    return [[options[choice[s]]] + [options[i] for i in np.argsort(cheap[s, :len(options)]) if i != choice[s]]
+            for s, options in enumerate(opts)]
+
+
+def _balanced_cached(pipeline: Pipeline, opts, level: int, capacity: Resources) -> list[list[StageOption]]:
+    """balanced_order depends only on the proportions of the capacity, so groups of one card type share it."""
+    top = max(capacity) or 1.0
+    key = ("balanced", level, tuple(round(c / top, 4) for c in capacity))
+    if key not in pipeline.memo:
+        pipeline.memo[key] = balanced_order(opts, capacity)
+    return pipeline.memo[key]
+
+
+def _score(util: np.ndarray) -> np.ndarray:
+    """Worst utilisation first, total utilisation as the tie-break."""
+    return util.max(axis=-1) + 1e-6 * util.sum(axis=-1)
+
+
+class InstancePlacer:
+    def __init__(self, pipeline: Pipeline, state: GroupState, level: int, exhaustive: bool):
+        self.pipeline = pipeline
+        self.state = state
+        self.level = level
+        self.exhaustive = exhaustive
+        self.opts = [pipeline.pareto(s, level) for s in range(len(pipeline.stages))]
+        if not exhaustive and all(self.opts):
+            self.opts = _balanced_cached(pipeline, self.opts, level, state.free_total())
+        self.crossing = pipeline.crossings()
+
+    def feasible_level(self) -> bool:
+        return all(self.opts)
+
+    def place(self, route: Route) -> Iterator[Placement]:
+        """Yield placements along `route` (state holds each one while the caller looks at it)."""
+        walk = copy.copy(self)  # per-walk bookkeeping; the caller nests walks of further instances
+        walk.route = route
+        walk.chosen: list[StageOption | None] = [None] * len(self.pipeline.stages)
+        walk.pieces: list[list] = [[route[0][0], route[0][1], 0, []]]
+        walk.cuts: list[tuple[int, int, int]] = []
+        yield from walk._step(0, 0)
+
+    def _step(self, s: int, k: int) -> Iterator[Placement]:
+        n = len(self.pipeline.stages)
+        if s == n:
+            if k == len(self.route) - 1 and self.pieces[-1][3]:
+                placement = self._finish()
+                if placement is not None:
+                    yield placement
+            return
+        card, slr = self.route[k]
+        placed_here = False
+        for option in self._candidates(card, slr, s):
+            mark = self.state.mark()
+            self.state.take(card, slr, option.res)
+            self.chosen[s] = option
+            self.pieces[-1][3].append(option)
+            yield from self._step(s + 1, k)
+            self.pieces[-1][3].pop()
+            self.state.undo(mark)
+            placed_here = True
+            if not self.exhaustive:
+                return
+        if k + 1 < len(self.route) and (s > 0 or self.pieces[-1][3]) and (self.exhaustive or not placed_here):
+            yield from self._advance(s, k)
+
+    def _candidates(self, card: int, slr: int, s: int) -> list[StageOption]:
+        if self.exhaustive:
+            return [o for o in self.opts[s] if self.state.fits(card, slr, o.res)]
+        return next(([o] for o in self.opts[s] if self.state.fits(card, slr, o.res)), [])
+
+    def _advance(self, s: int, k: int) -> Iterator[Placement]:
+        (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]
+        mark = self.state.mark()
+        width = sum(self.chosen[e.src].out_widths[e.src_pos] for e in self.crossing[s])
+        if next_card == card:
+            boundary = self.state.sll[card]
+            if width > boundary[(slr, next_slr)] + EPS:
+                return
+            self.state._set(boundary, (slr, next_slr), boundary[(slr, next_slr)] - width)
+        else:
+            if not (self.state.open_eth(card) and self.state.open_eth(next_card)):
+                self.state.undo(mark)
+                return
+            self.cuts.append((card, next_card, s))
+        self.pieces.append([next_card, next_slr, s, []])
+        yield from self._step(s, k + 1)
+        self.pieces.pop()
+        if next_card != card:
+            self.cuts.pop()
+        self.state.undo(mark)
+
+    def _finish(self) -> Placement | None:
+        """Check network bandwidth at the instance's real rate and reserve it."""
+        cycles = max(o.cycles for o in self.chosen)
+        fclk = min(self.state.cards[c].type.fclk_mhz for c, _ in self.route)
+        fps = fclk * 1e6 / cycles
+        cuts = []
+        for src, dst, position in self.cuts:
+            gbps = sum(e.bits_per_frame for e in self.crossing[position]) * fps / 1e9
+            if gbps > self.state.net_out[src] + EPS or gbps > self.state.net_in[dst] + EPS \
+                    or not self.state.uplink_room(src, dst, gbps):
+                return None
+            cuts.append((src, dst, position, gbps))
+        for src, dst, _, gbps in cuts:
+            self.state._set(self.state.net_out, src, self.state.net_out[src] - gbps)
+            self.state._set(self.state.net_in, dst, self.state.net_in[dst] - gbps)
+            self.state.use_uplinks(src, dst, gbps)
+        pieces = tuple(Piece(c, slr, first, first + len(opts) - 1, tuple(opts))
+                       for c, slr, first, opts in self.pieces)
+        return Placement(pieces, cycles, fclk, tuple(cuts))
+
+
+class GreedyPlacer(InstancePlacer):
+    """Fast mode: every stage uses its best-priced option; each SLR on the route takes the longest run of
+    stages that fits (prefix sums + binary search), backing off to a legal cut."""
+
+    def __init__(self, pipeline: Pipeline, state: GroupState, level: int):
+        super().__init__(pipeline, state, level, exhaustive=False)
+        if not self.feasible_level():
+            return
+        self.choice = [options[0] for options in self.opts]
+        self.prefix = [Resources()]
+        for option in self.choice:
+            self.prefix.append(self.prefix[-1] + option.res)
+        self.prefix_array = np.array(self.prefix)
+        self.widths = [sum(self.choice[e.src].out_widths[e.src_pos] for e in cut) for cut in self.crossing]
+
+    def place(self, route: Route) -> Iterator[Placement]:
+        mark = self.state.mark()
+        walk = copy.copy(self)
+        walk.route, walk.chosen, walk.pieces, walk.cuts = route, self.choice, [], []
+        placement = walk._greedy()
+        if placement is not None:
+            yield placement
+        self.state.undo(mark)
+
+    def _greedy(self) -> Placement | None:
+        n, s = len(self.choice), 0
+        for k, (card, slr) in enumerate(self.route):
+            last_slot = k == len(self.route) - 1
+            end = self._farthest(card, slr, s)
+            if last_slot and end < n or k == 0 and end == s or not last_slot and end == n:
+                return None
+            while not last_slot and end > s and self.route[k + 1][0] == card and not self._cut_ok(k, end):
+                end -= 1
+            if not last_slot and not self._cut_ok(k, end) or k == 0 and end == s:
+                return None
+            self.state.take(card, slr, self.prefix[end] - self.prefix[s])
+            self.pieces.append([card, slr, s, list(self.choice[s:end])])
+            if not last_slot:
+                self._cross(k, end)
+            s = end
+        return self._finish()
+
+    def _farthest(self, card: int, slr: int, s: int) -> int:
+        """The largest end e such that stages s..e-1 fit the SLR (fits is monotone in e)."""
+        slot = self.state.slots[card][slr]
+        runs = self.prefix_array[s:] - self.prefix_array[s]
+        ok = (runs <= np.asarray(slot.free) + EPS).all(axis=1)
+        ok &= runs @ self.state.avg_vector(card, slr) <= slot.avg_free + EPS
+        return s + int(np.argmin(ok)) - 1 if not ok.all() else len(self.choice)
+
+    def _cut_ok(self, k: int, position: int) -> bool:
+        (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]
+        if next_card == card:
+            return self.widths[position] <= self.state.sll[card][(slr, next_slr)] + EPS
+        eth_free = all(self.state.eth_on[c] or self.state.fits(c, self.state.cards[c].type.eth_slr,
+                                                               self.state.eth_cost[c]) for c in (card, next_card))
+        return eth_free
+
+    def _cross(self, k: int, position: int) -> None:
+        (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]
+        if next_card == card:
+            boundary = self.state.sll[card]
+            self.state._set(boundary, (slr, next_slr), boundary[(slr, next_slr)] - self.widths[position])
+        else:
+            self.state.open_eth(card)
+            self.state.open_eth(next_card)
+            self.cuts.append((card, next_card, position))
