@@ -1,0 +1,342 @@
+"""The Helm chart charts/elastic-df, rendered with the repository's helm (.cache/bin/helm, built by
+hack/build-tools.sh; `make test` builds it first): lint, least-privilege RBAC that still covers every API
+call of the operator, a hardened Deployment, the values schema, CRDs equal to crds/, the Grafana dashboard."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "elastic-df"
+HELM = ROOT / ".cache" / "bin" / "helm"
+OPERATOR = ROOT / "operator" / "src" / "elasticdf_operator"
+SM_API = "monitoring.coreos.com/v1/ServiceMonitor"
+
+NO_HELM = f"{HELM} is not built (run hack/build-tools.sh or make tools)"
+needs_helm = pytest.mark.skipif(not HELM.exists(), reason=NO_HELM)
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=120)
+    if check:
+        assert res.returncode == 0, f"helm {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def render(*sets: str, api_versions: tuple[str, ...] = ()) -> list[dict]:
+    args = ["template", "rel", str(CHART), "--namespace", "elastic-system"]
+    for s in sets:
+        args += ["--set", s]
+    for a in api_versions:
+        args += ["--api-versions", a]
+    return [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
+
+
+def find(docs: list[dict], kind: str, name: str | None = None) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+ALL_ON = ("discovery.enabled=true", "gateway.enabled=true", "gateway.inference=resnet50",
+          "gateway.service.enabled=true", "serviceMonitor.enabled=true")
+
+
+@pytest.fixture(scope="module")
+def default_docs() -> list[dict]:
+    if not HELM.exists():
+        pytest.skip(NO_HELM)
+    return render()
+
+
+@pytest.fixture(scope="module")
+def all_docs() -> list[dict]:
+    if not HELM.exists():
+        pytest.skip(NO_HELM)
+    return render(*ALL_ON, api_versions=(SM_API,))
+
+
+@needs_helm
+def test_helm_lint_is_clean():
+    out = helm("lint", str(CHART), "--strict").stdout
+    assert "0 chart(s) failed" in out and "[WARNING]" not in out and "[ERROR]" not in out, out
+    out = helm("lint", str(CHART), "--strict", *sum((["--set", s] for s in ALL_ON), [])).stdout
+    assert "0 chart(s) failed" in out, out
+
+
+def test_default_install_renders_the_operator_only(default_docs):
+    kinds = sorted(d["kind"] for d in default_docs)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    assert not find(default_docs, "ServiceMonitor") and not find(default_docs, "DaemonSet")
+
+
+# ---- RBAC -----------------------------------------------------------------------------------------
+
+def rules_of(docs: list[dict]) -> list[dict]:
+    return [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
+
+
+def test_rbac_has_no_wildcards(all_docs):
+    rules = rules_of(all_docs)
+    assert rules
+    for rule in rules:
+        for key in ("apiGroups", "resources", "verbs"):
+            assert not any("*" in v for v in rule.get(key, [])), f"wildcard in {key}: {rule}"
+        assert "nonResourceURLs" not in rule and "resourceNames" not in rule
+
+
+def allowed(rules: list[dict], group: str, resource: str, verb: str) -> bool:
+    return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
+
+
+# Kubernetes client methods of elasticdf_operator.kube -> (API group, resource, verb). A new call there fails
+# test_rbac_covers_every_api_call_of_the_operator until it is listed here and granted in _helpers.tpl.
+CLIENT_CALLS = {
+    "list_node": ("", "nodes", "list"),
+    "list_pod_for_all_namespaces": ("", "pods", "list"),
+    "list_config_map_for_all_namespaces": ("", "configmaps", "list"),
+    "list_namespaced_pod": ("", "pods", "list"),
+    "list_namespaced_config_map": ("", "configmaps", "list"),
+    "list_namespaced_service": ("", "services", "list"),
+    "create_namespaced_pod": ("", "pods", "create"),
+    "create_namespaced_config_map": ("", "configmaps", "create"),
+    "create_namespaced_service": ("", "services", "create"),
+    "create_namespaced_event": ("", "events", "create"),
+    "delete_namespaced_pod": ("", "pods", "delete"),
+    "delete_namespaced_service": ("", "services", "delete"),
+    "delete_collection_namespaced_pod": ("", "pods", "deletecollection"),
+    "delete_collection_namespaced_config_map": ("", "configmaps", "deletecollection"),
+    "list_cluster_custom_object": ("elasticdf.io", "fabrics", "list"),
+    "get_namespaced_custom_object": ("elasticdf.io", "elasticinferences", "get"),
+    "patch_namespaced_custom_object_status": ("elasticdf.io", "elasticinferences/status", "patch"),
+    "patch_namespaced_custom_object_scale": ("elasticdf.io", "elasticinferences/scale", "patch"),
+}
+
+
+def operator_api_calls() -> set[tuple[str, str, str]]:
+    """(group, resource, verb) the operator needs: its client calls in kube.py and kopf's watches."""
+    kube = (OPERATOR / "kube.py").read_text()
+    methods = set(re.findall(r"self\.(?:core|custom)\.(\w+)", kube))
+    unknown = methods - set(CLIENT_CALLS)
+    assert not unknown, f"kube.py calls {sorted(unknown)}: add them to CLIENT_CALLS and to the chart's RBAC"
+    needed = {CLIENT_CALLS[m] for m in methods}
+    handlers = (OPERATOR / "handlers.py").read_text()
+    watched = re.findall(r"kopf\.(?:index|on\.event)\(\s*(\"[^\"]*\"|GROUP),\s*(?:\"[^\"]*\"|VERSION),\s*\"(\w+)\"",
+                         handlers)
+    assert watched, "no kopf watches found in handlers.py"
+    for group, resource in watched:
+        group = "elasticdf.io" if group == "GROUP" else group.strip('"')
+        needed |= {(group, resource, "list"), (group, resource, "watch")}
+    # kopf on the ElasticInferences: watch, finalizer + progress patches, status patches
+    needed |= {("elasticdf.io", "elasticinferences", v) for v in ("list", "watch", "patch")}
+    needed.add(("elasticdf.io", "elasticinferences/status", "patch"))
+    return needed
+
+
+def operator_rules(docs: list[dict]) -> list[dict]:
+    return rules_of([d for d in docs if d["kind"] in ("ClusterRole", "Role")
+                     and d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"])
+
+
+def test_rbac_covers_every_api_call_of_the_operator(default_docs):
+    rules = operator_rules(default_docs)
+    missing = [c for c in sorted(operator_api_calls()) if not allowed(rules, *c)]
+    assert not missing, f"the chart's ClusterRole does not grant {missing}"
+
+
+def test_rbac_is_least_privilege(default_docs):
+    rules = operator_rules(default_docs)
+    granted = {(g, res, v) for r in rules for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
+    # CRDs: kopf's runtime scanning of resources (read-only); everything else must be used by the code
+    extra = granted - operator_api_calls() - {("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+                                              ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}
+    assert not extra, f"granted but not used by the operator: {sorted(extra)}"
+    for verb in ("update", "create", "patch", "delete"):
+        assert not allowed(rules, "", "nodes", verb), "the operator only reads nodes"
+    assert not any(res in r["resources"] for r in rules for res in ("secrets", "clusterroles", "roles"))
+
+
+def test_namespaced_mode_uses_roles(default_docs):
+    docs = render("operator.watchNamespaces={team-a,team-b}")
+    roles = find(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in find(docs, "RoleBinding")) == ["team-a", "team-b"]
+    cluster = find(docs, "ClusterRole")[0]["rules"]
+    assert {r for rule in cluster for r in rule["resources"]} == {"nodes", "fabrics", "customresourcedefinitions"}
+    both = operator_rules(docs)
+    assert all(allowed(both, *c) for c in operator_api_calls())
+    args = find(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+
+
+def test_discovery_agent_may_only_patch_nodes(all_docs):
+    role = find(all_docs, "ClusterRole", "rel-elastic-df-discovery")[0]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]}]
+    binding = find(all_docs, "ClusterRoleBinding", "rel-elastic-df-discovery")[0]
+    ds = find(all_docs, "DaemonSet")[0]["spec"]["template"]["spec"]
+    assert binding["subjects"][0]["name"] == ds["serviceAccountName"] == "rel-elastic-df-discovery"
+    gateway = find(all_docs, "Deployment", "rel-elastic-df-gateway-resnet50")[0]["spec"]["template"]["spec"]
+    assert gateway["automountServiceAccountToken"] is False
+
+
+# ---- workloads -----------------------------------------------------------------------------------------
+
+def containers(docs: list[dict]) -> list[tuple[dict, dict]]:
+    return [(d["spec"]["template"]["spec"], c) for d in docs if d["kind"] in ("Deployment", "DaemonSet")
+            for c in d["spec"]["template"]["spec"]["containers"]]
+
+
+def test_every_container_runs_hardened(all_docs):
+    found = containers(all_docs)
+    assert len(found) == 3
+    for pod, c in found:
+        sc, psc = c["securityContext"], pod.get("securityContext", {})
+        assert sc["runAsNonRoot"] is True and psc["runAsNonRoot"] is True and psc["runAsUser"] != 0, c["name"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, c["name"]
+        assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
+        assert c["resources"]["requests"] and c["resources"]["limits"], c["name"]
+        assert "privileged" not in sc and not pod.get("hostNetwork") and not pod.get("hostPID")
+
+
+def test_operator_deployment(default_docs):
+    dep = find(default_docs, "Deployment")[0]
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"  # kopf --standalone
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == find(default_docs, "ServiceAccount")[0]["metadata"]["name"]
+    (c,) = pod["containers"]
+    assert c["image"] == "ghcr.io/elasticdf/operator:0.1.0"
+    assert "--metrics-port=9090" in c["args"]
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert c[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp"}
+    svc = find(default_docs, "Service")[0]
+    assert svc["spec"]["ports"][0]["port"] == 9090
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_operator_flags_exist():
+    """Every flag the chart passes is one `python -m elasticdf_operator` accepts."""
+    main = (OPERATOR / "__main__.py").read_text()
+    template = (CHART / "templates" / "deployment.yaml").read_text()
+    for flag in set(re.findall(r"- (--[a-z-]+)", template)):
+        assert f'"{flag}"' in main, f"the operator has no {flag}"
+    for env in set(re.findall(r"name: (ELASTICDF_\w+)", template)):
+        assert env in (OPERATOR / "handlers.py").read_text(), f"the operator does not read {env}"
+
+
+def test_gateway_is_selected_by_the_operators_service(all_docs):
+    from elasticdf_operator import builders
+    from elasticdf_operator.builders import Owner
+
+    svc = builders.services(Owner("resnet50", "elastic-system", "uid"))[1]
+    dep = find(all_docs, "Deployment", "rel-elastic-df-gateway-resnet50")[0]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert labels.get(builders.LABEL_MANAGED) != builders.MANAGER  # not mistaken for a segment pod
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["ports"][0]["containerPort"] == svc["spec"]["ports"][0]["port"] == builders.GATEWAY_PORT
+    sources = dep["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+    assert [s["configMap"]["name"] for s in sources] == [builders.configmap_name("resnet50", i) for i in range(4)]
+    paths = [i["path"] for s in sources for i in s["configMap"]["items"]]
+    assert len(paths) == len(set(paths))  # no two instances write the same file
+
+
+def test_service_monitor_only_when_enabled_and_available(all_docs):
+    (sm,) = find(all_docs, "ServiceMonitor")
+    svc = find(all_docs, "Service", "rel-elastic-df-metrics")[0]
+    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    assert sm["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
+    res = helm("template", "rel", str(CHART), "--set", "serviceMonitor.enabled=true", check=False)
+    assert res.returncode != 0 and "Prometheus Operator" in res.stderr
+
+
+# ---- values schema ----------------------------------------------------------------------------------------
+
+BAD_VALUES = [
+    "operator.image.pullPolicy=Sometimes",
+    "metrics.port=70000",
+    "metrics.port=http",
+    "operator.workers=0",
+    "operator.resyncSeconds=0",
+    "operator.watchNamespaces={Not_A_Namespace}",
+    "operator.bogus=1",
+    "rbac.create=maybe",
+    "serviceMonitor.interval=soon",
+    "discovery.interval=0",
+    "gateway.enabled=true",
+    "gateway.maxInstances=0",
+    "metrics.service.type=Ingress",
+    "operator.resources.requests.cpu=lots",
+]
+
+
+@needs_helm
+@pytest.mark.parametrize("value", BAD_VALUES)
+def test_schema_rejects_bad_values(value):
+    res = helm("template", "rel", str(CHART), "--set", value, check=False)
+    assert res.returncode != 0, f"--set {value} rendered"
+    assert "values don't meet the specifications of the schema" in res.stderr or "at '/" in res.stderr, res.stderr
+
+
+@needs_helm
+def test_schema_accepts_good_values():
+    render("operator.workers=4", "metrics.port=8443", "operator.watchNamespaces={ml}", "gateway.enabled=true",
+           "gateway.inference=mobilenet", "operator.resources.requests.cpu=250m", "discovery.enabled=true")
+
+
+def test_values_schema_requires_every_top_level_section():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(schema["required"]) <= set(values)
+    assert schema["additionalProperties"] is False
+    assert set(values) <= set(schema["properties"])
+
+
+# ---- CRDs and dashboard --------------------------------------------------------------------------------------
+
+def test_chart_crds_are_the_generated_crds():
+    ours = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
+    theirs = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
+    assert ours == theirs, "charts/elastic-df/crds differs from crds/: python -m elasticdf_operator.docgen"
+
+
+def exported_metric_names() -> set[str]:
+    """Sample names the operator's metrics module exposes (gauge: name; counter: _total; histogram: _bucket...)."""
+    from elasticdf_operator import metrics
+    from prometheus_client import Counter, Gauge, Histogram
+
+    names = set()
+    for obj in vars(metrics).values():
+        if isinstance(obj, Gauge):
+            names.add(obj._name)
+        elif isinstance(obj, Counter):
+            names |= {f"{obj._name}_total", f"{obj._name}_created"}
+        elif isinstance(obj, Histogram):
+            names |= {f"{obj._name}_{s}" for s in ("bucket", "sum", "count", "created")}
+    return names
+
+
+def test_dashboard_uses_only_exported_metrics(default_docs):
+    text = (CHART / "dashboards" / "elastic-df.json").read_text()
+    dash = json.loads(text)
+    (cm,) = find(default_docs, "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["elastic-df.json"]) == dash
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dash["templating"]["list"] if "definition" in v]
+    used = {m for e in exprs for m in re.findall(r"\belasticdf_[a-z_]+", e)}
+    exported = exported_metric_names()
+    assert used and not used - exported, f"dashboard queries metrics the operator does not export: {used - exported}"
+    for needed in ("elasticdf_predicted_fps", "elasticdf_observed_fps", "elasticdf_cost_per_hour",
+                   "elasticdf_fps_per_dollar_hour", "elasticdf_instances", "elasticdf_plan_seconds_bucket",
+                   "elasticdf_reconcile_errors_total"):
+        assert needed in used, needed
+    assert any("histogram_quantile" in e and "elasticdf_plan_seconds_bucket" in e for e in exprs)
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)) == 6
