@@ -12,10 +12,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", "-n", action="append", default=[], help="watch only these (default: all)")
     parser.add_argument("--metrics-port", type=int, default=9090, help="Prometheus port (0: off)")
     parser.add_argument("--resync-seconds", type=float, default=5.0)
+    parser.add_argument("--autoscale-seconds", type=float, default=5.0, help="autoscaler step interval")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     os.environ["ELASTICDF_METRICS_PORT"] = str(args.metrics_port)
     os.environ["ELASTICDF_RESYNC_SECONDS"] = str(args.resync_seconds)
+    os.environ["ELASTICDF_AUTOSCALE_SECONDS"] = str(args.autoscale_seconds)
     from kopf.cli import main as kopf_main
 
     kopf_args = ["run", "-m", "elasticdf_operator.handlers", "--standalone"]

@@ -139,6 +139,11 @@ def instance_configmap(owner: Owner, index: int, wirings: list[SegmentWiring], f
     }
 
 
+def cards_of(configmap: dict) -> list[dict]:
+    """The cards an instance ConfigMap reserves: [{node, card, type}]."""
+    return json.loads((configmap["metadata"].get("annotations") or {}).get(ANNOTATION_CARDS, "[]"))
+
+
 def wirings_of(configmap: dict) -> list[SegmentWiring]:
     items = sorted(configmap.get("data", {}).items())
     found = [SegmentWiring.model_validate_json(v) for k, v in items if k.startswith("segment-")]

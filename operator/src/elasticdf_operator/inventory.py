@@ -48,6 +48,28 @@ def node_is_usable(node: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def node_is_healthy(node: dict) -> bool:
+    """Ready (a cordoned node keeps its running instances; it only takes no new ones)."""
+    conditions = node.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def broken_cards(cards: list[dict], nodes: list[dict], catalog: Catalog) -> list[str]:
+    """Why some of `cards` ({node, card}) can no longer run a segment: node deleted, NotReady, card gone."""
+    by_name = {n["metadata"]["name"]: n for n in nodes}
+    out = []
+    for entry in cards:
+        name, index = entry["node"], int(entry["card"])
+        node = by_name.get(name)
+        if node is None:
+            out.append(f"node {name} is gone")
+        elif not node_is_healthy(node):
+            out.append(f"node {name} is NotReady")
+        elif index not in {s.index for s in node_slots(node, catalog)}:
+            out.append(f"card {name}/{index} is no longer allocatable")
+    return out
+
+
 def node_slots(node: dict, catalog: Catalog) -> list[Slot]:
     """Physical cards of a node: the ordered annotation when present, else allocatable device-plugin counts."""
     name = node["metadata"]["name"]

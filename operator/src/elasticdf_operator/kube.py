@@ -10,8 +10,9 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from . import GROUP, VERSION
-from .builders import LABEL_MANAGED, LABEL_NAME, MANAGER
+from .builders import LABEL_INSTANCE, LABEL_MANAGED, LABEL_NAME, MANAGER
 from .inventory import LABEL_CARD_TYPES
+from .state import Observed, project_configmap, project_node, project_pod
 
 PLURAL = "elasticinferences"
 
@@ -38,6 +39,12 @@ class Kube:
         raw = self.core.list_config_map_for_all_namespaces(label_selector=sel, _preload_content=False)
         return _json(raw)["items"]
 
+    def observe(self) -> Observed:
+        """Everything a reconcile needs, by listing (the kopf handlers use their indexes instead)."""
+        return Observed([project_node(n) for n in self.nodes()], [project_pod(p) for p in self.managed_pods()],
+                        [project_configmap(c) for c in self.managed_configmaps()
+                         if LABEL_INSTANCE in (c["metadata"].get("labels") or {})], self.fabrics())
+
     def fabrics(self) -> list[dict]:
         try:
             return self.custom.list_cluster_custom_object(GROUP, VERSION, "fabrics")["items"]
@@ -55,29 +62,56 @@ class Kube:
             raise
 
     # writes (create is idempotent: AlreadyExists means another reconcile got there first)
-    def create(self, obj: dict) -> bool:
+    def create(self, obj: dict) -> dict | None:
+        """The created object (projected like the index entries), or None when it already exists."""
         ns, kind = obj["metadata"]["namespace"], obj["kind"]
         create = {"Pod": self.core.create_namespaced_pod, "ConfigMap": self.core.create_namespaced_config_map,
                   "Service": self.core.create_namespaced_service}[kind]
         try:
-            create(ns, obj)
+            created = _json(create(ns, obj, _preload_content=False))
         except ApiException as err:
             if err.status == 409:
-                return False
+                return None
             raise
-        return True
+        project = {"Pod": project_pod, "ConfigMap": project_configmap}.get(kind, lambda o: o)
+        return {"kind": kind, **project(created)}
 
     def delete_instance(self, namespace: str, owner: str, instance: int) -> None:
         sel = f"{LABEL_NAME}={owner},{GROUP}/instance={instance}"
         self.core.delete_collection_namespaced_pod(namespace, label_selector=sel, grace_period_seconds=0)
         self.core.delete_collection_namespaced_config_map(namespace, label_selector=sel)
 
-    def delete_pod(self, namespace: str, name: str) -> None:
+    def delete_owned(self, namespace: str, owner: str) -> int:
+        """Delete every pod, ConfigMap and Service of an ElasticInference; return how many were left."""
+        sel = f"{LABEL_NAME}={owner},{LABEL_MANAGED}={MANAGER}"
+        self.core.delete_collection_namespaced_pod(namespace, label_selector=sel, grace_period_seconds=0)
+        self.core.delete_collection_namespaced_config_map(namespace, label_selector=sel)
+        services = self.core.list_namespaced_service(namespace, label_selector=sel).items
+        for svc in services:
+            try:
+                self.core.delete_namespaced_service(svc.metadata.name, namespace)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+        left = self.core.list_namespaced_pod(namespace, label_selector=sel).items
+        left += self.core.list_namespaced_config_map(namespace, label_selector=sel).items
+        return len(left)
+
+    def delete_pod(self, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete now (no kubelet confirms simulated pods); with uid, only that incarnation of the name."""
+        body = client.V1DeleteOptions(grace_period_seconds=0,
+                                      preconditions=client.V1Preconditions(uid=uid) if uid else None)
         try:
-            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+            self.core.delete_namespaced_pod(name, namespace, body=body)
         except ApiException as err:
-            if err.status != 404:
-                raise
+            if err.status in (404, 409):
+                return False
+            raise
+        return True
+
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self.custom.patch_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, name,
+                                                          {"spec": {"replicas": replicas}})
 
     def patch_status(self, namespace: str, name: str, status: dict) -> None:
         body = {"status": status}

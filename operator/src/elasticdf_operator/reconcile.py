@@ -1,16 +1,21 @@
 """Level-triggered, idempotent reconcile of one ElasticInference (plain functions; kopf only calls them).
 
-Every call reads the state from the API server (instance ConfigMaps = card reservations, segment pods,
-nodes), so it is correct after restarts. A process-wide lock serialises the read-solve-create step
-of different resources, so two reconciles never book the same free card.
+A reconcile gets a snapshot of the cluster (`state.Observed`: from the kopf indexes, or by listing), decides
+and writes. Card reservations live in the API server (instance ConfigMaps, segment pods), so it is correct
+after restarts; the `state.Ledger` serialises read-decide-write across resources and overlays this
+process's own writes the watches have not delivered yet, so two reconciles never book the same card.
+
+Per pass: drop surplus instances (scale down), re-plan instances whose node went away, turned NotReady or
+lost the card (faults; the others are not touched), replace failed or missing segment pods, then solve
+once over the free cards for all missing instances and create them (an instance is placed whole or not).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from elasticdf_partitioner.catalog import Catalog, load_catalog
@@ -24,9 +29,8 @@ from pydantic import ValidationError
 from . import builders, metrics
 from .api import ElasticInferenceSpec, ModelSource
 from .builders import LABEL_INSTANCE, LABEL_NAME, Owner
-from .inventory import build_cluster, free_slots, held_slots
-
-LEDGER = threading.Lock()
+from .inventory import Slot, broken_cards, build_cluster, free_slots, held_slots
+from .state import LEDGER, Ledger, Observed
 
 
 @dataclass
@@ -72,96 +76,181 @@ def desired_replicas(spec: ElasticInferenceSpec) -> int:
     return max(spec.autoscaling.min_replicas, min(spec.autoscaling.max_replicas, spec.replicas))
 
 
-def scale_down(kube, owner: Owner, records: dict[int, dict], want: int, result: Result) -> dict[int, dict]:
+def remove_instance(kube, ledger: Ledger, owner: Owner, index: int, cm: dict, pods: list[dict]) -> None:
+    kube.delete_instance(owner.namespace, owner.name, index)
+    ledger.deleted("ConfigMap", cm["metadata"].get("uid"))
+    for pod in pods:
+        ledger.deleted("Pod", pod["metadata"].get("uid"))
+
+
+def scale_down(kube, ledger: Ledger, owner: Owner, records: dict[int, dict], pods: dict[int, list[dict]],
+               want: int, result: Result) -> dict[int, dict]:
     """Keep the `want` lowest instance indices; delete whole instances, highest index first."""
     order = sorted(records)
     for index in reversed(order[want:]):
-        kube.delete_instance(owner.namespace, owner.name, index)
+        remove_instance(kube, ledger, owner, index, records[index], pods.get(index, []))
         result.events.append(("Normal", "InstanceRemoved", f"removed instance {index} (replicas={want})"))
     return {i: records[i] for i in order[:want]}
 
 
-def repair(kube, owner: Owner, spec, records: dict[int, dict], pods: dict[int, list[dict]], catalog,
-           result: Result) -> None:
-    """Recreate missing segment pods of kept instances; failed pods are deleted and come back next round."""
+def drop_broken(kube, ledger: Ledger, owner: Owner, records: dict[int, dict], pods: dict[int, list[dict]],
+                nodes: list[dict], catalog: Catalog, result: Result) -> dict[int, dict]:
+    """Remove instances that hold a card on a deleted or NotReady node, or a card the node lost; they are
+    placed again (same index) on free cards by this pass. Instances on healthy cards are not touched."""
+    kept = {}
+    for index, cm in records.items():
+        lost = broken_cards(builders.cards_of(cm), nodes, catalog)
+        if not lost:
+            kept[index] = cm
+            continue
+        remove_instance(kube, ledger, owner, index, cm, pods.get(index, []))
+        result.events.append(("Warning", "InstanceReplanned", f"instance {index}: {'; '.join(lost)}; re-planning"))
+    return kept
+
+
+def repair(kube, ledger: Ledger, owner: Owner, spec, records: dict[int, dict], pods: dict[int, list[dict]],
+           catalog, result: Result) -> None:
+    """Replace failed segment pods and recreate missing ones of kept instances (same name, same card)."""
     for index, cm in records.items():
         present = {p["metadata"]["name"]: p for p in pods.get(index, [])}
         for w in builders.wirings_of(cm):
-            pod = present.get(builders.pod_name(owner.name, index, w.segment))
+            name = builders.pod_name(owner.name, index, w.segment)
+            pod = present.get(name)
             if pod is not None and pod.get("status", {}).get("phase") == "Failed":
-                kube.delete_pod(owner.namespace, pod["metadata"]["name"])
-                result.events.append(("Warning", "SegmentFailed", f"segment pod {pod['metadata']['name']} failed"))
-            elif pod is None and kube.create(builders.segment_pod(owner, spec, w, catalog)):
-                result.events.append(("Normal", "SegmentCreated", f"instance {index} segment {w.segment} "
-                                      f"on {w.node}/{w.card}"))
+                if kube.delete_pod(owner.namespace, name, pod["metadata"].get("uid")):
+                    ledger.deleted("Pod", pod["metadata"].get("uid"))
+                    result.events.append(("Warning", "SegmentFailed", f"segment pod {name} failed; replacing it"))
+                pod = None
+            if pod is None:
+                created = kube.create(builders.segment_pod(owner, spec, w, catalog))
+                if created:
+                    ledger.created(created)
+                    result.events.append(("Normal", "SegmentCreated", f"instance {index} segment {w.segment} "
+                                          f"on {w.node}/{w.card}"))
 
 
-def _settings(spec: ElasticInferenceSpec) -> PackSettings:
+def _settings(spec: ElasticInferenceSpec, instances: int) -> PackSettings:
     cards = spec.placement.max_segments_per_instance if spec.placement else None
-    return PackSettings(max_instances=1, **({"max_cards_per_instance": cards} if cards else {}))
+    return PackSettings(max_instances=instances, **({"max_cards_per_instance": cards} if cards else {}))
 
 
-def _solve_one(graph, fc, spec: ElasticInferenceSpec):
-    objective = spec.objective
-    target = spec.target_fps / max(spec.replicas, 1) if spec.target_fps else None
+def instance_target(spec: ElasticInferenceSpec) -> float | None:
+    """The fps one instance should reach: the autoscaler's per-replica target, else targetFPS / replicas."""
+    if spec.autoscaling is not None:
+        return spec.autoscaling.target_fps
+    return spec.target_fps / max(spec.replicas, 1) if spec.target_fps else None
+
+
+def solve_instances(graph, fc, spec: ElasticInferenceSpec, missing: int) -> list:
+    """Instances for up to `missing` replicas from one solve over the free cards.
+
+    objective cost: the cheapest card mix for one instance that meets the per-instance target (one at a
+    time, the solve is cheap); throughput/latency: one solve that replicates over the offered cards."""
+    objective, target = spec.objective, instance_target(spec)
     if objective == "cost" and not target:
         objective = "throughput"
     limits = spec.placement.limits if spec.placement else None
     started = time.perf_counter()
     try:
-        return solve(graph, fc.cluster, objective, target, limits, settings=_settings(spec)).instances[0]
+        if objective == "cost":
+            plan = solve(graph, fc.cluster, "cost", target, limits, settings=_settings(spec, 1))
+            return plan.instances[:1]
+        plan = solve(graph, fc.cluster, objective, target, limits, settings=_settings(spec, missing))
+        return disjoint(plan.instances, missing)
     finally:
         metrics.PLAN_SECONDS.observe(time.perf_counter() - started)
 
 
-def place(kube, owner: Owner, spec, observed: dict, taken: set[int], missing: int, catalog: Catalog,
-          result: Result) -> None:
-    """Solve and create `missing` whole instances, one at a time, over the cards still free."""
+def disjoint(instances: list, limit: int) -> list:
+    """Up to `limit` instances, fastest first, no two on the same card: a card is flashed with one
+    bitstream, so it runs one segment pod (the solver may pack several small instances onto one card)."""
+    out, used = [], set()
+    for inst in sorted(instances, key=lambda i: -i.fps):
+        cards = {(s.node, s.card) for s in inst.segments}
+        if len(cards) == len(inst.segments) and not cards & used and len(out) < limit:
+            out.append(inst)
+            used |= cards
+    return out
+
+
+def candidates(slots: list[Slot], instances: int, cards_per_instance: int) -> list[Slot]:
+    """The free cards worth offering the solver: whole nodes, fullest first, until every card type has
+    enough for `instances` instances. Keeps a solve on a 1000-node cluster as small as on a rack."""
+    cap = max(instances, 1) * max(cards_per_instance, 1)
+    per_node: dict[str, list[Slot]] = {}
+    for slot in slots:
+        per_node.setdefault(slot.node, []).append(slot)
+    counts: dict[str, int] = {}
+    out = []
+    for node in sorted(per_node, key=lambda n: (-len(per_node[n]), n)):
+        own = per_node[node]
+        if all(counts.get(s.type, 0) >= cap for s in own):
+            continue
+        for s in own:
+            counts[s.type] = counts.get(s.type, 0) + 1
+        out += own
+    return out
+
+
+def place(kube, ledger: Ledger, owner: Owner, spec, observed: Observed, taken: set[int], missing: int,
+          catalog: Catalog, result: Result) -> None:
+    """Solve for the `missing` whole instances over the cards still free and create them."""
     placement = spec.placement
-    held = held_slots(observed["configmaps"], observed["pods"])
-    slots = free_slots(observed["nodes"], held, catalog, placement.card_types if placement else None,
+    held = held_slots(observed.configmaps, observed.pods)
+    slots = free_slots(observed.nodes, held, catalog, placement.card_types if placement else None,
                        placement.node_selector if placement else None)
-    switches = _switches(observed["fabrics"])
-    labels = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in observed["nodes"]}
+    switches = _switches(observed.fabrics)
+    labels = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in observed.nodes}
     ordinals = {name: i for i, name in enumerate(sorted(labels))}
-    pool = _pool(observed["fabrics"])
+    pool = _pool(observed.fabrics)
+    per_instance = _settings(spec, 1).max_cards_per_instance
     try:
         graph = load_graph(spec.model)
     except ElasticDFError as err:
         result.conditions["PartitionSolved"] = ("False", "InvalidModel", str(err))
         return
     index = 0
-    for _ in range(missing):
-        fc = build_cluster(slots, observed["nodes"], catalog, switches)
+    while missing > 0:
+        fc = build_cluster(candidates(slots, missing, per_instance), observed.nodes, catalog, switches)
         if fc.cluster is None:
             _short(result, missing, fc.reason)
             return
         try:
-            inst = _solve_one(graph, fc, spec)
+            found = solve_instances(graph, fc, spec, missing)
         except InfeasibleError as err:
             _short(result, missing, str(err), infeasible=True)
             return
         except ElasticDFError as err:
             result.conditions["PartitionSolved"] = ("False", "InvalidSpec", str(err))
             return
-        while index in taken:
-            index += 1
-        taken.add(index)
-        physical = [fc.physical[(s.node, s.card)] for s in inst.segments]
-        mode = builders.resolve_mode(spec, labels.get(inst.segments[0].node, {}))
-        wirings = builders.wiring(owner, spec, index, inst, mode, ordinals, physical, pool)
-        cost = sum(fc.cluster.cost_per_hour(s.card_type) for s in inst.segments)
-        kube.create(builders.instance_configmap(owner, index, wirings, inst.fps, cost))
-        for w in wirings:
-            kube.create(builders.segment_pod(owner, spec, w, catalog))
-        used = {(w.node, w.card) for w in wirings}
-        slots = [s for s in slots if (s.node, s.index) not in used]
-        cards = ", ".join(f"{w.node}/{w.card} ({w.card_type})" for w in wirings)
-        result.events.append(("Normal", "InstancePlaced", f"instance {index}: {len(wirings)} segment(s) on "
-                              f"{cards}, {inst.fps:.0f} fps predicted"))
-        result.conditions["PartitionSolved"] = ("True", "Solved", f"instance {index}: {inst.fps:.1f} fps")
-        missing -= 1
-        result.short = missing
+        if not found:
+            _short(result, missing, "the partitioner found no instance on the free cards", infeasible=True)
+            return
+        for inst in found:
+            while index in taken:
+                index += 1
+            taken.add(index)
+            physical = [fc.physical[(s.node, s.card)] for s in inst.segments]
+            mode = builders.resolve_mode(spec, labels.get(inst.segments[0].node, {}))
+            wirings = builders.wiring(owner, spec, index, inst, mode, ordinals, physical, pool)
+            cost = sum(fc.cluster.cost_per_hour(s.card_type) for s in inst.segments)
+            cm = kube.create(builders.instance_configmap(owner, index, wirings, inst.fps, cost))
+            if cm is None:  # someone holds this name: leave it to the next pass
+                result.short = missing
+                return
+            ledger.created(cm)
+            for w in wirings:
+                pod = kube.create(builders.segment_pod(owner, spec, w, catalog))
+                if pod:
+                    ledger.created(pod)
+            used = {(w.node, w.card) for w in wirings}
+            slots = [s for s in slots if (s.node, s.index) not in used]
+            cards = ", ".join(f"{w.node}/{w.card} ({w.card_type})" for w in wirings)
+            result.events.append(("Normal", "InstancePlaced", f"instance {index}: {len(wirings)} segment(s) on "
+                                  f"{cards}, {inst.fps:.0f} fps predicted"))
+            result.conditions["PartitionSolved"] = ("True", "Solved", f"instance {index}: {inst.fps:.1f} fps")
+            missing -= 1
+            result.short = missing
 
 
 def _short(result: Result, missing: int, message: str, infeasible: bool = False) -> None:
@@ -187,14 +276,13 @@ def _pool(fabrics: list[dict]) -> str:
     return builders.DEFAULT_POOL
 
 
-def observe(kube) -> dict:
-    return {"nodes": kube.nodes(), "pods": kube.managed_pods(), "configmaps": kube.managed_configmaps(),
-            "fabrics": kube.fabrics()}
+def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, ledger: Ledger = LEDGER,
+              catalog: Catalog | None = None) -> dict:
+    """Bring the pods of `ei` in line with its spec; write and return its status.
 
-
-def reconcile(kube, ei: dict, catalog: Catalog | None = None) -> dict:
-    """Bring the pods of `ei` in line with its spec; write and return its status."""
+    `observe` returns the cluster snapshot (the kopf handlers pass their indexes; default: list via `kube`)."""
     catalog = catalog or load_catalog()
+    observe = observe or kube.observe
     meta = ei["metadata"]
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
     result = Result()
@@ -202,28 +290,35 @@ def reconcile(kube, ei: dict, catalog: Catalog | None = None) -> dict:
         spec = ElasticInferenceSpec.model_validate(ei.get("spec") or {})
     except ValidationError as err:
         result.conditions["PartitionSolved"] = ("False", "InvalidSpec", str(err).replace("\n", " ")[:900])
-        return finish(kube, ei, owner, 0, result)
+        with ledger.lock:
+            snap = ledger.view(observe())
+        return finish(kube, ei, owner, 0, snap, result)
     want = desired_replicas(spec)
-    with LEDGER:
-        observed = observe(kube)
-        records = {i: cms[0] for i, cms in by_instance(owned(observed["configmaps"], *_key(owner))).items()}
-        pods = by_instance(owned(observed["pods"], *_key(owner)))
-        kept = scale_down(kube, owner, records, want, result)
-        for svc in builders.services(owner):
-            kube.create(svc)
-        repair(kube, owner, spec, kept, pods, catalog, result)
+    with ledger.lock:
+        raw = observe()
+        snap = ledger.view(raw)
+        cms, own_pods = snap.owned(*_key(owner))
+        records = {i: c[0] for i, c in by_instance(cms).items()}
+        pods = by_instance(own_pods)
+        kept = scale_down(kube, ledger, owner, records, pods, want, result)
+        kept = drop_broken(kube, ledger, owner, kept, pods, snap.nodes, catalog, result)
+        if not records or want > len(kept):
+            for svc in builders.services(owner):
+                kube.create(svc)
+        repair(kube, ledger, owner, spec, kept, pods, catalog, result)
         if want > len(kept):
-            place(kube, owner, spec, observed, set(records), want - len(kept), catalog, result)
-    return finish(kube, ei, owner, want, result)
+            snap = ledger.view(raw)
+            place(kube, ledger, owner, spec, snap, set(kept), want - len(kept), catalog, result)
+        snap = ledger.view(raw)
+    return finish(kube, ei, owner, want, snap, result)
 
 
 def _key(owner: Owner) -> tuple[str, str]:
     return owner.namespace, owner.name
 
 
-def finish(kube, ei: dict, owner: Owner, want: int, result: Result) -> dict:
-    observed_cms = owned(kube.managed_configmaps(), *_key(owner))
-    observed_pods = owned(kube.managed_pods(), *_key(owner))
+def finish(kube, ei: dict, owner: Owner, want: int, snap: Observed, result: Result) -> dict:
+    observed_cms, observed_pods = snap.owned(*_key(owner))
     status = compute_status(ei, owner, want, observed_cms, observed_pods, result)
     known = {c.get("reason") for c in (ei.get("status") or {}).get("conditions") or []}
     for type_, reason, message in result.events:

@@ -1,0 +1,219 @@
+"""Unit tests of the operator's plain core: ledger overlay, faults, batching, autoscaler (fake clock)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from elasticdf_operator import autoscale, inventory, reconcile, state
+from elasticdf_operator.autoscale import History, Policy, decide
+from elasticdf_partitioner.catalog import load_catalog
+
+CATALOG = load_catalog()
+
+
+def node(name, cards, ready=True):
+    alloc = {}
+    for c in cards:
+        res = CATALOG.card(c).device_plugin_resource
+        alloc[res] = str(int(alloc.get(res, 0)) + 1)
+    return {"metadata": {"name": name, "labels": {inventory.LABEL_CARD_TYPES: "x"},
+                         "annotations": {inventory.ANNOTATION_CARDS: ",".join(cards)}},
+            "status": {"allocatable": alloc, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+class FakeKube:
+    """The API server as a dict (unit tier only; the e2e tier runs against the real one)."""
+
+    def __init__(self, nodes):
+        self.nodes, self.objs, self.events, self.status, self.deleted = nodes, {}, [], None, []
+
+    def create(self, obj):
+        key = (obj["kind"], obj["metadata"]["name"])
+        if key in self.objs:
+            return None
+        self.objs[key] = {**obj, "metadata": {**obj["metadata"], "uid": uuid.uuid4().hex}}
+        return self.objs[key]
+
+    def observe(self):
+        return state.Observed(self.nodes, [o for (k, _), o in self.objs.items() if k == "Pod"],
+                              [o for (k, _), o in self.objs.items() if k == "ConfigMap"])
+
+    def delete_instance(self, ns, owner, index):
+        for key in [k for k, o in self.objs.items() if k[0] != "Service"
+                    and o["metadata"]["labels"].get("elasticdf.io/instance") == str(index)]:
+            self.deleted.append(key)
+            del self.objs[key]
+
+    def delete_pod(self, ns, name, uid=None):
+        self.deleted.append(("Pod", name))
+        return self.objs.pop(("Pod", name), None) is not None
+
+    def event(self, ei, *event):
+        self.events.append(event)
+
+    def patch_status(self, ns, name, status):
+        self.status = status
+
+    def pods(self):
+        return {k[1]: o for k, o in self.objs.items() if k[0] == "Pod"}
+
+
+def ei(replicas=1, **spec):
+    return {"metadata": {"name": "net", "namespace": "ns", "uid": "u1", "generation": 1},
+            "spec": {"model": {"name": "cnv"}, "replicas": replicas, **spec}}
+
+
+def cards_used(kube):
+    return [p["metadata"]["annotations"][inventory.ANNOTATION_CARD] for p in kube.pods().values()]
+
+
+def test_batch_places_card_disjoint_instances():
+    kube = FakeKube([node("a", ["u280", "u280"]), node("b", ["u250"])])
+    status = reconcile.reconcile(kube, ei(3), ledger=state.Ledger())
+    assert status["replicas"] == 3
+    assert sorted(cards_used(kube)) == ["a/0", "a/1", "b/0"]
+
+
+def test_stale_index_never_double_books():
+    """Two resources reconciled against the same stale snapshot: the ledger overlays the first's writes."""
+    kube = FakeKube([node("a", ["u280", "u280"])])
+    stale = kube.observe()
+    ledger = state.Ledger()
+    reconcile.reconcile(kube, ei(1), lambda: stale, ledger)
+    other = ei(2)
+    other["metadata"].update(name="other", uid="u2")
+    reconcile.reconcile(kube, other, lambda: stale, ledger)
+    used = cards_used(kube)
+    assert sorted(used) == ["a/0", "a/1"]
+    # and a second pass of the first resource on the stale snapshot does not place its instance again
+    reconcile.reconcile(kube, ei(1), lambda: stale, ledger)
+    assert len(kube.pods()) == 2
+
+
+def test_node_lost_replans_only_its_instances():
+    nodes = [node("a", ["u280"]), node("b", ["u280"]), node("c", ["u280"])]
+    kube = FakeKube(nodes)
+    ledger = state.Ledger()
+    reconcile.reconcile(kube, ei(2), ledger=ledger)
+    before = {name: (p["metadata"]["uid"], p["metadata"]["annotations"][inventory.ANNOTATION_CARD])
+              for name, p in kube.pods().items()}
+    victim = next(name for name, (_, card) in before.items() if card == "a/0")
+    kube.nodes = [n for n in nodes if n["metadata"]["name"] != "a"]
+    status = reconcile.reconcile(kube, ei(2), ledger=ledger)
+    after = {name: (p["metadata"]["uid"], p["metadata"]["annotations"][inventory.ANNOTATION_CARD])
+             for name, p in kube.pods().items()}
+    assert status["replicas"] == 2 and set(after) == set(before)
+    assert after[victim][1] == "c/0"
+    assert all(after[n] == before[n] for n in before if n != victim), "the other instance was touched"
+    assert any(e[1] == "InstanceReplanned" for e in kube.events)
+
+
+@pytest.mark.parametrize("change", ["notready", "capacity"])
+def test_broken_cards(change):
+    n = node("a", ["u280", "u280"])
+    if change == "notready":
+        n["status"]["conditions"][0]["status"] = "False"
+        assert inventory.broken_cards([{"node": "a", "card": 0}], [n], CATALOG) == ["node a is NotReady"]
+    else:
+        n["status"]["allocatable"] = {CATALOG.card("u280").device_plugin_resource: "1"}
+        assert inventory.broken_cards([{"node": "a", "card": 0}], [n], CATALOG) == []
+        assert "no longer allocatable" in inventory.broken_cards([{"node": "a", "card": 1}], [n], CATALOG)[0]
+    assert inventory.broken_cards([{"node": "b", "card": 0}], [n], CATALOG) == ["node b is gone"]
+
+
+def test_failed_segment_pod_is_replaced():
+    kube = FakeKube([node("a", ["u280"])])
+    ledger = state.Ledger()
+    reconcile.reconcile(kube, ei(1), ledger=ledger)
+    (name, pod), = kube.pods().items()
+    pod["status"] = {"phase": "Failed"}
+    old = pod["metadata"]["uid"]
+    reconcile.reconcile(kube, ei(1), ledger=ledger)
+    assert kube.pods()[name]["metadata"]["uid"] != old and ("Pod", name) in kube.deleted
+
+
+def test_candidates_keep_the_solve_small():
+    slots = [inventory.Slot(f"n{i:04}", c, "u280") for i in range(1000) for c in range(2)]
+    picked = reconcile.candidates(slots, instances=2, cards_per_instance=4)
+    assert 8 <= len(picked) <= 10 and len({s.node for s in picked}) == len(picked) // 2
+
+
+def test_ledger_overlay_expires_once_indexed():
+    clock = [0.0]
+    ledger = state.Ledger(clock=lambda: clock[0])
+    cm = {"kind": "ConfigMap", "metadata": {"name": "x", "namespace": "ns", "uid": "1", "labels": {}}}
+    ledger.created(cm)
+    assert ledger.view(state.Observed([], [], [])).configmaps == [cm]
+    assert ledger.view(state.Observed([], [], [cm])).configmaps == [cm]  # indexed: overlay dropped
+    assert ledger.configmaps.fresh == {}
+    ledger.deleted("ConfigMap", "1")
+    assert ledger.view(state.Observed([], [], [cm])).configmaps == []
+
+
+POLICY = Policy(min_replicas=1, max_replicas=5, target_fps=100, scale_up_window=10, scale_down_window=60)
+
+
+def test_decide_scales_up_only_after_the_up_window():
+    history, replicas = History(), 1
+    for t in range(0, 10):
+        replicas = decide(replicas, 350, POLICY, history, float(t))
+        assert replicas == 1, f"scaled up at t={t} within the window"
+    assert decide(1, 350, POLICY, history, 10.5) == 4
+
+
+def test_decide_scales_down_to_the_window_maximum():
+    history = History()
+    replicas = 4
+    for t in range(0, 61, 5):
+        load = 350 if t < 30 else 120
+        replicas = decide(replicas, load, POLICY, history, float(t))
+    assert replicas == 4  # 350 fps was seen within the last 60 s
+    for t in range(65, 100, 5):
+        replicas = decide(replicas, 120, POLICY, history, float(t))
+    assert replicas == 2
+    assert decide(2, 0, POLICY, History(), 0.0) == 2  # a fresh history waits a window before moving
+    assert decide(9, 100, POLICY, History(), 0.0) == 5  # out of bounds: clamped at once
+
+
+def test_decide_without_windows_is_immediate():
+    policy = Policy(1, 5, 100, 0, 0)
+    assert decide(1, 480, policy, History(), 0.0) == 5
+    assert decide(5, 90, policy, History(), 0.0) == 1
+
+
+def test_sources():
+    ann = autoscale.AnnotationSource()
+    body = {"metadata": {"annotations": {autoscale.ANNOTATION_OBSERVED_FPS: "250.5"}}}
+    assert ann.observed_fps(body, []) == 250.5
+    assert ann.observed_fps({"metadata": {"annotations": {autoscale.ANNOTATION_OBSERVED_FPS: "x"}}}, []) is None
+    text = ('# TYPE elasticdf_segment_fps gauge\nelasticdf_segment_fps{instance="0",segment="0"} 40.0\n'
+            '# TYPE elasticdf_gateway_fps gauge\nelasticdf_gateway_fps{model="cnv"} 99.0\n')
+    urls = []
+    scrape = autoscale.ScrapeSource(get=lambda url, timeout: urls.append(url) or text)
+    pods = [{"metadata": {"labels": {"elasticdf.io/segment": s, "elasticdf.io/role": "segment"}},
+             "status": {"phase": "Running", "podIP": f"10.0.0.{i}"}} for i, s in enumerate("010")]
+    assert scrape.observed_fps({}, pods) == 80.0 and len(urls) == 2
+    pods.append({"metadata": {"labels": {"elasticdf.io/role": "gateway"}},
+                 "status": {"phase": "Running", "podIP": "10.0.0.9"}})
+    assert scrape.observed_fps({}, pods) == 99.0
+    assert autoscale.FirstOf(ann, scrape).observed_fps(body, pods) == 250.5
+
+
+class ScaleKube(FakeKube):
+    def __init__(self):
+        super().__init__([])
+        self.scaled = []
+
+    def scale(self, ns, name, replicas):
+        self.scaled.append(replicas)
+
+
+def test_autoscale_step_patches_scale_and_observed_fps():
+    kube, histories = ScaleKube(), {}
+    body = ei(1, autoscaling={"minReplicas": 1, "maxReplicas": 3, "targetFPS": 100})
+    body["metadata"]["annotations"] = {autoscale.ANNOTATION_OBSERVED_FPS: "250"}
+    src = autoscale.AnnotationSource()
+    step = autoscale.autoscale(kube, body, [], src, histories, now=0.0)
+    assert step.replicas == 3 and kube.scaled == [3] and kube.status == {"observedFPS": 250.0}
+    assert autoscale.autoscale(kube, ei(1), [], src, histories) is None
