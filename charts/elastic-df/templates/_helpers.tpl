@@ -87,4 +87,10 @@ app.kubernetes.io/component: operator
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+{{- if .Values.operator.watchNamespaces }}
+# kopf run --namespace=...: kopf resolves the namespaces it serves by watching them (read-only)
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}
 {{- end }}
