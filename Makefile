@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv lint test unit e2e bench tools demo down clean
+.PHONY: venv lint test unit e2e bench tools demo down docs metrics-example clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,9 +15,18 @@ DISTS := partitioner operator $(patsubst %/pyproject.toml,%,$(wildcard images/*/
 venv: $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt $(addprefix -e ,$(DISTS))
 
-lint: venv
-	$(BIN)/ruff check partitioner operator images tests benchmarks hack
+lint: venv tools
+	$(BIN)/ruff check partitioner operator images tests benchmarks hack docs
 	$(BIN)/lint-imports
+	.cache/bin/helm lint charts/elastic-df --strict
+
+# Regenerate the CRDs, the chart's CRD copies and docs/crd-reference.md after changing operator/.../api.py.
+docs: venv
+	$(BIN)/python -m elasticdf_operator.crdgen
+	$(BIN)/python -m elasticdf_operator.docgen
+
+metrics-example: tools
+	$(BIN)/python docs/metrics_example.py
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
@@ -28,7 +37,7 @@ tools: venv
 e2e: tools
 	$(BIN)/pytest -q tests/e2e
 
-test: lint tools
+test: lint
 	hack/run-pytest.sh $(BIN)/pytest -q tests
 
 demo: tools

@@ -19,8 +19,8 @@ step "simulated Alveo nodes from $CLUSTER"
 hack/dev-cluster.sh nodes "$CLUSTER" --prune
 kubectl get nodes -L elasticdf.io/card-types,elasticdf.io/switch
 
-step "CRDs"
-kubectl apply -f crds/
+step "CRDs (the Helm chart's copies; a unit test keeps them identical to crds/)"
+kubectl apply -f charts/elastic-df/crds/
 kubectl wait --for condition=established --timeout=60s crd/elasticinferences.elasticdf.io crd/fabrics.elasticdf.io
 
 step "operator (log: $RUN/operator.log)"
