@@ -1,12 +1,20 @@
 """`python -m elasticdf_gateway --model NAME --wiring DIR_OR_FILE...`: serve KServe v2 REST for the instances
-whose SegmentWiring files it is given (the operator's instance ConfigMaps, mounted)."""
+whose SegmentWiring files it is given (the operator's gateway wiring ConfigMap, mounted).
+
+The wiring is re-read when its content changes (polled every --reload-seconds): the kubelet updates a mounted
+ConfigMap in place when the operator adds or removes instances, so the gateway follows without a restart.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from elasticdf_partitioner.wiring import SegmentWiring
@@ -17,11 +25,73 @@ from .server import make_server
 GATEWAY_PORT = 8000  # builders.GATEWAY_PORT: the last segments send here too
 
 
-def load_wirings(paths: list[str]) -> list[SegmentWiring]:
+log = logging.getLogger("elasticdf.gateway")
+
+
+def wiring_files(paths: list[str]) -> list[Path]:
+    """`*segment-*.json` under the directories (the operator's `instance-<i>-segment-<s>.json`, a chart's
+    `instance-<i>/segment-<s>.json`), and the files given. Skips the kubelet's `..data`/`..<timestamp>`
+    directories of a mounted ConfigMap, which hold the same files again."""
     files: list[Path] = []
     for path in map(Path, paths):
-        files += sorted(path.rglob("segment-*.json")) if path.is_dir() else [path]
-    return [SegmentWiring.model_validate_json(f.read_text()) for f in files]
+        if not path.is_dir():
+            files.append(path)
+            continue
+        files += sorted(f for f in path.rglob("*segment-*.json")
+                        if not any(part.startswith("..") for part in f.relative_to(path).parts))
+    return files
+
+
+def load_wirings(paths: list[str]) -> list[SegmentWiring]:
+    return [SegmentWiring.model_validate_json(f.read_text()) for f in wiring_files(paths)]
+
+
+def digest(paths: list[str]) -> str:
+    """Hash of the wiring files' names and contents (what a reload would read)."""
+    h = hashlib.sha256()
+    for f in wiring_files(paths):
+        try:
+            h.update(str(f).encode() + b"\0" + f.read_bytes() + b"\0")
+        except OSError:  # removed while we looked: the next poll sees the new state
+            h.update(str(f).encode() + b"\0missing\0")
+    return h.hexdigest()
+
+
+class WiringWatcher:
+    """Polls the wiring every `interval` s and calls `on_change(wirings)` when the content hash changes.
+
+    A change that does not parse (a half-written file outside a ConfigMap mount) keeps the old wiring and
+    is retried on the next poll."""
+
+    def __init__(self, paths: list[str], on_change: Callable[[list[SegmentWiring]], None], interval: float = 1.0):
+        self.paths, self.on_change, self.interval = paths, on_change, interval
+        self.seen = digest(paths)
+
+    def poll(self) -> bool:
+        now = digest(self.paths)
+        if now == self.seen:
+            return False
+        try:
+            wirings = load_wirings(self.paths)
+        except (OSError, ValueError) as exc:
+            log.warning("wiring changed but does not load (keeping the previous one): %s", exc)
+            return False
+        self.on_change(wirings)
+        self.seen = now
+        return True
+
+    def run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 (never let the watcher die)
+                log.exception("wiring reload failed")
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="wiring-reload", daemon=True)
+        thread.start()
+        return thread
 
 
 def model_metadata(name: str, wirings: list[SegmentWiring]) -> dict:
@@ -41,6 +111,14 @@ def model_metadata(name: str, wirings: list[SegmentWiring]) -> dict:
     return meta
 
 
+def reload(pipeline: Pipeline, metadata: dict, model: str, wirings: list[SegmentWiring]) -> None:
+    added, removed = pipeline.update(wirings)
+    if not metadata.get("inputs") and wirings:  # started with no instances (scaled to zero)
+        metadata.update(model_metadata(model, wirings))
+    log.info("wiring reloaded: %d instance(s); added %s, removed %s", len(pipeline.instances), added or "none",
+             removed or "none")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(prog="elasticdf-gateway", description=__doc__)
@@ -51,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--segment-health-port", type=int, default=8080)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before a request fails with 504")
+    p.add_argument("--reload-seconds", type=float, default=1.0,
+                   help="poll the wiring for changes this often (0: read it once at start)")
     args = p.parse_args(argv)
     if not args.wiring:
         print("elasticdf-gateway: no wiring (--wiring or env ELASTICDF_WIRING_DIR)", file=sys.stderr)
@@ -58,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     wirings = load_wirings(args.wiring)
     model = args.model or (wirings[0].model if wirings else "model")
     pipeline = Pipeline(wirings, args.segment_health_port, args.timeout)
-    server = make_server(args.host, args.port, model, pipeline, model_metadata(model, wirings))
+    metadata = model_metadata(model, wirings)
+    server = make_server(args.host, args.port, model, pipeline, metadata)
     pipeline.start()
-    logging.getLogger("elasticdf.gateway").info("serving %s on :%d for %d instances", model, args.port,
-                                                len(pipeline.instances))
+    if args.reload_seconds > 0:
+        WiringWatcher(args.wiring, lambda ws: reload(pipeline, metadata, model, ws), args.reload_seconds).start()
+    log.info("serving %s on :%d for %d instances", model, args.port, len(pipeline.instances))
     server.serve_forever()
     return 0
 

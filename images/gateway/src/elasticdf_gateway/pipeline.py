@@ -61,14 +61,19 @@ class Pending:
     error: RequestFailed | None = None
 
 
+def group(wirings: list[SegmentWiring]) -> dict[str, list[SegmentWiring]]:
+    """instance id -> its segments in order."""
+    groups: dict[str, list[SegmentWiring]] = {}
+    for w in wirings:
+        groups.setdefault(w.instance_id, []).append(w)
+    return {k: sorted(ws, key=lambda w: w.segment) for k, ws in groups.items()}
+
+
 class Pipeline:
     def __init__(self, wirings: list[SegmentWiring], health_port: int = 8080, timeout: float = 30.0,
                  poll_seconds: float = 0.2):
-        groups: dict[str, list[SegmentWiring]] = {}
-        for w in wirings:
-            groups.setdefault(w.instance_id, []).append(w)
-        self.instances = [Instance(i, sorted(ws, key=lambda w: w.segment), health_port)
-                          for i, ws in sorted(groups.items())]
+        self.health_port = health_port
+        self.instances = [Instance(i, ws, health_port) for i, ws in sorted(group(wirings).items())]
         self.timeout = timeout
         self.poll_seconds = poll_seconds
         self.pending: dict[int, Pending] = {}
@@ -77,6 +82,28 @@ class Pipeline:
         self.ids = itertools.count((secrets.randbits(31) << 32) + 1)
         self.turn = itertools.count()
         self.late_frames = 0
+
+    def update(self, wirings: list[SegmentWiring]) -> tuple[list[str], list[str]]:
+        """Swap in new wiring (the operator scaled, or re-planned an instance): unchanged instances keep their
+        state and connections; new ones start unchecked (out of rotation until healthy); removed or changed
+        ones leave rotation and their in-flight requests fail with 503. Returns (added, removed) ids."""
+        groups = group(wirings)
+        with self.lock:
+            current = {i.id: i for i in self.instances}
+            kept, added, removed = [], [], [i for key, i in current.items() if key not in groups]
+            for key, ws in sorted(groups.items()):
+                old = current.get(key)
+                if old is not None and old.wirings == ws:
+                    kept.append(old)
+                    continue
+                if old is not None:
+                    removed.append(old)
+                added.append(Instance(key, ws, self.health_port))
+                kept.append(added[-1])
+            self.instances = kept
+        for inst in removed:
+            self.fail_instance(inst, "removed from the wiring")
+        return [i.id for i in added], [i.id for i in removed]
 
     # -- health
     def start(self) -> None:
@@ -87,7 +114,7 @@ class Pipeline:
 
     def _watch(self) -> None:
         while True:
-            for inst in self.instances:
+            for inst in list(self.instances):
                 self.check(inst)
             time.sleep(self.poll_seconds)
 
