@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 from elasticdf_partitioner.catalog import Limits
+from elasticdf_partitioner.models.synthetic import chain, toy_cluster
 from elasticdf_partitioner.resources import Resources
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.solver.stages import build_pipeline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_packing import best_total_fps
-from synthetic import chain, toy_cluster
 
 LIMITS = Limits(lut=1, ff=1, bram18=1, uram=1, dsp=1, memory_dsp_mean=1)
 

@@ -8,9 +8,9 @@ import pytest
 from elasticdf_partitioner.catalog import Limits
 from elasticdf_partitioner.cluster import SwitchSpec
 from elasticdf_partitioner.errors import InfeasibleError
+from elasticdf_partitioner.models.synthetic import chain, toy_cluster
 from elasticdf_partitioner.resources import Resources
 from elasticdf_partitioner.solver import solve
-from synthetic import chain, toy_cluster
 
 LIMITS = Limits(lut=1, ff=1, bram18=1, uram=1, dsp=1, memory_dsp_mean=1)
 # two stages of 80 LUT; each card has one 100-LUT SLR, so an instance must span both cards

@@ -1,11 +1,12 @@
-"""Small synthetic layers and clusters with explicit options, for solver tests."""
+"""Table-driven layers and toy clusters with explicit options: small problems whose optimum can be checked
+exhaustively (the solver's exactness tests and heuristic-gap benchmark use them)."""
 
 from __future__ import annotations
 
-from elasticdf_partitioner.catalog import CardType, Catalog, load_catalog
-from elasticdf_partitioner.cluster import Card, Cluster
-from elasticdf_partitioner.graph import Layer, ModelGraph
-from elasticdf_partitioner.resources import Resources
+from ..catalog import CardType, Catalog, load_catalog
+from ..cluster import Card, Cluster
+from ..graph import Layer, ModelGraph
+from ..resources import Resources
 
 
 class TableLayer(Layer):

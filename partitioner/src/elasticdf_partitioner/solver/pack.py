@@ -4,7 +4,8 @@ The search is a depth-first branch and bound over instances (placers.py places o
 lists the routes, state.py holds what is left). In exhaustive mode it branches over every level, route, cut
 position and option, so its answer is optimal. In fast mode every instance of the group gets one level with
 a balanced option choice; each level is first dived (the first placement at each depth), then the three best
-levels get a depth-first search within a node budget. Either way the result is feasible by construction.
+levels get a depth-first search within a node budget and a dive that fills what they leave with instances of
+slower levels. Either way the result is feasible by construction.
 """
 
 from __future__ import annotations
@@ -71,11 +72,14 @@ class GroupPacker:
             best_fps = max(best_fps, result.fps)
         dives.sort(key=lambda d: -d[0])
         best = dives[0][2] if dives else GroupResult([], 0.0, False, 0)
+        by_speed = sorted(levels)
         for _, level, _ in dives[:3]:
-            result = self._search([level], dive=False)
-            nodes += result.nodes
-            if result.fps > best.fps + EPS:
-                best = result
+            # a bounded search at this level, and a dive that fills what it leaves with slower instances
+            for result in (self._search([level], dive=False),
+                           self._search([level] + [lv for lv in by_speed if lv != level], dive=True)):
+                nodes += result.nodes
+                if result.fps > best.fps + EPS:
+                    best = result
         return GroupResult(best.placements, best.fps, False, nodes)
 
     def _level_bound(self, level: int, fclk: float) -> float:
@@ -109,7 +113,8 @@ class GroupPacker:
             bound = self._bound
         else:
             placers = [GreedyPlacer(self.pipeline, state, lv) for lv in levels]
-            bound = self._greedy_bound(placers[0], levels[0]) if placers[0].feasible_level() else self._bound
+            single = len(levels) == 1 and placers[0].feasible_level()
+            bound = self._greedy_bound(placers[0], levels[0]) if single else self._bound
         placers = [p for p in placers if p.feasible_level()]
         best: list = [0.0, []]
         current: list[Placement] = []
