@@ -108,6 +108,10 @@ CLIENT_CALLS = {
     "create_namespaced_event": ("", "events", "create"),
     "delete_namespaced_pod": ("", "pods", "delete"),
     "delete_namespaced_service": ("", "services", "delete"),
+    "patch_namespaced_config_map": ("", "configmaps", "patch"),
+    "patch_namespaced_service": ("", "services", "patch"),
+    "patch_namespaced_deployment": ("apps", "deployments", "patch"),
+    "delete_namespaced_deployment": ("apps", "deployments", "delete"),
     "delete_collection_namespaced_pod": ("", "pods", "deletecollection"),
     "delete_collection_namespaced_config_map": ("", "configmaps", "deletecollection"),
     "list_cluster_custom_object": ("elasticdf.io", "fabrics", "list"),
@@ -120,7 +124,7 @@ CLIENT_CALLS = {
 def operator_api_calls() -> set[tuple[str, str, str]]:
     """(group, resource, verb) the operator needs: its client calls in kube.py and kopf's watches."""
     kube = (OPERATOR / "kube.py").read_text()
-    methods = set(re.findall(r"self\.(?:core|custom)\.(\w+)", kube))
+    methods = set(re.findall(r"self\.(?:core|custom|apps)\.(\w+)", kube))
     unknown = methods - set(CLIENT_CALLS)
     assert not unknown, f"kube.py calls {sorted(unknown)}: add them to CLIENT_CALLS and to the chart's RBAC"
     needed = {CLIENT_CALLS[m] for m in methods}

@@ -59,14 +59,19 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "create", "delete", "deletecollection"]
-# instance wiring ConfigMaps (card reservations): kopf indexes, create, delete an instance's set
+# instance wiring ConfigMaps (card reservations): kopf indexes, create, delete an instance's set;
+# the gateway's wiring ConfigMap: server-side apply (patch)
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["list", "watch", "create", "deletecollection"]
-# per-ElasticInference headless segment Service and gateway Service
+  verbs: ["list", "watch", "create", "patch", "deletecollection"]
+# per-ElasticInference headless segment Service (create) and gateway Service (server-side apply)
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "create", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
+# the gateway Deployment <name>-gateway: server-side apply, deleted by the finalizer
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["patch", "delete"]
 # reconcile and autoscaler events (InstancePlaced, Scaled, ...)
 - apiGroups: [""]
   resources: ["events"]

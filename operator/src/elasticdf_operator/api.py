@@ -73,9 +73,15 @@ class Placement(_Model):
     limits: Limits | None = Field(None, description="per-SLR utilisation limits (shares, 0-1]")
 
 
+DEFAULT_SEGMENT_IMAGE = "ghcr.io/elasticdf/segment:latest"
+DEFAULT_GATEWAY_IMAGE = "ghcr.io/elasticdf/gateway:latest"
+
+
 class Runtime(_Model):
     mode: RuntimeMode = "auto"
-    image: str = Field("ghcr.io/elasticdf/segment:latest", min_length=1)
+    image: str = Field(DEFAULT_SEGMENT_IMAGE, min_length=1, description="segment pod image")
+    gateway_image: str = Field(DEFAULT_GATEWAY_IMAGE, min_length=1,
+                               description="inference gateway image (the <name>-gateway Deployment)")
 
 
 class ElasticInferenceSpec(_Model):
@@ -129,6 +135,8 @@ class ElasticInferenceStatus(_Model):
     observed_fps: float | None = Field(None, alias="observedFPS")
     cost_per_hour: float = 0
     fps_per_dollar_hour: float = 0
+    endpoint: str | None = Field(None, description="KServe v2 REST base URL of the model, served by the gateway "
+                                                   "(in-cluster Service <name>-gateway)")
     observed_generation: int | None = None
 
 

@@ -1,5 +1,6 @@
 """Plan -> Kubernetes objects (pure functions): per instance a wiring ConfigMap and one Pod per segment,
-per ElasticInference a headless Service (segment DNS names) and a Service for the gateway."""
+per ElasticInference a headless Service (segment DNS names) and the inference gateway: a Deployment, the
+ConfigMap with every instance's wiring it mounts, and the Service `<name>-gateway` the segments send to."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from elasticdf_partitioner.plan import Instance
 from elasticdf_partitioner.wiring import Artifacts, Endpoint, SegmentWiring
 
 from . import GROUP, VERSION
-from .api import ElasticInferenceSpec
+from .api import DEFAULT_GATEWAY_IMAGE, DEFAULT_SEGMENT_IMAGE, ElasticInferenceSpec
 from .inventory import ANNOTATION_CARD, ANNOTATION_CARDS
 
 LABEL_NAME = f"{GROUP}/name"
 LABEL_INSTANCE = f"{GROUP}/instance"
 LABEL_SEGMENT = f"{GROUP}/segment"
 LABEL_ROLE = f"{GROUP}/role"
+# gateway pods carry this instead of LABEL_NAME: they are not segment pods (no instance, no card)
+LABEL_GATEWAY = f"{GROUP}/gateway"
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 MANAGER = "elasticdf-operator"
 ANNOTATION_FPS = f"{GROUP}/fps"
@@ -27,6 +30,8 @@ DATA_PORT = 7000  # emulation: TCP port of a segment; xrt: UDP port base of the 
 GATEWAY_PORT = 8000
 HEALTH_PORT = 8080
 WIRING_DIR = "/etc/elasticdf"
+GATEWAY_WIRING_DIR = f"{WIRING_DIR}/gateway"
+GATEWAY_USER = 10001  # the gateway image's non-root user (images/gateway/Dockerfile)
 DEFAULT_POOL = "10.100.0.0/16"
 
 
@@ -57,6 +62,24 @@ def segments_service(owner: str) -> str:
 
 def gateway_service(owner: str) -> str:
     return f"{owner}-gateway"
+
+
+def gateway_name(owner: str) -> str:
+    """The gateway Deployment (same name as its Service)."""
+    return f"{owner}-gateway"
+
+
+def gateway_configmap_name(owner: str) -> str:
+    return f"{owner}-gateway-wiring"
+
+
+def served_model(owner: str, model_name: str | None) -> str:
+    """The name in /v2/models/{name}: the zoo model's name, else the ElasticInference's."""
+    return model_name or owner
+
+
+def endpoint(owner: Owner, model: str) -> str:
+    return f"http://{gateway_service(owner.name)}.{owner.namespace}.svc:{GATEWAY_PORT}/v2/models/{model}"
 
 
 def selector(owner: str) -> str:
@@ -152,7 +175,7 @@ def wirings_of(configmap: dict) -> list[SegmentWiring]:
 
 def segment_pod(owner: Owner, spec: ElasticInferenceSpec, w: SegmentWiring, catalog: Catalog) -> dict:
     resource = catalog.card(w.card_type).device_plugin_resource
-    image = spec.runtime.image if spec.runtime else "ghcr.io/elasticdf/segment:latest"
+    image = spec.runtime.image if spec.runtime else DEFAULT_SEGMENT_IMAGE
     cm = configmap_name(owner.name, w.instance)
     path = f"{WIRING_DIR}/segment-{w.segment}.json"
     env = {"ELASTICDF_WIRING": path, "ELASTICDF_INSTANCE": str(w.instance), "ELASTICDF_SEGMENT": str(w.segment),
@@ -183,8 +206,8 @@ def segment_pod(owner: Owner, spec: ElasticInferenceSpec, w: SegmentWiring, cata
     }
 
 
-def services(owner: Owner) -> list[dict]:
-    headless = {
+def segments_headless_service(owner: Owner) -> dict:
+    return {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": segments_service(owner.name), "namespace": owner.namespace,
                      "labels": labels(owner.name, role="segments"), "ownerReferences": [owner.reference()]},
@@ -192,11 +215,92 @@ def services(owner: Owner) -> list[dict]:
                  "selector": {LABEL_NAME: owner.name, LABEL_ROLE: "segment"},
                  "ports": [{"name": "data", "port": DATA_PORT}]},
     }
-    gateway = {
+
+
+def gateway_selector(owner: str) -> dict:
+    return {LABEL_GATEWAY: owner, LABEL_ROLE: "gateway"}
+
+
+def gateway_service_object(owner: Owner) -> dict:
+    """Where clients and the last segments reach the gateway pods (GATEWAY_PORT, REST and results)."""
+    return {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": gateway_service(owner.name), "namespace": owner.namespace,
                      "labels": labels(owner.name, role="gateway"), "ownerReferences": [owner.reference()]},
-        "spec": {"selector": {LABEL_NAME: owner.name, LABEL_ROLE: "gateway"},
-                 "ports": [{"name": "http", "port": GATEWAY_PORT}]},
+        "spec": {"selector": gateway_selector(owner.name),
+                 "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}]},
     }
-    return [headless, gateway]
+
+
+def services(owner: Owner) -> list[dict]:
+    return [segments_headless_service(owner), gateway_service_object(owner)]
+
+
+def gateway_configmap(owner: Owner, instance_configmaps: list[dict]) -> dict:
+    """Every instance's wiring in one ConfigMap (`instance-<i>-segment-<s>.json`), mounted by the gateway.
+
+    The kubelet updates a mounted ConfigMap in place and the gateway re-reads it when its content changes,
+    so scaling and re-planning reach the gateway without restarting it. No instances: empty, gateway unready."""
+    data = {}
+    for cm in instance_configmaps:
+        index = cm["metadata"]["labels"][LABEL_INSTANCE]
+        for key, value in (cm.get("data") or {}).items():
+            if key.startswith("segment-"):
+                data[f"instance-{index}-{key}"] = value
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": gateway_configmap_name(owner.name), "namespace": owner.namespace,
+                     "labels": labels(owner.name, role="gateway"), "ownerReferences": [owner.reference()]},
+        "data": dict(sorted(data.items())),
+    }
+
+
+def gateway_deployment(owner: Owner, spec: ElasticInferenceSpec) -> dict:
+    """The inference endpoint: KServe v2 REST on GATEWAY_PORT, in front of the instances of `owner`.
+
+    `replicas` is left out: the Deployment starts with one and whoever scales it (a user, an HPA) keeps it."""
+    image = spec.runtime.gateway_image if spec.runtime else DEFAULT_GATEWAY_IMAGE
+    model = served_model(owner.name, spec.model.name)
+    pod_labels = {**gateway_selector(owner.name), "app.kubernetes.io/name": "elasticdf-gateway"}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": gateway_name(owner.name), "namespace": owner.namespace,
+                     "labels": labels(owner.name, role="gateway"), "ownerReferences": [owner.reference()]},
+        "spec": {
+            "selector": {"matchLabels": gateway_selector(owner.name)},
+            "revisionHistoryLimit": 2,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "automountServiceAccountToken": False,  # it talks to segment pods only
+                    "enableServiceLinks": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": GATEWAY_USER,
+                                        "runAsGroup": GATEWAY_USER, "fsGroup": GATEWAY_USER,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "gateway", "image": image,
+                        "args": [f"--model={model}", f"--wiring={GATEWAY_WIRING_DIR}", f"--port={GATEWAY_PORT}",
+                                 f"--segment-health-port={HEALTH_PORT}", "--reload-seconds=1"],
+                        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+                        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
+                                           "periodSeconds": 5},
+                        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"},
+                                          "periodSeconds": 10, "failureThreshold": 6},
+                        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
+                                      "limits": {"cpu": "2", "memory": "1Gi"}},
+                        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
+                                            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+                        "volumeMounts": [{"name": "wiring", "mountPath": GATEWAY_WIRING_DIR, "readOnly": True}],
+                    }],
+                    "volumes": [{"name": "wiring", "configMap": {"name": gateway_configmap_name(owner.name)}}],
+                },
+            },
+        },
+    }
+
+
+def gateway_objects(owner: Owner, spec: ElasticInferenceSpec, instance_configmaps: list[dict]) -> list[dict]:
+    """What the gateway needs, in apply order: its wiring first, so the pod mounts a complete one."""
+    return [gateway_configmap(owner, instance_configmaps), gateway_service_object(owner),
+            gateway_deployment(owner, spec)]

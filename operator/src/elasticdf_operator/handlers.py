@@ -2,8 +2,9 @@
 
 Indexes (kept current by kopf's watches, fully loaded before any handler runs) replace per-event listing:
 `alveo_nodes` (nodes labelled elasticdf.io/card-types), `managed_pods` and `instance_configmaps` (keyed by
-(namespace, ElasticInference name)), `instances_by_node` (node -> the resources with a card on it) and
-`fabrics`. `snapshot()` turns them into the `state.Observed` that reconcile.reconcile takes.
+(namespace, ElasticInference name)), `instances_by_node` (node -> the resources with a card on it),
+`gateway_pods` (the autoscaler scrapes their fps) and `fabrics`. `snapshot()` turns them into the
+`state.Observed` that reconcile.reconcile takes.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import os
 import kopf
 from kubernetes import config
 
-from . import GROUP, VERSION, metrics
+from . import GROUP, VERSION, builders, metrics
 from .autoscale import AnnotationSource, FirstOf, History, ScrapeSource, autoscale
-from .builders import LABEL_INSTANCE, LABEL_MANAGED, LABEL_NAME, MANAGER, cards_of
+from .builders import LABEL_GATEWAY, LABEL_INSTANCE, LABEL_MANAGED, LABEL_NAME, LABEL_ROLE, MANAGER, cards_of
 from .inventory import LABEL_CARD_TYPES, broken_cards
 from .kube import PLURAL, Kube
-from .reconcile import reconcile
+from .reconcile import reconcile, reconcile_gateway
 from .state import LEDGER, Observed, owner_key, project_configmap, project_node, project_pod
 
 RESOURCE = (GROUP, VERSION, PLURAL)
@@ -69,6 +70,11 @@ def managed_pods(body, **_):
     return {owner_key(pod): pod}
 
 
+@kopf.index("", "v1", "pods", labels={LABEL_GATEWAY: kopf.PRESENT, LABEL_ROLE: "gateway"})
+def gateway_pods(body, namespace, labels, **_):
+    return {(namespace, labels[LABEL_GATEWAY]): project_pod(body)}
+
+
 @kopf.index("", "v1", "configmaps", labels={**MANAGED, LABEL_INSTANCE: kopf.PRESENT})
 def instance_configmaps(body, **_):
     cm = project_configmap(body)
@@ -104,6 +110,7 @@ def _run(body, alveo_nodes, managed_pods, instance_configmaps, fabrics=None, **_
                "instance_configmaps": instance_configmaps, "fabrics": fabrics}
     try:
         reconcile(kube(), dict(body), lambda: snapshot(indexes), LEDGER)
+        reconcile_gateway(kube(), dict(body), lambda: snapshot(indexes), LEDGER)
     except Exception:
         metrics.RECONCILE_ERRORS.labels(meta["namespace"], meta["name"]).inc()
         raise
@@ -118,17 +125,20 @@ on_timer = kopf.timer(*RESOURCE, id="resync", interval=float(os.environ.get("ELA
 
 @kopf.timer(*RESOURCE, id="autoscale", interval=float(os.environ.get("ELASTICDF_AUTOSCALE_SECONDS", "5")),
             when=lambda spec, **_: bool(spec.get("autoscaling")))
-def on_autoscale(body, namespace, name, managed_pods, **_) -> None:
+def on_autoscale(body, namespace, name, managed_pods, gateway_pods=None, **_) -> None:
     if body["metadata"].get("deletionTimestamp"):
         return
-    pods = list(managed_pods.get((namespace, name), []))
+    pods = list(managed_pods.get((namespace, name), [])) + list((gateway_pods or {}).get((namespace, name), []))
     autoscale(kube(), dict(body), pods, metrics_source(), HISTORIES)
 
 
 @kopf.on.delete(*RESOURCE, id="cleanup")
 def on_delete(name, namespace, uid, **_) -> None:
-    """Finalizer: delete every pod, ConfigMap and Service of the resource now (not when GC gets to it)."""
+    """Finalizer: delete every pod, ConfigMap, Service and the gateway of the resource now (not when GC gets
+    to it)."""
     left = kube().delete_owned(namespace, name)
+    LEDGER.forget_applied(namespace, (builders.gateway_name(name), builders.gateway_configmap_name(name),
+                                      builders.gateway_service(name)))
     metrics.forget(namespace, name)
     HISTORIES.pop(uid, None)
     if left:

@@ -10,7 +10,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from . import GROUP, VERSION
-from .builders import LABEL_INSTANCE, LABEL_MANAGED, LABEL_NAME, MANAGER
+from .builders import LABEL_INSTANCE, LABEL_MANAGED, LABEL_NAME, MANAGER, gateway_name
 from .inventory import LABEL_CARD_TYPES
 from .state import Observed, project_configmap, project_node, project_pod
 
@@ -25,6 +25,7 @@ class Kube:
     def __init__(self, api_client: client.ApiClient):
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.apps = client.AppsV1Api(api_client)
 
     # reads (label-selected: never the whole cluster)
     def nodes(self) -> list[dict]:
@@ -76,14 +77,28 @@ class Kube:
         project = {"Pod": project_pod, "ConfigMap": project_configmap}.get(kind, lambda o: o)
         return {"kind": kind, **project(created)}
 
+    def apply(self, obj: dict) -> None:
+        """Server-side apply (creates or updates; fields we stop setting are removed, others' are kept)."""
+        meta, kind = obj["metadata"], obj["kind"]
+        patch = {"ConfigMap": self.core.patch_namespaced_config_map, "Service": self.core.patch_namespaced_service,
+                 "Deployment": self.apps.patch_namespaced_deployment}[kind]
+        patch(meta["name"], meta["namespace"], obj, field_manager=MANAGER, force=True,
+              _content_type="application/apply-patch+yaml")
+
     def delete_instance(self, namespace: str, owner: str, instance: int) -> None:
         sel = f"{LABEL_NAME}={owner},{GROUP}/instance={instance}"
         self.core.delete_collection_namespaced_pod(namespace, label_selector=sel, grace_period_seconds=0)
         self.core.delete_collection_namespaced_config_map(namespace, label_selector=sel)
 
     def delete_owned(self, namespace: str, owner: str) -> int:
-        """Delete every pod, ConfigMap and Service of an ElasticInference; return how many were left."""
+        """Delete every pod, ConfigMap, Service and the gateway Deployment of an ElasticInference; return how
+        many pods and ConfigMaps were left (the gateway's pods go with its Deployment)."""
         sel = f"{LABEL_NAME}={owner},{LABEL_MANAGED}={MANAGER}"
+        try:
+            self.apps.delete_namespaced_deployment(gateway_name(owner), namespace)
+        except ApiException as err:
+            if err.status != 404:
+                raise
         self.core.delete_collection_namespaced_pod(namespace, label_selector=sel, grace_period_seconds=0)
         self.core.delete_collection_namespaced_config_map(namespace, label_selector=sel)
         services = self.core.list_namespaced_service(namespace, label_selector=sel).items

@@ -8,12 +8,16 @@ process's own writes the watches have not delivered yet, so two reconciles never
 Per pass: drop surplus instances (scale down), re-plan instances whose node went away, turned NotReady or
 lost the card (faults; the others are not touched), replace failed or missing segment pods, then solve
 once over the free cards for all missing instances and create them (an instance is placed whole or not).
+`reconcile_gateway` then applies the inference gateway of the resource (its Deployment, Service and the
+ConfigMap with every instance's wiring); it needs no cards, so it runs outside the ledger's lock.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -303,14 +307,41 @@ def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, led
         kept = scale_down(kube, ledger, owner, records, pods, want, result)
         kept = drop_broken(kube, ledger, owner, kept, pods, snap.nodes, catalog, result)
         if not records or want > len(kept):
-            for svc in builders.services(owner):
-                kube.create(svc)
+            kube.create(builders.segments_headless_service(owner))
         repair(kube, ledger, owner, spec, kept, pods, catalog, result)
         if want > len(kept):
             snap = ledger.view(raw)
             place(kube, ledger, owner, spec, snap, set(kept), want - len(kept), catalog, result)
         snap = ledger.view(raw)
     return finish(kube, ei, owner, want, snap, result)
+
+
+def reconcile_gateway(kube, ei: dict, observe: Callable[[], Observed] | None = None,
+                      ledger: Ledger = LEDGER) -> int:
+    """Bring the gateway of `ei` in line with its instances (after `reconcile`); returns objects applied."""
+    meta = ei["metadata"]
+    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
+    try:
+        spec = ElasticInferenceSpec.model_validate(ei.get("spec") or {})
+    except ValidationError:
+        return 0  # reconcile reports it; the gateway keeps its last good configuration
+    observe = observe or kube.observe
+    with ledger.lock:
+        snap = ledger.view(observe())
+    return ensure_gateway(kube, ledger, owner, spec, snap.owned(*_key(owner))[0])
+
+
+def ensure_gateway(kube, ledger: Ledger, owner: Owner, spec: ElasticInferenceSpec, cms: list[dict]) -> int:
+    """Server-side apply the gateway's objects that changed (or were last applied a while ago); returns how
+    many were applied. With no instances the gateway stays, unready, until instances come back."""
+    applied = 0
+    for obj in builders.gateway_objects(owner, spec, cms):
+        digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+        if ledger.needs_apply(obj, digest):
+            kube.apply(obj)
+            ledger.mark_applied(obj, digest)
+            applied += 1
+    return applied
 
 
 def _key(owner: Owner) -> tuple[str, str]:
@@ -382,6 +413,7 @@ def compute_status(ei: dict, owner: Owner, want: int, cms: list[dict], pods: lis
         "replicas": placed, "readyReplicas": ready, "selector": builders.selector(owner.name),
         "predictedFPS": round(fps, 3), "costPerHour": round(cost, 4),
         "fpsPerDollarHour": round(fps / cost, 3) if cost else 0.0,
+        "endpoint": builders.endpoint(owner, builders.served_model(owner.name, (spec.get("model") or {}).get("name"))),
         "observedGeneration": ei["metadata"].get("generation"),
     }
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from .builders import LABEL_INSTANCE, LABEL_NAME
 
 FRESH_SECONDS = 60.0  # forget an overlay entry the index never confirmed after this long
+REAPPLY_SECONDS = 60.0  # re-apply unchanged gateway objects this often (repairs edits and deletions by others)
 
 
 def _meta(body, keys: Iterable[str]) -> dict:
@@ -115,6 +116,22 @@ class Ledger:
         self.lock = threading.RLock()
         self.configmaps = _Overlay(clock)
         self.pods = _Overlay(clock)
+        self.clock = clock
+        self.applied: dict[tuple[str, str, str], tuple[str, float]] = {}
+
+    def needs_apply(self, obj: dict, digest: str) -> bool:
+        """Whether `obj` (with content hash `digest`) differs from what this process last applied, or was
+        applied long enough ago to be re-asserted. Only saves API calls: after a restart it applies once."""
+        last = self.applied.get(_applied_key(obj))
+        return last is None or last[0] != digest or self.clock() - last[1] > REAPPLY_SECONDS
+
+    def mark_applied(self, obj: dict, digest: str) -> None:
+        self.applied[_applied_key(obj)] = (digest, self.clock())
+
+    def forget_applied(self, namespace: str, names: Iterable[str]) -> None:
+        names = set(names)
+        for key in [k for k in self.applied if k[1] == namespace and k[2] in names]:
+            del self.applied[key]
 
     def view(self, observed: Observed) -> Observed:
         return Observed(observed.nodes, self.pods.apply(observed.pods), self.configmaps.apply(observed.configmaps),
@@ -125,6 +142,10 @@ class Ledger:
 
     def deleted(self, kind: str, uid: str | None) -> None:
         (self.pods if kind == "Pod" else self.configmaps).deleted(uid)
+
+
+def _applied_key(obj: dict) -> tuple[str, str, str]:
+    return obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
 
 
 LEDGER = Ledger()

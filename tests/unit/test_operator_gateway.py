@@ -1,0 +1,165 @@
+"""The operator's inference gateway: pure builders (Deployment, wiring ConfigMap, Service), the apply step
+of reconcile, status.endpoint, and that the gateway program reads exactly what the operator mounts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from elasticdf_gateway.__main__ import load_wirings
+from elasticdf_gateway.pipeline import Pipeline
+from elasticdf_operator import builders, state
+from elasticdf_operator.api import DEFAULT_GATEWAY_IMAGE, ElasticInferenceSpec
+from elasticdf_operator.builders import Owner
+from elasticdf_operator.reconcile import Result, compute_status, ensure_gateway, reconcile_gateway
+from elasticdf_partitioner.plan import Instance, Segment
+from elasticdf_partitioner.wiring import check_chain
+
+OWNER = Owner("net", "ns", "uid-1")
+SPEC = ElasticInferenceSpec.model_validate({"model": {"name": "cnv"}})
+
+
+def instance(nodes: tuple[str, ...]) -> Instance:
+    seg = dict(slrs=[0], ingress_gbps=1, egress_gbps=1, resources={}, utilisation={}, slr_layers={})
+    return Instance(fps=100, fclk_mhz=200, cycles_per_frame=1, latency_ms=1, segments=[
+        Segment(node=n, card=0, card_type="u280", layers=[f"l{i}", f"l{i}"], layer_range=[i, i], **seg)
+        for i, n in enumerate(nodes)])
+
+
+def instance_cms(count: int, segments: int = 2) -> list[dict]:
+    out = []
+    for index in range(count):
+        nodes = tuple(f"n{index}-{s}" for s in range(segments))
+        ws = builders.wiring(OWNER, SPEC, index, instance(nodes), "emulation", {n: 0 for n in nodes},
+                             [0] * segments)
+        out.append(builders.instance_configmap(OWNER, index, ws, 100.0, 1.0))
+    return out
+
+
+def pod_spec(dep: dict) -> dict:
+    return dep["spec"]["template"]["spec"]
+
+
+def test_deployment_identity_labels_and_owner():
+    dep = builders.gateway_deployment(OWNER, SPEC)
+    meta = dep["metadata"]
+    assert (dep["apiVersion"], dep["kind"], meta["name"], meta["namespace"]) == ("apps/v1", "Deployment",
+                                                                                  "net-gateway", "ns")
+    assert meta["labels"][builders.LABEL_NAME] == "net" and meta["labels"][builders.LABEL_ROLE] == "gateway"
+    assert meta["ownerReferences"] == [OWNER.reference()]
+    template = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= template.items()
+    # not a segment pod: the segment indexes, selectors and card bookkeeping key on these labels
+    assert builders.LABEL_NAME not in template and builders.LABEL_MANAGED not in template
+    assert builders.LABEL_INSTANCE not in template
+    assert "replicas" not in dep["spec"], "left to whoever scales the gateway (kept at 1 when created)"
+
+
+def test_service_selects_the_gateway_pods_on_the_port_results_go_to():
+    dep = builders.gateway_deployment(OWNER, SPEC)
+    svc = builders.gateway_service_object(OWNER)
+    assert svc["metadata"]["name"] == builders.gateway_service("net")
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    (container,) = pod_spec(dep)["containers"]
+    (port,) = container["ports"]
+    assert svc["spec"]["ports"][0]["port"] == port["containerPort"] == builders.GATEWAY_PORT
+    assert svc["spec"]["ports"][0]["targetPort"] == port["name"]
+    # every instance's first segment receives from, and its last sends to, exactly this Service and port
+    for cm in instance_cms(2):
+        ws = builders.wirings_of(cm)
+        for end in (ws[0].upstream, ws[-1].downstream):
+            assert end.kind == "gateway" and end.port == builders.GATEWAY_PORT
+            assert end.host == f"{svc['metadata']['name']}.ns.svc"
+
+
+def test_pod_runs_hardened_with_probe_resources_and_the_mounted_wiring():
+    spec = pod_spec(builders.gateway_deployment(OWNER, SPEC))
+    (c,) = spec["containers"]
+    assert c["image"] == DEFAULT_GATEWAY_IMAGE
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert spec["automountServiceAccountToken"] is False
+    assert set(c["resources"]) == {"requests", "limits"}
+    assert not any(k.startswith("amd.com/") or k.startswith("xilinx.com/") for k in c["resources"]["limits"])
+    (vol,) = spec["volumes"]
+    (mount,) = c["volumeMounts"]
+    assert vol["configMap"]["name"] == builders.gateway_configmap_name("net") == "net-gateway-wiring"
+    assert mount["name"] == vol["name"] and mount["readOnly"]
+    assert f"--wiring={mount['mountPath']}" in c["args"]
+    assert "--model=cnv" in c["args"] and f"--port={builders.GATEWAY_PORT}" in c["args"]
+    assert f"--segment-health-port={builders.HEALTH_PORT}" in c["args"]
+
+
+def test_gateway_image_from_the_spec():
+    spec = ElasticInferenceSpec.model_validate({"model": {"name": "cnv"},
+                                                "runtime": {"gatewayImage": "registry.local/gw:1.2"}})
+    assert spec.runtime.image.endswith("segment:latest"), "the segment image keeps its default"
+    (c,) = pod_spec(builders.gateway_deployment(OWNER, spec))["containers"]
+    assert c["image"] == "registry.local/gw:1.2"
+
+
+def test_wiring_configmap_holds_every_instance_and_the_gateway_reads_it(tmp_path: Path):
+    cms = instance_cms(3)
+    cm = builders.gateway_configmap(OWNER, cms)
+    assert cm["metadata"]["ownerReferences"] == [OWNER.reference()]
+    assert builders.LABEL_INSTANCE not in cm["metadata"]["labels"], "not an instance record (no cards)"
+    assert sorted(cm["data"]) == [f"instance-{i}-segment-{s}.json" for i in range(3) for s in range(2)]
+    for key, value in cm["data"].items():
+        (tmp_path / key).write_text(value)
+    pipeline = Pipeline(load_wirings([str(tmp_path)]))
+    assert [i.id for i in pipeline.instances] == [f"ns/net-{i}" for i in range(3)]
+    for inst in pipeline.instances:
+        assert check_chain(inst.wirings) == []
+
+
+def test_scaled_to_zero_the_wiring_is_empty_and_the_deployment_stays():
+    assert builders.gateway_configmap(OWNER, [])["data"] == {}
+    kinds = [o["kind"] for o in builders.gateway_objects(OWNER, SPEC, [])]
+    assert kinds == ["ConfigMap", "Service", "Deployment"], "wiring first: the pod mounts a complete one"
+
+
+class RecordingKube:
+    def __init__(self, cms: list[dict] | None = None):
+        self.applied: list[dict] = []
+        self.cms = cms or []
+
+    def apply(self, obj: dict) -> None:
+        self.applied.append(obj)
+
+    def observe(self) -> state.Observed:
+        return state.Observed([], [], list(self.cms))
+
+
+def test_apply_only_what_changed_and_reassert_now_and_then():
+    now = [0.0]
+    ledger = state.Ledger(clock=lambda: now[0])
+    kube = RecordingKube()
+    assert ensure_gateway(kube, ledger, OWNER, SPEC, instance_cms(1)) == 3
+    assert ensure_gateway(kube, ledger, OWNER, SPEC, instance_cms(1)) == 0, "unchanged: no API call"
+    assert ensure_gateway(kube, ledger, OWNER, SPEC, instance_cms(2)) == 1, "scaled: only the wiring"
+    assert kube.applied[-1]["kind"] == "ConfigMap" and len(kube.applied[-1]["data"]) == 4
+    now[0] += state.REAPPLY_SECONDS + 1
+    assert ensure_gateway(kube, ledger, OWNER, SPEC, instance_cms(2)) == 3, "re-asserted (repairs deletions)"
+    ledger.forget_applied("ns", ["net-gateway-wiring"])  # e.g. the resource was deleted and is back
+    assert ensure_gateway(kube, ledger, OWNER, SPEC, instance_cms(2)) == 1
+
+
+def test_reconcile_gateway_reads_the_instances_from_the_snapshot():
+    ei = {"metadata": {"name": "net", "namespace": "ns", "uid": "uid-1"}, "spec": {"model": {"name": "cnv"}}}
+    other = builders.instance_configmap(Owner("other", "ns", "u2"), 0, builders.wirings_of(instance_cms(1)[0]),
+                                        1.0, 1.0)
+    kube = RecordingKube(instance_cms(2) + [other])
+    assert reconcile_gateway(kube, ei, ledger=state.Ledger()) == 3
+    (cm,) = [o for o in kube.applied if o["kind"] == "ConfigMap"]
+    assert len(cm["data"]) == 4, "only this resource's two instances"
+    bad = {**ei, "spec": {"model": {}}}
+    assert reconcile_gateway(RecordingKube(), bad, ledger=state.Ledger()) == 0
+
+
+def test_status_names_the_endpoint():
+    ei = {"metadata": {"name": "net", "namespace": "ns", "generation": 1}, "spec": {"model": {"name": "cnv"}}}
+    status = compute_status(ei, OWNER, 0, [], [], Result())
+    assert status["endpoint"] == "http://net-gateway.ns.svc:8000/v2/models/cnv"
