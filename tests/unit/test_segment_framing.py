@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import io
+import socket
+import threading
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from elasticdf_segment import split, testmodels
-from elasticdf_segment.framing import KIND_ERROR, Frame, FramingError, encode, read_frame
+from elasticdf_segment.framing import (
+    KIND_ERROR,
+    KIND_HELLO,
+    Frame,
+    FrameReader,
+    FramingError,
+    encode,
+    encode_parts,
+    read_frame,
+    send_frame,
+)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "uint8", "int8", "int64", "float16"])
@@ -28,6 +40,55 @@ def test_garbage_and_truncation_are_errors():
     data = encode(Frame.of_tensor(1, np.zeros(10, np.float32)))
     with pytest.raises(ConnectionError):
         read_frame(io.BytesIO(data[:-3]))
+
+
+def test_scatter_encoding_is_the_same_wire_format_and_does_not_copy_the_payload():
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    head, payload = encode_parts(Frame.of_tensor(7, array))
+    assert head + bytes(payload) == encode(Frame.of_tensor(7, array))
+    assert np.shares_memory(np.frombuffer(payload, np.float32), array)  # a view of the array, not a copy
+    big_endian = array.astype(">f4")
+    assert read_frame(io.BytesIO(encode(Frame.of_tensor(1, big_endian)))).tensor.dtype == np.dtype("<f4")
+
+
+def test_frame_reader_over_a_socket_matches_read_frame():
+    """Small frames batched in one receive, a payload larger than the socket buffers (partial sendmsg,
+    recv_into the array), error and hello frames, then a clean EOF."""
+    big = (np.arange(3 * 1024 * 1024) % 251).astype(np.uint8).reshape(3, 1024, 1024)
+    frames = [Frame.hello("{}"), *(Frame.of_tensor(i, np.full((1, 2), i, np.int64)) for i in range(50)),
+              Frame.of_tensor(99, big), Frame.error(5, "boom"), Frame.of_tensor(6, np.zeros((0, 3), np.float32))]
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+
+    def write() -> None:
+        for f in frames:
+            send_frame(a, f)
+        a.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    reader = FrameReader(b, buffer_size=4096)
+    got = [reader.read() for _ in frames]
+    assert reader.read() is None
+    writer.join()
+    assert got[0].kind == KIND_HELLO
+    for want, frame in zip(frames[1:], got[1:]):
+        assert (frame.kind, frame.request_id, frame.message) == (want.kind, want.request_id, want.message)
+        if want.tensor is not None:
+            assert frame.tensor.dtype == want.tensor.dtype and np.array_equal(frame.tensor, want.tensor)
+            assert frame.tensor.flags.writeable
+
+
+def test_frame_reader_reports_truncation_and_garbage():
+    a, b = socket.socketpair()
+    a.sendall(encode(Frame.of_tensor(1, np.zeros(1000, np.float32)))[:-10])
+    a.close()
+    with pytest.raises(ConnectionError):
+        FrameReader(b).read()
+    a, b = socket.socketpair()
+    a.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    with pytest.raises(FramingError, match="bad magic"):
+        FrameReader(b).read()
 
 
 @pytest.mark.parametrize("make,ranges", [(testmodels.plain_cnn, [[0, 2], [3, 5]]),

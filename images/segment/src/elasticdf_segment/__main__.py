@@ -26,9 +26,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--onnx", default=os.environ.get("ELASTICDF_SEGMENT_ONNX"),
                    help="an already cut segment ONNX (default: cut the wiring's model by its layer range)")
     p.add_argument("--health-port", type=int, default=int(os.environ.get("ELASTICDF_HEALTH_PORT", HEALTH_PORT)))
-    p.add_argument("--threads", type=int, default=int(os.environ.get("ELASTICDF_ORT_THREADS", "0")),
-                   help="onnxruntime intra-op threads (0: all cores)")
-    p.add_argument("--queue-depth", type=int, default=16, help="frames buffered before backpressure")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("ELASTICDF_ORT_THREADS", "1")),
+                   help="onnxruntime intra-op threads (default 1: one core per pipeline stage; 0: all cores)")
+    p.add_argument("--queue-depth", type=int, default=8, help="results buffered before backpressure")
     return p.parse_args(argv)
 
 

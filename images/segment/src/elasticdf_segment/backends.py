@@ -24,7 +24,7 @@ class BackendError(RuntimeError):
 class EmulationBackend:
     mode = "emulation"
 
-    def __init__(self, wiring: SegmentWiring, onnx_path: str | None = None, threads: int = 0):
+    def __init__(self, wiring: SegmentWiring, onnx_path: str | None = None, threads: int = 1):
         self.wiring = wiring
         self.onnx_path = onnx_path
         self.threads = threads
@@ -42,12 +42,20 @@ class EmulationBackend:
             raise BackendError(f"{self.wiring.instance_id} segment {self.wiring.segment}: emulation needs an ONNX "
                                "model (spec.model.artifacts.onnx) but the wiring has none")
         options = ort.SessionOptions()
+        # One compute thread per segment by default: a segment is one stage of a pipeline whose other stages
+        # run in parallel on the other cores; a thread pool would only make the stages fight for them, and a
+        # spinning pool burns cores that the neighbours (and the network threads) need.
         options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [self.session.get_outputs()[0].name]
 
     def process(self, tensor: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: tensor})[0]
+        return self.session.run(self.output_names, {self.input_name: tensor})[0]
 
     def ready(self) -> tuple[bool, str]:
         return (self.session is not None, "" if self.session else "model not loaded")

@@ -16,6 +16,11 @@ x86/arm64), so a frame decodes without copying on every platform we run.
 A segment that fails on a frame forwards an error frame with the same request id, so the gateway answers that
 request with the message instead of waiting for it. Nothing is ever retransmitted: a frame lost with a dead
 connection is failed by the gateway (at most once per hop, never duplicated).
+
+Two ways to read and write the same bytes: `encode` / `read_frame` (bytes and buffered file objects; the
+gateway's results server uses them) and the per-frame-cheap pair the segment runtime uses, `send_frame` (one
+sendmsg of header + the array's own memory) and `FrameReader` (recv_into a reusable buffer for headers, straight
+into the result array for payloads). They interoperate in any combination: the wire format is unchanged.
 """
 
 from __future__ import annotations
@@ -62,19 +67,48 @@ class Frame:
         return cls(KIND_HELLO, 0, message=text)
 
 
-def encode(frame: Frame) -> bytes:
+def _tensor_parts(frame: Frame) -> tuple[bytes, memoryview]:
+    """Header + dims, and the payload as a view of the array's own memory (no copy for contiguous arrays)."""
+    array = np.ascontiguousarray(frame.tensor)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    code = DTYPE_CODES.get(np.dtype(array.dtype.str))
+    if code is None:
+        raise FramingError(f"dtype {array.dtype} cannot be framed")
+    head = HEADER.pack(MAGIC, KIND_TENSOR, code, array.ndim, frame.request_id, array.nbytes)
+    if array.ndim:
+        head += struct.pack(f"!{array.ndim}I", *array.shape)
+    return head, memoryview(array.reshape(-1)).cast("B")
+
+
+def encode_parts(frame: Frame) -> list[bytes | memoryview]:
+    """The frame as buffers to write back to back (header, payload view); see `send_frame`."""
     if frame.kind == KIND_TENSOR:
-        array = np.ascontiguousarray(frame.tensor)
-        dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
-        array = array.astype(dtype, copy=False)
-        code = DTYPE_CODES.get(np.dtype(dtype.str))
-        if code is None:
-            raise FramingError(f"dtype {array.dtype} cannot be framed")
-        payload = array.tobytes()
-        dims = struct.pack(f"!{array.ndim}I", *array.shape)
-        return HEADER.pack(MAGIC, KIND_TENSOR, code, array.ndim, frame.request_id, len(payload)) + dims + payload
+        head, payload = _tensor_parts(frame)
+        return [head, payload] if len(payload) else [head]
     payload = frame.message.encode()
-    return HEADER.pack(MAGIC, frame.kind, 0, 0, frame.request_id, len(payload)) + payload
+    return [HEADER.pack(MAGIC, frame.kind, 0, 0, frame.request_id, len(payload)) + payload]
+
+
+def encode(frame: Frame) -> bytes:
+    return b"".join(encode_parts(frame))
+
+
+def send_frame(sock: socket.socket, frame: Frame) -> None:
+    """Write one frame with a scatter write (sendmsg of header + the array's memory): no payload copy in user
+    space and one syscall per frame while the socket buffer has room. Blocking, like sendall: a slow peer
+    throttles the caller (backpressure)."""
+    parts = encode_parts(frame)
+    total = sum(len(p) for p in parts)
+    sent = sock.sendmsg(parts)
+    while sent < total:  # partial write (socket buffer full): finish part by part
+        for part in parts:
+            if sent >= len(part):
+                sent -= len(part)
+                continue
+            sock.sendall(memoryview(part)[sent:])
+            sent = 0
+        break
 
 
 def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
@@ -86,32 +120,138 @@ def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
     return data
 
 
+def _parse_header(head: bytes | memoryview) -> tuple[int, int, int, int, int]:
+    magic, kind, code, ndim, request_id, length = HEADER.unpack(head)
+    if magic != MAGIC:
+        raise FramingError(f"bad magic {bytes(magic)!r}: peer does not speak the elasticdf frame protocol")
+    if length > MAX_PAYLOAD:
+        raise FramingError(f"frame of {length} bytes exceeds {MAX_PAYLOAD}")
+    if kind == KIND_TENSOR and code not in DTYPES:
+        raise FramingError(f"unknown dtype code {code}")
+    if kind not in (KIND_TENSOR, KIND_ERROR, KIND_HELLO):
+        raise FramingError(f"unknown frame kind {kind}")
+    return kind, code, ndim, request_id, length
+
+
+def _tensor_for(code: int, dims: tuple[int, ...], length: int) -> np.ndarray:
+    dtype = DTYPES[code]
+    count = 1
+    for d in dims:
+        count *= d
+    if count * dtype.itemsize != length:
+        raise FramingError(f"payload of {length} bytes does not hold {dims} x {dtype}")
+    return np.empty(dims, dtype)
+
+
 def read_frame(stream: BinaryIO) -> Frame | None:
-    """The next frame from a buffered stream (socket.makefile("rb")), or None at a clean end of stream."""
+    """The next frame from a buffered stream (socket.makefile("rb"), BytesIO), or None at a clean end of
+    stream. Tensor payloads are read straight into a new array (readinto): one copy, writable result."""
     head = _read_exactly(stream, HEADER.size)
     if head is None:
         return None
-    magic, kind, code, ndim, request_id, length = HEADER.unpack(head)
-    if magic != MAGIC:
-        raise FramingError(f"bad magic {magic!r}: peer does not speak the elasticdf frame protocol")
-    if length > MAX_PAYLOAD:
-        raise FramingError(f"frame of {length} bytes exceeds {MAX_PAYLOAD}")
+    kind, code, ndim, request_id, length = _parse_header(head)
     dims = struct.unpack(f"!{ndim}I", _read_exactly(stream, 4 * ndim) or b"") if ndim else ()
+    if kind == KIND_TENSOR:
+        tensor = _tensor_for(code, dims, length)
+        view = memoryview(tensor.reshape(-1)).cast("B")
+        got = 0
+        while got < length:
+            n = stream.readinto(view[got:])
+            if not n:
+                raise ConnectionError(f"connection closed inside a frame ({got} of {length} payload bytes)")
+            got += n
+        return Frame(kind, request_id, tensor=tensor)
     payload = _read_exactly(stream, length) if length else b""
     if payload is None:
         raise ConnectionError("connection closed before the payload")
-    if kind == KIND_TENSOR:
-        if code not in DTYPES:
-            raise FramingError(f"unknown dtype code {code}")
-        tensor = np.frombuffer(payload, dtype=DTYPES[code]).reshape(dims)
-        return Frame(kind, request_id, tensor=tensor)
-    if kind in (KIND_ERROR, KIND_HELLO):
+    return Frame(kind, request_id, message=payload.decode(errors="replace"))
+
+
+class FrameReader:
+    """Frames from a socket with few syscalls and one copy per payload byte.
+
+    Headers (and small payloads) come out of a reusable receive buffer that one `recv_into` fills with as many
+    queued frames as have arrived; a large payload is received straight into its numpy array, so no bytes
+    object is built and `np.frombuffer`-style views never pin a shared buffer. Same wire format as
+    `read_frame`; use one reader per connection (it keeps the bytes it has read ahead)."""
+
+    def __init__(self, sock: socket.socket, buffer_size: int = 1 << 16):
+        self.sock = sock
+        self.buffer = bytearray(buffer_size)
+        self.view = memoryview(self.buffer)
+        self.start = self.end = 0
+
+    def _fill(self, n: int) -> bool:
+        """At least n bytes buffered; False at a clean EOF before any of them."""
+        if self.end - self.start >= n:
+            return True
+        if n > len(self.buffer):
+            raise FramingError(f"header of {n} bytes exceeds the receive buffer")
+        if self.start + n > len(self.buffer):  # not enough room behind: move the partial frame to the front
+            kept = self.end - self.start
+            self.view[:kept] = self.view[self.start:self.end]
+            self.start, self.end = 0, kept
+        while self.end - self.start < n:
+            got = self.sock.recv_into(self.view[self.end:])
+            if not got:
+                if self.end == self.start:
+                    return False
+                raise ConnectionError(f"connection closed inside a frame ({self.end - self.start} of {n} bytes)")
+            self.end += got
+        return True
+
+    def _take(self, n: int) -> memoryview:
+        chunk = self.view[self.start:self.start + n]
+        self.start += n
+        if self.start == self.end:
+            self.start = self.end = 0
+        return chunk
+
+    def _read_into(self, target: memoryview) -> None:
+        have = min(self.end - self.start, len(target))
+        target[:have] = self._take(have)
+        if have == len(target):
+            return
+        rest = len(target) - have
+        if rest <= len(self.buffer) // 4:  # small: one recv also picks up the frames queued behind it
+            if not self._fill(rest):
+                raise ConnectionError("connection closed inside a frame payload")
+            target[have:] = self._take(rest)
+            return
+        while have < len(target):
+            got = self.sock.recv_into(target[have:])
+            if not got:
+                raise ConnectionError(f"connection closed inside a frame ({have} of {len(target)} payload bytes)")
+            have += got
+
+    def read(self) -> Frame | None:
+        if not self._fill(HEADER.size):
+            return None
+        kind, code, ndim, request_id, length = _parse_header(self._take(HEADER.size))
+        if ndim:
+            if not self._fill(4 * ndim):
+                raise ConnectionError("connection closed inside a frame header")
+            dims = struct.unpack(f"!{ndim}I", self._take(4 * ndim))
+        else:
+            dims = ()
+        if kind == KIND_TENSOR:
+            tensor = _tensor_for(code, dims, length)
+            if length:
+                self._read_into(memoryview(tensor.reshape(-1)).cast("B"))
+            return Frame(kind, request_id, tensor=tensor)
+        payload = bytearray(length)
+        if length:
+            self._read_into(memoryview(payload))
         return Frame(kind, request_id, message=payload.decode(errors="replace"))
-    raise FramingError(f"unknown frame kind {kind}")
+
+
+def tune(sock: socket.socket) -> socket.socket:
+    """TCP_NODELAY: a frame's last segment leaves at once instead of waiting for the previous one's ACK."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def connect(host: str, port: int, timeout: float = 2.0) -> socket.socket:
     sock = socket.create_connection((host, port), timeout=timeout)
     sock.settimeout(None)  # blocking writes: a slow peer throttles us (backpressure) instead of failing
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+    return tune(sock)

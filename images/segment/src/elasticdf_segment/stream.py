@@ -1,8 +1,15 @@
 """The emulation data path: frames in from upstream over TCP, `process` each, results out downstream.
 
-Backpressure: the inbox and outbox are bounded; a full inbox stops the reader, so the kernel's TCP window
-fills and the upstream's blocking `sendall` waits — the same stall a full AXI stream causes on the card.
-Reconnects: upstream may (re)connect at any time (each connection gets a reader); downstream is dialled
+Threads and per-frame cost: the upstream reader computes each frame itself as soon as it has received it
+(FrameReader: recv_into the array, no intermediate bytes), then hands the result to the sender through one
+bounded queue; the sender writes header + array memory with one sendmsg. So a frame costs one thread handoff
+per segment, and the receive, compute and send of consecutive frames still overlap (the kernel's socket buffer
+holds the frames arriving while one is computed; the sender writes the previous result meanwhile).
+
+Backpressure: the outbox is bounded (`queue_depth` results); a full outbox stops the reader, so the kernel's TCP
+window fills and the upstream's blocking send waits — the same stall a full AXI stream causes on the card.
+Frames are computed one at a time even if two upstream connections overlap (a reconnect while the old one
+drains). Reconnects: upstream may (re)connect at any time (each connection gets a reader); downstream is dialled
 with exponential backoff, and a watcher notices a closed downstream while idle so we redial at once.
 """
 
@@ -19,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
 
-from .framing import KIND_ERROR, KIND_HELLO, Frame, FramingError, connect, encode, read_frame
+from .framing import KIND_ERROR, KIND_HELLO, Frame, FrameReader, FramingError, connect, send_frame, tune
 from .observe import SegmentMetrics
 
 log = logging.getLogger("elasticdf.segment")
@@ -32,15 +39,15 @@ def address(endpoint: Endpoint) -> tuple[str, int]:
 
 class StreamNode:
     def __init__(self, wiring: SegmentWiring, process: Callable[[np.ndarray], np.ndarray],
-                 metrics: SegmentMetrics, queue_depth: int = 16, bind: str = "0.0.0.0"):
+                 metrics: SegmentMetrics, queue_depth: int = 8, bind: str = "0.0.0.0"):
         self.wiring = wiring
         self.process = process
         self.metrics = metrics
         self.bind = bind
-        self.inbox: queue.Queue[Frame] = queue.Queue(queue_depth)
         self.outbox: queue.Queue[Frame] = queue.Queue(queue_depth)
         self.downstream: socket.socket | None = None
         self.lock = threading.Lock()
+        self.compute_lock = threading.Lock()  # one frame at a time, whatever the number of upstream connections
         self.stopping = threading.Event()
         self.listener: socket.socket | None = None
         self.name = f"{wiring.instance_id} segment {wiring.segment}"
@@ -48,7 +55,7 @@ class StreamNode:
     # -- lifecycle
     def start(self) -> None:
         self.listener = socket.create_server((self.bind, self.wiring.listen.port), reuse_port=False)
-        for target, name in ((self._accept, "accept"), (self._work, "work"), (self._send, "send")):
+        for target, name in ((self._accept, "accept"), (self._send, "send")):
             threading.Thread(target=target, name=name, daemon=True).start()
 
     def stop(self) -> None:
@@ -67,38 +74,36 @@ class StreamNode:
                 conn, peer = self.listener.accept()
             except OSError:
                 return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tune(conn)
             threading.Thread(target=self._read, args=(conn, peer), name=f"read-{peer}", daemon=True).start()
 
     def _read(self, conn: socket.socket, peer) -> None:
         log.info("%s: upstream connected from %s", self.name, peer)
         try:
-            with conn, conn.makefile("rb") as stream:
-                while (frame := read_frame(stream)) is not None:
+            with conn:
+                reader = FrameReader(conn)
+                while (frame := reader.read()) is not None:
                     if frame.kind == KIND_HELLO:
                         log.info("%s: upstream is %s", self.name, frame.message)
                     else:
-                        self.inbox.put(frame)  # blocks when full: backpressure to the sender
+                        self.outbox.put(self._compute(frame))  # blocks when full: backpressure upstream
         except (OSError, FramingError) as exc:
             log.warning("%s: upstream %s dropped: %s", self.name, peer, exc)
         log.info("%s: upstream %s closed", self.name, peer)
 
     # -- compute
-    def _work(self) -> None:
-        while True:
-            frame = self.inbox.get()
-            if frame.kind == KIND_ERROR:  # an earlier segment failed this request: pass the reason on
-                self.outbox.put(frame)
-                continue
+    def _compute(self, frame: Frame) -> Frame:
+        if frame.kind == KIND_ERROR:  # an earlier segment failed this request: pass the reason on
+            return frame
+        with self.compute_lock:
             start = time.perf_counter()
             try:
                 result = self.process(frame.tensor)
             except Exception as exc:  # noqa: BLE001 - any model failure becomes the request's error
                 self.metrics.errors.inc()
-                self.outbox.put(Frame.error(frame.request_id, f"{self.name}: {type(exc).__name__}: {exc}"))
-                continue
+                return Frame.error(frame.request_id, f"{self.name}: {type(exc).__name__}: {exc}")
             self.metrics.observe(time.perf_counter() - start)
-            self.outbox.put(Frame.of_tensor(frame.request_id, result))
+        return Frame.of_tensor(frame.request_id, result)
 
     # -- downstream side
     def _send(self) -> None:
@@ -118,7 +123,7 @@ class StreamNode:
             try:
                 if sock is None:
                     raise ConnectionError("downstream closed")
-                sock.sendall(encode(frame))  # blocking: a slow downstream throttles us
+                send_frame(sock, frame)  # blocking: a slow downstream throttles us
             except OSError as exc:
                 # Not retried: the gateway fails this request (it watches every segment), and a resend could
                 # reach a peer that already got the bytes before the connection broke.
@@ -129,9 +134,9 @@ class StreamNode:
         host, port = address(self.wiring.downstream)
         try:
             sock = connect(host, port)
-            sock.sendall(encode(Frame.hello(json.dumps(
+            send_frame(sock, Frame.hello(json.dumps(
                 {"instance_id": self.wiring.instance_id, "segment": self.wiring.segment,
-                 "last": self.wiring.last}))))
+                 "last": self.wiring.last})))
         except OSError as exc:
             log.debug("%s: downstream %s:%d not reachable: %s", self.name, host, port, exc)
             return False
