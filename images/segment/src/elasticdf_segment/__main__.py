@@ -44,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     started = threading.Event()
     try:
         mode = choose(args.mode or wiring.mode)
-        backend = EmulationBackend(wiring, args.onnx, args.threads) if mode == "emulation" else XrtBackend(wiring)
-        node = StreamNode(wiring, backend.process, metrics, args.queue_depth) if mode == "emulation" else None
+        if mode == "emulation":
+            backend = EmulationBackend(wiring, args.onnx, args.threads)
+            node = StreamNode(wiring, backend.process, metrics, args.queue_depth)
+        else:  # middle segments are pure VNx; the first (and a one-card last) relay TCP frames to the card
+            backend = XrtBackend(wiring, onnx_path=args.onnx)
+            node = (StreamNode(wiring, backend.process, metrics, args.queue_depth, send=backend.returns_tcp)
+                    if backend.relays_tcp else None)
 
         def ready() -> tuple[bool, str]:
             ok, why = backend.ready()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
 
-from . import split, vnx
+from . import relay, split, vnx
 
 log = logging.getLogger("elasticdf.segment")
 
@@ -128,32 +128,87 @@ def bring_up(wiring: SegmentWiring, netlayer: vnx.Registers, cmac: vnx.Registers
     return vnx.resolve_peers(netlayer, peers, sleep=sleep) if peers else {}
 
 
+def onnx_specs(model) -> tuple[relay.TensorSpec, relay.TensorSpec]:
+    """Input and output tensor of a segment ONNX: what the host relay's device buffers must hold."""
+    from onnx import helper
+
+    def spec(value) -> relay.TensorSpec:
+        t = value.type.tensor_type
+        dims = tuple(d.dim_value for d in t.shape.dim)
+        if any(d <= 0 for d in dims):
+            raise BackendError(f"segment tensor {value.name} has a dynamic shape {dims}: the relay needs fixed sizes")
+        return relay.TensorSpec(dims, np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)))
+    return spec(model.graph.input[0]), spec(model.graph.output[0])
+
+
 class XrtBackend:
+    """Flash, bring up VNx, and for the first/last segment relay frames between TCP and the card (relay.py)."""
+
     mode = "xrt"
 
-    def __init__(self, wiring: SegmentWiring, device_index: int | None = None):
+    def __init__(self, wiring: SegmentWiring, device_index: int | None = None, onnx_path: str | None = None,
+                 idma: str | None = None, odma: str | None = None):
         self.wiring = wiring
         # the device plugin exposes only the allocated card, so inside the container it is device 0
         self.device_index = int(os.environ.get("ELASTICDF_XRT_DEVICE", "0")) if device_index is None else device_index
+        self.onnx_path = onnx_path
+        self.idma = idma or os.environ.get("ELASTICDF_IDMA", "idma0")
+        self.odma = odma or os.environ.get("ELASTICDF_ODMA", "odma0")
+        self.relay: relay.XrtRelay | None = None
         self.state = "not started"
 
-    def start(self) -> None:
-        pyxrt = import_pyxrt()
+    @property
+    def relays_tcp(self) -> bool:
+        """True when frames reach this segment over TCP from the gateway (first segment)."""
+        return self.wiring.first
+
+    @property
+    def returns_tcp(self) -> bool:
+        """True when this segment sends results over TCP (first and last on one card)."""
+        return self.wiring.first and self.wiring.last
+
+    def start(self, pyxrt=None) -> None:
+        pyxrt = pyxrt or import_pyxrt()
         if not self.wiring.artifacts.xclbin:
             raise BackendError(f"segment {self.wiring.segment}: mode xrt needs a bitstream "
                                "(spec.model.artifacts.bitstreams) but the wiring has none")
         path = split.local_path(self.wiring.artifacts.xclbin)
         device = pyxrt.device(self.device_index)
         uuid = device.load_xclbin(pyxrt.xclbin(path))
-        netlayer = PyxrtRegisters(pyxrt, device, uuid, "networklayer:{networklayer_0}")
-        cmac = PyxrtRegisters(pyxrt, device, uuid, "cmac_0:{cmac_0}")
-        peers = bring_up(self.wiring, netlayer, cmac)
-        log.info("segment %d: VNx up on %s, peers %s", self.wiring.segment, self.wiring.listen.ip, peers)
         self.device, self.uuid = device, uuid
-        self.state = "ready"
+        if not (self.wiring.first and self.wiring.last):  # a one-card instance has no VNx peers
+            netlayer = PyxrtRegisters(pyxrt, device, uuid, "networklayer:{networklayer_0}")
+            cmac = PyxrtRegisters(pyxrt, device, uuid, "cmac_0:{cmac_0}")
+            peers = bring_up(self.wiring, netlayer, cmac)
+            log.info("segment %d: VNx up on %s, peers %s", self.wiring.segment, self.wiring.listen.ip, peers)
         if self.wiring.first or self.wiring.last:
-            # The gateway speaks TCP to the host; moving those frames to the card needs the host DMA relay.
-            self.state = "host relay between gateway and card (first/last segment) is not implemented"
+            inputs, outputs = onnx_specs(self._segment_model())
+            self.relay = relay.XrtRelay(pyxrt, device, uuid, inputs if self.wiring.first else None,
+                                        outputs if self.wiring.last else None, self.idma, self.odma)
+        self.state = "ready"
+        if self.wiring.last and not self.wiring.first:
+            # odma results carry no request id; the first segment would have to hand its ids (in order) to the
+            # last one, which runs on another node. Until that channel exists the gateway could not match them.
+            self.state = ("host relay: request-id hand-over from the first to the last segment (on another card) "
+                          "is not implemented; output DMA relay is ready")
+
+    def _segment_model(self):
+        if self.onnx_path:
+            return split.load(self.onnx_path)
+        if self.wiring.artifacts.onnx:
+            first, last = self.wiring.layer_range
+            return split.cut(split.load(self.wiring.artifacts.onnx), first, last)
+        raise BackendError(f"segment {self.wiring.segment}: the xrt host relay sizes its device buffers from the "
+                           "segment ONNX (spec.model.artifacts.onnx) but the wiring has none")
+
+    def process(self, tensor: np.ndarray) -> np.ndarray | None:
+        """First segment: TCP frame -> idma. First and last on one card: idma -> odma -> result."""
+        if self.relay is None:
+            raise BackendError(f"segment {self.wiring.segment} is not started or has no host relay")
+        if self.returns_tcp:
+            return self.relay.process(tensor)
+        self.relay.push(tensor)
+        return None  # the frame continues over VNx
 
     def ready(self) -> tuple[bool, str]:
         return self.state == "ready", "" if self.state == "ready" else self.state

@@ -39,11 +39,12 @@ def address(endpoint: Endpoint) -> tuple[str, int]:
 
 class StreamNode:
     def __init__(self, wiring: SegmentWiring, process: Callable[[np.ndarray], np.ndarray],
-                 metrics: SegmentMetrics, queue_depth: int = 8, bind: str = "0.0.0.0"):
+                 metrics: SegmentMetrics, queue_depth: int = 8, bind: str = "0.0.0.0", send: bool = True):
         self.wiring = wiring
         self.process = process
         self.metrics = metrics
         self.bind = bind
+        self.send = send  # False: results leave another way (xrt first segment: over VNx), nothing goes downstream
         self.outbox: queue.Queue[Frame] = queue.Queue(queue_depth)
         self.downstream: socket.socket | None = None
         self.lock = threading.Lock()
@@ -55,7 +56,7 @@ class StreamNode:
     # -- lifecycle
     def start(self) -> None:
         self.listener = socket.create_server((self.bind, self.wiring.listen.port), reuse_port=False)
-        for target, name in ((self._accept, "accept"), (self._send, "send")):
+        for target, name in ((self._accept, "accept"), (self._send, "send"))[:2 if self.send else 1]:
             threading.Thread(target=target, name=name, daemon=True).start()
 
     def stop(self) -> None:
@@ -65,7 +66,7 @@ class StreamNode:
 
     @property
     def connected(self) -> bool:
-        return self.downstream is not None
+        return self.downstream is not None or not self.send
 
     # -- upstream side
     def _accept(self) -> None:
@@ -86,13 +87,15 @@ class StreamNode:
                     if frame.kind == KIND_HELLO:
                         log.info("%s: upstream is %s", self.name, frame.message)
                     else:
-                        self.outbox.put(self._compute(frame))  # blocks when full: backpressure upstream
+                        result = self._compute(frame)
+                        if self.send:
+                            self.outbox.put(result)  # blocks when full: backpressure upstream
         except (OSError, FramingError) as exc:
             log.warning("%s: upstream %s dropped: %s", self.name, peer, exc)
         log.info("%s: upstream %s closed", self.name, peer)
 
     # -- compute
-    def _compute(self, frame: Frame) -> Frame:
+    def _compute(self, frame: Frame) -> Frame | None:
         if frame.kind == KIND_ERROR:  # an earlier segment failed this request: pass the reason on
             return frame
         with self.compute_lock:
@@ -103,7 +106,7 @@ class StreamNode:
                 self.metrics.errors.inc()
                 return Frame.error(frame.request_id, f"{self.name}: {type(exc).__name__}: {exc}")
             self.metrics.observe(time.perf_counter() - start)
-        return Frame.of_tensor(frame.request_id, result)
+        return None if result is None else Frame.of_tensor(frame.request_id, result)
 
     # -- downstream side
     def _send(self) -> None:
