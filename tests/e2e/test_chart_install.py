@@ -140,7 +140,7 @@ def test_helm_install_operator_with_chart_rbac_and_uninstall(control_plane, k8s_
     assert can(authz, namespace, full, "deletecollection", "pods")
     assert can(authz, namespace, full, "watch", "nodes")
     for verb, resource, group in (("get", "secrets", ""), ("patch", "nodes", ""), ("update", "elasticinferences",
-                                  GROUP), ("create", "deployments", "apps"), ("delete", "fabrics", GROUP)):
+                                  GROUP), ("update", "deployments", "apps"), ("delete", "fabrics", GROUP)):
         assert not can(authz, namespace, full, verb, resource, group), f"{verb} {resource} should be denied"
 
     # the operator with exactly the chart's permissions places an instance and cleans it up

@@ -121,6 +121,9 @@ CLIENT_CALLS = {
 }
 
 
+APPLY_CREATES = {"patch_namespaced_config_map", "patch_namespaced_service", "patch_namespaced_deployment"}
+
+
 def operator_api_calls() -> set[tuple[str, str, str]]:
     """(group, resource, verb) the operator needs: its client calls in kube.py and kopf's watches."""
     kube = (OPERATOR / "kube.py").read_text()
@@ -128,6 +131,8 @@ def operator_api_calls() -> set[tuple[str, str, str]]:
     unknown = methods - set(CLIENT_CALLS)
     assert not unknown, f"kube.py calls {sorted(unknown)}: add them to CLIENT_CALLS and to the chart's RBAC"
     needed = {CLIENT_CALLS[m] for m in methods}
+    # Kube.apply is a server-side apply: its PATCH creates a missing object, which is authorised as create
+    needed |= {(CLIENT_CALLS[m][0], CLIENT_CALLS[m][1], "create") for m in methods & APPLY_CREATES}
     handlers = (OPERATOR / "handlers.py").read_text()
     watched = re.findall(r"kopf\.(?:index|on\.event)\(\s*(\"[^\"]*\"|GROUP),\s*(?:\"[^\"]*\"|VERSION),\s*\"(\w+)\"",
                          handlers)

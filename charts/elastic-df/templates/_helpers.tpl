@@ -68,10 +68,11 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "create", "patch", "delete"]
-# the gateway Deployment <name>-gateway: server-side apply, deleted by the finalizer
+# the gateway Deployment <name>-gateway: server-side apply (a patch; create when it is missing), deleted by
+# the finalizer
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["patch", "delete"]
+  verbs: ["create", "patch", "delete"]
 # reconcile and autoscaler events (InstancePlaced, Scaled, ...)
 - apiGroups: [""]
   resources: ["events"]
