@@ -21,6 +21,8 @@ from .routes import routes
 from .stages import Pipeline
 from .state import EPS, GroupState
 
+FILL_LEVELS = 6  # slower levels tried when filling what the best level leaves (more rarely fit anything new)
+
 
 @dataclass
 class GroupResult:
@@ -72,11 +74,10 @@ class GroupPacker:
             best_fps = max(best_fps, result.fps)
         dives.sort(key=lambda d: -d[0])
         best = dives[0][2] if dives else GroupResult([], 0.0, False, 0)
-        by_speed = sorted(levels)
         for _, level, _ in dives[:3]:
             # a bounded search at this level, and a dive that fills what it leaves with slower instances
-            for result in (self._search([level], dive=False),
-                           self._search([level] + [lv for lv in by_speed if lv != level], dive=True)):
+            slower = sorted(lv for lv in levels if lv > level)[:FILL_LEVELS]
+            for result in (self._search([level], dive=False), self._search([level] + slower, dive=True)):
                 nodes += result.nodes
                 if result.fps > best.fps + EPS:
                     best = result
@@ -88,7 +89,7 @@ class GroupPacker:
 
     def _greedy_bound(self, placer: GreedyPlacer, level: int):
         """Fast mode places only instances of one fixed option choice: at most as many as its totals fit."""
-        need = placer.prefix[-1]
+        need = Resources(*placer.prefix[-1])
         fps = max(c.type.fclk_mhz for c in self.cards) * 1e6 / max(o.cycles for o in placer.choice)
 
         def bound(state: GroupState) -> float:
@@ -134,7 +135,7 @@ class GroupPacker:
             for pi in range(first_placer, len(placers)):
                 start = first_route if pi == first_placer else 0
                 failed_here = set(failed)
-                if not self.settings.exhaustive:
+                if not self.settings.exhaustive and not dive:
                     failed_here |= {(pi, ri) for ri in range(start, len(self.routes)) if (pi, ri) not in failed
                                     and not list(placers[pi].place(self.routes[ri]))}  # runs each walk to its undo
                 for ri in range(start, len(self.routes)):

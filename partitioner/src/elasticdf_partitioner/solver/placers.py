@@ -84,6 +84,18 @@ def _balanced_cached(pipeline: Pipeline, opts, level: int, capacity: Resources) 
     return pipeline.memo[key]
 
 
+def _greedy_tables(pipeline: Pipeline, opts: list[list[StageOption]]):
+    """For a memoised option order: the chosen option per stage, prefix sums of their resources (row e = the
+    first e stages) and the stream width crossing each cut position."""
+    key = ("greedy", id(opts))  # opts is itself memoised on the pipeline, so its id is stable
+    if key not in pipeline.memo:
+        choice = [options[0] for options in opts]
+        prefix = np.vstack([np.zeros(5), np.cumsum([o.res for o in choice], axis=0)])
+        widths = [sum(choice[e.src].out_widths[e.src_pos] for e in cut) for cut in pipeline.crossings()]
+        pipeline.memo[key] = (choice, prefix, widths)
+    return pipeline.memo[key]
+
+
 def _score(util: np.ndarray) -> np.ndarray:
     """Worst utilisation first, total utilisation as the tie-break."""
     return util.max(axis=-1) + 1e-6 * util.sum(axis=-1)
@@ -191,12 +203,7 @@ class GreedyPlacer(InstancePlacer):
         super().__init__(pipeline, state, level, exhaustive=False)
         if not self.feasible_level():
             return
-        self.choice = [options[0] for options in self.opts]
-        self.prefix = [Resources()]
-        for option in self.choice:
-            self.prefix.append(self.prefix[-1] + option.res)
-        self.prefix_array = np.array(self.prefix)
-        self.widths = [sum(self.choice[e.src].out_widths[e.src_pos] for e in cut) for cut in self.crossing]
+        self.choice, self.prefix, self.widths = _greedy_tables(pipeline, self.opts)
 
     def place(self, route: Route) -> Iterator[Placement]:
         mark = self.state.mark()
@@ -218,7 +225,7 @@ class GreedyPlacer(InstancePlacer):
                 end -= 1
             if not last_slot and not self._cut_ok(k, end) or k == 0 and end == s:
                 return None
-            self.state.take(card, slr, self.prefix[end] - self.prefix[s])
+            self.state.take(card, slr, Resources(*(self.prefix[end] - self.prefix[s])))
             self.pieces.append([card, slr, s, list(self.choice[s:end])])
             if not last_slot:
                 self._cross(k, end)
@@ -228,7 +235,7 @@ class GreedyPlacer(InstancePlacer):
     def _farthest(self, card: int, slr: int, s: int) -> int:
         """The largest end e such that stages s..e-1 fit the SLR (fits is monotone in e)."""
         slot = self.state.slots[card][slr]
-        runs = self.prefix_array[s:] - self.prefix_array[s]
+        runs = self.prefix[s:] - self.prefix[s]
         ok = (runs <= np.asarray(slot.free) + EPS).all(axis=1)
         ok &= runs @ self.state.avg_vector(card, slr) <= slot.avg_free + EPS
         return s + int(np.argmin(ok)) - 1 if not ok.all() else len(self.choice)
