@@ -8,7 +8,7 @@ from pathlib import Path
 from elasticdf_gateway.__main__ import load_wirings
 from elasticdf_gateway.pipeline import Pipeline
 from elasticdf_operator import builders, state
-from elasticdf_operator.api import DEFAULT_GATEWAY_IMAGE, ElasticInferenceSpec
+from elasticdf_operator.api import DEFAULT_GATEWAY_IMAGE, DEFAULT_SEGMENT_IMAGE, ElasticInferenceSpec
 from elasticdf_operator.builders import Owner
 from elasticdf_operator.reconcile import Result, compute_status, ensure_gateway, reconcile_gateway
 from elasticdf_partitioner.plan import Instance, Segment
@@ -96,7 +96,7 @@ def test_pod_runs_hardened_with_probe_resources_and_the_mounted_wiring():
 def test_gateway_image_from_the_spec():
     spec = ElasticInferenceSpec.model_validate({"model": {"name": "cnv"},
                                                 "runtime": {"gatewayImage": "registry.local/gw:1.2"}})
-    assert spec.runtime.image.endswith("segment:latest"), "the segment image keeps its default"
+    assert spec.runtime.image == DEFAULT_SEGMENT_IMAGE, "the segment image keeps its default"
     (c,) = pod_spec(builders.gateway_deployment(OWNER, spec))["containers"]
     assert c["image"] == "registry.local/gw:1.2"
 

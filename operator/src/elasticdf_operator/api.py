@@ -73,8 +73,9 @@ class Placement(_Model):
     limits: Limits | None = Field(None, description="per-SLR utilisation limits (shares, 0-1]")
 
 
-DEFAULT_SEGMENT_IMAGE = "ghcr.io/elasticdf/segment:latest"
-DEFAULT_GATEWAY_IMAGE = "ghcr.io/elasticdf/gateway:latest"
+# Pinned to the release (the chart's appVersion), never a moving tag.
+DEFAULT_SEGMENT_IMAGE = "ghcr.io/elasticdf/segment:0.1.0"
+DEFAULT_GATEWAY_IMAGE = "ghcr.io/elasticdf/gateway:0.1.0"
 
 
 class Runtime(_Model):
