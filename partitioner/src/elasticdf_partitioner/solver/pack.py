@@ -21,7 +21,7 @@ from .routes import routes
 from .stages import Pipeline
 from .state import EPS, GroupState
 
-FILL_LEVELS = 6  # slower levels tried when filling what the best level leaves (more rarely fit anything new)
+FILL_LEVELS = 6  # slower levels tried when filling what the best level leaves, spread over the slower range
 
 
 @dataclass
@@ -76,7 +76,7 @@ class GroupPacker:
         best = dives[0][2] if dives else GroupResult([], 0.0, False, 0)
         for _, level, _ in dives[:3]:
             # a bounded search at this level, and a dive that fills what it leaves with slower instances
-            slower = sorted(lv for lv in levels if lv > level)[:FILL_LEVELS]
+            slower = _spread(sorted(lv for lv in levels if lv > level), FILL_LEVELS)
             for result in (self._search([level], dive=False), self._search([level] + slower, dive=True)):
                 nodes += result.nodes
                 if result.fps > best.fps + EPS:
@@ -157,3 +157,10 @@ class GroupPacker:
 
         dfs(0, 0, 0.0)
         return GroupResult(best[1], best[0], complete[0], nodes[0])
+
+
+def _spread(values: list[int], count: int) -> list[int]:
+    """At most `count` of the sorted values, evenly spaced from the first to the last."""
+    if len(values) <= count:
+        return values
+    return [values[round(i * (len(values) - 1) / (count - 1))] for i in range(count)]
