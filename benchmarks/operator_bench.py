@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ import tracemalloc
 from pathlib import Path
 
 import yaml
+from elasticdf_operator.local import install_crds, local_operator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "hack"))
@@ -37,23 +37,6 @@ def ei(name: str, model: str, replicas: int, switch: str) -> dict:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ElasticInference", "metadata": {"name": name},
             "spec": {"model": {"name": model}, "replicas": replicas,
                      "placement": {"nodeSelector": {"elasticdf.io/switch": switch}}}}
-
-
-def install_crds(api_client) -> None:
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    ext = client.ApiextensionsV1Api(api_client)
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        try:
-            ext.create_custom_resource_definition(doc)
-        except ApiException as err:
-            if err.status != 409:
-                raise
-        while not any(c.type == "Established" and c.status == "True"
-                      for c in ext.read_custom_resource_definition(doc["metadata"]["name"]).status.conditions or []):
-            time.sleep(0.1)
 
 
 def wait(predicate, timeout: float, interval: float = 0.02):
@@ -87,10 +70,7 @@ def bench_apply(kubeconfig: Path, core, custom) -> dict:
     switch = "bench-apply"
     devcluster.apply_nodes(kubeconfig, {"nodes": [{"name": f"apply-{i}", "cards": ["u280", "u280"],
                                                    "switch": switch} for i in range(4)]})
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
-    proc = subprocess.Popen([sys.executable, "-m", "elasticdf_operator", "--metrics-port", "0",
-                             "--resync-seconds", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with local_operator(kubeconfig, "--metrics-port", "0", "--resync-seconds", "2"):
         # the operator is up once it has written the status of a resource with nothing to place
         probe = ei("probe", "cnv", 0, switch)
         custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, probe)
@@ -99,9 +79,6 @@ def bench_apply(kubeconfig: Path, core, custom) -> dict:
         custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "probe")
         wait(lambda: not custom.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)["items"], 60, 0.1)
         runs = [apply_to_running(core, custom, f"resnet50-{i}", switch) for i in range(4)]
-    finally:
-        proc.terminate()
-        proc.wait(20)
     return {"cold": runs[0][0], "warm": [r[0] for r in runs[1:]], "instances": runs[0][1], "pods": runs[0][2]}
 
 
@@ -165,7 +142,7 @@ def main() -> int:
         kubeconfig = state / "kubeconfig"
         api_client = config.new_client_from_config(config_file=str(kubeconfig))
         core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
-        install_crds(api_client)
+        install_crds(api_client, ROOT / "crds")
         core.create_namespace({"metadata": {"name": NS}})
         wait(lambda: core.list_namespaced_service_account(NS).items, 30, 0.1)
         apply = bench_apply(kubeconfig, core, custom)

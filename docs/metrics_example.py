@@ -10,8 +10,6 @@ GET /metrics. Everything it started is stopped at the end. Takes about a minute 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from elasticdf_operator.local import install_crds, local_operator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "hack"))
@@ -66,44 +65,31 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="elasticdf-metrics-") as tmp:
         state = Path(tmp)
         cluster = devcluster.up(state, state / "kubeconfig", tie_to_parent=True)
-        proc = None
         try:
             kubeconfig = cluster.kubeconfig
             devcluster.apply_nodes(kubeconfig, yaml.safe_load((ROOT / "examples/clusters/mixed-rack.yaml").read_text()))
             api = config.new_client_from_config(config_file=str(kubeconfig))
-            ext, custom = client.ApiextensionsV1Api(api), client.CustomObjectsApi(api)
-            for path in sorted((ROOT / "crds").glob("*.yaml")):
-                doc = yaml.safe_load(path.read_text())
-                ext.create_custom_resource_definition(doc)
-                wait(lambda n=doc["metadata"]["name"]: any(
-                    c.type == "Established" and c.status == "True"
-                    for c in ext.read_custom_resource_definition(n).status.conditions or []), 60, "CRDs")
+            custom = client.CustomObjectsApi(api)
+            install_crds(api, ROOT / "crds")
             port = devcluster.free_port()
-            env = dict(os.environ, KUBECONFIG=str(kubeconfig), ELASTICDF_SCRAPE="0", ELASTICDF_AUTOSCALE_SECONDS="1")
-            log = open(state / "operator.log", "wb")  # noqa: SIM115 (kept open for the process)
-            proc = subprocess.Popen([sys.executable, "-m", "elasticdf_operator", "--metrics-port", str(port),
-                                     "--resync-seconds", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
-            for body in (yaml.safe_load((ROOT / "examples/resnet50.yaml").read_text()), MOBILENET):
-                custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, body)
+            env = {"ELASTICDF_SCRAPE": "0", "ELASTICDF_AUTOSCALE_SECONDS": "1"}
+            flags = ("--metrics-port", str(port), "--resync-seconds", "2")
+            with local_operator(kubeconfig, *flags, log=state / "operator.log", env=env):
+                for body in (yaml.safe_load((ROOT / "examples/resnet50.yaml").read_text()), MOBILENET):
+                    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, body)
 
-            def running() -> bool:
-                for name in ("resnet50", "mobilenetv1"):
-                    status = custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, name).get(
-                        "status") or {}
-                    if status.get("phase") != "Running":
-                        return False
-                return True
+                def running() -> bool:
+                    for name in ("resnet50", "mobilenetv1"):
+                        status = custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, name).get(
+                            "status") or {}
+                        if status.get("phase") != "Running":
+                            return False
+                    return True
 
-            wait(running, 180, "resnet50 and mobilenetv1 Running")
-            wait(lambda: "elasticdf_observed_fps{" in scrape(port), 30, "observed fps from the autoscaler")
-            text = elasticdf_only(scrape(port))
+                wait(running, 180, "resnet50 and mobilenetv1 Running")
+                wait(lambda: "elasticdf_observed_fps{" in scrape(port), 30, "observed fps from the autoscaler")
+                text = elasticdf_only(scrape(port))
         finally:
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
             devcluster.down(state)
     header = ("# GET /metrics of the operator (python -m elasticdf_operator --metrics-port N), elasticdf_*\n"
               "# families only (prometheus_client also serves python_* and process_* ones).\n"

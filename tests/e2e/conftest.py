@@ -77,6 +77,14 @@ def k8s_client(kubeconfig: Path):
 
 
 @pytest.fixture(scope="session")
+def crds(k8s_client) -> list[str]:
+    """The generated CRDs (crds/), installed and Established."""
+    from elasticdf_operator.local import install_crds
+
+    return install_crds(k8s_client, ROOT / "crds")
+
+
+@pytest.fixture(scope="session")
 def core_v1(k8s_client):
     from kubernetes import client
 

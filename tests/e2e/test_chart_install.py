@@ -12,11 +12,11 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from elasticdf_operator.local import local_operator
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,13 +146,9 @@ def test_helm_install_operator_with_chart_rbac_and_uninstall(control_plane, k8s_
     # the operator with exactly the chart's permissions places an instance and cleans it up
     kubeconfig = token_kubeconfig(core_v1, control_plane, namespace, full, tmp_path / "sa-kubeconfig")
     log = tmp_path / "operator.log"
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
-    cmd = [sys.executable, "-m", "elasticdf_operator", "--metrics-port", "0", "--resync-seconds", "2",
-           "--namespace", namespace]
     custom = client.CustomObjectsApi(k8s_client)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    flags = ("--metrics-port", "0", "--resync-seconds", "2", "--namespace", namespace)
+    with local_operator(kubeconfig, *flags, log=log) as proc:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ElasticInference", "metadata": {"name": "cnv-demo"},
                 "spec": {"model": {"name": "cnv"}, "replicas": 1}}
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "elasticinferences", body)
@@ -180,12 +176,6 @@ def test_helm_install_operator_with_chart_rbac_and_uninstall(control_plane, k8s_
             return False
         wait_for(gone, 60, "cnv-demo deleted (finalizer removed by the operator)")
         assert proc.poll() is None, "the operator exited"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     text = log.read_text()
     print(text[-3000:])
     for word in ("Forbidden", "403", "Not enough permissions"):

@@ -11,7 +11,7 @@ from elasticdf_gateway.__main__ import load_wirings
 from elasticdf_gateway.pipeline import Pipeline
 from elasticdf_partitioner.wiring import check_chain
 from kubernetes.client.rest import ApiException
-from test_operator import GROUP, PLURAL, VERSION, crds, custom, ei, operator, running  # noqa: F401
+from test_operator import GROUP, PLURAL, VERSION, custom, ei, operator, running  # noqa: F401
 from test_operator_faults import pool  # noqa: F401
 
 pytestmark = pytest.mark.e2e

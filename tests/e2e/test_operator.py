@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
+from elasticdf_operator.local import local_operator
 from elasticdf_partitioner.wiring import SegmentWiring, check_chain
 
 pytestmark = pytest.mark.e2e
@@ -18,39 +15,10 @@ GROUP, VERSION, PLURAL = "elasticdf.io", "v1alpha1", "elasticinferences"
 
 
 @pytest.fixture(scope="module")
-def crds(k8s_client):
-    from conftest import wait_until as wait_for
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    ext = client.ApiextensionsV1Api(k8s_client)
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        try:
-            ext.create_custom_resource_definition(doc)
-        except ApiException as err:
-            if err.status != 409:
-                raise
-        name = doc["metadata"]["name"]
-        wait_for(lambda n=name: any(c.type == "Established" and c.status == "True"
-                                    for c in ext.read_custom_resource_definition(n).status.conditions or []),
-                 30, f"CRD {name} established")
-    return True
-
-
-@pytest.fixture(scope="module")
 def operator(kubeconfig, crds, simulated_nodes, tmp_path_factory):
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
-    cmd = [sys.executable, "-m", "elasticdf_operator", "--metrics-port", "0", "--resync-seconds", "2"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with local_operator(kubeconfig, "--metrics-port", "0", "--resync-seconds", "2", log=log) as proc:
+        yield proc
     print(log.read_text()[-4000:])
 
 
@@ -173,13 +141,7 @@ def test_restart_creates_no_duplicates(operator, kubeconfig, custom, core_v1, na
     pods = wait_for(lambda: running(core_v1, namespace, "again", 1), 60, "1 instance running")
     operator.terminate()
     operator.wait(20)
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
-    cmd = [sys.executable, "-m", "elasticdf_operator", "--metrics-port", "0", "--resync-seconds", "2"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with local_operator(kubeconfig, "--metrics-port", "0", "--resync-seconds", "2"):
         time.sleep(8)
         after = segment_pods(core_v1, namespace, "again")
         assert {p.metadata.uid for p in after} == {p.metadata.uid for p in pods}
-    finally:
-        proc.terminate()
-        proc.wait(20)

@@ -4,34 +4,24 @@ and the built-in autoscaler fed through the elasticdf.io/observed-fps annotation
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 
 import pytest
 from conftest import devcluster
-from test_operator import GROUP, PLURAL, VERSION, crds, ei, running, segment_pods  # noqa: F401
+from elasticdf_operator.local import local_operator
+from test_operator import GROUP, PLURAL, VERSION, ei, running, segment_pods
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def operator(kubeconfig, crds, tmp_path_factory):  # noqa: F811
+def operator(kubeconfig, crds, tmp_path_factory):
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
-    cmd = [sys.executable, "-m", "elasticdf_operator", "--metrics-port", "0", "--resync-seconds", "2",
-           "--autoscale-seconds", "0.5"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    flags = ("--metrics-port", "0", "--resync-seconds", "2", "--autoscale-seconds", "0.5")
+    with local_operator(kubeconfig, *flags, log=log) as proc:
+        yield proc
     print("\n".join(line for line in log.read_text().splitlines() if "succeeded" not in line)[-6000:])
 
 
