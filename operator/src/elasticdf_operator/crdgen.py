@@ -99,20 +99,25 @@ def files() -> dict[str, str]:
     return {f"{info.plural}.{GROUP}.yaml": render(info) for info in RESOURCES}
 
 
+def sync_files(generated: dict[Path, str], check: bool) -> list[str]:
+    """Write each generated file whose content differs on disk (unless `check`); return those that differed."""
+    stale = []
+    for path, text in generated.items():
+        if path.exists() and path.read_text() == text:
+            continue
+        stale.append(path.name)
+        if not check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    return stale
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("dir", nargs="?", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--check", action="store_true", help="exit 1 when the files differ")
     args = parser.parse_args(argv)
-    stale = []
-    for name, text in files().items():
-        path = args.dir / name
-        if path.exists() and path.read_text() == text:
-            continue
-        stale.append(name)
-        if not args.check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+    stale = sync_files({args.dir / name: text for name, text in files().items()}, args.check)
     if args.check and stale:
         print(f"stale CRDs in {args.dir}: {', '.join(stale)} (run python -m elasticdf_operator.crdgen)")
         return 1

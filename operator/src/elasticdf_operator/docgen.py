@@ -190,15 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="repository root")
     parser.add_argument("--check", action="store_true", help="exit 1 when a file differs")
     args = parser.parse_args(argv)
-    stale = []
-    for rel, text in files().items():
-        path = args.root / rel
-        if path.exists() and path.read_text() == text:
-            continue
-        stale.append(str(rel))
-        if not args.check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+    stale = crdgen.sync_files({args.root / rel: text for rel, text in files().items()}, args.check)
     if args.check and stale:
         print(f"stale: {', '.join(stale)} (run python -m elasticdf_operator.docgen)")
         return 1
