@@ -70,6 +70,31 @@ def test_inventory_free_cards_and_index_mapping():
     assert inventory.free_slots(nodes, held, CATALOG, card_types=["u280"]) == [inventory.Slot("a", 2, "u280")]
 
 
+def test_fabric_costs_uplinks_and_pool_reach_the_partitioner():
+    nodes = [node("a", ["u280"], switch="leaf-a"), node("b", ["u280"], switch="leaf-a")]
+    fabrics = [{"metadata": {"name": "z-rack"}, "spec": {"costs": {"u280": 2.5}}},
+               {"metadata": {"name": "a-rack"}, "spec": {
+                   "switches": [{"name": "leaf-a", "uplinkGbps": 200}, {"name": "leaf-b", "uplinkGbps": 100}],
+                   "uplinks": [{"node": "b", "switch": "leaf-b"}], "costs": {"u280": 9.0},
+                   "addressPool": "10.7.0.0/16"}}]
+    view = inventory.fabric_view(fabrics)
+    assert view.costs == {"u280": 2.5}  # later Fabric names win
+    assert view.pool == "10.7.0.0/16"
+    fc = inventory.build_cluster(inventory.free_slots(nodes, set(), CATALOG), nodes, CATALOG, view)
+    assert {c.node: c.switch for c in fc.cluster.cards} == {"a": "leaf-a", "b": "leaf-b"}  # uplinks beat labels
+    assert fc.cluster.switches["leaf-a"].uplink_gbps == 200
+    assert fc.cluster.cost_per_hour("u280") == 2.5
+
+
+def test_fabric_pricing_an_unknown_card_type_is_a_named_error():
+    from elasticdf_partitioner.errors import InputError
+
+    nodes = [node("a", ["u280"])]
+    view = inventory.fabric_view([{"metadata": {"name": "f"}, "spec": {"costs": {"u999": 1.0}}}])
+    with pytest.raises(InputError, match="u999"):
+        inventory.build_cluster(inventory.free_slots(nodes, set(), CATALOG), nodes, CATALOG, view)
+
+
 def test_held_cards_from_configmaps_and_pods():
     cm = {"metadata": {"annotations": {inventory.ANNOTATION_CARDS: json.dumps([{"node": "a", "card": 1}])}}}
     pod = {"metadata": {"annotations": {inventory.ANNOTATION_CARD: "b/0"}}, "status": {"phase": "Running"}}

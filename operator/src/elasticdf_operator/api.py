@@ -159,6 +159,8 @@ class FabricSpec(_Model):
     address_pool: str = Field("10.100.0.0/16", pattern=r"^\d+\.\d+\.\d+\.\d+/\d+$",
                               description="CIDR the QSFP ports get their IPs from")
     udp_port: int = Field(50000, ge=1024, le=65535)
+    costs: dict[str, float] = Field(default_factory=dict,
+                                    description="$/card-hour per card type, overriding the catalog's prices")
 
 
 class CrdInfo(BaseModel):

@@ -124,17 +124,41 @@ def switch_of(node: dict) -> str:
     return (node["metadata"].get("labels") or {}).get(LABEL_SWITCH, DEFAULT_SWITCH)
 
 
+@dataclass
+class FabricView:
+    """What the Fabric resources say, merged: switches and their uplinks, node -> switch links that override
+    the nodes' switch labels, $/card-hour overrides, the QSFP address pool."""
+
+    switches: list[SwitchSpec] = field(default_factory=list)
+    node_switch: dict[str, str] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
+    pool: str | None = None
+
+
+def fabric_view(fabrics: list[dict]) -> FabricView:
+    view = FabricView()
+    for fabric in sorted(fabrics, key=lambda f: f["metadata"]["name"]):
+        spec = fabric.get("spec") or {}
+        view.switches += [SwitchSpec(name=s["name"], uplink_gbps=s.get("uplinkGbps", 400), to=s.get("to"))
+                          for s in spec.get("switches", [])]
+        view.node_switch.update({u["node"]: u["switch"] for u in spec.get("uplinks", [])})
+        view.costs.update(spec.get("costs") or {})
+        view.pool = view.pool or spec.get("addressPool")
+    return view
+
+
 def build_cluster(slots: list[Slot], nodes: list[dict], catalog: Catalog,
-                  switches: list[SwitchSpec] | None = None) -> FreeCluster:
+                  fabric: FabricView | None = None) -> FreeCluster:
     """Free slots -> a partitioner Cluster whose card indices map back to physical ones."""
     if not slots:
         return FreeCluster(None, reason="no free Alveo card matches the placement")
-    switch = {n["metadata"]["name"]: switch_of(n) for n in nodes}
+    fabric = fabric or FabricView()
+    switch = {n["metadata"]["name"]: switch_of(n) for n in nodes} | fabric.node_switch
     per_node: dict[str, list[Slot]] = {}
     for slot in slots:
         per_node.setdefault(slot.node, []).append(slot)
     specs = [NodeSpec(name=node, cards=[s.type for s in own], switch=switch.get(node, DEFAULT_SWITCH))
              for node, own in per_node.items()]
     physical = {(node, i): s.index for node, own in per_node.items() for i, s in enumerate(own)}
-    cluster = cluster_from_spec(ClusterSpec(nodes=specs, switches=switches or []), catalog)
+    cluster = cluster_from_spec(ClusterSpec(nodes=specs, switches=fabric.switches, costs=fabric.costs), catalog)
     return FreeCluster(cluster, physical)

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from elasticdf_partitioner.catalog import Catalog, load_catalog
-from elasticdf_partitioner.cluster import SwitchSpec
 from elasticdf_partitioner.errors import ElasticDFError, InfeasibleError
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.solver.pack import PackSettings
@@ -33,7 +32,7 @@ from pydantic import ValidationError
 from . import builders, metrics
 from .api import ElasticInferenceSpec, ModelSource
 from .builders import LABEL_INSTANCE, LABEL_NAME, Owner
-from .inventory import Slot, broken_cards, build_cluster, free_slots, held_slots
+from .inventory import Slot, broken_cards, build_cluster, fabric_view, free_slots, held_slots
 from .state import LEDGER, Ledger, Observed
 
 
@@ -203,10 +202,10 @@ def place(kube, ledger: Ledger, owner: Owner, spec, observed: Observed, taken: s
     held = held_slots(observed.configmaps, observed.pods)
     slots = free_slots(observed.nodes, held, catalog, placement.card_types if placement else None,
                        placement.node_selector if placement else None)
-    switches = _switches(observed.fabrics)
+    fabric = fabric_view(observed.fabrics)
     labels = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in observed.nodes}
     ordinals = {name: i for i, name in enumerate(sorted(labels))}
-    pool = _pool(observed.fabrics)
+    pool = fabric.pool or builders.DEFAULT_POOL
     per_instance = _settings(spec, 1).max_cards_per_instance
     try:
         graph = load_graph(spec.model)
@@ -215,7 +214,11 @@ def place(kube, ledger: Ledger, owner: Owner, spec, observed: Observed, taken: s
         return
     index = 0
     while missing > 0:
-        fc = build_cluster(candidates(slots, missing, per_instance), observed.nodes, catalog, switches)
+        try:
+            fc = build_cluster(candidates(slots, missing, per_instance), observed.nodes, catalog, fabric)
+        except ElasticDFError as err:  # e.g. a Fabric prices a card type the catalog does not know
+            result.conditions["PartitionSolved"] = ("False", "InvalidFabric", f"Fabric: {err}")
+            return
         if fc.cluster is None:
             _short(result, missing, fc.reason)
             return
@@ -263,21 +266,6 @@ def _short(result: Result, missing: int, message: str, infeasible: bool = False)
         result.conditions["PartitionSolved"] = ("False", "PartitionInfeasible", message)
     result.events.append(("Warning", "PartitionInfeasible" if infeasible else "InsufficientCards",
                           f"{missing} instance(s) not placed: {message}"))
-
-
-def _switches(fabrics: list[dict]) -> list[SwitchSpec]:
-    out = []
-    for fabric in fabrics:
-        for s in fabric.get("spec", {}).get("switches", []):
-            out.append(SwitchSpec(name=s["name"], uplink_gbps=s.get("uplinkGbps", 400), to=s.get("to")))
-    return out
-
-
-def _pool(fabrics: list[dict]) -> str:
-    for fabric in sorted(fabrics, key=lambda f: f["metadata"]["name"]):
-        if fabric.get("spec", {}).get("addressPool"):
-            return fabric["spec"]["addressPool"]
-    return builders.DEFAULT_POOL
 
 
 def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, ledger: Ledger = LEDGER,
