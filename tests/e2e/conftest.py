@@ -143,3 +143,30 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
 @pytest.fixture
 def wait_for() -> Callable[..., object]:
     return wait_until
+
+
+@pytest.fixture
+def custom(k8s_client):
+    from kubernetes import client
+
+    return client.CustomObjectsApi(k8s_client)
+
+
+@pytest.fixture
+def pool(kubeconfig, core_v1):
+    """Make simulated nodes of our own, behind a switch no other test uses; select them by that label."""
+    made: list[str] = []
+
+    def make(*cards_per_node: list[str]) -> dict:
+        switch = f"sw-{uuid.uuid4().hex[:6]}"
+        nodes = [{"name": f"{switch}-{i}", "cards": cards, "switch": switch} for i, cards in enumerate(cards_per_node)]
+        devcluster.apply_nodes(kubeconfig, {"nodes": nodes})
+        made.extend(n["name"] for n in nodes)
+        return {"nodeSelector": {"elasticdf.io/switch": switch}}
+
+    yield make
+    for name in made:
+        try:
+            core_v1.delete_node(name)
+        except Exception:  # noqa: BLE001 (already deleted by the test)
+            pass

@@ -11,8 +11,7 @@ from elasticdf_gateway.__main__ import load_wirings
 from elasticdf_gateway.pipeline import Pipeline
 from elasticdf_partitioner.wiring import check_chain
 from kubernetes.client.rest import ApiException
-from test_operator import GROUP, PLURAL, VERSION, custom, ei, operator, running  # noqa: F401
-from test_operator_faults import pool  # noqa: F401
+from test_operator import GROUP, PLURAL, VERSION, ei, operator, running  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +54,7 @@ def endpoint_ips(discovery, ns: str, service: str) -> set[str]:
     return {a for s in slices.items for e in (s.endpoints or []) for a in e.addresses}
 
 
-def test_gateway_follows_the_instances(operator, custom, core_v1, apps, k8s_client, namespace, pool,  # noqa: F811
+def test_gateway_follows_the_instances(operator, custom, core_v1, apps, k8s_client, namespace, pool,  # noqa: F811 (operator: fixture)
                                        wait_for, tmp_path):
     from kubernetes import client
 

@@ -22,13 +22,6 @@ def operator(kubeconfig, crds, simulated_nodes, tmp_path_factory):
     print(log.read_text()[-4000:])
 
 
-@pytest.fixture
-def custom(k8s_client):
-    from kubernetes import client
-
-    return client.CustomObjectsApi(k8s_client)
-
-
 def ei(name: str, **spec) -> dict:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ElasticInference", "metadata": {"name": name},
             "spec": {"model": {"name": "cnv"}, **spec}}

@@ -5,11 +5,9 @@ and the built-in autoscaler fed through the elasticdf.io/observed-fps annotation
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 
 import pytest
-from conftest import devcluster
 from elasticdf_operator.local import local_operator
 from test_operator import GROUP, PLURAL, VERSION, ei, running, segment_pods
 
@@ -23,33 +21,6 @@ def operator(kubeconfig, crds, tmp_path_factory):
     with local_operator(kubeconfig, *flags, log=log) as proc:
         yield proc
     print("\n".join(line for line in log.read_text().splitlines() if "succeeded" not in line)[-6000:])
-
-
-@pytest.fixture
-def custom(k8s_client):
-    from kubernetes import client
-
-    return client.CustomObjectsApi(k8s_client)
-
-
-@pytest.fixture
-def pool(kubeconfig, core_v1):
-    """Make simulated nodes of our own, behind a switch no other test uses; select them by that label."""
-    made: list[str] = []
-
-    def make(*cards_per_node: list[str]) -> dict:
-        switch = f"sw-{uuid.uuid4().hex[:6]}"
-        nodes = [{"name": f"{switch}-{i}", "cards": cards, "switch": switch} for i, cards in enumerate(cards_per_node)]
-        devcluster.apply_nodes(kubeconfig, {"nodes": nodes})
-        made.extend(n["name"] for n in nodes)
-        return {"nodeSelector": {"elasticdf.io/switch": switch}}
-
-    yield make
-    for name in made:
-        try:
-            core_v1.delete_node(name)
-        except Exception:  # noqa: BLE001 (already deleted by the test)
-            pass
 
 
 def live(pods):
