@@ -62,7 +62,8 @@ class GroupPacker:
         if self.settings.exhaustive:
             return self._search(levels, dive=False)
         fclk = max(c.type.fclk_mhz for c in self.cards) * 1e6
-        ranked = sorted(((self._level_bound(level, fclk), level) for level in levels), reverse=True)
+        empty = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
+        ranked = sorted(((self._level_bound(level, fclk, empty), level) for level in levels), reverse=True)
         dives: list[tuple[float, int, GroupResult]] = []
         best_fps, nodes = floor, 0
         for bound, level in ranked:
@@ -83,9 +84,8 @@ class GroupPacker:
                     best = result
         return GroupResult(best.placements, best.fps, False, nodes)
 
-    def _level_bound(self, level: int, fclk: float) -> float:
-        state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
-        return min(self._bound(state), fclk / level * self._count_bound(state, level))
+    def _level_bound(self, level: int, fclk: float, empty: GroupState) -> float:
+        return min(self._bound(empty), fclk / level * self._count_bound(empty, level))
 
     def _greedy_bound(self, placer: GreedyPlacer, level: int):
         """Fast mode places only instances of one fixed option choice: at most as many as its totals fit."""

@@ -23,6 +23,13 @@ class _Slot:
     guide: tuple[float, ...]  # capacity after shell IP, for the mean-utilisation limit
     avg_free: float
 
+    @property
+    def avg_weights(self) -> np.ndarray:
+        if "_avg_weights" not in self.__dict__:
+            self.__dict__["_avg_weights"] = np.array(
+                [1.0 / self.guide[k] if k in AVG_KINDS and self.guide[k] > 0 else 0.0 for k in range(5)])
+        return self.__dict__["_avg_weights"]
+
 
 @dataclass
 class GroupState:
@@ -86,8 +93,8 @@ class GroupState:
             obj[key] = value
 
     def avg_vector(self, card: int, slr: int) -> np.ndarray:
-        guide = self.slots[card][slr].guide
-        return np.array([1.0 / guide[k] if k in AVG_KINDS and guide[k] > 0 else 0.0 for k in range(5)])
+        """Weights that turn a resource vector into its share of the mean-utilisation budget of this SLR."""
+        return self.slots[card][slr].avg_weights
 
     def avg_weight(self, card: int, slr: int, res: Resources) -> float:
         guide = self.slots[card][slr].guide
