@@ -40,7 +40,7 @@ def draw(plan: Plan, path: str | Path, n_slrs: dict[str, int]) -> Path:
             xa, xb = column[a.node, a.card] + 0.9, column[b.node, b.card]
             ya, yb = a.slrs[-1] + 0.5, b.slrs[0] + 0.5
             ax.annotate("", xy=(xb, yb), xytext=(xa, ya), arrowprops={"arrowstyle": "->", "color": colour})
-            ax.text((xa + xb) / 2, (ya + yb) / 2 + 0.1, f"{a.egress_gbps:.1f} Gb/s", fontsize=6, ha="center")
+            ax.text((xa + xb) / 2, (ya + yb) / 2 + 0.1, _rate(a.egress_gbps), fontsize=6, ha="center")
     top = max(n_slrs[t] for _, _, t in cards)
     ax.set_xlim(-0.1, len(cards))
     ax.set_ylim(-0.8, top + 0.2)
@@ -51,3 +51,7 @@ def draw(plan: Plan, path: str | Path, n_slrs: dict[str, int]) -> Path:
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return Path(path)
+
+
+def _rate(gbps: float) -> str:
+    return f"{gbps:.1f} Gb/s" if gbps >= 1 else f"{gbps * 1000:.0f} Mb/s"
