@@ -22,6 +22,9 @@ from .stages import Pipeline
 from .state import EPS, GroupState
 
 FILL_LEVELS = 6  # slower levels tried when filling what the best level leaves, spread over the slower range
+# A filler instance must run at least 1/FILL_SLOWDOWN of the main instances' speed: a much slower one adds
+# little fps for its pods, wiring and VNx stacks, and the gateway would route to it as to any other.
+FILL_SLOWDOWN = 4
 
 
 @dataclass
@@ -77,7 +80,7 @@ class GroupPacker:
         best = dives[0][2] if dives else GroupResult([], 0.0, False, 0)
         for _, level, _ in dives[:3]:
             # a bounded search at this level, and a dive that fills what it leaves with slower instances
-            slower = _spread(sorted(lv for lv in levels if lv > level), FILL_LEVELS)
+            slower = _spread(sorted(lv for lv in levels if level < lv <= FILL_SLOWDOWN * level), FILL_LEVELS)
             for result in (self._search([level], dive=False), self._search([level] + slower, dive=True)):
                 nodes += result.nodes
                 if result.fps > best.fps + EPS:
