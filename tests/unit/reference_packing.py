@@ -55,10 +55,10 @@ def _config(pipeline: Pipeline, cluster: Cluster, slots, options):
         use[c, s] = [a + b for a, b in zip(use.get((c, s), [0] * 5), o.res)]
     net = [(a, b, sum(e.bits_per_frame for e in pipeline.crossing(p)) * fps / 1e9) for a, b, p in cuts]
     eth_cards = {a for a, _, _ in cuts} | {b for _, b, _ in cuts}
-    return fps, use, boundaries, net, eth_cards
+    return fps, use, boundaries, net, eth_cards, set(visited)
 
 
-def best_total_fps(pipeline: Pipeline, cluster: Cluster, limits) -> float:
+def best_total_fps(pipeline: Pipeline, cluster: Cluster, limits, exclusive: bool = False) -> float:
     cards = cluster.cards
     all_slots = [(c, s) for c in range(len(cards)) for s in range(cards[c].type.n_slrs)]
     configs = []
@@ -73,7 +73,7 @@ def best_total_fps(pipeline: Pipeline, cluster: Cluster, limits) -> float:
     model = cp_model.CpModel()
     n = [model.new_int_var(0, 64, f"n{j}") for j in range(len(configs))]
     e = [model.new_bool_var(f"eth{c}") for c in range(len(cards))]
-    for j, (_, _, _, _, eth_cards) in enumerate(configs):
+    for j, (_, _, _, _, eth_cards, _) in enumerate(configs):
         for c in eth_cards:
             model.add(n[j] == 0).only_enforce_if(e[c].Not())
     for c, s in all_slots:
@@ -96,6 +96,9 @@ def best_total_fps(pipeline: Pipeline, cluster: Cluster, limits) -> float:
             model.add(sum(out_terms) <= port)
         if in_terms:
             model.add(sum(in_terms) <= port)
+    if exclusive:  # a card hosts (segments of) one instance at most
+        for c in range(len(cards)):
+            model.add(sum(n[j] for j, cfg in enumerate(configs) if c in cfg[5]) <= 1)
     model.maximize(sum(n[j] * round(cfg[0] * SCALE) for j, cfg in enumerate(configs)))
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1

@@ -7,6 +7,7 @@ from elasticdf_partitioner.catalog import Limits
 from elasticdf_partitioner.models.synthetic import chain, toy_cluster
 from elasticdf_partitioner.resources import Resources
 from elasticdf_partitioner.solver import solve
+from elasticdf_partitioner.solver.pack import PackSettings
 from elasticdf_partitioner.solver.stages import build_pipeline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,14 +25,14 @@ cards = st.lists(st.tuples(st.lists(st.integers(40, 160), min_size=1, max_size=2
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(layers=layers, cards=cards, sll=st.sampled_from([40, 5000]), skip=st.booleans())
-def test_solver_matches_exact_reference(layers, cards, sll, skip):
+@given(layers=layers, cards=cards, sll=st.sampled_from([40, 5000]), skip=st.booleans(), exclusive=st.booleans())
+def test_solver_matches_exact_reference(layers, cards, sll, skip, exclusive):
     extra = [(0, 2)] if skip and len(layers) == 3 else []
     graph = chain("rand", layers, extra)
     cluster = toy_cluster([c[0] for c in cards], [min(c[1], len(c[0]) - 1) for c in cards], sll=sll)
-    expected = best_total_fps(build_pipeline(graph), cluster, LIMITS)
+    expected = best_total_fps(build_pipeline(graph), cluster, LIMITS, exclusive)
     try:
-        plan = solve(graph, cluster, limits=LIMITS)
+        plan = solve(graph, cluster, limits=LIMITS, settings=PackSettings(exclusive_cards=exclusive))
         got = plan.total_fps
         assert plan.optimal
     except Exception as err:  # infeasible must mean the reference found nothing either

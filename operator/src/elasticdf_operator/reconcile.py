@@ -134,7 +134,9 @@ def repair(kube, ledger: Ledger, owner: Owner, spec, records: dict[int, dict], p
 
 def _settings(spec: ElasticInferenceSpec, instances: int) -> PackSettings:
     cards = spec.placement.max_segments_per_instance if spec.placement else None
-    return PackSettings(max_instances=instances, **({"max_cards_per_instance": cards} if cards else {}))
+    # a card is flashed with one bitstream and runs one segment pod: plan for that, not for shared cards
+    return PackSettings(max_instances=instances, exclusive_cards=True,
+                        **({"max_cards_per_instance": cards} if cards else {}))
 
 
 def instance_target(spec: ElasticInferenceSpec) -> float | None:

@@ -15,6 +15,7 @@ from .errors import InputError
 from .export import write_finn_outputs
 from .plan import Plan
 from .solver import OBJECTIVES, solve
+from .solver.pack import PackSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--picture", help="draw the floorplan to this .png or .svg")
     parser.add_argument("--catalog", help="extra card types YAML")
     parser.add_argument("--limits", help="utilisation limits as JSON, e.g. '{\"lut\": 0.8}'")
+    parser.add_argument("--exclusive-cards", action="store_true",
+                        help="one instance per card, as the operator deploys (one bitstream per card)")
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     cluster = load_cluster(args.cluster, catalog)
     graph = load_model(args.model)
     limits = _limits(args.limits)
-    plan = solve(graph, cluster, args.objective, args.target_fps, limits)
+    settings = PackSettings(exclusive_cards=args.exclusive_cards)
+    plan = solve(graph, cluster, args.objective, args.target_fps, limits, settings)
     console.print(plan_table(plan))
     console.print(summary(plan))
     if args.json_out:

@@ -42,6 +42,7 @@ class PackSettings:
     node_budget: int = 400
     exhaustive_node_budget: int = 200_000
     max_instances: int | None = None
+    exclusive_cards: bool = False  # each card hosts segments of one instance only
 
 
 class GroupPacker:
@@ -111,7 +112,7 @@ class GroupPacker:
 
     def _search(self, levels: list[int], dive: bool) -> GroupResult:
         """Depth-first search over instances; a dive keeps only the first placement found at each depth."""
-        state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
+        state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks, self.settings.exclusive_cards)
         if self.settings.exhaustive:
             placers = [InstancePlacer(self.pipeline, state, lv, True) for lv in levels]
             bound = self._bound

@@ -117,6 +117,8 @@ class InstancePlacer:
 
     def place(self, route: Route) -> Iterator[Placement]:
         """Yield placements along `route` (state holds each one while the caller looks at it)."""
+        if not self.state.cards_free({c for c, _ in route}):
+            return
         walk = copy.copy(self)  # per-walk bookkeeping; the caller nests walks of further instances
         walk.route = route
         walk.chosen: list[StageOption | None] = [None] * len(self.pipeline.stages)
@@ -190,6 +192,7 @@ class InstancePlacer:
             self.state._set(self.state.net_out, src, self.state.net_out[src] - gbps)
             self.state._set(self.state.net_in, dst, self.state.net_in[dst] - gbps)
             self.state.use_uplinks(src, dst, gbps)
+        self.state.claim({c for c, _ in self.route})
         pieces = tuple(Piece(c, slr, first, first + len(opts) - 1, tuple(opts))
                        for c, slr, first, opts in self.pieces)
         return Placement(pieces, cycles, fclk, tuple(cuts))
@@ -206,6 +209,8 @@ class GreedyPlacer(InstancePlacer):
         self.choice, self.prefix, self.widths = _greedy_tables(pipeline, self.opts)
 
     def place(self, route: Route) -> Iterator[Placement]:
+        if not self.state.cards_free({c for c, _ in route}):
+            return
         mark = self.state.mark()
         walk = copy.copy(self)
         walk.route, walk.chosen, walk.pieces, walk.cuts = route, self.choice, [], []

@@ -43,11 +43,13 @@ class GroupState:
     net_out: list[float]
     net_in: list[float]
     uplinks: dict[str, float] = field(default_factory=dict)  # leaf switch -> Gb/s left on its uplink
+    exclusive: bool = False  # one instance per card (one bitstream, one segment pod per card)
+    taken: list[bool] = field(default_factory=list)
     log: list = field(default_factory=list)
 
     @classmethod
     def fresh(cls, cards: list[Card], catalog: Catalog, limits: Limits,
-              uplinks: dict[str, float] | None = None) -> GroupState:
+              uplinks: dict[str, float] | None = None, exclusive: bool = False) -> GroupState:
         slots, sll, eth_cost = [], [], []
         ip = catalog.ip_costs
         for card in cards:
@@ -65,7 +67,17 @@ class GroupState:
             sll.append(pairs)
             eth_cost.append(Resources.from_list(ip.eth).scale(limits.as_resources()))
         ports = [LINK_GBPS * max(c.type.qsfp_ports, 0) for c in cards]
-        return cls(cards, slots, sll, eth_cost, [False] * len(cards), list(ports), list(ports), dict(uplinks or {}))
+        return cls(cards, slots, sll, eth_cost, [False] * len(cards), list(ports), list(ports), dict(uplinks or {}),
+                   exclusive, [False] * len(cards))
+
+    def cards_free(self, cards: set[int]) -> bool:
+        """With exclusive cards, an instance may only use cards no other instance holds."""
+        return not self.exclusive or not any(self.taken[c] for c in cards)
+
+    def claim(self, cards: set[int]) -> None:
+        if self.exclusive:
+            for c in cards:
+                self._set(self.taken, c, True)
 
     def uplink_room(self, src: int, dst: int, gbps: float) -> bool:
         """Traffic between cards under different leaf switches crosses both leaves' uplinks."""
