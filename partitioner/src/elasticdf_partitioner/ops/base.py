@@ -157,3 +157,16 @@ class FinnLayer(Layer):
     def describe(self) -> str:
         """One-line shape summary for tables."""
         return self.op
+
+
+class LaneStreams:
+    """Ops whose input and output streams carry one value per lane per cycle, the lanes being the folding
+    attribute named by `lanes` (PE or SIMD); `ibits`/`obits` are the bits of one input/output value."""
+
+    lanes: ClassVar[str] = "PE"
+
+    def in_width(self, folding: dict[str, int]) -> int:
+        return folding[self.lanes] * self.ibits
+
+    def out_width(self, folding: dict[str, int]) -> int:
+        return folding[self.lanes] * self.obits

@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import SMALL_OP_LUT, FinnLayer, clog2, divisors, res
+from .base import SMALL_OP_LUT, FinnLayer, LaneStreams, clog2, divisors, res
 
 
 @dataclass(eq=False)
-class Pool(FinnLayer):
+class Pool(LaneStreams, FinnLayer):
     name: str
     channels: int
     kernel: int
@@ -51,12 +51,6 @@ class Pool(FinnLayer):
 
     def resources(self, folding: dict[str, int], variant: dict[str, str]):
         return res(lut=SMALL_OP_LUT + folding["PE"] * self.acc_bits())
-
-    def in_width(self, folding: dict[str, int]) -> int:
-        return folding["PE"] * self.ibits
-
-    def out_width(self, folding: dict[str, int]) -> int:
-        return folding["PE"] * self.obits
 
     @property
     def out_bits_per_frame(self) -> int:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import SMALL_OP_LUT, FinnLayer, divisors, res
+from .base import SMALL_OP_LUT, FinnLayer, LaneStreams, divisors, res
 
 
 @dataclass(eq=False)
-class _SimdImageOp(FinnLayer):
+class _SimdImageOp(LaneStreams, FinnLayer):
     name: str
     channels: int
     ifm: int
@@ -38,11 +38,11 @@ class _SimdImageOp(FinnLayer):
     def resources(self, folding: dict[str, int], variant: dict[str, str]):
         return res(lut=SMALL_OP_LUT + folding["SIMD"] * self.ibits)
 
-    def in_width(self, folding: dict[str, int]) -> int:
-        return folding["SIMD"] * self.ibits
+    lanes: ClassVar[str] = "SIMD"
 
-    def out_width(self, folding: dict[str, int]) -> int:
-        return folding["SIMD"] * self.ibits
+    @property
+    def obits(self) -> int:  # moving values around leaves them as they are
+        return self.ibits
 
     @property
     def out_bits_per_frame(self) -> int:

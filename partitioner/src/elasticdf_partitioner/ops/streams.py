@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import SMALL_OP_LUT, FinnLayer, divisors, res
+from .base import SMALL_OP_LUT, FinnLayer, LaneStreams, divisors, res
 
 
 @dataclass(eq=False)
-class _PerChannelStream(FinnLayer):
+class _PerChannelStream(LaneStreams, FinnLayer):
     name: str
     channels: int
     n_vec: int = 1
@@ -35,15 +35,9 @@ class _PerChannelStream(FinnLayer):
     def cycles(self, folding: dict[str, int]) -> int:
         return self.n_vec * (self.channels // folding["PE"])
 
-    def in_width(self, folding: dict[str, int]) -> int:
-        return folding["PE"] * self.ibits
-
     @property
     def obits(self) -> int:
         return self.ibits
-
-    def out_width(self, folding: dict[str, int]) -> int:
-        return folding["PE"] * self.obits
 
     @property
     def out_bits_per_frame(self) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import FinnLayer, ceil_div, divisors, res
+from .base import FinnLayer, LaneStreams, ceil_div, divisors, res
 
 
 def _ram_width(depth: float) -> int:
@@ -27,7 +27,7 @@ def _ram_width(depth: float) -> int:
 
 
 @dataclass(eq=False)
-class ConvolutionInputGenerator(FinnLayer):
+class ConvolutionInputGenerator(LaneStreams, FinnLayer):
     name: str
     channels: int
     ifm: int
@@ -73,11 +73,11 @@ class ConvolutionInputGenerator(FinnLayer):
         # FINN's last factor ceil(IFM·C/Q / depth) with depth = IFM·C/Q is always 1
         return res(lut=300, bram18=(k + s) * ceil_div(q * a, _ram_width(words)))
 
-    def in_width(self, folding: dict[str, int]) -> int:
-        return folding["SIMD"] * self.ibits
+    lanes: ClassVar[str] = "SIMD"
 
-    def out_width(self, folding: dict[str, int]) -> int:
-        return folding["SIMD"] * self.ibits
+    @property
+    def obits(self) -> int:  # moving values around leaves them as they are
+        return self.ibits
 
     @property
     def out_bits_per_frame(self) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import FinnLayer, ceil_div, divisors, res
+from .base import FinnLayer, LaneStreams, ceil_div, divisors, res
 
 
 def threshold_memory_cost(p: int, a: int, tmem: float, style: str):
@@ -28,7 +28,7 @@ def threshold_memory_cost(p: int, a: int, tmem: float, style: str):
 
 
 @dataclass(eq=False)
-class Thresholding(FinnLayer):
+class Thresholding(LaneStreams, FinnLayer):
     name: str
     channels: int
     n_vec: int = 1
@@ -53,12 +53,6 @@ class Thresholding(FinnLayer):
     def resources(self, folding: dict[str, int], variant: dict[str, str]):
         p = folding["PE"]
         return threshold_memory_cost(p, self.ibits, self.channels / p, variant.get("ram_style", "distributed"))
-
-    def in_width(self, folding: dict[str, int]) -> int:
-        return folding["PE"] * self.ibits
-
-    def out_width(self, folding: dict[str, int]) -> int:
-        return folding["PE"] * self.obits
 
     @property
     def out_bits_per_frame(self) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import FinnLayer, ceil_div, clog2, divisors, res
+from .base import FinnLayer, LaneStreams, ceil_div, clog2, divisors, res
 
 
 def _vvau_bram(wmem: float, w: int, p: int) -> int:
@@ -34,7 +34,7 @@ def _vvau_bram(wmem: float, w: int, p: int) -> int:
 
 
 @dataclass(eq=False)
-class VVAU(FinnLayer):
+class VVAU(LaneStreams, FinnLayer):
     name: str
     channels: int
     kernel: int = 3
@@ -76,12 +76,6 @@ class VVAU(FinnLayer):
         lut = int(300 + 1.1 * p * (mult + acc + thr + comp) + c2)
         dsp = p * ceil_div(w + a, 48) if dsp_mult else 0
         return res(lut=lut, bram18=_vvau_bram(wmem, w, p), dsp=dsp)
-
-    def in_width(self, folding: dict[str, int]) -> int:
-        return folding["PE"] * self.ibits
-
-    def out_width(self, folding: dict[str, int]) -> int:
-        return folding["PE"] * self.obits
 
     @property
     def out_bits_per_frame(self) -> int:
