@@ -48,7 +48,8 @@ kubectl get pods -o wide -l elasticdf.io/name=resnet50
 echo "instances placed by the operator (status.plan):"
 kubectl get ei resnet50 -o jsonpath='{range .status.plan.instances[*]}  instance {.index}: {.fps} fps on {range .segments[*]}{.node}/{.card} {.cardType} layers {.layers}; {end}{"\n"}{end}'
 
-step "what the whole rack could run: the partitioner's plan over every card (picture: .cache/demo-plan.png)"
-.venv/bin/elasticdf plan --model resnet50 --cluster "$CLUSTER" --json .cache/demo-plan.json --picture .cache/demo-plan.png
+step "what the whole rack could run, one instance per card as the operator deploys (picture: .cache/demo-plan.png)"
+.venv/bin/elasticdf plan --model resnet50 --cluster "$CLUSTER" --exclusive-cards \
+  --json .cache/demo-plan.json --picture .cache/demo-plan.png
 
 step "done: the control plane and operator keep running; \`make down\` stops them"
