@@ -170,3 +170,11 @@ class LaneStreams:
 
     def out_width(self, folding: dict[str, int]) -> int:
         return folding[self.lanes] * self.obits
+
+
+class MovesValues(LaneStreams):
+    """Lane-stream ops that move values without changing them (padding, sampling, windows, fan-out)."""
+
+    @property
+    def obits(self) -> int:
+        return self.ibits

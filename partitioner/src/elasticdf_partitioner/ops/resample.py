@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import SMALL_OP_LUT, FinnLayer, LaneStreams, divisors, res
+from .base import SMALL_OP_LUT, FinnLayer, MovesValues, divisors, res
 
 
 @dataclass(eq=False)
-class _SimdImageOp(LaneStreams, FinnLayer):
+class _SimdImageOp(MovesValues, FinnLayer):
+    lanes: ClassVar[str] = "SIMD"
     name: str
     channels: int
     ifm: int
@@ -37,12 +38,6 @@ class _SimdImageOp(LaneStreams, FinnLayer):
 
     def resources(self, folding: dict[str, int], variant: dict[str, str]):
         return res(lut=SMALL_OP_LUT + folding["SIMD"] * self.ibits)
-
-    lanes: ClassVar[str] = "SIMD"
-
-    @property
-    def obits(self) -> int:  # moving values around leaves them as they are
-        return self.ibits
 
     @property
     def out_bits_per_frame(self) -> int:

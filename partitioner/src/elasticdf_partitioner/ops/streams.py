@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import SMALL_OP_LUT, FinnLayer, LaneStreams, divisors, res
+from .base import SMALL_OP_LUT, FinnLayer, MovesValues, divisors, res
 
 
 @dataclass(eq=False)
-class _PerChannelStream(LaneStreams, FinnLayer):
+class _PerChannelStream(MovesValues, FinnLayer):
     name: str
     channels: int
     n_vec: int = 1
@@ -34,10 +34,6 @@ class _PerChannelStream(LaneStreams, FinnLayer):
 
     def cycles(self, folding: dict[str, int]) -> int:
         return self.n_vec * (self.channels // folding["PE"])
-
-    @property
-    def obits(self) -> int:
-        return self.ibits
 
     @property
     def out_bits_per_frame(self) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import FinnLayer, LaneStreams, ceil_div, divisors, res
+from .base import FinnLayer, MovesValues, ceil_div, divisors, res
 
 
 def _ram_width(depth: float) -> int:
@@ -27,7 +27,8 @@ def _ram_width(depth: float) -> int:
 
 
 @dataclass(eq=False)
-class ConvolutionInputGenerator(LaneStreams, FinnLayer):
+class ConvolutionInputGenerator(MovesValues, FinnLayer):
+    lanes: ClassVar[str] = "SIMD"
     name: str
     channels: int
     ifm: int
@@ -72,12 +73,6 @@ class ConvolutionInputGenerator(LaneStreams, FinnLayer):
             return res(lut=300, uram=(k + s) * ceil_div(q * a, 64) * ceil_div(words, 4096))
         # FINN's last factor ceil(IFM·C/Q / depth) with depth = IFM·C/Q is always 1
         return res(lut=300, bram18=(k + s) * ceil_div(q * a, _ram_width(words)))
-
-    lanes: ClassVar[str] = "SIMD"
-
-    @property
-    def obits(self) -> int:  # moving values around leaves them as they are
-        return self.ibits
 
     @property
     def out_bits_per_frame(self) -> int:
