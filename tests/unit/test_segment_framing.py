@@ -91,19 +91,36 @@ def test_frame_reader_reports_truncation_and_garbage():
         FrameReader(b).read()
 
 
-@pytest.mark.parametrize("make,ranges", [(testmodels.plain_cnn, [[0, 2], [3, 5]]),
-                                         (testmodels.residual_cnn, [[0, 3], [4, 6], [7, 8]])])
-def test_split_is_bit_exact(make, ranges):
+def _run_pipeline(parts: list, frame: np.ndarray) -> np.ndarray:
+    tensor = frame
+    for part in parts:
+        tensor = part.run(None, {part.get_inputs()[0].name: tensor})[0]
+    return tensor
+
+
+@pytest.mark.parametrize("make", [testmodels.plain_cnn, testmodels.residual_cnn])
+def test_every_two_way_cut_is_bit_exact(make):
+    """Cuts inside residual blocks carry the skip tensor and the branch together in one packed tensor."""
     model = make(seed=11)
     full = ort.InferenceSession(model.SerializeToString())
-    parts = [ort.InferenceSession(m.SerializeToString()) for m in split.split(model, ranges)]
-    for frame in testmodels.random_frames(5):
-        tensor = frame
-        for part in parts:
-            tensor = part.run(None, {part.get_inputs()[0].name: tensor})[0]
-        assert np.array_equal(tensor, full.run(None, {"x": frame})[0])
+    layers = len(split.layer_names(model))
+    frames = testmodels.random_frames(3)
+    for at in range(1, layers):
+        parts = [ort.InferenceSession(m.SerializeToString()) for m in split.split(model, [[0, at - 1],
+                                                                                          [at, layers - 1]])]
+        for frame in frames:
+            assert np.array_equal(_run_pipeline(parts, frame), full.run(None, {"x": frame})[0]), at
 
 
-def test_cut_inside_a_residual_block_is_refused():
-    with pytest.raises(ValueError, match="one input and one output"):
-        split.cut(testmodels.residual_cnn(), 0, 1)
+def test_tensor_skipping_a_whole_segment_passes_through_it():
+    model = testmodels.residual_cnn(seed=3)  # layers: stem, res0a, res0b, res0add, ...; cut res0a | res0b | add
+    parts = [ort.InferenceSession(m.SerializeToString()) for m in split.split(model, [[0, 1], [2, 2], [3, 8]])]
+    assert parts[1].get_inputs()[0].name == split.PACKED_INPUT  # stem output + res0a output
+    frame = testmodels.random_frames(1)[0]
+    full = ort.InferenceSession(model.SerializeToString()).run(None, {"x": frame})[0]
+    assert np.array_equal(_run_pipeline(parts, frame), full)
+
+
+def test_cut_outside_the_model_is_refused():
+    with pytest.raises(ValueError, match="outside the model"):
+        split.cut(testmodels.residual_cnn(), 3, 99)
