@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from elasticdf_partitioner.catalog import Catalog
 from elasticdf_partitioner.plan import Instance
 from elasticdf_partitioner.wiring import Artifacts, Endpoint, SegmentWiring
+from elasticdf_partitioner.zoo import zoo_uri
 
 from . import GROUP, VERSION
 from .api import DEFAULT_GATEWAY_IMAGE, DEFAULT_SEGMENT_IMAGE, ElasticInferenceSpec
@@ -139,7 +140,7 @@ def wiring(owner: Owner, spec: ElasticInferenceSpec, index: int, instance: Insta
             instance_id=f"{owner.namespace}/{owner.name}-{index}", instance=index, segment=i, segments=n,
             mode=mode, model=model, node=seg.node, card=physical[i], card_type=seg.card_type, slrs=seg.slrs,
             layer_range=seg.layer_range, layers=seg.layers,
-            artifacts=Artifacts(onnx=spec.model.artifacts.onnx if spec.model.artifacts else None,
+            artifacts=Artifacts(onnx=spec.model.artifacts.onnx if spec.model.artifacts else zoo_uri(model),
                                 xclbin=bitstreams[i] if i < len(bitstreams) else None),
             listen=listens[i], upstream=listens[i - 1] if i else gateway,
             downstream=listens[i + 1] if i + 1 < n else gateway))

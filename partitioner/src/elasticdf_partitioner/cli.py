@@ -151,15 +151,29 @@ def _plan_run(args: argparse.Namespace, console: Console) -> int:
     return run(args, console)
 
 
+def _emulate_arguments(parser: argparse.ArgumentParser) -> None:
+    from .emulate_command import add_arguments
+
+    add_arguments(parser)
+
+
+def _emulate_run(args: argparse.Namespace, console: Console) -> int:
+    from .emulate_command import run
+
+    return run(args, console)
+
+
 COMMANDS: dict[str, tuple[AddArguments, Run]] = {
     "cards": (_cards_arguments, _cards_run),
     "zoo": (_zoo_arguments, _zoo_run),
     "plan": (_plan_arguments, _plan_run),
+    "emulate": (_emulate_arguments, _emulate_run),
 }
 HELP = {
     "cards": "list the Alveo card catalog",
     "zoo": "list the built-in models: cycles, fps, resources and utilisation of each card",
     "plan": "fold, segment, place and replicate a model on a cluster",
+    "emulate": "plan, run every instance as local segment processes behind a gateway, check every answer",
 }
 
 

@@ -67,6 +67,17 @@ def datatype_bits(name: str, where: str = "datatype") -> int:
                      ["BIPOLAR", "BINARY", "TERNARY", "INT<n>", "UINT<n>", "FIXED<w,i>", "FLOAT32"])
 
 
+def datatype_range(name: str, where: str = "datatype") -> tuple[int, int]:
+    """Smallest and largest integer of a FINN integer datatype (BIPOLAR -1..1, INT4 -8..7, UINT4 0..15)."""
+    text = str(name).strip().upper()
+    bits = datatype_bits(text, where)
+    if text == "BIPOLAR":
+        return -1, 1
+    if text.startswith("INT") or text == "TERNARY":
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2 ** bits - 1
+
+
 # ---------------------------------------------------------------------------------------------------------
 # node attribute access
 

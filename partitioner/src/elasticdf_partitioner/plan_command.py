@@ -13,6 +13,7 @@ from .catalog import Limits, load_catalog
 from .cluster import load_cluster
 from .errors import InputError
 from .export import write_finn_outputs
+from .graph import ModelGraph
 from .plan import Plan
 from .solver import OBJECTIVES, solve
 from .solver.pack import PackSettings
@@ -32,15 +33,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one instance per card, as the operator deploys (one bitstream per card)")
 
 
-def run(args: argparse.Namespace, console: Console) -> int:
+def plan_for(args: argparse.Namespace) -> tuple[Plan, ModelGraph]:
+    """The plan the `plan` arguments ask for, and the model graph it was made for."""
     from .zoo import load_model
 
     catalog = load_catalog(args.catalog)
     cluster = load_cluster(args.cluster, catalog)
     graph = load_model(args.model)
-    limits = _limits(args.limits)
     settings = PackSettings(exclusive_cards=args.exclusive_cards)
-    plan = solve(graph, cluster, args.objective, args.target_fps, limits, settings)
+    return solve(graph, cluster, args.objective, args.target_fps, _limits(args.limits), settings), graph
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    plan, graph = plan_for(args)
+    catalog = load_catalog(args.catalog)
     console.print(plan_table(plan))
     console.print(summary(plan))
     if args.json_out:

@@ -58,6 +58,14 @@ def zoo_entry(name: str, field: str = "model") -> ZooEntry:
         raise InputError(field, f"unknown zoo model {name!r}", zoo_names()) from None
 
 
+ZOO_SCHEME = "zoo://"
+
+
+def zoo_uri(name: str) -> str:
+    """The artifact URI of a zoo model: segment runtimes build its dataflow ONNX (seeded weights) themselves."""
+    return ZOO_SCHEME + name.lower()
+
+
 def load_model(name: str) -> ModelGraph:
     """A fresh graph of zoo model `name` with its published folding applied, or a FINN dataflow ONNX file."""
     if name.lower().endswith(".onnx"):

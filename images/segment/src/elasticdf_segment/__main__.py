@@ -26,6 +26,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--onnx", default=os.environ.get("ELASTICDF_SEGMENT_ONNX"),
                    help="an already cut segment ONNX (default: cut the wiring's model by its layer range)")
     p.add_argument("--health-port", type=int, default=int(os.environ.get("ELASTICDF_HEALTH_PORT", HEALTH_PORT)))
+    p.add_argument("--bind", default=os.environ.get("ELASTICDF_BIND", "0.0.0.0"),
+                   help="address the data and health ports listen on (a pod: all; `elasticdf emulate`: its own "
+                        "loopback address per segment)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("ELASTICDF_ORT_THREADS", "1")),
                    help="onnxruntime intra-op threads (default 1: one core per pipeline stage; 0: all cores)")
     p.add_argument("--queue-depth", type=int, default=8, help="results buffered before backpressure")
@@ -46,10 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         mode = choose(args.mode or wiring.mode)
         if mode == "emulation":
             backend = EmulationBackend(wiring, args.onnx, args.threads)
-            node = StreamNode(wiring, backend.process, metrics, args.queue_depth)
+            node = StreamNode(wiring, backend.process, metrics, args.queue_depth, bind=args.bind)
         else:  # middle segments are pure VNx; the first (and a one-card last) relay TCP frames to the card
             backend = XrtBackend(wiring, onnx_path=args.onnx)
-            node = (StreamNode(wiring, backend.process, metrics, args.queue_depth, send=backend.returns_tcp)
+            node = (StreamNode(wiring, backend.process, metrics, args.queue_depth, bind=args.bind,
+                               send=backend.returns_tcp)
                     if backend.relays_tcp else None)
 
         def ready() -> tuple[bool, str]:
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 return False, f"downstream {wiring.downstream.host or wiring.downstream.ip} not connected"
             return ok, why
 
-        serve_health(args.health_port, started.is_set, ready, metrics.registry)
+        serve_health(args.health_port, started.is_set, ready, metrics.registry, host=args.bind)
         backend.start()
         if node:
             node.start()

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from elasticdf_partitioner.runnable import runnable_model
 from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
 
 from . import relay, split, vnx
@@ -19,6 +20,18 @@ log = logging.getLogger("elasticdf.segment")
 
 class BackendError(RuntimeError):
     """The backend cannot run here; the message says why and what to do."""
+
+
+def segment_model(wiring: SegmentWiring, onnx_path: str | None = None):
+    """This segment's standard ONNX: an already cut file, or the wiring's model made runnable (a zoo model
+    built from its seed, a FINN dataflow or QONNX model lowered to standard ops) and cut to the layer range."""
+    if onnx_path:
+        return split.load(onnx_path)
+    if not wiring.artifacts.onnx:
+        raise BackendError(f"{wiring.instance_id} segment {wiring.segment}: needs the model's ONNX "
+                           "(spec.model.name or spec.model.artifacts.onnx) but the wiring has none")
+    first, last = wiring.layer_range
+    return split.cut(runnable_model(wiring.artifacts.onnx), first, last)
 
 
 class EmulationBackend:
@@ -33,14 +46,7 @@ class EmulationBackend:
     def start(self) -> None:
         import onnxruntime as ort
 
-        if self.onnx_path:  # an already cut segment model
-            model = split.load(self.onnx_path)
-        elif self.wiring.artifacts.onnx:
-            first, last = self.wiring.layer_range
-            model = split.cut(split.load(self.wiring.artifacts.onnx), first, last)
-        else:
-            raise BackendError(f"{self.wiring.instance_id} segment {self.wiring.segment}: emulation needs an ONNX "
-                               "model (spec.model.artifacts.onnx) but the wiring has none")
+        model = segment_model(self.wiring, self.onnx_path)
         options = ort.SessionOptions()
         # One compute thread per segment by default: a segment is one stage of a pipeline whose other stages
         # run in parallel on the other cores; a thread pool would only make the stages fight for them, and a
@@ -182,7 +188,7 @@ class XrtBackend:
             peers = bring_up(self.wiring, netlayer, cmac)
             log.info("segment %d: VNx up on %s, peers %s", self.wiring.segment, self.wiring.listen.ip, peers)
         if self.wiring.first or self.wiring.last:
-            inputs, outputs = onnx_specs(self._segment_model())
+            inputs, outputs = onnx_specs(segment_model(self.wiring, self.onnx_path))
             self.relay = relay.XrtRelay(pyxrt, device, uuid, inputs if self.wiring.first else None,
                                         outputs if self.wiring.last else None, self.idma, self.odma)
         self.state = "ready"
@@ -191,15 +197,6 @@ class XrtBackend:
             # last one, which runs on another node. Until that channel exists the gateway could not match them.
             self.state = ("host relay: request-id hand-over from the first to the last segment (on another card) "
                           "is not implemented; output DMA relay is ready")
-
-    def _segment_model(self):
-        if self.onnx_path:
-            return split.load(self.onnx_path)
-        if self.wiring.artifacts.onnx:
-            first, last = self.wiring.layer_range
-            return split.cut(split.load(self.wiring.artifacts.onnx), first, last)
-        raise BackendError(f"segment {self.wiring.segment}: the xrt host relay sizes its device buffers from the "
-                           "segment ONNX (spec.model.artifacts.onnx) but the wiring has none")
 
     def process(self, tensor: np.ndarray) -> np.ndarray | None:
         """First segment: TCP frame -> idma. First and last on one card: idma -> odma -> result."""
