@@ -35,9 +35,12 @@ def scalar(value):
 
 
 def multithreshold(x: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Per channel (last axis) the number of thresholds x reaches."""
-    t = thresholds if thresholds.shape[0] > 1 else np.repeat(thresholds, x.shape[-1], axis=0)
-    return (x[..., :, None].astype(np.float64) >= t.astype(np.float64)).sum(axis=-1)
+    """Per channel (last axis) the number of thresholds x reaches: a binary search in the sorted thresholds."""
+    channels = x.shape[-1]
+    table = np.sort(np.broadcast_to(thresholds, (channels, thresholds.shape[1])).astype(np.float64), axis=1)
+    flat = x.reshape(-1, channels).astype(np.float64)
+    count = np.stack([np.searchsorted(table[c], flat[:, c], side="right") for c in range(channels)], axis=-1)
+    return count.reshape(x.shape)
 
 
 def activate(acc: np.ndarray, attrs: dict, params: list[np.ndarray]) -> np.ndarray:
@@ -50,10 +53,13 @@ def activate(acc: np.ndarray, attrs: dict, params: list[np.ndarray]) -> np.ndarr
 
 
 def matrix(x: np.ndarray, w: np.ndarray, attrs: dict) -> np.ndarray:
-    x, w = x.astype(np.int64), w.astype(np.int64)
+    """Exact integer products through BLAS (int64 has none): float32 when no sum can reach 2**24, else float64
+    (exact below 2**53)."""
     if attrs.get("binaryXnorMode", 0) or (attrs["inputDataType"] == "BIPOLAR" == attrs["weightDataType"]):
         return (x[..., :, None] == w).sum(axis=-2)  # xnor-popcount: number of equal entries
-    return x @ w
+    bound = w.shape[0] * np.abs(w).max(initial=0) * np.abs(x).max(initial=0)
+    exact = np.float32 if bound < 2 ** 24 else np.float64
+    return (x.astype(exact) @ w.astype(exact)).astype(np.float64)
 
 
 def mvau(attrs, ins, params):
@@ -64,11 +70,11 @@ def mvau(attrs, ins, params):
 def windows(img: np.ndarray, k: int, stride: int, dilation: int, ofm: int) -> np.ndarray:
     """(1, OFM, OFM, K, K, C): out[0, oy, ox, kh, kw] = img[0, oy·s + kh·d, ox·s + kw·d]."""
     out = np.empty((1, ofm, ofm, k, k, img.shape[-1]), img.dtype)
-    for oy in range(ofm):
-        for ox in range(ofm):
-            for kh in range(k):
-                for kw in range(k):
-                    out[0, oy, ox, kh, kw] = img[0, oy * stride + kh * dilation, ox * stride + kw * dilation]
+    end = (ofm - 1) * stride + 1
+    for kh in range(k):
+        for kw in range(k):
+            top, left = kh * dilation, kw * dilation
+            out[0, :, :, kh, kw] = img[0, top:top + end:stride, left:left + end:stride]
     return out
 
 
