@@ -112,9 +112,10 @@ def test_mvau_wide_accumulator_is_exact_in_float64():
 
 
 @SETTINGS
-@given(st.integers(1, 8), st.sampled_from(ACTIVATIONS[2:]), st.sampled_from(["BIPOLAR", "UINT2", "UINT4"]),
+@given(st.integers(1, 8), st.sampled_from([*ACTIVATIONS[2:], "INT24"]), st.sampled_from(["BIPOLAR", "UINT2", "UINT4"]),
        st.booleans(), st.sampled_from([0, 1, -3]), st.integers(0, 2 ** 16))
 def test_thresholding_matches_reference(channels, idt, odt, image, actval, seed):
+    """Small input types take the table lookup, INT24 the comparisons."""
     rng = np.random.default_rng(seed)
     lo, hi = finn_reference.dtype_range(idt)
     steps = 1 if odt == "BIPOLAR" else 2 ** int(odt[4:]) - 1

@@ -85,10 +85,20 @@ class Lowering:
         return tensor
 
 
-def multithreshold(ctx: Lowering, x: str, thresholds: np.ndarray, scale: float = 1, bias: float = 0) -> str:
+LOOKUP_ENTRIES = 2 ** 22  # largest per-value table (16 MB of float32) worth a lookup instead of comparisons
+
+
+def multithreshold(ctx: Lowering, x: str, thresholds: np.ndarray, scale: float = 1, bias: float = 0,
+                   value_range: tuple[int, int] | None = None) -> str:
     """QONNX MultiThreshold on the last (channel) axis: per channel c, the number of thresholds T[c, i] with
     x >= T[c, i], then scale·count + bias. `thresholds` is (C, n) or (1, n) (shared by all channels).
-    The result is float32 (a count of at most n plus a small bias)."""
+    The result is float32 (a count of at most n plus a small bias).
+
+    When x holds integers of a known small range [lo, hi] (its datatype's), the result is one lookup in a
+    per-channel table of every possible value (Gather), instead of n comparisons per value."""
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if value_range is not None and thresholds.shape[0] * (value_range[1] - value_range[0] + 1) <= LOOKUP_ENTRIES:
+        return _threshold_lookup(ctx, x, thresholds, scale, bias, value_range)
     elem = ctx.dtype.get(x, FLOAT)
     table = ctx.const(np.asarray(thresholds), "thresholds", elem)
     above = ctx.op("GreaterOrEqual", [ctx.op("Unsqueeze", [x, ctx.ints([-1], "axes")]), table],
@@ -96,3 +106,19 @@ def multithreshold(ctx: Lowering, x: str, thresholds: np.ndarray, scale: float =
     count = ctx.op("ReduceSum", [ctx.op("Cast", [above], to=FLOAT, elem_type=FLOAT), ctx.ints([-1], "axes")],
                    keepdims=0)
     return ctx.affine(count, scale, bias)
+
+
+def _threshold_lookup(ctx: Lowering, x: str, thresholds: np.ndarray, scale: float, bias: float,
+                      value_range: tuple[int, int]) -> str:
+    """MultiThreshold of integers in [lo, hi] as table[c·R + x - lo] with R = hi - lo + 1 table entries per
+    channel. Values outside the range (which their datatype excludes) are clipped into it."""
+    lo, hi = value_range
+    values = np.arange(lo, hi + 1, dtype=np.float64)
+    rows = np.sort(thresholds, axis=1)
+    table = np.stack([np.searchsorted(row, values, side="right") for row in rows]) * scale + bias  # (C, R)
+    elem = ctx.dtype.get(x, FLOAT)
+    clipped = ctx.op("Clip", [x, ctx.const(lo, "lo", elem), ctx.const(hi, "hi", elem)])
+    offsets = np.arange(rows.shape[0]) * len(values) - lo  # channel c's entries start at c·R
+    index = ctx.op("Cast", [ctx.op("Add", [clipped, ctx.const(offsets, "offsets", elem)])], to=TensorProto.INT64,
+                   elem_type=TensorProto.INT64)
+    return ctx.op("Gather", [ctx.const(table.reshape(-1), "levels"), index], elem_type=FLOAT)

@@ -226,7 +226,8 @@ def matrix_vector(node: FinnNode, ctx: Lowering, x: str, weights: np.ndarray) ->
     if binary:  # {0, 1} encodes {-1, +1}
         weights = 2 * weights - 1
     x_max = 1 if popcount else max(abs(idt.min), abs(idt.max))
-    elem = exact_type(weights.shape[0] * float(np.abs(weights).max(initial=0)) * x_max)
+    bound = weights.shape[0] * float(np.abs(weights).max(initial=0)) * x_max
+    elem = exact_type(bound)
     x = ctx.cast(x, elem)
     if binary:
         x = ctx.affine(x, 2, -1)
@@ -237,8 +238,9 @@ def matrix_vector(node: FinnNode, ctx: Lowering, x: str, weights: np.ndarray) ->
     if node.int("noActivation", 0) == 1:
         return ctx.cast(acc, exact_type(odt.min, odt.max)) if odt.integer else acc
     bipolar_out = odt.bipolar
+    value_range = (0, weights.shape[0]) if popcount else (-int(bound), int(bound)) if idt.integer else None
     return multithreshold(ctx, acc, node.param(2), scale=2 if bipolar_out else 1,
-                          bias=-1 if bipolar_out else int(node.get("ActVal", 0)))
+                          bias=-1 if bipolar_out else int(node.get("ActVal", 0)), value_range=value_range)
 
 
 @dataclass(eq=False)

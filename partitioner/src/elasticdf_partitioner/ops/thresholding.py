@@ -116,4 +116,6 @@ class Thresholding(LaneStreams, FinnLayer):
 
         act = int(node.get("ActVal", 0))
         scale, bias = (2, 2 * act - 1) if node.dtype("outputDataType").bipolar else (1, act)
-        return [multithreshold(ctx, inputs[0], node.param(1), scale, bias)]
+        idt = node.dtype("inputDataType")
+        value_range = (int(idt.min), int(idt.max)) if idt.integer else None
+        return [multithreshold(ctx, inputs[0], node.param(1), scale, bias, value_range)]

@@ -154,7 +154,8 @@ class VVAU(LaneStreams, FinnLayer):
         weights = node.param(1).astype(np.float64).reshape(channels, k * k).T  # (K·K, C) like the windows
         popcount = idt.bipolar and wdt.bipolar
         x_max = 1 if popcount else max(abs(idt.min), abs(idt.max))
-        elem = exact_type(k * k * float(np.abs(weights).max(initial=0)) * x_max)
+        bound = k * k * float(np.abs(weights).max(initial=0)) * x_max
+        elem = exact_type(bound)
         windows = ctx.cast(window_values(ctx, inputs[0], dim, k * k, channels), elem)  # (1, D, D, K·K, C)
         products = ctx.op("Mul", [windows, ctx.const(weights, "weights", elem)])
         acc = ctx.op("ReduceSum", [products, ctx.ints([3], "axes")], keepdims=0)
@@ -164,4 +165,5 @@ class VVAU(LaneStreams, FinnLayer):
         if node.int("noActivation", 0) == 1:
             return [ctx.cast(acc, exact_type(odt.min, odt.max))]
         scale, bias = (2, -1) if odt.bipolar else (1, int(node.get("ActVal", 0)))
-        return [multithreshold(ctx, acc, node.param(2), scale, bias)]
+        value_range = (0, k * k) if popcount else (-int(bound), int(bound)) if idt.integer else None
+        return [multithreshold(ctx, acc, node.param(2), scale, bias, value_range)]
