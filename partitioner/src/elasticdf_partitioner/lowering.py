@@ -85,7 +85,9 @@ class Lowering:
         return tensor
 
 
-LOOKUP_ENTRIES = 2 ** 22  # largest per-value table (16 MB of float32) worth a lookup instead of comparisons
+# a lookup table replaces n comparisons per value; it is worth its size up to this many entries per threshold
+# (15 thresholds of a 4-bit activation: 1M entries, 4 MB of float32)
+LOOKUP_ENTRIES_PER_THRESHOLD = 2 ** 16
 
 
 def multithreshold(ctx: Lowering, x: str, thresholds: np.ndarray, scale: float = 1, bias: float = 0,
@@ -97,7 +99,8 @@ def multithreshold(ctx: Lowering, x: str, thresholds: np.ndarray, scale: float =
     When x holds integers of a known small range [lo, hi] (its datatype's), the result is one lookup in a
     per-channel table of every possible value (Gather), instead of n comparisons per value."""
     thresholds = np.asarray(thresholds, dtype=np.float64)
-    if value_range is not None and thresholds.shape[0] * (value_range[1] - value_range[0] + 1) <= LOOKUP_ENTRIES:
+    entries = thresholds.shape[0] * (value_range[1] - value_range[0] + 1) if value_range else None
+    if entries is not None and entries <= LOOKUP_ENTRIES_PER_THRESHOLD * thresholds.shape[1]:
         return _threshold_lookup(ctx, x, thresholds, scale, bias, value_range)
     elem = ctx.dtype.get(x, FLOAT)
     table = ctx.const(np.asarray(thresholds), "thresholds", elem)
