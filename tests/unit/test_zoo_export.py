@@ -84,3 +84,12 @@ def test_cli_zoo_export_writes_an_importable_model(tmp_path, capsys):
     assert len(import_onnx(out).layers) == len(load_model("cnv").layers)
     assert main(["zoo", "export", "cnv"]) == 2
     assert "usage: elasticdf zoo export" in capsys.readouterr().err
+
+
+def test_export_of_a_table_driven_model_names_its_layers():
+    from elasticdf_partitioner.errors import InputError
+    from elasticdf_partitioner.models.synthetic import chain
+    from elasticdf_partitioner.resources import Resources
+
+    with pytest.raises(InputError, match=r"toy: layers \['L0', 'L1'\].*not FINN dataflow layers"):
+        export_finn(chain("toy", [[(10, Resources(lut=1), 8)]] * 2))

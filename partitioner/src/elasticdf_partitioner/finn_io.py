@@ -176,6 +176,10 @@ def export_finn(graph: ModelGraph, seed: int = 0) -> onnx.ModelProto:
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
+    not_finn = [layer.name for layer in graph.layers if not isinstance(layer, FinnLayer)]
+    if not_finn:
+        raise InputError(f"{graph.name}: layers {not_finn[:5]}", "are not FINN dataflow layers; only models made of "
+                         "FINN ops (the zoo networks, imported FINN models) can be exported")
     rng = np.random.default_rng(seed)
     count = len(graph.layers)
     preds = [sorted(u for u, v in graph.edges if v == i) for i in range(count)]
