@@ -69,12 +69,43 @@ def _cards_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _zoo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", help="zoo name or PATH.onnx: also print its layer table")
+    parser.usage = "elasticdf zoo [MODEL] [--catalog FILE]\n       elasticdf zoo export MODEL -o FILE.onnx [--seed N]"
+    parser.add_argument("model", nargs="?", help="zoo name or PATH.onnx: also print its layer table; or `export`")
+    parser.add_argument("export_model", nargs="?", metavar="MODEL",
+                        help="(zoo export) the model to write as a FINN dataflow ONNX")
     parser.add_argument("--catalog", help="YAML file adding or overriding card types")
+    parser.add_argument("-o", "--output", help="(zoo export) the ONNX file to write")
+    parser.add_argument("--seed", type=int, default=0, help="(zoo export) seed of the random weights and thresholds")
+
+
+def _zoo_export(args: argparse.Namespace, console: Console) -> int:
+    """`elasticdf zoo export MODEL -o FILE.onnx`: the model as a FINN dataflow ONNX with seeded parameters."""
+    from pathlib import Path
+
+    import onnx
+
+    from .errors import InputError
+    from .finn_io import export_finn
+    from .zoo import load_model
+
+    if not args.export_model or not args.output:
+        raise InputError("zoo export", "usage: elasticdf zoo export MODEL -o FILE.onnx [--seed N]")
+    model = load_model(args.export_model)
+    proto = export_finn(model, seed=args.seed)
+    path = Path(args.output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    weights = sum(init.ByteSize() for init in proto.graph.initializer)
+    console.print(f"wrote {path}: {model.name}, {len(proto.graph.node)} FINN dataflow nodes, "
+                  f"{weights / 1e6:.1f} MB of parameters (seed {args.seed})")
+    return 0
 
 
 def _zoo_run(args: argparse.Namespace, console: Console) -> int:
     from .zoo import ZOO, load_model, predicted_fps
+
+    if args.model == "export":
+        return _zoo_export(args, console)
 
     catalog = load_catalog(args.catalog)
     names = [args.model] if args.model else sorted(ZOO)
@@ -171,7 +202,8 @@ COMMANDS: dict[str, tuple[AddArguments, Run]] = {
 }
 HELP = {
     "cards": "list the Alveo card catalog",
-    "zoo": "list the built-in models: cycles, fps, resources and utilisation of each card",
+    "zoo": "list the built-in models: cycles, fps, resources and utilisation of each card; "
+           "`zoo export MODEL -o FILE.onnx` writes one as a FINN dataflow ONNX with seeded weights",
     "plan": "fold, segment, place and replicate a model on a cluster",
     "emulate": "plan, run every instance as local segment processes behind a gateway, check every answer",
 }

@@ -1,258 +1,45 @@
-"""FINN file formats: dataflow ONNX import, folding-config JSON read/write, per-segment ONNX export.
+"""FINN file formats: dataflow ONNX import and export, folding-config JSON read/write, per-segment ONNX export.
 
 Import reads a FINN *dataflow* model (the child of `create_dataflow_partition`, or a whole model made only of
 fpgadataflow nodes): every node must be in domain `finn.custom_op.fpgadataflow` (or its `.hls`/`.rtl`
-sub-domains) with an op type from `ops.FINN_OP_TYPES` (FINN v0.6 and today's names). Shapes, datatypes and
-folding/variant attributes come from the node attributes. Shell plumbing nodes (IODMA, TLastMarker) are
-bypassed: their consumers are wired to their producers. Edges come from tensor names; nodes are sorted
-topologically (stable in file order). Anything malformed raises InputError naming the file, node and attribute.
+sub-domains) with an op type from `ops.FINN_OP_TYPES` (FINN v0.6 and today's names); each op class reads its
+own node (`from_finn`). Shell plumbing nodes (IODMA, TLastMarker) are bypassed: their consumers are wired to
+their producers. Edges come from tensor names; nodes are sorted topologically (stable in file order). Anything
+malformed raises InputError naming the file, node and attribute.
+
+Export (`export_finn`) writes a ModelGraph as such a dataflow model, with seeded weights and thresholds.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
+from .finn_node import DATAFLOW_DOMAIN, FinnNode, datatype_bits
 from .graph import ModelGraph, Tie
-from .ops import (
-    MVAU,
-    VVAU,
-    AddStreams,
-    ChannelwiseOp,
-    ConvDoublePacked,
-    ConvolutionInputGenerator,
-    DownSampler,
-    DuplicateStreams,
-    FinnLayer,
-    FMPadding,
-    LabelSelect,
-    Pool,
-    StreamingDataWidthConverter,
-    StreamingFIFO,
-    StreamingMaxPool,
-    Thresholding,
-    canonical_op,
-)
-from .ops.mvau import DEFAULT_WWIDTH_MAX
+from .ops import VVAU, ConvolutionInputGenerator, FinnLayer, Pool, op_class
+from .ops.base import Tensor
 
 if TYPE_CHECKING:
     import onnx
 
     from .plan import Plan
 
-DATAFLOW_DOMAIN = "finn.custom_op.fpgadataflow"
+__all__ = ["datatype_bits", "export_finn", "import_onnx", "read_dataflow"]
+
 BYPASSED_OPS = ("IODMA", "IODMA_hls", "TLastMarker", "TLastMarker_hls")
-SETTINGS_ATTRS = ("PE", "SIMD", "MMV", "ram_style", "mem_mode", "resType", "impl_style", "depth")
-
-# ---------------------------------------------------------------------------------------------------------
-# FINN datatypes
-
-
-def datatype_bits(name: str, where: str = "datatype") -> int:
-    """Bit width of a FINN/QONNX DataType name: BIPOLAR, BINARY, TERNARY, INT8, UINT4, FIXED<8,4>, FLOAT32, ..."""
-    text = str(name).strip().upper()
-    if text in ("BIPOLAR", "BINARY"):
-        return 1
-    if text == "TERNARY":
-        return 2
-    match = re.fullmatch(r"(?:U?INT|SCALEDINT<|FIXED<|FLOAT)(\d+)(?:,\d+)?>?", text)
-    if match and int(match.group(1)) > 0:
-        return int(match.group(1))
-    raise InputError(where, f"unknown FINN datatype {name!r}",
-                     ["BIPOLAR", "BINARY", "TERNARY", "INT<n>", "UINT<n>", "FIXED<w,i>", "FLOAT32"])
-
-
-def datatype_range(name: str, where: str = "datatype") -> tuple[int, int]:
-    """Smallest and largest integer of a FINN integer datatype (BIPOLAR -1..1, INT4 -8..7, UINT4 0..15)."""
-    text = str(name).strip().upper()
-    bits = datatype_bits(text, where)
-    if text == "BIPOLAR":
-        return -1, 1
-    if text.startswith("INT") or text == "TERNARY":
-        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    return 0, 2 ** bits - 1
-
-
-# ---------------------------------------------------------------------------------------------------------
-# node attribute access
-
-
-class _Node:
-    """Attribute access for one ONNX node with errors that name the node and attribute."""
-
-    def __init__(self, node: onnx.NodeProto, source: str):
-        from onnx import helper
-
-        self.proto = node
-        self.name = node.name or f"<unnamed {node.op_type}>"
-        self.source = source
-        self.attrs: dict[str, Any] = {}
-        for attr in node.attribute:
-            value = helper.get_attribute_value(attr)
-            if isinstance(value, bytes):
-                value = value.decode()
-            elif isinstance(value, list):
-                value = [v.decode() if isinstance(v, bytes) else v for v in value]
-            self.attrs[attr.name] = value
-
-    def where(self, attr: str) -> str:
-        return f"{self.source}: node {self.name} ({self.proto.op_type}).{attr}"
-
-    def get(self, attr: str, default: Any = None) -> Any:
-        if attr in self.attrs:
-            return self.attrs[attr]
-        if default is None:
-            raise InputError(self.where(attr), "missing attribute")
-        return default
-
-    def int(self, attr: str, default: int | None = None) -> int:
-        value = self.get(attr, default)
-        if isinstance(value, list):  # [H, W] style attributes: square images only
-            if not value:
-                raise InputError(self.where(attr), "empty list")
-            value = value[0]
-        if not isinstance(value, int) or value < 0:
-            raise InputError(self.where(attr), f"expected a non-negative integer, got {value!r}")
-        return value
-
-    def ints(self, attr: str, default: list[int] | None = None) -> list[int]:
-        value = self.get(attr, default)
-        value = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, int) and v >= 0 for v in value):
-            raise InputError(self.where(attr), f"expected integers, got {value!r}")
-        return value
-
-    def bits(self, attr: str, default: str | None = None) -> int:
-        return datatype_bits(self.get(attr, default), self.where(attr))
-
-    def settings(self) -> dict:
-        return {a: self.attrs[a] for a in SETTINGS_ATTRS if a in self.attrs}
-
-
-def _prod(values: Iterable[int]) -> int:
-    return math.prod(values) if values else 1
-
-
-def _n_vec(node: _Node) -> int:
-    return _prod(node.ints("numInputVectors", [1]))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# one builder per op family
-
-
-def _mvau(n: _Node) -> FinnLayer:
-    w, simd = n.bits("weightDataType"), n.int("SIMD", 1)
-    activation = n.int("noActivation", 0) == 0
-    layer = MVAU(n.name, MW=n.int("MW"), MH=n.int("MH"), n_vec=_n_vec(n), wbits=w, ibits=n.bits("inputDataType"),
-                 obits=n.bits("outputDataType"), activation=activation,
-                 wwidth_max=max(DEFAULT_WWIDTH_MAX, w * simd), settings=n.settings())
-    return layer
-
-
-def _double_packed(n: _Node) -> FinnLayer:
-    w = n.bits("weightDataType")
-    ofm = n.int("OFMDim", 0) or math.isqrt(_n_vec(n))
-    return ConvDoublePacked(n.name, MW=n.int("MW"), MH=n.int("MH"), n_vec=_n_vec(n) if "numInputVectors" in n.attrs
-                            else ofm * ofm, wbits=w, ibits=n.bits("inputDataType"), obits=n.bits("outputDataType"),
-                            ofm_w=ofm, wwidth_max=max(DEFAULT_WWIDTH_MAX, w * n.int("SIMD", 1)),
-                            settings=n.settings())
-
-
-def _vvau(n: _Node) -> FinnLayer:
-    return VVAU(n.name, channels=n.int("Channels"), kernel=n.int("Kernel"), ofm=n.int("Dim"),
-                wbits=n.bits("weightDataType"), ibits=n.bits("inputDataType"), obits=n.bits("outputDataType"),
-                activation=n.int("noActivation", 0) == 0, settings=n.settings())
-
-
-def _swg(n: _Node) -> FinnLayer:
-    return ConvolutionInputGenerator(
-        n.name, channels=n.int("IFMChannels"), ifm=n.int("IFMDim"), kernel=n.int("ConvKernelDim"),
-        stride=n.int("Stride", 1), ibits=n.bits("inputDataType"), depthwise=bool(n.int("depthwise", 0)),
-        ofm=n.int("OFMDim", 0), settings=n.settings())
-
-
-def _thresholding(n: _Node) -> FinnLayer:
-    return Thresholding(n.name, channels=n.int("NumChannels"), n_vec=_n_vec(n), ibits=n.bits("inputDataType"),
-                        obits=n.bits("outputDataType"), settings=n.settings())
-
-
-def _channelwise(n: _Node) -> FinnLayer:
-    return ChannelwiseOp(n.name, channels=n.int("NumChannels"), n_vec=_n_vec(n), ibits=n.bits("inputDataType"),
-                         obits=n.bits("outputDataType"), settings=n.settings())
-
-
-def _fifo(n: _Node) -> FinnLayer:
-    shape = n.ints("folded_shape")
-    bits = n.bits("dataType")
-    return StreamingFIFO(n.name, width=shape[-1] * bits, depth=n.int("depth"), bits_per_frame=_prod(shape) * bits,
-                         settings=n.settings())
-
-
-def _dwc(n: _Node) -> FinnLayer:
-    bits = n.bits("dataType")
-    return StreamingDataWidthConverter(n.name, in_width_bits=n.int("inWidth"), out_bits=n.int("outWidth"),
-                                       bits_per_frame=_prod(n.ints("shape")) * bits, settings=n.settings())
-
-
-def _add(n: _Node) -> FinnLayer:
-    return AddStreams(n.name, channels=n.int("NumChannels"), n_vec=_n_vec(n), ibits=n.bits("inputDataType"),
-                      settings=n.settings())
-
-
-def _duplicate(n: _Node) -> FinnLayer:
-    return DuplicateStreams(n.name, channels=n.int("NumChannels"), n_vec=_n_vec(n), ibits=n.bits("inputDataType"),
-                            settings=n.settings())
-
-
-def _downsampler(n: _Node) -> FinnLayer:
-    return DownSampler(n.name, channels=n.int("NumChannels"), ifm=n.int("ImgDim"), ibits=n.bits("inputDataType"),
-                       stride=n.int("Stride", 2), settings=n.settings())
-
-
-def _fmpadding(n: _Node) -> FinnLayer:
-    pad = n.ints("Padding")
-    total = pad[0] + pad[2] if len(pad) == 4 else (pad[0] if len(pad) == 1 else sum(pad[:2]))
-    return FMPadding(n.name, channels=n.int("NumChannels"), ifm=n.int("ImgDim"), ibits=n.bits("inputDataType"),
-                     padding=total, settings=n.settings())
-
-
-def _pool(n: _Node) -> FinnLayer:
-    return Pool(n.name, channels=n.int("Channels"), kernel=n.int("KernelSize"), ofm=n.int("OutImgDim"),
-                ibits=n.bits("inputDataType"), obits=n.bits("outputDataType", n.get("inputDataType")),
-                function=str(n.get("Function", "MaxPool")), settings=n.settings())
-
-
-def _labelselect(n: _Node) -> FinnLayer:
-    return LabelSelect(n.name, labels=n.int("Labels"), k=n.int("K", 1), ibits=n.bits("inputDataType"),
-                       obits=n.bits("outputDataType", "UINT32") if "outputDataType" in n.attrs else 0,
-                       settings=n.settings())
-
-
-def _maxpool(n: _Node) -> FinnLayer:
-    return StreamingMaxPool(n.name, channels=n.int("NumChannels"), ifm=n.int("ImgDim"), pool=n.int("PoolDim"),
-                            ibits=n.bits("dataType"), settings=n.settings())
-
-
-BUILDERS = {
-    "MVAU": _mvau, "ConvDoublePacked": _double_packed, "VVAU": _vvau, "ConvolutionInputGenerator": _swg,
-    "Thresholding": _thresholding, "ChannelwiseOp": _channelwise, "StreamingFIFO": _fifo,
-    "StreamingDataWidthConverter": _dwc, "AddStreams": _add, "DuplicateStreams": _duplicate,
-    "DownSampler": _downsampler, "FMPadding": _fmpadding, "Pool": _pool, "LabelSelect": _labelselect,
-    "StreamingMaxPool": _maxpool,
-}
+GLOBAL_IN, GLOBAL_OUT = "global_in", "global_out"
 
 
 # ---------------------------------------------------------------------------------------------------------
 # ONNX import
 
 
-def _load_onnx(source: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+def load_onnx(source: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     import onnx
 
     if isinstance(source, onnx.ModelProto):
@@ -273,23 +60,36 @@ def _is_dataflow(node: onnx.NodeProto) -> bool:
     return node.domain == DATAFLOW_DOMAIN or node.domain.startswith(DATAFLOW_DOMAIN + ".")
 
 
-def import_onnx(source: str | Path | onnx.ModelProto, name: str | None = None) -> ModelGraph:
-    """A ModelGraph from a FINN dataflow ONNX file (or ModelProto); the file's folding becomes `settings`."""
-    model, where = _load_onnx(source)
-    graph = model.graph
-    parts = [n for n in graph.node if n.op_type == "StreamingDataflowPartition"]
-    if parts:
-        if len(parts) != 1 or not isinstance(source, str | Path):
-            raise InputError(where, "expected the dataflow partition model (one StreamingDataflowPartition)")
-        child = _Node(parts[0], where).get("model")
-        child_path = Path(child) if Path(child).is_absolute() else Path(source).parent / child
-        return import_onnx(child_path, name)
+@dataclass
+class Dataflow:
+    """The dataflow nodes of a FINN model in topological order (stable in file order), bypassed plumbing
+    resolved: `inputs[i]` are node i's stream input tensors, `preds[i]` the positions of their producers."""
 
-    producer: dict[str, int] = {}
+    model: onnx.ModelProto
+    where: str
+    nodes: list[FinnNode]
+    ops: list[type[FinnLayer]]
+    inputs: list[list[str]]
+    preds: list[list[int]]
+    alias: dict[str, str]  # output tensor of a bypassed node -> its input tensor
+
+    def resolve(self, tensor: str) -> str:
+        """The dataflow tensor behind `tensor` (through bypassed IODMA/TLastMarker nodes)."""
+        seen = set()
+        while tensor in self.alias and tensor not in seen:
+            seen.add(tensor)
+            tensor = self.alias[tensor]
+        return tensor
+
+
+def read_dataflow(model: onnx.ModelProto, where: str) -> Dataflow:
+    """Check every node, bypass IODMA/TLastMarker and sort the dataflow nodes topologically."""
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
     alias: dict[str, str] = {}  # output tensor of a bypassed node -> its input tensor
-    kept: list[tuple[_Node, FinnLayer]] = []
+    kept: list[FinnNode] = []
     for proto in graph.node:
-        node = _Node(proto, where)
+        node = FinnNode(proto, where, initializers)
         if not _is_dataflow(proto):
             raise InputError(f"{where}: node {node.name}",
                              f"domain {proto.domain or 'ai.onnx'!r} is not a FINN dataflow domain; import the "
@@ -299,48 +99,136 @@ def import_onnx(source: str | Path | onnx.ModelProto, name: str | None = None) -
             if proto.input and proto.output:
                 alias[proto.output[0]] = proto.input[0]
             continue
-        op = canonical_op(proto.op_type, f"{where}: node {node.name}")
-        layer = BUILDERS[op](node)
-        for out in proto.output:
-            if out in producer:
-                raise InputError(f"{where}: node {node.name}", f"tensor {out!r} has two producers")
-            producer[out] = len(kept)
-        kept.append((node, layer))
+        kept.append(node)
     if not kept:
         raise InputError(where, "no FINN dataflow layers in the model")
-
-    def resolve(tensor: str) -> str:
-        seen = set()
-        while tensor in alias and tensor not in seen:
-            seen.add(tensor)
-            tensor = alias[tensor]
-        return tensor
-
-    preds: list[list[int]] = []
-    for i, (node, _layer) in enumerate(kept):
-        srcs = []
-        for tensor in node.proto.input:
-            src = producer.get(resolve(tensor))
-            if src is not None and src != i and src not in srcs:
-                srcs.append(src)
-        preds.append(srcs)
-    order = _toposort(preds, [n.name for n, _ in kept], where)
+    resolve = Dataflow(model, where, [], [], [], [], alias).resolve
+    producer: dict[str, int] = {}
+    for i, node in enumerate(kept):
+        for out in node.proto.output:
+            if out in producer:
+                raise InputError(f"{where}: node {node.name}", f"tensor {out!r} has two producers")
+            producer[out] = i
+    streams = [[resolve(t) for t in node.proto.input if t and t not in initializers] for node in kept]
+    preds = [list(dict.fromkeys(producer[t] for t in ins if t in producer and producer[t] != i))
+             for i, ins in enumerate(streams)]
+    order = _toposort(preds, [n.name for n in kept], where)
     position = {old: new for new, old in enumerate(order)}
-    layers = [kept[i][1] for i in order]
-    edges = sorted((position[s], position[d]) for d in range(len(kept)) for s in preds[d])
+    ops = [op_class(kept[i].proto.op_type, f"{where}: node {kept[i].name}") for i in order]
+    return Dataflow(model, where, [kept[i] for i in order], ops, [streams[i] for i in order],
+                    [sorted(position[p] for p in preds[i]) for i in order], alias)
+
+
+def import_onnx(source: str | Path | onnx.ModelProto, name: str | None = None) -> ModelGraph:
+    """A ModelGraph from a FINN dataflow ONNX file (or ModelProto); the file's folding becomes `settings`."""
+    model, where = load_onnx(source)
+    parts = [n for n in model.graph.node if n.op_type == "StreamingDataflowPartition"]
+    if parts:
+        if len(parts) != 1 or not isinstance(source, str | Path):
+            raise InputError(where, "expected the dataflow partition model (one StreamingDataflowPartition)")
+        child = FinnNode(parts[0], where).get("model")
+        child_path = Path(child) if Path(child).is_absolute() else Path(source).parent / child
+        return import_onnx(child_path, name)
+
+    flow = read_dataflow(model, where)
+    layers = [op.from_finn(node) for op, node in zip(flow.ops, flow.nodes)]
+    edges = sorted((s, d) for d in range(len(layers)) for s in flow.preds[d])
     ties = []
     for s, d in edges:
         src, dst = layers[s], layers[d]
         if isinstance(src, ConvolutionInputGenerator) and src.depthwise and isinstance(dst, VVAU | Pool):
             ties.append(Tie(src.name, "SIMD", dst.name, "PE"))
-    first = layers[0]
-    input_bits = first.in_width(first.published_folding()) * max(1, first.cycles(first.published_folding()))
+    return ModelGraph(name or Path(where).stem, layers, edges, ties,
+                      input_bits_per_frame=_input_bits(model, layers[0]), description=f"imported from {where}")
+
+
+def _input_bits(model: onnx.ModelProto, first: FinnLayer) -> int:
+    """Bits of one input frame: the graph input's shape times its FINN datatype (annotation) or the first
+    layer's input bits; without a static shape, the first layer's stream width times its cycles."""
+    folding = first.published_folding()
+    bits = first.in_width(folding) * max(1, first.cycles(folding))
+    graph = model.graph
     if graph.input:
         dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
         if dims and all(d > 0 for d in dims):
-            input_bits = _prod(dims) * getattr(first, "ibits", 8)
-    return ModelGraph(name or Path(where).stem, layers, edges, ties, input_bits_per_frame=input_bits,
-                      description=f"imported from {where}")
+            dtype = _annotations(model).get(graph.input[0].name)
+            bits = math.prod(dims) * (datatype_bits(dtype) if dtype else getattr(first, "ibits", 8))
+    return bits
+
+
+def _annotations(model: onnx.ModelProto) -> dict[str, str]:
+    """FINN datatypes of tensors (graph.quantization_annotation, key finn_datatype)."""
+    return {a.tensor_name: kv.value for a in model.graph.quantization_annotation
+            for kv in a.quant_parameter_tensor_names if kv.key == "finn_datatype"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ONNX export
+
+
+def export_finn(graph: ModelGraph, seed: int = 0) -> onnx.ModelProto:
+    """`graph` as a FINN dataflow ONNX model: one node per layer, named as the layer, with today's FINN op
+    types, the layer's folding as node attributes, NHWC tensors and FINN datatype annotations, and weights,
+    thresholds and channelwise parameters drawn from a generator seeded with `seed` (same seed, same model).
+
+    Stream tensors are named `global_in`, `<layer>_out<j>` and `global_out` (`global_out_<k>` when several
+    layers end the graph); the parameters of layer L are the initializers `L_param<k>`."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    not_finn = [layer.name for layer in graph.layers if not isinstance(layer, FinnLayer)]
+    if not_finn:
+        raise InputError(f"{graph.name}: layers {not_finn[:5]}", "are not FINN dataflow layers; only models made of "
+                         "FINN ops (the zoo networks, imported FINN models) can be exported")
+    rng = np.random.default_rng(seed)
+    count = len(graph.layers)
+    preds = [sorted(u for u, v in graph.edges if v == i) for i in range(count)]
+    succs = [sorted(v for u, v in graph.edges if u == i) for i in range(count)]
+    ends = [i for i in range(count) if not succs[i]]
+    tensors: dict[str, Tensor] = {GLOBAL_IN: _source_tensor(graph, succs)}
+    outputs: list[list[str]] = []
+    nodes, initializers = [], []
+    for i, layer in enumerate(graph.layers):
+        inputs = [_edge_tensor(outputs, succs, u, i) for u in preds[i]] or [GLOBAL_IN]
+        spec = layer.to_finn(rng, [tensors[t] for t in inputs])
+        names = [f"{layer.name}_out{j}" for j in range(len(spec.outputs))]
+        if i in ends and len(names) == 1:
+            names = [GLOBAL_OUT if len(ends) == 1 else f"{GLOBAL_OUT}_{ends.index(i)}"]
+        outputs.append(names)
+        tensors.update(zip(names, spec.outputs))
+        params = [f"{layer.name}_param{k}" for k in range(len(spec.params))]
+        initializers += [numpy_helper.from_array(np.asarray(value, dtype=np.float32), param)
+                         for param, value in zip(params, spec.params)]
+        nodes.append(helper.make_node(spec.op_type, inputs + params, names, name=layer.name, domain=spec.domain,
+                                      **spec.attrs))
+    info = {name: helper.make_tensor_value_info(name, TensorProto.FLOAT, list(t.shape)) for name, t in tensors.items()}
+    graph_outputs = [name for i in ends for name in outputs[i]]
+    proto = helper.make_graph(nodes, graph.name, [info[GLOBAL_IN]], [info[n] for n in graph_outputs], initializers,
+                              value_info=[v for n, v in info.items() if n != GLOBAL_IN and n not in graph_outputs])
+    for name, tensor in tensors.items():
+        proto.quantization_annotation.add(tensor_name=name).quant_parameter_tensor_names.add(
+            key="finn_datatype", value=tensor.dtype.name)
+    domains = sorted({n.domain for n in nodes})
+    return helper.make_model(proto, producer_name="elasticdf",
+                             opset_imports=[helper.make_opsetid("", 11)] + [helper.make_opsetid(d, 1) for d in domains])
+
+
+def _source_tensor(graph: ModelGraph, succs: list[list[int]]) -> Tensor:
+    """The model's input stream: what the first layer that is not a pass-through (FIFO, width converter) reads."""
+    index = 0
+    while graph.layers[index].finn_input() is None and succs[index]:
+        index = succs[index][0]
+    tensor = graph.layers[index].finn_input()
+    if tensor is None:
+        raise InputError(graph.name, "no layer declares the model's input stream")
+    return tensor
+
+
+def _edge_tensor(outputs: list[list[str]], succs: list[list[int]], producer: int, consumer: int) -> str:
+    """The producer's output feeding `consumer`: output j feeds the j-th successor when there is one output per
+    successor (DuplicateStreams), else output 0 feeds all."""
+    names = outputs[producer]
+    return names[succs[producer].index(consumer)] if len(names) > 1 else names[0]
 
 
 def _toposort(preds: list[list[int]], names: list[str], where: str) -> list[int]:
@@ -408,7 +296,7 @@ def segment_models(plan: Plan, source: str | Path) -> dict[str, onnx.ModelProto]
     """
     from onnx import helper
 
-    model, where = _load_onnx(source)
+    model, where = load_onnx(source)
     graph = import_onnx(model)
     index = {layer.name: i for i, layer in enumerate(graph.layers)}
     nodes = [n for n in model.graph.node if n.name in index]

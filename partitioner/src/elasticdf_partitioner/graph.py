@@ -21,6 +21,7 @@ class Layer(ABC):
     implement the FINN v0.6 cost formulas; `settings` holds the folding/variant the model came with."""
 
     op: ClassVar[str]
+    finn_op_types: ClassVar[tuple[str, ...]] = ()  # FINN's names of this op (v0.6 and today's)
     folding_attrs: ClassVar[tuple[str, ...]] = ()
     variant_attrs: ClassVar[tuple[str, ...]] = ()
 
@@ -203,6 +204,4 @@ def _default_applies(layer: Layer, ops: object) -> bool:
         ops = [ops]
     if not isinstance(ops, list | tuple):
         return False
-    from .ops import FINN_OP_TYPES  # local import: ops depends on this module
-
-    return any(o == "all" or o == layer.op or FINN_OP_TYPES.get(o) == layer.op for o in ops)
+    return any(o == "all" or o == layer.op or o in layer.finn_op_types for o in ops)

@@ -14,7 +14,7 @@ import onnx
 from onnx import helper
 
 from .errors import InputError
-from .finn_io import DATAFLOW_DOMAIN, datatype_range
+from .finn_node import DATAFLOW_DOMAIN, DataType
 from .zoo import ZOO_SCHEME, zoo_entry
 
 ZOO_SEED = 0  # the weights every zoo deployment runs with (random, deterministic)
@@ -32,7 +32,7 @@ def is_qonnx(model: onnx.ModelProto) -> bool:
 
 def dataflow_model(reference: str, seed: int = ZOO_SEED) -> onnx.ModelProto | None:
     """The FINN dataflow ONNX of a reference, or None for a standard ONNX file (nothing to lower)."""
-    from .emulation import export_finn
+    from .finn_io import export_finn
 
     if reference.startswith(ZOO_SCHEME) or not reference.lower().endswith(".onnx"):
         return export_finn(zoo_entry(reference.removeprefix(ZOO_SCHEME), "model").build(), seed)
@@ -67,7 +67,8 @@ def _input_range(dataflow: onnx.ModelProto) -> tuple[int, int]:
         if graph_input in node.input:
             for attr in node.attribute:
                 if attr.name in ("inputDataType", "dataType"):
-                    return datatype_range(helper.get_attribute_value(attr).decode())
+                    datatype = DataType.parse(helper.get_attribute_value(attr).decode())
+                    return int(datatype.min), int(datatype.max)
     return 0, 255
 
 

@@ -76,7 +76,7 @@ def build_resnet50(apply_published: bool = True) -> ModelGraph:
 
     # stem: double-packed 7x7/2 conv, 3x3/2 max pool
     g.add(ConvDoublePacked("ConvDoublePacked_Batch_0", MW=147, MH=64, n_vec=112 * 112, wbits=8, ibits=8, obits=ACT,
-                           ofm_w=112, wwidth_max=wwidth_cap(8, 3)), [])
+                           ofm_w=112, kernel=7, stride=2, padding=3, ifm=224, wwidth_max=wwidth_cap(8, 3)), [])
     g.add(FMPadding(name("FMPadding_Batch"), channels=64, ifm=112, ibits=ACT, padding=2))
     swg = g.add(ConvolutionInputGenerator(name("ConvolutionInputGenerator"), channels=64, ifm=114, kernel=3,
                                           stride=2, ibits=ACT, depthwise=True))

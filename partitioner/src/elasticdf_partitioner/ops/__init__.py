@@ -1,8 +1,9 @@
-"""FINN dataflow op cost models, one module per op family, and the FINN op-type registry.
+"""FINN dataflow ops, one module per op family (cost model, FINN import/export, emulation lowering), and the
+FINN op-type registry.
 
 `FINN_OP_TYPES` maps every FINN op type we understand — FINN v0.6 names (2021, the Elastic-DF paper era) and
-today's `_hls`/`_rtl` names — to one canonical op class. `op_class()` resolves a FINN op type and raises an
-InputError naming the node and listing the allowed op types for anything else.
+today's `_hls`/`_rtl` names, as each op class lists them — to one canonical op class. `op_class()` resolves
+a FINN op type and raises an InputError naming the node and listing the allowed op types for anything else.
 """
 
 from __future__ import annotations
@@ -27,29 +28,8 @@ OP_CLASSES: dict[str, type[FinnLayer]] = {cls.op: cls for cls in (
     StreamingMaxPool,
 )}
 
-# FINN op type -> canonical op. Column 1: FINN v0.6; then today's generic and specialised (_hls/_rtl) names.
-FINN_OP_TYPES: dict[str, str] = {
-    **dict.fromkeys(("StreamingFCLayer_Batch", "MatrixVectorActivation", "MVAU", "MVAU_hls", "MVAU_rtl"), "MVAU"),
-    **dict.fromkeys(("ConvDoublePacked_Batch",), "ConvDoublePacked"),
-    **dict.fromkeys(("Vector_Vector_Activate_Batch", "VectorVectorActivation", "VVAU", "VVAU_hls", "VVAU_rtl"),
-                    "VVAU"),
-    **dict.fromkeys(("ConvolutionInputGenerator", "ConvolutionInputGenerator_hls",
-                     "ConvolutionInputGenerator_rtl"), "ConvolutionInputGenerator"),
-    **dict.fromkeys(("Thresholding_Batch", "Thresholding", "Thresholding_hls", "Thresholding_rtl"),
-                    "Thresholding"),
-    **dict.fromkeys(("StreamingFIFO", "StreamingFIFO_rtl"), "StreamingFIFO"),
-    **dict.fromkeys(("AddStreams_Batch", "AddStreams", "AddStreams_hls"), "AddStreams"),
-    **dict.fromkeys(("DuplicateStreams_Batch", "DuplicateStreams", "DuplicateStreams_hls"), "DuplicateStreams"),
-    **dict.fromkeys(("DownSampler", "DownSampler_hls"), "DownSampler"),
-    **dict.fromkeys(("FMPadding_Batch", "FMPadding", "FMPadding_hls", "FMPadding_rtl"), "FMPadding"),
-    **dict.fromkeys(("Pool_Batch", "Pool", "Pool_hls"), "Pool"),
-    **dict.fromkeys(("ChannelwiseOp_Batch", "ChannelwiseOp", "ChannelwiseOp_hls"), "ChannelwiseOp"),
-    **dict.fromkeys(("LabelSelect_Batch", "LabelSelect", "LabelSelect_hls"), "LabelSelect"),
-    **dict.fromkeys(("StreamingDataWidthConverter_Batch", "StreamingDataWidthConverter",
-                     "StreamingDataWidthConverter_hls", "StreamingDataWidthConverter_rtl"),
-                    "StreamingDataWidthConverter"),
-    **dict.fromkeys(("StreamingMaxPool_Batch", "StreamingMaxPool", "StreamingMaxPool_hls"), "StreamingMaxPool"),
-}
+# FINN op type (v0.6, today's generic and specialised _hls/_rtl names) -> canonical op
+FINN_OP_TYPES: dict[str, str] = {finn: cls.op for cls in OP_CLASSES.values() for finn in cls.finn_op_types}
 
 
 def canonical_op(op_type: str, node: str = "node") -> str:

@@ -15,13 +15,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from functools import cache
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import InputError
+from ..finn_node import DATAFLOW_DOMAIN, DataType, FinnNode
 from ..graph import Layer
 from ..options import Option
 from ..resources import Resources
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..lowering import Lowering
+
+# node attributes that carry a layer's folding, implementation variant or FIFO depth
+SETTINGS_ATTRS = ("PE", "SIMD", "MMV", "ram_style", "mem_mode", "resType", "impl_style", "depth")
 
 _OPTIONS_CACHE: dict[tuple, list[Option]] = {}
 
@@ -76,13 +86,43 @@ def _dominates(a: tuple, b: tuple) -> bool:
     return all(x <= y for x, y in zip(a, b))
 
 
+@dataclass(frozen=True)
+class Tensor:
+    """A stream tensor as FINN declares it: its normal (NHWC) shape and its datatype."""
+
+    shape: tuple[int, ...]
+    dtype: DataType
+
+
+@dataclass
+class FinnNodeSpec:
+    """What `to_finn` gives: a FINN dataflow node without its tensor names. `params` are the initializers
+    that follow the stream inputs, in FINN's input order (weights, thresholds, channelwise parameters)."""
+
+    op_type: str
+    attrs: dict[str, Any]
+    outputs: list[Tensor]
+    params: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+    @property
+    def domain(self) -> str:
+        for suffix in ("hls", "rtl"):
+            if self.op_type.endswith("_" + suffix):
+                return f"{DATAFLOW_DOMAIN}.{suffix}"
+        return DATAFLOW_DOMAIN
+
+
 class FinnLayer(Layer):
     """Common behaviour of the op classes (each op module defines a dataclass subclass).
 
-    Subclasses set `op` (our canonical name), `folding_attrs`, `variant_attrs`, `variant_values` (every value
-    accepted for each variant attribute, including FINN aliases such as "auto") and implement the abstract
-    methods of Layer. `cost_settings` lists settings keys, other than folding/variant, that change costs
-    (e.g. a FIFO's depth); they key the options cache.
+    Subclasses set `op` (our canonical name), `finn_op_types` (every FINN op type of the op, v0.6 first, the
+    one `to_finn` writes last), `folding_attrs`, `variant_attrs`, `variant_values` (every value accepted for
+    each variant attribute, including FINN aliases such as "auto") and implement the abstract methods of
+    Layer. `cost_settings` lists settings keys, other than folding/variant, that change costs (e.g. a FIFO's
+    depth); they key the options cache.
+
+    Each op module also holds the op's FINN side: `from_finn` (import a node), `to_finn` (export the layer with
+    seeded parameters) and `lower` (standard ONNX computing FINN's semantics of a node, see lowering.py).
     """
 
     variant_values: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -158,6 +198,35 @@ class FinnLayer(Layer):
         """One-line shape summary for tables."""
         return self.op
 
+    # --- FINN ONNX ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_finn(cls, node: FinnNode) -> FinnLayer:
+        """The layer of a FINN dataflow node (shapes, datatypes, folding/variant settings)."""
+        raise NotImplementedError
+
+    def to_finn(self, rng: np.random.Generator, inputs: list[Tensor]) -> FinnNodeSpec:
+        """This layer as a FINN node fed by `inputs` (the producers' tensors), parameters drawn from rng."""
+        raise NotImplementedError
+
+    @classmethod
+    def lower(cls, node: FinnNode, ctx: Lowering, inputs: list[str]) -> list[str]:
+        """Standard ONNX nodes computing FINN's semantics of `node` on `inputs`; returns the output tensors."""
+        raise NotImplementedError
+
+    def finn_input(self) -> Tensor | None:
+        """The stream this layer takes as the first layer of a model (None: it passes any stream through)."""
+        return None
+
+    @property
+    def export_op_type(self) -> str:
+        return self.finn_op_types[-1]
+
+    def finn_attrs(self, **attrs: Any) -> dict[str, Any]:
+        """Node attributes: the op's own, then its folding (current) and the settings FINN knows by name."""
+        folding = dict(self.current().folding)
+        settings = {a: v for a, v in self.settings.items() if a in SETTINGS_ATTRS}
+        return {**attrs, "backend": "fpgadataflow", **folding, **settings}
+
 
 class LaneStreams:
     """Ops whose input and output streams carry one value per lane per cycle, the lanes being the folding
@@ -178,3 +247,55 @@ class MovesValues(LaneStreams):
     @property
     def obits(self) -> int:
         return self.ibits
+
+
+def default_vectors(n_vec: int) -> tuple[int, ...]:
+    """FINN's numInputVectors for `n_vec` vectors when a model builder gives none: (1,) for one vector,
+    (1, H, H) for a square image of H·H pixels, else (1, n_vec)."""
+    if n_vec == 1:
+        return (1,)
+    side = math.isqrt(n_vec)
+    return (1, side, side) if side * side == n_vec else (1, n_vec)
+
+
+def spread_thresholds(rng: np.random.Generator, lo: Any, hi: Any, channels: int, steps: int) -> np.ndarray:
+    """(channels, steps) integer thresholds, ascending per channel, spread evenly over [lo, hi] (scalars or one
+    value per channel) with a random jitter of up to half a step, so that every output level is reachable and
+    the levels differ between channels."""
+    import numpy as np
+
+    lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), (channels,))[:, None]
+    hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), (channels,))[:, None]
+    step = (hi - lo) / (steps + 1)
+    levels = lo + step * np.arange(1, steps + 1) + step * rng.uniform(-0.5, 0.5, (channels, steps))
+    return np.sort(np.ceil(levels), axis=1).astype(np.float32)
+
+
+def uniform_moments(dtype: DataType) -> tuple[float, float]:
+    """Mean and variance of a value drawn uniformly from the integers of `dtype` (BIPOLAR: ±1)."""
+    if dtype.bipolar:
+        return 0.0, 1.0
+    width = dtype.max - dtype.min + 1
+    return (dtype.min + dtype.max) / 2, (width * width - 1) / 12
+
+
+def draw(rng: np.random.Generator, dtype: DataType, shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform random values of an integer datatype as float32 (BIPOLAR: ±1)."""
+    import numpy as np
+
+    if dtype.bipolar:
+        return (2 * rng.integers(0, 2, shape, dtype=np.int8) - 1).astype(np.float32)
+    return rng.integers(int(dtype.min), int(dtype.max) + 1, shape, dtype=np.int64).astype(np.float32)
+
+
+def input_type(tensor: Tensor, bits: int) -> DataType:
+    """The datatype a layer of `bits`-bit inputs declares for its producer's tensor: the producer's type when
+    its width matches, else the integer type of that width with the producer's signedness."""
+    return tensor.dtype if tensor.dtype.bits == bits else DataType.of(bits, tensor.dtype.signed)
+
+
+def lanes_out(ctx: Lowering, source: str, target: str) -> str:
+    """`target` carries `source`'s values in the same order: keep its depthwise window layout."""
+    if source in ctx.interleave:
+        ctx.interleave[target] = ctx.interleave[source]
+    return target

@@ -4,15 +4,23 @@ v0.6 LUT estimate: with intw = lcm(in, out), LUT = |ceil(log2(in/intw))| + intw 
 + |ceil(log2(intw/out))| + out (if intw != out) — a shift-register implementation. No BRAM/DSP.
 Cycles: FINN defines none; we use the words per frame on the narrower side, ceil(bits/min(in, out)).
 No folding; impl_style hls|rtl cost the same here.
+
+FINN semantics: the identity (only the stream's word width changes).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from .base import FinnLayer, ceil_div, res
+from ..finn_node import FinnNode
+from .base import SETTINGS_ATTRS, FinnLayer, FinnNodeSpec, Tensor, ceil_div, lanes_out, res
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..lowering import Lowering
 
 
 def dwc_lut(inw: int, outw: int) -> int:
@@ -34,6 +42,9 @@ class StreamingDataWidthConverter(FinnLayer):
     settings: dict = field(default_factory=dict)
 
     op: ClassVar[str] = "StreamingDataWidthConverter"
+    finn_op_types: ClassVar[tuple[str, ...]] = (
+        "StreamingDataWidthConverter_Batch", "StreamingDataWidthConverter", "StreamingDataWidthConverter_rtl",
+        "StreamingDataWidthConverter_hls")
     variant_attrs: ClassVar[tuple[str, ...]] = ("impl_style",)
     variant_values: ClassVar[dict[str, tuple[str, ...]]] = {"impl_style": ("hls", "rtl", "vivado")}
 
@@ -61,3 +72,21 @@ class StreamingDataWidthConverter(FinnLayer):
 
     def describe(self) -> str:
         return f"{self.in_width_bits}b->{self.out_bits}b"
+
+    # --- FINN ONNX ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_finn(cls, node: FinnNode) -> StreamingDataWidthConverter:
+        bits = node.bits("dataType")
+        shape = node.ints(node.first(("shape", "in_shape")))
+        return cls(node.name, in_width_bits=node.int("inWidth"), out_bits=node.int("outWidth"),
+                   bits_per_frame=math.prod(shape) * bits, settings=node.settings(SETTINGS_ATTRS))
+
+    def to_finn(self, rng: np.random.Generator, inputs: list[Tensor]) -> FinnNodeSpec:
+        tensor = inputs[0]
+        attrs = self.finn_attrs(inWidth=self.in_width_bits, outWidth=self.out_bits, shape=list(tensor.shape),
+                                dataType=tensor.dtype.name)
+        return FinnNodeSpec(self.export_op_type, attrs, [tensor])
+
+    @classmethod
+    def lower(cls, node: FinnNode, ctx: Lowering, inputs: list[str]) -> list[str]:
+        return [lanes_out(ctx, inputs[0], ctx.op("Identity", [inputs[0]]))]

@@ -8,14 +8,23 @@ Cycles: FINN defines none (0). We use the number of stream words per frame, ceil
 per cycle, so this never exceeds its neighbours' cycles but gives edges a finite bit-rate.
 Depth is a setting (`depth`, from the folding config), not a folding. Variants: (impl_style, ram_style) in
 rtl/auto, vivado/block, vivado/distributed, vivado/ultra.
+
+FINN semantics: the identity (a FIFO delays values, never changes them).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from .base import FinnLayer, bram18_width_depth, ceil_div, clog2, res
+from ..finn_node import FinnNode
+from .base import SETTINGS_ATTRS, FinnLayer, FinnNodeSpec, Tensor, bram18_width_depth, ceil_div, clog2, lanes_out, res
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..lowering import Lowering
 
 
 @dataclass(eq=False)
@@ -27,6 +36,7 @@ class StreamingFIFO(FinnLayer):
     settings: dict = field(default_factory=dict)
 
     op: ClassVar[str] = "StreamingFIFO"
+    finn_op_types: ClassVar[tuple[str, ...]] = ("StreamingFIFO", "StreamingFIFO_rtl")
     variant_attrs: ClassVar[tuple[str, ...]] = ("impl_style", "ram_style")
     variant_values: ClassVar[dict[str, tuple[str, ...]]] = {
         "impl_style": ("rtl", "vivado"),
@@ -72,3 +82,22 @@ class StreamingFIFO(FinnLayer):
 
     def describe(self) -> str:
         return f"{self.width}b x{self.current_depth()}"
+
+    # --- FINN ONNX ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_finn(cls, node: FinnNode) -> StreamingFIFO:
+        shape, bits = node.ints("folded_shape"), node.bits("dataType")
+        return cls(node.name, width=shape[-1] * bits, depth=node.int("depth"), bits_per_frame=math.prod(shape) * bits,
+                   settings=node.settings(SETTINGS_ATTRS))
+
+    def to_finn(self, rng: np.random.Generator, inputs: list[Tensor]) -> FinnNodeSpec:
+        """The stream passes unchanged; folded_shape = (1, words per frame, values per word)."""
+        tensor = inputs[0]
+        folded = [1, self.bits_per_frame // self.width, self.width // tensor.dtype.bits]
+        attrs = self.finn_attrs(depth=self.current_depth(), folded_shape=folded, normal_shape=list(tensor.shape),
+                                dataType=tensor.dtype.name)
+        return FinnNodeSpec(self.export_op_type, attrs, [tensor])
+
+    @classmethod
+    def lower(cls, node: FinnNode, ctx: Lowering, inputs: list[str]) -> list[str]:
+        return [lanes_out(ctx, inputs[0], ctx.op("Identity", [inputs[0]]))]

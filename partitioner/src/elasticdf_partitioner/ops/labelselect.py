@@ -3,14 +3,23 @@
 cycles = Labels/P (reference §3.1); PE divides Labels. FINN v0.6 estimates 0 LUT; we use
 LUT = 50 + P·A + K·(A + index bits) (P input comparators plus K sorted (value, index) registers).
 Output: K indices of `obits` bits (outputDataType, e.g. UINT16 in ResNet-50). One variant.
+
+FINN semantics: ONNX TopK (largest, sorted) over the Labels scores; the output is the K indices, best first
+(equal scores: the lower index first).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from .base import SMALL_OP_LUT, FinnLayer, clog2, divisors, res
+from ..finn_node import DataType, FinnNode
+from .base import SETTINGS_ATTRS, SMALL_OP_LUT, FinnLayer, FinnNodeSpec, Tensor, clog2, divisors, input_type, res
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..lowering import Lowering
 
 
 @dataclass(eq=False)
@@ -23,6 +32,7 @@ class LabelSelect(FinnLayer):
     settings: dict = field(default_factory=dict)
 
     op: ClassVar[str] = "LabelSelect"
+    finn_op_types: ClassVar[tuple[str, ...]] = ("LabelSelect_Batch", "LabelSelect", "LabelSelect_hls")
     folding_attrs: ClassVar[tuple[str, ...]] = ("PE",)
 
     def __post_init__(self) -> None:
@@ -53,3 +63,30 @@ class LabelSelect(FinnLayer):
 
     def describe(self) -> str:
         return f"top{self.k} of {self.labels}"
+
+    # --- FINN ONNX ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_finn(cls, node: FinnNode) -> LabelSelect:
+        return cls(node.name, labels=node.int("Labels"), k=node.int("K", 1), ibits=node.bits("inputDataType"),
+                   obits=node.bits("outputDataType") if "outputDataType" in node.attrs else 0,
+                   settings=node.settings(SETTINGS_ATTRS))
+
+    def finn_input(self) -> Tensor:
+        return Tensor((1, self.labels), DataType.of(self.ibits, signed=True))
+
+    def to_finn(self, rng: np.random.Generator, inputs: list[Tensor]) -> FinnNodeSpec:
+        idt = input_type(inputs[0], self.ibits)
+        odt = DataType.of(self.obits)
+        attrs = self.finn_attrs(Labels=self.labels, K=self.k, inputDataType=idt.name, outputDataType=odt.name,
+                                numInputVectors=[1])
+        return FinnNodeSpec(self.export_op_type, attrs, [Tensor((1, self.k), odt)])
+
+    @classmethod
+    def lower(cls, node: FinnNode, ctx: Lowering, inputs: list[str]) -> list[str]:
+        from ..lowering import FLOAT, TensorProto
+
+        scores = ctx.reshape(inputs[0], (*node.vectors(), node.int("Labels")))
+        _values, indices = ctx.op("TopK", [scores, ctx.ints([node.int("K", 1)], "k")], outputs=2, axis=-1,
+                                  largest=1, sorted=1)
+        ctx.dtype[indices] = TensorProto.INT64
+        return [ctx.cast(indices, FLOAT)]

@@ -17,10 +17,32 @@ mem_mode=external, e.g. ResNet-50's final FC, whose weights stream from DDR).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from .base import FinnLayer, bram18_width_depth, ceil_div, clog2, divisors, res
+from ..finn_node import DataType, FinnNode
+from .base import (
+    SETTINGS_ATTRS,
+    FinnLayer,
+    FinnNodeSpec,
+    Tensor,
+    bram18_width_depth,
+    ceil_div,
+    clog2,
+    default_vectors,
+    divisors,
+    draw,
+    input_type,
+    res,
+    spread_thresholds,
+    uniform_moments,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..lowering import Lowering
 
 DEFAULT_WWIDTH_MAX = 36
 
@@ -57,8 +79,11 @@ class MVAU(FinnLayer):
     activation: bool = True
     wwidth_max: int = DEFAULT_WWIDTH_MAX
     settings: dict = field(default_factory=dict)
+    vectors: tuple[int, ...] = ()  # FINN numInputVectors; () derives it from n_vec (default_vectors)
 
     op: ClassVar[str] = "MVAU"
+    finn_op_types: ClassVar[tuple[str, ...]] = (
+        "StreamingFCLayer_Batch", "MatrixVectorActivation", "MVAU", "MVAU_rtl", "MVAU_hls")
     folding_attrs: ClassVar[tuple[str, ...]] = ("PE", "SIMD")
     variant_attrs: ClassVar[tuple[str, ...]] = ("resType", "mem_mode", "ram_style")
     variant_values: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -67,6 +92,9 @@ class MVAU(FinnLayer):
         "ram_style": ("block", "distributed", "ultra", "auto"),
     }
     cost_settings: ClassVar[tuple[str, ...]] = ("mem_mode",)
+
+    def __post_init__(self) -> None:
+        self.vectors = tuple(self.vectors) or default_vectors(self.n_vec)
 
     def wmem(self, folding: dict[str, int]) -> float:
         return self.MW * self.MH / (folding["PE"] * folding["SIMD"])
@@ -132,6 +160,88 @@ class MVAU(FinnLayer):
     def describe(self) -> str:
         return f"{self.MW}x{self.MH} x{self.n_vec} W{self.wbits}A{self.ibits}->{self.obits}"
 
+    # --- FINN ONNX ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_finn(cls, node: FinnNode) -> MVAU:
+        w = node.bits("weightDataType")
+        return cls(node.name, MW=node.int("MW"), MH=node.int("MH"), n_vec=node.n_vec(), vectors=node.vectors(),
+                   wbits=w, ibits=node.bits("inputDataType"), obits=node.bits("outputDataType"),
+                   activation=node.int("noActivation", 0) == 0,
+                   wwidth_max=max(DEFAULT_WWIDTH_MAX, w * node.int("SIMD", 1)), settings=node.settings(SETTINGS_ATTRS))
+
+    def finn_input(self) -> Tensor:
+        return Tensor((*self.vectors, self.MW), DataType.of(self.ibits))
+
+    def _weights(self, rng: np.random.Generator, idt: DataType) -> tuple[DataType, bool, np.ndarray]:
+        """Weight datatype, binaryXnorMode and weights. One-bit weights on one-bit unsigned inputs use FINN's
+        xnor-popcount form (both BINARY, binaryXnorMode=1), as FINN builds binarised networks such as CNV."""
+        xnor = self.wbits == 1 and idt.bits == 1 and not idt.signed
+        wdt = DataType.parse("BINARY") if xnor else DataType.of(self.wbits, signed=True)
+        return wdt, xnor, draw(rng, wdt, (self.MW, self.MH))
+
+    def _thresholds(self, rng: np.random.Generator, idt: DataType, weights: np.ndarray, popcount: bool
+                    ) -> np.ndarray:
+        """Thresholds over mean ± 2 standard deviations of each channel's accumulator for uniform inputs."""
+        import numpy as np
+
+        if popcount:  # number of agreeing signs: MW/2 ± sqrt(MW)/2
+            mean, sd = np.full(self.MH, self.MW / 2), np.full(self.MH, np.sqrt(self.MW) / 2)
+        else:
+            x_mean, x_var = uniform_moments(idt)
+            mean = x_mean * weights.sum(axis=0, dtype=np.float64)
+            sd = np.sqrt(x_var * np.square(weights, dtype=np.float64).sum(axis=0))
+        return spread_thresholds(rng, mean - 2 * sd, mean + 2 * sd, self.MH, 2 ** self.obits - 1)
+
+    def to_finn(self, rng: np.random.Generator, inputs: list[Tensor]) -> FinnNodeSpec:
+        idt = input_type(inputs[0], self.ibits)
+        wdt, xnor, weights = self._weights(rng, idt)
+        odt = DataType.of(self.obits, signed=not self.activation)
+        params = [weights]
+        if self.activation:
+            params.append(self._thresholds(rng, idt, weights, xnor or (idt.bipolar and wdt.bipolar)))
+        attrs = self.finn_attrs(MW=self.MW, MH=self.MH, inputDataType=idt.name, weightDataType=wdt.name,
+                                outputDataType=odt.name, noActivation=int(not self.activation), ActVal=0,
+                                binaryXnorMode=int(xnor), numInputVectors=list(self.vectors))
+        return FinnNodeSpec(self.export_op_type, attrs, [Tensor((*self.vectors, self.MH), odt)], params)
+
+    @classmethod
+    def lower(cls, node: FinnNode, ctx: Lowering, inputs: list[str]) -> list[str]:
+        mw, mh = node.int("MW"), node.int("MH")
+        x = ctx.reshape(inputs[0], (*node.vectors(), mw))  # FINN reads its input in its normal shape
+        return [matrix_vector(node, ctx, x, node.param(1).reshape(mw, mh))]
+
+
+def matrix_vector(node: FinnNode, ctx: Lowering, x: str, weights: np.ndarray) -> str:
+    """FINN's MVAU arithmetic on x (..., MW) with weights (MW, MH): a matrix product, in binaryXnorMode (or
+    with BIPOLAR inputs and weights) the xnor-popcount (number of agreeing signs), then the optional
+    MultiThreshold with ActVal (BIPOLAR output: 2·count - 1). Shared with ConvDoublePacked."""
+    import numpy as np
+
+    from ..lowering import exact_type, multithreshold
+
+    idt, wdt = node.dtype("inputDataType"), node.dtype("weightDataType")
+    binary = node.int("binaryXnorMode", 0) == 1
+    popcount = binary or (idt.bipolar and wdt.bipolar)
+    weights = np.asarray(weights, dtype=np.float64)
+    if binary:  # {0, 1} encodes {-1, +1}
+        weights = 2 * weights - 1
+    x_max = 1 if popcount else max(abs(idt.min), abs(idt.max))
+    bound = weights.shape[0] * float(np.abs(weights).max(initial=0)) * x_max
+    elem = exact_type(bound)
+    x = ctx.cast(x, elem)
+    if binary:
+        x = ctx.affine(x, 2, -1)
+    acc = ctx.op("MatMul", [x, ctx.const(weights, "weights", elem)])
+    if popcount:  # agreements = (sum of sign products + MW) / 2
+        acc = ctx.affine(acc, 0.5, weights.shape[0] / 2)
+    odt = node.dtype("outputDataType")
+    if node.int("noActivation", 0) == 1:
+        return ctx.cast(acc, exact_type(odt.min, odt.max)) if odt.integer else acc
+    bipolar_out = odt.bipolar
+    value_range = (0, weights.shape[0]) if popcount else (-int(bound), int(bound)) if idt.integer else None
+    return multithreshold(ctx, acc, node.param(2), scale=2 if bipolar_out else 1,
+                          bias=-1 if bipolar_out else int(node.get("ActVal", 0)), value_range=value_range)
+
 
 @dataclass(eq=False)
 class ConvDoublePacked(MVAU):
@@ -141,15 +251,31 @@ class ConvDoublePacked(MVAU):
     (MH/P)·(MW/Q)·N_vec/MMV. DSP = P·MMV·Q/2; LUT = 300 + 1.1·P·(addertree + acc + thr + comp) (no
     multiplier LUTs); BRAM18 as the MVAU's block-RAM rule (no memory-mode choice). MMV ranges over the divisors
     of the output width `ofm_w`; the output stream carries MMV pixels of PE channels.
+
+    The sliding window is built in: the input is the (1, IFM, IFM, C) image, zero-padded by `padding` on each
+    side, convolved with a kernel×kernel window at `stride`; MW = kernel²·C in (kh, kw, c) order as MVAU.
     """
 
     ofm_w: int = 1
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0  # on each side
+    ifm: int = 0  # 0: ofm_w (a 1x1 convolution)
 
     op: ClassVar[str] = "ConvDoublePacked"
+    finn_op_types: ClassVar[tuple[str, ...]] = ("ConvDoublePacked_Batch",)
     folding_attrs: ClassVar[tuple[str, ...]] = ("PE", "SIMD", "MMV")
     variant_attrs: ClassVar[tuple[str, ...]] = ()
     variant_values: ClassVar[dict[str, tuple[str, ...]]] = {}
     cost_settings: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.ifm = self.ifm or self.ofm_w
+
+    @property
+    def channels(self) -> int:
+        return self.MW // (self.kernel * self.kernel)
 
     def foldings(self) -> list[dict[str, int]]:
         mmvs = [m for m in divisors(self.ofm_w) if m <= 32]
@@ -172,3 +298,36 @@ class ConvDoublePacked(MVAU):
 
     def out_width(self, folding: dict[str, int]) -> int:
         return folding["PE"] * folding.get("MMV", 1) * self.obits
+
+    @classmethod
+    def from_finn(cls, node: FinnNode) -> ConvDoublePacked:
+        w = node.bits("weightDataType")
+        ofm = node.int("OFMDim", 0) or math.isqrt(node.n_vec())
+        vectors = node.vectors() if "numInputVectors" in node.attrs else (1, ofm, ofm)
+        return cls(node.name, MW=node.int("MW"), MH=node.int("MH"), n_vec=math.prod(vectors), vectors=vectors,
+                   wbits=w, ibits=node.bits("inputDataType"), obits=node.bits("outputDataType"),
+                   activation=node.int("noActivation", 0) == 0, ofm_w=ofm, kernel=node.int("ConvKernelDim", 1),
+                   stride=node.int("Stride", 1), padding=node.int("Padding", 0), ifm=node.int("IFMDim", 0),
+                   wwidth_max=max(DEFAULT_WWIDTH_MAX, w * node.int("SIMD", 1)), settings=node.settings(SETTINGS_ATTRS))
+
+    def finn_input(self) -> Tensor:
+        return Tensor((1, self.ifm, self.ifm, self.channels), DataType.of(self.ibits))
+
+    def to_finn(self, rng: np.random.Generator, inputs: list[Tensor]) -> FinnNodeSpec:
+        spec = super().to_finn(rng, inputs)
+        for attr in ("binaryXnorMode", "ActVal"):
+            del spec.attrs[attr]
+        spec.attrs.update(ConvKernelDim=self.kernel, IFMChannels=self.channels, IFMDim=self.ifm, OFMChannels=self.MH,
+                          OFMDim=self.ofm_w, Stride=self.stride, Padding=self.padding)
+        return spec
+
+    @classmethod
+    def lower(cls, node: FinnNode, ctx: Lowering, inputs: list[str]) -> list[str]:
+        from .resample import pad_image
+        from .swg import sliding_windows
+
+        k, ifm, pad = node.int("ConvKernelDim"), node.int("IFMDim"), node.int("Padding", 0)
+        x = ctx.reshape(inputs[0], (1, ifm, ifm, node.int("IFMChannels")))
+        x = pad_image(ctx, x, (pad, pad, pad, pad))
+        x = sliding_windows(ctx, x, k, node.int("Stride", 1), 1, node.int("OFMDim"))
+        return [matrix_vector(node, ctx, x, node.param(1).reshape(node.int("MW"), node.int("MH")))]

@@ -7,14 +7,38 @@ average/accumulate pooling (one comparator or adder bit per accumulator bit and 
 StreamingMaxPool: the v0.6 HLS block takes all channels of one pixel per cycle and has no folding.
 cycles = IFM² (our reading of the HLS loop; FINN's own formula differs slightly); LUT = 50 + C·A. It is
 used by CNV-style networks; ResNet-50 and MobileNetV1 use SWG + Pool instead.
+
+FINN semantics. Pool reads its SWG's windows (1, D, D, K·K·C): MaxPool takes the window maximum;
+QuantAvgPool sums the window and shifts right by max(0, bitlength((2**ibits - 1)·K²) - obits) bits (floor).
+StreamingMaxPool: max over non-overlapping PoolDim×PoolDim windows of the NHWC image (floor mode).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from .base import SMALL_OP_LUT, FinnLayer, LaneStreams, clog2, divisors, res
+from ..errors import InputError
+from ..finn_node import DataType, FinnNode
+from .base import (
+    SETTINGS_ATTRS,
+    SMALL_OP_LUT,
+    FinnLayer,
+    FinnNodeSpec,
+    LaneStreams,
+    Tensor,
+    clog2,
+    divisors,
+    input_type,
+    res,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..lowering import Lowering
+
+FUNCTIONS = ("MaxPool", "QuantAvgPool")
 
 
 @dataclass(eq=False)
@@ -29,6 +53,7 @@ class Pool(LaneStreams, FinnLayer):
     settings: dict = field(default_factory=dict)
 
     op: ClassVar[str] = "Pool"
+    finn_op_types: ClassVar[tuple[str, ...]] = ("Pool_Batch", "Pool", "Pool_hls")
     folding_attrs: ClassVar[tuple[str, ...]] = ("PE",)
     prune_across_foldings: ClassVar[bool] = False
 
@@ -59,6 +84,45 @@ class Pool(LaneStreams, FinnLayer):
     def describe(self) -> str:
         return f"{self.function} k{self.kernel} C{self.channels} ->{self.ofm}"
 
+    # --- FINN ONNX (v0.6: dataType, OutImgDim; today: InputDataType/OutputDataType, OutImgDims) -------------
+    @classmethod
+    def from_finn(cls, node: FinnNode) -> Pool:
+        function = str(node.get("Function", "MaxPool"))
+        if function not in FUNCTIONS:
+            raise InputError(node.where("Function"), f"unsupported pool function {function!r}", list(FUNCTIONS))
+        idt = node.first(("InputDataType", "inputDataType", "dataType"))
+        odt = node.first(("OutputDataType", "outputDataType"), idt)
+        return cls(node.name, channels=node.int("Channels"), kernel=node.int("KernelSize"),
+                   ofm=node.int(node.first(("OutImgDims", "OutImgDim"))), ibits=node.bits(idt),
+                   obits=node.bits(odt if odt in node.attrs else idt), function=function,
+                   settings=node.settings(SETTINGS_ATTRS))
+
+    def finn_input(self) -> Tensor:
+        return Tensor((1, self.ofm, self.ofm, self.kernel * self.kernel * self.channels), DataType.of(self.ibits))
+
+    def to_finn(self, rng: np.random.Generator, inputs: list[Tensor]) -> FinnNodeSpec:
+        idt = input_type(inputs[0], self.ibits)
+        odt = DataType.of(self.obits, idt.signed)
+        attrs = self.finn_attrs(Channels=self.channels, KernelSize=[self.kernel] * 2, Function=self.function,
+                                OutImgDims=[self.ofm] * 2, InputDataType=idt.name, OutputDataType=odt.name)
+        return FinnNodeSpec(self.export_op_type, attrs, [Tensor((1, self.ofm, self.ofm, self.channels), odt)])
+
+    @classmethod
+    def lower(cls, node: FinnNode, ctx: Lowering, inputs: list[str]) -> list[str]:
+        from .swg import window_values
+
+        k = node.int("KernelSize")
+        idt = node.first(("InputDataType", "inputDataType", "dataType"))
+        odt = node.first(("OutputDataType", "outputDataType"), idt)
+        windows = window_values(ctx, inputs[0], node.int(node.first(("OutImgDims", "OutImgDim"))), k * k,
+                                node.int("Channels"))
+        if node.get("Function", "MaxPool") == "MaxPool":  # opset 17: ReduceMax takes axes as an attribute
+            return [ctx.op("ReduceMax", [windows], axes=[3], keepdims=0)]
+        total = ctx.op("ReduceSum", [windows, ctx.ints([3], "axes")], keepdims=0)
+        in_bits, out_bits = node.bits(idt), node.bits(odt if odt in node.attrs else idt)
+        shift = max(0, ((2 ** in_bits - 1) * k * k).bit_length() - out_bits)
+        return [ctx.op("Floor", [ctx.affine(total, 1 / 2 ** shift)]) if shift else total]
+
 
 @dataclass(eq=False)
 class StreamingMaxPool(FinnLayer):
@@ -70,6 +134,8 @@ class StreamingMaxPool(FinnLayer):
     settings: dict = field(default_factory=dict)
 
     op: ClassVar[str] = "StreamingMaxPool"
+    finn_op_types: ClassVar[tuple[str, ...]] = (
+        "StreamingMaxPool_Batch", "StreamingMaxPool", "StreamingMaxPool_hls")
 
     @property
     def ofm(self) -> int:
@@ -99,3 +165,29 @@ class StreamingMaxPool(FinnLayer):
 
     def describe(self) -> str:
         return f"{self.ifm}->{self.ofm} C{self.channels}"
+
+    # --- FINN ONNX ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_finn(cls, node: FinnNode) -> StreamingMaxPool:
+        return cls(node.name, channels=node.int("NumChannels"), ifm=node.int("ImgDim"), pool=node.int("PoolDim"),
+                   ibits=node.bits("dataType"), settings=node.settings(SETTINGS_ATTRS))
+
+    def finn_input(self) -> Tensor:
+        return Tensor((1, self.ifm, self.ifm, self.channels), DataType.of(self.ibits))
+
+    def to_finn(self, rng: np.random.Generator, inputs: list[Tensor]) -> FinnNodeSpec:
+        idt = input_type(inputs[0], self.ibits)
+        attrs = self.finn_attrs(ImgDim=[self.ifm] * 2, PoolDim=[self.pool] * 2, NumChannels=self.channels,
+                                dataType=idt.name)
+        return FinnNodeSpec(self.export_op_type, attrs, [Tensor((1, self.ofm, self.ofm, self.channels), idt)])
+
+    @classmethod
+    def lower(cls, node: FinnNode, ctx: Lowering, inputs: list[str]) -> list[str]:
+        ifm, pool, channels = node.int("ImgDim"), node.int("PoolDim"), node.int("NumChannels")
+        ofm = ifm // pool
+        x = ctx.reshape(inputs[0], (1, ifm, ifm, channels))
+        if ofm * pool != ifm:  # floor mode drops the incomplete last row and column of windows
+            x = ctx.op("Slice", [x, ctx.ints([0, 0], "starts"), ctx.ints([ofm * pool] * 2, "ends"),
+                                 ctx.ints([1, 2], "axes")])
+        blocks = ctx.reshape(x, (1, ofm, pool, ofm, pool, channels))
+        return [ctx.op("ReduceMax", [blocks], axes=[2, 4], keepdims=0)]
