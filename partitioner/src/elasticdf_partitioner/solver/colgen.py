@@ -136,12 +136,13 @@ class Column:
 class ColumnBound:
     """Column generation for the LP; `bound()` returns a proven upper bound on total fps."""
 
-    def __init__(self, pipeline: Pipeline, cluster: Cluster, limits: Limits):
+    def __init__(self, pipeline: Pipeline, cluster: Cluster, limits: Limits, min_fps: float = 0.0):
         self.pipeline = pipeline
         self.cap = Capacity.of(cluster, limits)
         self.tables = _Tables(pipeline, self.cap)
         self.boundaries = self.cap.boundary_rows()
         self.fps = self.cap.fclk_mhz * 1e6 / self.tables.levels
+        self.allowed = self.fps >= min_fps * (1 - 1e-9)  # a latency floor rules the slower levels out
         c, s = self.cap, self.cap.n_slots
         n_types = len(c.count)
         self.rhs = np.concatenate([
@@ -205,7 +206,7 @@ class ColumnBound:
         end = f.argmin(axis=1)
         total = f[np.arange(n_levels), end]
         found = []
-        for lv in np.flatnonzero(np.isfinite(total)):
+        for lv in np.flatnonzero(np.isfinite(total) & self.allowed):
             reduced = (self.fps[lv] - total[lv]) / self.fps[lv]
             found.append((reduced, lv, end[lv]))
         found.sort(reverse=True)
