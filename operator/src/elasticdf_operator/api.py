@@ -89,6 +89,8 @@ class ElasticInferenceSpec(_Model):
     model: ModelSource
     objective: Objective = "throughput"
     target_fps: float | None = Field(None, gt=0, alias="targetFPS")
+    min_instance_fps: float | None = Field(None, gt=0, alias="minInstanceFPS",
+                                           description="latency floor: no instance (replica) slower than this")
     replicas: int = Field(1, ge=0, le=1000, description="number of instances (scale subresource)")
     autoscaling: Autoscaling | None = None
     placement: Placement | None = None

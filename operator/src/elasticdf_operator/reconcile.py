@@ -135,7 +135,7 @@ def repair(kube, ledger: Ledger, owner: Owner, spec, records: dict[int, dict], p
 def _settings(spec: ElasticInferenceSpec, instances: int) -> PackSettings:
     cards = spec.placement.max_segments_per_instance if spec.placement else None
     # a card is flashed with one bitstream and runs one segment pod: plan for that, not for shared cards
-    return PackSettings(max_instances=instances, exclusive_cards=True,
+    return PackSettings(max_instances=instances, exclusive_cards=True, min_instance_fps=spec.min_instance_fps or 0.0,
                         **({"max_cards_per_instance": cards} if cards else {}))
 
 

@@ -49,6 +49,7 @@ class CardType(BaseModel):
     sll_per_pair: int = Field(5000, gt=0)
     qsfp_ports: int = Field(2, ge=0)
     fclk_mhz: float = Field(200, gt=0)
+    fclk_source: str = Field("modelled default", description="where fclk_mhz came from (shown in every plan)")
     cost_per_hour: float = Field(1.65, ge=0)
     device_plugin_resources: list[str] = []
 
@@ -144,6 +145,8 @@ def load_catalog(extra_yaml: str | Path | None = None) -> Catalog:
             if not isinstance(fields, dict):
                 raise InputError(f"{source}: cards.{name}", "expected a mapping of card fields")
             base = cards.get(name.lower(), {})
+            if "fclk_mhz" in fields and "fclk_source" not in fields:
+                fields = {**fields, "fclk_source": f"catalog override ({source})"}
             cards[name.lower()] = {**base, **fields, "name": name.lower()}
         ip_costs = extra["ip_costs"] or ip_costs
     try:
@@ -152,3 +155,14 @@ def load_catalog(extra_yaml: str | Path | None = None) -> Catalog:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InputError(f"{source}: {where}", first["msg"]) from None
+
+
+def with_clocks(catalog: Catalog, clocks: dict[str, float], source: str) -> Catalog:
+    """The catalog with the achieved kernel clock of some card types replaced, e.g. a build report's Fmax."""
+    cards = dict(catalog.cards)
+    for name, mhz in clocks.items():
+        card = catalog.card(name, "clock")
+        if not mhz > 0:
+            raise InputError(f"clock {name}", f"clock must be > 0 MHz, got {mhz}")
+        cards[card.name] = card.model_copy(update={"fclk_mhz": float(mhz), "fclk_source": source})
+    return catalog.model_copy(update={"cards": cards})

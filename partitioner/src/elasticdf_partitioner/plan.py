@@ -30,6 +30,12 @@ class Instance(BaseModel):
     segments: list[Segment]
 
 
+class Clock(BaseModel):
+    mhz: float
+    source: str = Field(description="where the clock came from: 'modelled default' (cards.yaml), a catalog "
+                                    "override, or a measured value (e.g. --clock, a build report)")
+
+
 class Plan(BaseModel):
     objective: str
     model: str
@@ -41,7 +47,13 @@ class Plan(BaseModel):
     fps_per_dollar_hour: float
     solve_seconds: float
     bound: float | None = Field(description="proven upper bound on total fps for this cluster, or null")
-    optimal: bool = Field(description="true when the search space of the solver's model was fully explored")
+    optimal: bool = Field(description="true when the search space of the solver's model was fully explored "
+                                      "or the plan reaches its proven bound")
+    bound_method: str = Field("resource", description="'resource': per-resource fps per unit bound; 'lp': the LP "
+                                                      "over instance configurations (--certify)")
+    min_instance_fps: float | None = Field(None, description="latency floor: no instance is slower than this")
+    clocks: dict[str, Clock] = Field(default_factory=dict, description="per card type in the cluster: the "
+                                                                       "kernel clock the plan used, and its source")
     folding: dict[str, dict] = Field(default_factory=dict, description="FINN folding config of instance 0")
     latency_model: str = (
         "latency = sum over stages of cycles/fclk (FINN critical path, pessimistic: no overlap between layers) "

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .catalog import Limits, load_catalog
+from .catalog import Limits, load_catalog, with_clocks
 from .cluster import load_cluster
 from .errors import InputError
 from .export import write_finn_outputs
@@ -31,17 +31,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limits", help="utilisation limits as JSON, e.g. '{\"lut\": 0.8}'")
     parser.add_argument("--exclusive-cards", action="store_true",
                         help="one instance per card, as the operator deploys (one bitstream per card)")
+    parser.add_argument("--min-instance-fps", type=float, default=0.0,
+                        help="latency floor: no instance slower than this (prints the fps it costs)")
+    parser.add_argument("--clock", action="append", default=[], metavar="TYPE=MHZ",
+                        help="achieved kernel clock of a card type, e.g. a build report's Fmax (repeatable)")
+    parser.add_argument("--certify", action="store_true",
+                        help="also prove the LP bound over instance configurations (slower; plans that reach "
+                             "it are marked optimal)")
 
 
 def plan_for(args: argparse.Namespace) -> tuple[Plan, ModelGraph]:
     """The plan the `plan` arguments ask for, and the model graph it was made for."""
     from .zoo import load_model
 
-    catalog = load_catalog(args.catalog)
-    cluster = load_cluster(args.cluster, catalog)
+    cluster = load_cluster(args.cluster, _catalog(args))
     graph = load_model(args.model)
-    settings = PackSettings(exclusive_cards=args.exclusive_cards)
-    return solve(graph, cluster, args.objective, args.target_fps, _limits(args.limits), settings), graph
+    settings = PackSettings(exclusive_cards=args.exclusive_cards, min_instance_fps=args.min_instance_fps or 0.0)
+    return solve(graph, cluster, args.objective, args.target_fps, _limits(args.limits), settings,
+                 certify=args.certify), graph
+
+
+def _catalog(args: argparse.Namespace):
+    """The catalog with the --clock overrides (a measured clock replaces the modelled default)."""
+    clocks = {}
+    for text in args.clock:
+        name, _, mhz = text.partition("=")
+        try:
+            clocks[name.strip()] = float(mhz)
+        except ValueError:
+            raise InputError("--clock", f"expected TYPE=MHZ, e.g. u280=240, got {text!r}") from None
+    return with_clocks(load_catalog(args.catalog), clocks, "measured (--clock)")
+
+
+def _floor_tradeoff(args: argparse.Namespace, plan: Plan) -> str:
+    """What the latency floor costs: the same plan without it."""
+    free = argparse.Namespace(**{**vars(args), "min_instance_fps": 0.0, "certify": False})
+    unfloored, _ = plan_for(free)
+    slowest = min(i.fps for i in plan.instances)
+    return (f"latency floor {args.min_instance_fps:,.0f} fps per instance: {plan.total_fps:,.0f} fps total "
+            f"(slowest instance {slowest:,.0f} fps) vs {unfloored.total_fps:,.0f} fps without the floor "
+            f"(slowest instance {min(i.fps for i in unfloored.instances):,.0f} fps)")
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -49,6 +78,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     catalog = load_catalog(args.catalog)
     console.print(plan_table(plan))
     console.print(summary(plan))
+    if args.min_instance_fps:
+        console.print(_floor_tradeoff(args, plan))
     if args.json_out:
         Path(args.json_out).write_text(plan.model_dump_json(indent=2) + "\n")
     if args.finn_out:
@@ -95,7 +126,9 @@ def plan_table(plan: Plan) -> Table:
 def summary(plan: Plan) -> str:
     bound = f"{plan.bound:,.0f}" if plan.bound is not None else "n/a"
     gap = f" ({100 * plan.total_fps / plan.bound:.0f}% of bound)" if plan.bound else ""
-    return (f"total {plan.total_fps:,.0f} fps{gap}, bound {bound} fps, {len(plan.instances)} instances on "
+    clocks = ", ".join(f"{t} {c.mhz:g} MHz ({c.source})" for t, c in sorted(plan.clocks.items()))
+    return (f"total {plan.total_fps:,.0f} fps{gap}, bound {bound} fps ({plan.bound_method}), "
+            f"{len(plan.instances)} instances on "
             f"{plan.cards_used} cards at >= {plan.fclk_mhz:.0f} MHz, ${plan.cost_per_hour:.2f}/h, "
             f"{plan.fps_per_dollar_hour:,.0f} fps per $/h, solved in {plan.solve_seconds * 1000:.0f} ms"
-            f"{' (optimal)' if plan.optimal else ''}")
+            f"{' (optimal)' if plan.optimal else ''}; clocks: {clocks}")

@@ -16,6 +16,7 @@ from ..graph import ModelGraph
 from ..plan import Plan
 from .bound import fps_bound, fps_per_resource
 from .build import build_plan, explain_infeasible
+from .colgen import ColumnBound
 from .pack import GroupPacker, PackSettings
 from .replicate import Assignment, bind, choose_patterns, patterns, solve_small
 from .stages import Pipeline, build_pipeline
@@ -25,9 +26,10 @@ OBJECTIVES = ("throughput", "latency", "cost")
 MAX_LEVELS = 32
 
 
-def candidate_levels(pipeline: Pipeline, max_levels: int = MAX_LEVELS) -> list[int]:
-    """Cycle budgets worth trying, ascending; thinned geometrically when there are many."""
-    levels = [lv for lv in pipeline.levels() if lv >= pipeline.min_level()]
+def candidate_levels(pipeline: Pipeline, max_levels: int = MAX_LEVELS, max_cycles: float = float("inf")) -> list[int]:
+    """Cycle budgets worth trying, ascending; thinned geometrically when there are many. `max_cycles` drops
+    the levels too slow for a latency floor."""
+    levels = [lv for lv in pipeline.levels() if pipeline.min_level() <= lv <= max_cycles]
     if len(levels) <= max_levels:
         return levels
     ratio = (levels[-1] / levels[0]) ** (1 / (max_levels - 1))
@@ -37,13 +39,15 @@ def candidate_levels(pipeline: Pipeline, max_levels: int = MAX_LEVELS) -> list[i
             kept.append(lv)
             nxt = lv * ratio
     published = [o.cycles for o in pipeline.published if o is not None]
-    if len(published) == len(pipeline.stages):
+    if len(published) == len(pipeline.stages) and max(published) <= max_cycles:
         kept.append(max(published))
     return sorted(set(kept))
 
 
 def solve(graph: ModelGraph, cluster: Cluster, objective: str = "throughput", target_fps: float | None = None,
-          limits: Limits | None = None, settings: PackSettings | None = None) -> Plan:
+          limits: Limits | None = None, settings: PackSettings | None = None, certify: bool = False) -> Plan:
+    """The plan for `graph` on `cluster`. With `certify` the bound is also the LP over instance
+    configurations (colgen.py; seconds, not milliseconds), and a plan that reaches it is marked optimal."""
     if objective not in OBJECTIVES:
         raise InputError("objective", f"unknown objective {objective!r}", list(OBJECTIVES))
     if objective == "cost" and not target_fps:
@@ -56,7 +60,15 @@ def solve(graph: ModelGraph, cluster: Cluster, objective: str = "throughput", ta
     ratios = fps_per_resource(pipeline, fclk)
     usable = GroupState.fresh(cluster.cards, cluster.catalog, limits).free_total()
     bound = fps_bound(pipeline, usable, fclk)
-    levels = candidate_levels(pipeline)
+    bound_method = "resource"
+    if certify:
+        lp = ColumnBound(pipeline, cluster, limits, settings.min_instance_fps).bound()
+        bound, bound_method = min(bound, lp), "lp" if lp < bound else bound_method
+    floor_cycles = fclk * 1e6 / settings.min_instance_fps if settings.min_instance_fps else float("inf")
+    levels = candidate_levels(pipeline, max_cycles=floor_cycles)
+    if not levels:
+        raise InputError("min-instance-fps", f"no folding of {graph.name} reaches {settings.min_instance_fps:,.0f} "
+                         f"fps per instance; the fastest reaches {fclk * 1e6 / pipeline.min_level():,.0f} fps")
     args = (pipeline, cluster, limits, ratios, levels, settings)
     optimal = False
     if objective == "latency":
@@ -74,8 +86,12 @@ def solve(graph: ModelGraph, cluster: Cluster, objective: str = "throughput", ta
     assignments = [a for a in assignments if a.result.placements]
     if not assignments:
         raise explain_infeasible(pipeline, cluster, limits, target_fps)
+    total = sum(p.fps for a in assignments for p in a.result.placements)
+    optimal = optimal or (objective == "throughput" and total >= bound * (1 - 1e-9))
     plan = build_plan(graph, pipeline, cluster, assignments, objective, bound, optimal,
                       time.perf_counter() - started)
+    plan.bound_method = bound_method
+    plan.min_instance_fps = settings.min_instance_fps or None
     if objective == "cost" and plan.total_fps + 1e-6 < target_fps:
         raise explain_infeasible(pipeline, cluster, limits, target_fps, plan.total_fps)
     return plan

@@ -6,7 +6,7 @@ from ..catalog import Limits
 from ..cluster import Card, Cluster
 from ..errors import InfeasibleError
 from ..graph import ModelGraph
-from ..plan import Instance, Plan, Segment
+from ..plan import Clock, Instance, Plan, Segment
 from ..resources import RESOURCE_KINDS, Resources
 from .placers import Placement
 from .stages import Pipeline, pareto
@@ -97,6 +97,7 @@ def build_plan(graph, pipeline, cluster, assignments, objective, bound, optimal,
         fps_per_dollar_hour=round(total / cost, 2) if cost else 0.0, solve_seconds=round(seconds, 4),
         bound=round(bound, 2) if bound != float("inf") else None, optimal=optimal,
         folding=_folding(graph, pipeline, first),
+        clocks={c.type.name: Clock(mhz=c.type.fclk_mhz, source=c.type.fclk_source) for c in cluster.cards},
     )
 
 

@@ -43,6 +43,7 @@ class PackSettings:
     exhaustive_node_budget: int = 200_000
     max_instances: int | None = None
     exclusive_cards: bool = False  # each card hosts segments of one instance only
+    min_instance_fps: float = 0.0  # latency floor: no instance slower than this
 
 
 class GroupPacker:
@@ -113,6 +114,7 @@ class GroupPacker:
     def _search(self, levels: list[int], dive: bool) -> GroupResult:
         """Depth-first search over instances; a dive keeps only the first placement found at each depth."""
         state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks, self.settings.exclusive_cards)
+        state.min_fps = self.settings.min_instance_fps
         if self.settings.exhaustive:
             placers = [InstancePlacer(self.pipeline, state, lv, True) for lv in levels]
             bound = self._bound

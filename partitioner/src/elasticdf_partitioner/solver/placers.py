@@ -181,6 +181,8 @@ class InstancePlacer:
         cycles = max(o.cycles for o in self.chosen)
         fclk = min(self.state.cards[c].type.fclk_mhz for c, _ in self.route)
         fps = fclk * 1e6 / cycles
+        if fps < self.state.min_fps - EPS:
+            return None
         cuts = []
         for src, dst, position in self.cuts:
             gbps = sum(e.bits_per_frame for e in self.crossing[position]) * fps / 1e9

@@ -8,8 +8,13 @@ layer. Each stage option fixes folding and variant of every layer in the stage. 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
+import os
+import pickle
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 
 from ..errors import InputError
 from ..graph import ModelGraph
@@ -129,9 +134,48 @@ def build_pipeline(graph: ModelGraph) -> Pipeline:
     signature = tuple(tuple(sorted(layer.settings.items(), key=str)) for layer in graph.layers)
     cached = graph.__dict__.get("_pipeline")
     if cached is None or cached[0] != signature:
-        cached = (signature, _build_pipeline(graph))
+        cached = (signature, _cached_on_disk(graph))
         graph.__dict__["_pipeline"] = cached
     return cached[1]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("ELASTICDF_CACHE", Path.home() / ".cache" / "elasticdf")) / "pipelines"
+
+
+@cache
+def _code_digest() -> str:
+    """The cost model's source: a changed formula must never be served from an old cache entry."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted([*package.glob("ops/*.py"), *package.glob("models/*.py"), package / "options.py",
+                        package / "graph.py", package / "resources.py", Path(__file__).resolve()]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _cached_on_disk(graph: ModelGraph) -> Pipeline:
+    """The first plan of a model builds its option tables (about a second for ResNet-50); later processes
+    read them back from a file keyed by the graph's and the cost model's digest."""
+    try:
+        state = pickle.dumps((graph.name, graph.edges, graph.ties, [(type(layer).__qualname__, layer.__dict__)
+                                                                    for layer in graph.layers]))
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return _build_pipeline(graph)  # a graph we cannot digest is simply built
+    path = _cache_dir() / f"{hashlib.sha256(state + _code_digest().encode()).hexdigest()}.pickle"
+    try:
+        return pickle.loads(path.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        pass
+    pipeline = _build_pipeline(graph)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(pickle.dumps(pipeline))
+        partial.replace(path)  # atomic: a concurrent reader sees the whole file or none
+    except OSError:
+        pass  # a read-only home only costs the rebuild
+    return pipeline
 
 
 def _build_pipeline(graph: ModelGraph) -> Pipeline:

@@ -45,6 +45,7 @@ class GroupState:
     uplinks: dict[str, float] = field(default_factory=dict)  # leaf switch -> Gb/s left on its uplink
     exclusive: bool = False  # one instance per card (one bitstream, one segment pod per card)
     taken: list[bool] = field(default_factory=list)
+    min_fps: float = 0.0  # instances slower than this are not placed (a latency floor)
     log: list = field(default_factory=list)
 
     @classmethod

@@ -1,0 +1,87 @@
+"""Issue 14: the LP bound over instance configurations, the latency floor and the clock as an input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from elasticdf_partitioner.catalog import load_catalog, with_clocks
+from elasticdf_partitioner.cluster import load_cluster
+from elasticdf_partitioner.errors import InputError
+from elasticdf_partitioner.models.synthetic import chain, toy_cluster
+from elasticdf_partitioner.resources import Resources
+from elasticdf_partitioner.solver import solve
+from elasticdf_partitioner.solver.colgen import ColumnBound
+from elasticdf_partitioner.solver.pack import PackSettings
+from elasticdf_partitioner.solver.stages import build_pipeline
+from elasticdf_partitioner.zoo import load_model
+from hypothesis import HealthCheck, given, settings
+from reference_packing import best_total_fps
+from test_solver_exactness import LIMITS, cards, layers
+
+CLUSTERS = Path(__file__).parents[2] / "examples" / "clusters"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers=layers, cards=cards)
+def test_lp_bound_is_never_below_the_exact_optimum(layers, cards):
+    graph = chain("rand", layers)
+    cluster = toy_cluster([c[0] for c in cards], [min(c[1], len(c[0]) - 1) for c in cards])
+    pipeline = build_pipeline(graph)
+    exact = best_total_fps(pipeline, cluster, LIMITS)
+    assert ColumnBound(pipeline, cluster, LIMITS).bound() >= exact * (1 - 1e-6) - 1e-6
+    if exact > 0:
+        plan = solve(graph, cluster, limits=LIMITS, certify=True)
+        assert plan.total_fps <= plan.bound + 0.01
+        assert plan.total_fps == pytest.approx(exact, rel=1e-6, abs=0.01)  # these are searched exhaustively
+
+
+def test_a_plan_that_reaches_the_lp_bound_says_it_is_optimal():
+    # one stage in a LUT or a DSP variant, each half an SLR: the per-resource bound sees no limit (each
+    # resource has a variant without it), the LP sees the four instances the plan runs
+    graph = chain("half", [[(100, Resources(50, 0, 0, 0, 0), 8), (100, Resources(0, 0, 0, 0, 50), 8)]])
+    plan = solve(graph, toy_cluster([[100]], [0]), limits=LIMITS, certify=True)
+    assert plan.bound_method == "lp" and plan.optimal
+    assert plan.total_fps == pytest.approx(4 * 100e6 / 100) == pytest.approx(plan.bound)
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    return load_model("mobilenetv1")
+
+
+def test_min_instance_fps_is_respected_and_costs_throughput(mobilenet):
+    cluster = load_cluster(CLUSTERS / "1xU280.yaml")
+    free = solve(mobilenet, cluster)
+    floor = 2 * min(i.fps for i in free.instances)
+    floored = solve(mobilenet, cluster, settings=PackSettings(min_instance_fps=floor))
+    assert all(i.fps >= floor for i in floored.instances)
+    assert floored.min_instance_fps == floor and floored.total_fps <= free.bound
+    with pytest.raises(InputError, match="min-instance-fps"):
+        solve(mobilenet, cluster, settings=PackSettings(min_instance_fps=1e9))
+
+
+def test_a_measured_clock_scales_fps_exactly_as_cycles_over_clock(mobilenet):
+    slow = solve(mobilenet, load_cluster(CLUSTERS / "2xU280.yaml"))
+    catalog = with_clocks(load_catalog(), {"u280": 250}, "measured (build report)")
+    fast = solve(mobilenet, load_cluster(CLUSTERS / "2xU280.yaml", catalog))
+    assert fast.clocks["u280"].mhz == 250 and fast.clocks["u280"].source == "measured (build report)"
+    assert slow.clocks["u280"].source == "modelled default"
+    assert [i.cycles_per_frame for i in fast.instances] == [i.cycles_per_frame for i in slow.instances]
+    for instance in fast.instances:
+        assert instance.fps == pytest.approx(250e6 / instance.cycles_per_frame, abs=0.01)
+    assert fast.total_fps == pytest.approx(slow.total_fps * 250 / 200, rel=1e-4)
+
+
+def test_clock_input_errors_name_the_field():
+    with pytest.raises(InputError, match="clock"):
+        with_clocks(load_catalog(), {"u999": 250}, "x")
+    with pytest.raises(InputError, match="clock u280"):
+        with_clocks(load_catalog(), {"u280": 0}, "x")
+
+
+def test_catalog_override_of_the_clock_says_so(tmp_path):
+    extra = tmp_path / "cards.yaml"
+    extra.write_text("cards:\n  u280: {fclk_mhz: 230}\n")
+    card = load_catalog(extra).card("u280")
+    assert card.fclk_mhz == 230 and card.fclk_source.startswith("catalog override")
