@@ -140,7 +140,7 @@ def build_pipeline(graph: ModelGraph) -> Pipeline:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("ELASTICDF_CACHE", Path.home() / ".cache" / "elasticdf")) / "pipelines"
+    return Path(os.environ.get("ELASTICDF_PLAN_CACHE", Path.home() / ".cache" / "elasticdf")) / "pipelines"
 
 
 @cache
