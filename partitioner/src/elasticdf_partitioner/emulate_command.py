@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=8, help="frames pushed through every instance")
     parser.add_argument("--seed", type=int, default=0, help="seed of zoo weights and of the frames")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight per instance")
+    parser.add_argument("--instances", type=int, default=None,
+                        help="emulate only the first N planned instances (default: all)")
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         model_path = Path(tmp) / "model.onnx"
         model_path.write_bytes(model.SerializeToString())
         results = []
-        for i, instance in enumerate(plan.instances):
+        for i, instance in enumerate(plan.instances[:args.instances]):
             gateway = stack.enter_context(EmulatedInstance(plan, i, model_path, Path(tmp) / f"instance-{i}"))
             console.print(f"instance {i}: {len(instance.segments)} segment(s) up, pushing {len(frames)} frames")
             results.append(gateway.push(frames, expected, args.concurrency))

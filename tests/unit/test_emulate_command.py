@@ -1,0 +1,37 @@
+"""`elasticdf emulate`: real segment and gateway processes on loopback, answers equal to the unsplit model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from elasticdf_partitioner.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTERS = ROOT / "examples" / "clusters"
+
+
+def emulate(capsys, *argv: str) -> tuple[int, str]:
+    code = main(["emulate", *argv])
+    return code, capsys.readouterr().out
+
+
+def test_cnv_instances_answer_like_the_unsplit_model(capsys):
+    code, out = emulate(capsys, "--model", "cnv", "--cluster", str(CLUSTERS / "1xU250.yaml"), "--frames", "6",
+                        "--instances", "2")
+    assert code == 0, out
+    assert out.count("identical") == 2
+    assert "every answer of every instance equals the unsplit model's (6 frames each)" in out
+
+
+def test_resnet50_split_over_two_cards_answers_like_the_unsplit_model(capsys):
+    """The 2xU280 plan cuts ResNet-50 between two cards inside a residual stage (several live tensors)."""
+    code, out = emulate(capsys, "--model", "resnet50", "--cluster", str(CLUSTERS / "2xU280.yaml"), "--frames", "2",
+                        "--instances", "1")
+    assert code == 0, out
+    assert "alveo-0/0, alveo-1/0" in out and "identical" in out
+
+
+def test_unknown_model_is_a_user_error(capsys):
+    code = main(["emulate", "--model", "nope", "--cluster", str(CLUSTERS / "1xU250.yaml")])
+    assert code == 2
+    assert "unknown zoo model 'nope'" in capsys.readouterr().err
