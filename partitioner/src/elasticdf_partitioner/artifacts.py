@@ -165,8 +165,8 @@ def _store(chunks: Iterator[bytes], expected: str, policy: FetchPolicy, where: s
                 out.write(chunk)
         got = hasher.hexdigest()
         if got != expected:
-            raise ModelError(FETCH_FAILED, DIGEST_FIELD,
-                             f"digest mismatch: expected sha256:{expected}, got sha256:{got} ({size} bytes from {where})")
+            raise ModelError(FETCH_FAILED, DIGEST_FIELD, f"digest mismatch: expected sha256:{expected}, "
+                             f"got sha256:{got} ({size} bytes from {where})")
         final = cache_path(got, policy)
         os.replace(tmp, final)  # atomic: a reader sees the whole verified file or none
         return final

@@ -37,7 +37,7 @@ class EmulationBackend:
             model = split.load(self.onnx_path)
         elif self.wiring.artifacts.onnx:
             first, last = self.wiring.layer_range
-            model = split.cut(split.load(self.wiring.artifacts.onnx), first, last)
+            model = split.cut(split.load(self.wiring.artifacts.onnx, self.wiring.artifacts.onnx_sha256), first, last)
         else:
             raise BackendError(f"{self.wiring.instance_id} segment {self.wiring.segment}: emulation needs an ONNX "
                                "model (spec.model.artifacts.onnx) but the wiring has none")
@@ -197,7 +197,7 @@ class XrtBackend:
             return split.load(self.onnx_path)
         if self.wiring.artifacts.onnx:
             first, last = self.wiring.layer_range
-            return split.cut(split.load(self.wiring.artifacts.onnx), first, last)
+            return split.cut(split.load(self.wiring.artifacts.onnx, self.wiring.artifacts.onnx_sha256), first, last)
         raise BackendError(f"segment {self.wiring.segment}: the xrt host relay sizes its device buffers from the "
                            "segment ONNX (spec.model.artifacts.onnx) but the wiring has none")
 
