@@ -219,9 +219,16 @@ def _get(url: str, policy: FetchPolicy, headers: dict[str, str] | None = None) -
     except (urllib3.exceptions.HTTPError, OSError) as err:
         raise _Transient(_describe(err)) from None
     if response.status in TRANSIENT_STATUS:
-        response.release_conn()
+        _discard(response)
         raise _Transient(f"HTTP {response.status}")
     return response
+
+
+def _discard(response: urllib3.BaseHTTPResponse) -> None:
+    """Close the connection of a response whose body is not read to its end (a half-read connection must never
+    go back to the pool: the next request on it would read this body's rest)."""
+    response.close()
+    response.release_conn()
 
 
 def _describe(err: Exception) -> str:
@@ -238,27 +245,31 @@ def _body(response: urllib3.BaseHTTPResponse, where: str, policy: FetchPolicy) -
     """The response body in chunks; a body cut short, a stalled read or a too slow transfer is _Transient."""
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > policy.max_bytes:
-        response.release_conn()
+        _discard(response)
         raise _too_large(where, f"{declared} bytes", policy)
     deadline = time.monotonic() + policy.attempt_seconds
-    received = 0
+    received, complete = 0, False
     try:
         for chunk in response.stream(CHUNK, decode_content=False):
             received += len(chunk)
             yield chunk
             if time.monotonic() > deadline:
                 raise _Transient(f"transfer took longer than {policy.attempt_seconds:.0f} s")
+        complete = True
     except (urllib3.exceptions.HTTPError, OSError) as err:
         raise _Transient(f"connection broke after {received} of {declared or '?'} bytes ({_describe(err)})") from None
     finally:
-        response.release_conn()
+        if complete:
+            response.release_conn()
+        else:
+            _discard(response)
 
 
 def _download(uri: str, digest: str, policy: FetchPolicy) -> Path:
     def attempt() -> Path:
         response = _get(uri, policy)
         if response.status != 200:
-            response.release_conn()
+            _discard(response)
             raise ModelError(FETCH_FAILED, ONNX_FIELD, f"GET {uri}: HTTP {response.status}")
         return _store(_body(response, uri, policy), digest, policy, uri)
 
@@ -307,11 +318,11 @@ class _Registry:
         response = _get(url, self.policy, {**headers, **self._auth()})
         if response.status == 401 and self.authorization is None:
             challenge = response.headers.get("WWW-Authenticate", "")
-            response.release_conn()
+            _discard(response)
             self.authorization = self._answer(challenge)
             response = _get(url, self.policy, {**headers, **self._auth()})
         if response.status in (401, 403):
-            response.release_conn()
+            _discard(response)
             hint = "" if self.credentials else " (no credentials for it: chart value modelFetch.pullSecret)"
             raise ModelError(FETCH_FAILED, ONNX_FIELD, f"registry {self.ref.registry} refused access to "
                              f"{self.ref.repository} (HTTP {response.status}){hint}")
@@ -378,7 +389,7 @@ def _small_body(response: urllib3.BaseHTTPResponse, what: str, policy: FetchPoli
     except (urllib3.exceptions.HTTPError, OSError) as err:
         raise _Transient(f"reading the {what}: {_describe(err)}") from None
     finally:
-        response.release_conn()
+        _discard(response)  # cheap: small bodies, and a fresh connection per manifest is fine
     if len(data) > MAX_MANIFEST_BYTES:
         raise ModelError(FETCH_FAILED, ONNX_FIELD, f"the {what} is larger than {MAX_MANIFEST_BYTES} bytes")
     return data
@@ -409,7 +420,7 @@ def _pull_oci(uri: str, digest: str | None, policy: FetchPolicy) -> Path:
     def manifest() -> bytes:
         response = registry.get(f"{registry.base}/manifests/{ref.reference}", ", ".join(MANIFEST_TYPES))
         if response.status != 200:
-            response.release_conn()
+            _discard(response)
             raise ModelError(FETCH_FAILED, ONNX_FIELD, f"{uri}: manifest not found (HTTP {response.status})")
         return _small_body(response, "manifest", policy)
 
@@ -432,7 +443,7 @@ def _pull_oci(uri: str, digest: str | None, policy: FetchPolicy) -> Path:
     def blob() -> Path:
         response = registry.get(f"{registry.base}/blobs/sha256:{layer_digest}")
         if response.status != 200:
-            response.release_conn()
+            _discard(response)
             raise ModelError(FETCH_FAILED, ONNX_FIELD, f"{uri}: layer blob not found (HTTP {response.status})")
         return _store(_body(response, uri, policy), layer_digest, policy, uri)
 
