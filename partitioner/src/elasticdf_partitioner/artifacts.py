@@ -462,13 +462,12 @@ def _local(uri: str, scheme: str, digest: str | None, policy: FetchPolicy) -> Pa
         if parts.netloc not in ("", "localhost"):
             raise ModelError(INVALID_SPEC, ONNX_FIELD, f"{uri!r}: file:// takes no host", "file:///PATH")
     else:
-        if policy.pvc_root is None or not parts.netloc:
-            raise ModelError(INVALID_SPEC, ONNX_FIELD, f"{uri!r}: pvc:// needs a claim and a mount root",
-                             "pvc://CLAIM/PATH")
+        if not parts.netloc:
+            raise ModelError(INVALID_SPEC, ONNX_FIELD, f"{uri!r} names no claim", "pvc://CLAIM/PATH")
+        if policy.pvc_root is None or not (policy.pvc_root / parts.netloc).is_dir():
+            raise ModelError(INVALID_SPEC, ONNX_FIELD, f"claim {parts.netloc!r} is not mounted here; the operator "
+                             "reads only the claims of chart value modelFetch.pvcClaims")
         root = policy.pvc_root / parts.netloc
-        if not root.is_dir():
-            raise ModelError(INVALID_SPEC, ONNX_FIELD, f"claim {parts.netloc!r} is not mounted here ({root}); the "
-                             "operator reads only the claims of chart value modelFetch.pvcClaims")
         wanted = root / unquote(parts.path).lstrip("/")
     path = _inside(root, wanted, uri)
     size = path.stat().st_size
