@@ -5,14 +5,19 @@ and pvc://; and the format detection of elasticdf_partitioner.modelio."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import onnx
@@ -193,18 +198,14 @@ USER, PASSWORD = "puller", "s3cret"
 EMPTY = b"{}"
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """The CNCF registry on a free loopback port with htpasswd (basic) auth; stopped at the end."""
-    bcrypt = pytest.importorskip("bcrypt")
-    state = tmp_path_factory.mktemp("registry")
-    (state / "htpasswd").write_bytes(USER.encode() + b":" + bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(5)))
+@contextlib.contextmanager
+def running_registry(state: Path, auth: dict) -> Iterator[str]:
+    """The CNCF registry on a free loopback port with `auth`; yields host:port, stops it at the end."""
     port = free_port()
     (state / "config.yml").write_text(json.dumps({
         "version": 0.1, "log": {"level": "error", "accesslog": {"disabled": True}},
         "storage": {"filesystem": {"rootdirectory": str(state / "data")}},
-        "http": {"addr": f"127.0.0.1:{port}"},
-        "auth": {"htpasswd": {"realm": "elasticdf-test", "path": str(state / "htpasswd")}}}))
+        "http": {"addr": f"127.0.0.1:{port}"}, "auth": auth}))
     proc = subprocess.Popen([str(REGISTRY), "serve", str(state / "config.yml")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -224,22 +225,121 @@ def registry(tmp_path_factory):
         proc.wait(10)
 
 
-def _request(method: str, url: str, data: bytes | None = None, content_type: str | None = None):
-    headers = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """Basic auth (htpasswd)."""
+    bcrypt = pytest.importorskip("bcrypt")
+    state = tmp_path_factory.mktemp("registry")
+    (state / "htpasswd").write_bytes(USER.encode() + b":" + bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(5)))
+    with running_registry(state, {"htpasswd": {"realm": "elasticdf-test", "path": str(state / "htpasswd")}}) as r:
+        yield r
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenService:
+    """A docker token service on 127.0.0.1: checks USER/PASSWORD (basic) and answers an ES256 JWT that the
+    registry verifies against the JWKS of KEY (what Docker Hub, GHCR, Harbor do for bearer auth)."""
+
+    def __init__(self, state: Path):
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        numbers = self.key.public_key().public_numbers()
+        jwk = {"kty": "EC", "crv": "P-256", "kid": "test-key", "use": "sig", "alg": "ES256",
+               "x": b64url(numbers.x.to_bytes(32, "big")), "y": b64url(numbers.y.to_bytes(32, "big"))}
+        self.jwks = state / "jwks.json"
+        self.jwks.write_text(json.dumps({"keys": [jwk]}))
+        self.requests = 0
+
+    def token(self, scope: str) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        _, repo, actions = scope.split(":")
+        now = int(time.time())
+        claims = {"iss": "elasticdf-test", "sub": USER, "aud": "test-registry", "exp": now + 300, "nbf": now - 10,
+                  "iat": now, "jti": str(now), "access": [{"type": "repository", "name": repo,
+                                                           "actions": actions.split(",")}]}
+        header = {"alg": "ES256", "typ": "JWT", "kid": "test-key"}
+        signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+        r, s = decode_dss_signature(self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[str]:
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                service.requests += 1
+                expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = json.dumps({"token": service.token(query["scope"])}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/token"
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture(scope="module")
+def bearer_registry(tmp_path_factory):
+    """Token (bearer) auth: the registry sends clients to TokenService."""
+    state = tmp_path_factory.mktemp("bearer-registry")
+    service = TokenService(state)
+    with service.serving() as realm:
+        auth = {"token": {"realm": realm, "service": "test-registry", "issuer": "elasticdf-test",
+                          "jwks": str(service.jwks)}}
+        with running_registry(state, auth) as r:
+            yield r, service, realm
+
+
+def _bearer_push_token(realm: str, repo: str) -> str:
+    basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    query = urllib.parse.urlencode({"service": "test-registry", "scope": f"repository:{repo}:pull,push"})
+    request = urllib.request.Request(f"{realm}?{query}", headers={"Authorization": f"Basic {basic}"})
+    return json.loads(urllib.request.urlopen(request, timeout=10).read())["token"]
+
+
+BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+
+def _request(method: str, url: str, data: bytes | None = None, content_type: str | None = None,
+             authorization: str = BASIC):
+    headers = {"Authorization": authorization}
     if content_type:
         headers["Content-Type"] = content_type
     return urllib.request.urlopen(urllib.request.Request(url, data, headers, method=method), timeout=10)
 
 
-def push(registry: str, repo: str, tag: str, layers: list[tuple[bytes, str, str]]) -> str:
+def push(registry: str, repo: str, tag: str, layers: list[tuple[bytes, str, str]], authorization: str = BASIC) -> str:
     """Push blobs and an ORAS-style manifest with plain HTTP; returns the manifest digest."""
     base = f"http://{registry}/v2/{repo}"
     for blob in [EMPTY] + [data for data, _, _ in layers]:
-        location = _request("POST", f"{base}/blobs/uploads/").headers["Location"]
+        location = _request("POST", f"{base}/blobs/uploads/", authorization=authorization).headers["Location"]
         location = location if location.startswith("http") else f"http://{registry}{location}"
         sep = "&" if "?" in location else "?"
         _request("PUT", f"{location}{sep}digest=sha256:{hashlib.sha256(blob).hexdigest()}", blob,
-                 "application/octet-stream")
+                 "application/octet-stream", authorization)
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "artifactType": "application/vnd.onnx.model",
@@ -248,7 +348,7 @@ def push(registry: str, repo: str, tag: str, layers: list[tuple[bytes, str, str]
         "layers": [{"mediaType": media, "size": len(data), "digest": f"sha256:{hashlib.sha256(data).hexdigest()}",
                     "annotations": {"org.opencontainers.image.title": title}} for data, media, title in layers],
     }).encode()
-    _request("PUT", f"{base}/manifests/{tag}", manifest, "application/vnd.oci.image.manifest.v1+json")
+    _request("PUT", f"{base}/manifests/{tag}", manifest, "application/vnd.oci.image.manifest.v1+json", authorization)
     return hashlib.sha256(manifest).hexdigest()
 
 
@@ -298,6 +398,20 @@ def test_oci_errors(registry, policy, docker_config):
     assert refused.reason == FETCH_FAILED and "refused access" in str(refused)
     bad = error(lambda: fetch(f"oci://{registry}/Bad Repo:v1", None, pulling))
     assert bad.reason == INVALID_SPEC
+
+
+@needs_registry
+def test_oci_bearer_token_auth(bearer_registry, policy, docker_config):
+    registry, service, realm = bearer_registry
+    token = _bearer_push_token(realm, "models/tok")
+    push(registry, "models/tok", "v1", [(DATA, "application/vnd.onnx.model", "m.onnx")], f"Bearer {token}")
+    before = service.requests
+    pulling = FetchPolicy(cache_dir=policy.cache_dir, docker_config=docker_config(registry))
+    assert fetch(f"oci://{registry}/models/tok:v1", DIGEST, pulling).read_bytes() == DATA
+    assert service.requests == before + 1  # one token for the manifest and the blob
+    wrong = FetchPolicy(cache_dir=policy.cache_dir / "other", docker_config=docker_config(registry, USER, "nope"))
+    err = error(lambda: fetch(f"oci://{registry}/models/tok:v1", None, wrong))
+    assert err.reason == FETCH_FAILED and "token service answered HTTP 401" in str(err)
 
 
 # ---- format detection -----------------------------------------------------------------------------------------
