@@ -1,11 +1,11 @@
 """spec.model -> a layer graph, without ever blocking a reconcile on a download.
 
-Zoo names build at once. Artifacts are fetched and imported on a small thread pool (the shared policy of
-elasticdf_partitioner.artifacts, configured by the chart through ELASTICDF_MODEL_* variables); until the
-graph is there, `graph()` raises ModelPending and the reconcile reports PartitionSolved=Unknown/ModelFetching;
-the periodic resync picks the graph up. A failed fetch (ModelFetchFailed) is tried again after a backoff
-(5 s, 10 s, … 5 min) so a server or registry that comes back is noticed; an invalid model or spec is not
-retried (its digest pins its content: fixing it means a new spec, hence a new key).
+Zoo names build at once. Artifacts are fetched and imported on daemon threads (at most `workers` at once) with
+the shared policy of elasticdf_partitioner.artifacts, configured by the chart through ELASTICDF_MODEL_*
+variables; until the graph is there, `graph()` raises ModelPending and the reconcile reports
+PartitionSolved=Unknown/ModelFetching; the periodic resync picks the graph up. A failed fetch (ModelFetchFailed)
+is tried again after a backoff (5 s, 10 s, … 5 min) so a server or registry that comes back is noticed; an
+invalid model is not retried when a digest pins its content (fixing it means a new spec, hence a new key).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
@@ -56,7 +56,7 @@ class ModelStore:
     def __init__(self, policy: FetchPolicy, workers: int = 2, clock: Callable[[], float] = time.monotonic):
         self.policy = policy
         self.clock = clock
-        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="model-fetch")
+        self.slots = threading.BoundedSemaphore(workers)  # downloads at once
         self.graphs: OrderedDict[tuple, ModelGraph] = OrderedDict()
         self.attempts: dict[tuple, _Attempt] = {}
         self.lock = threading.Lock()
@@ -100,7 +100,19 @@ class ModelStore:
         return graph
 
     def _submit(self, uri: str, digest: str | None) -> Future:
-        return self.executor.submit(self._fetch_and_load, uri, digest)
+        """Fetch and import on a daemon thread (not a ThreadPoolExecutor: its threads are joined at exit, so a
+        download under way would hold up the operator's shutdown)."""
+        future: Future = Future()
+
+        def run() -> None:
+            with self.slots:
+                try:
+                    future.set_result(self._fetch_and_load(uri, digest))
+                except BaseException as err:  # noqa: BLE001 - handed to the reconcile through the future
+                    future.set_exception(err)
+
+        threading.Thread(target=run, name="model-fetch", daemon=True).start()
+        return future
 
     def _fetch_and_load(self, uri: str, digest: str | None) -> ModelGraph:
         started = time.perf_counter()
@@ -119,8 +131,10 @@ class ModelStore:
         return graph
 
     def _maybe_retry(self, attempt: _Attempt, error: BaseException, uri: str, digest: str | None) -> None:
-        """Schedule (or start, when due) another try of a failed fetch; invalid models are final."""
-        if not isinstance(error, ModelError) or error.reason != FETCH_FAILED:
+        """Schedule (or start, when due) another try of a failed fetch; an invalid model is final when a digest
+        pins its content (file:// and pvc:// without one may be fixed in place)."""
+        if not isinstance(error, ModelError) or error.reason not in (FETCH_FAILED, MODEL_INVALID) \
+                or (error.reason == MODEL_INVALID and digest is not None):
             return
         now = self.clock()
         attempt.last_error = error
