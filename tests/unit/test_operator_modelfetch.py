@@ -168,3 +168,16 @@ def test_the_segment_runtime_fetches_with_the_same_policy(tmp_path, monkeypatch)
         split.load(f"file://{tmp_path}/m.onnx")
     with pytest.raises(ValueError, match=r"spec.model.artifacts.sha256: required"):
         split.load("https://127.0.0.1:9/m.onnx")
+
+
+def test_an_unpinned_file_fixed_in_place_is_picked_up(tmp_path):
+    clock = Clock()
+    store = ModelStore(FetchPolicy(cache_dir=tmp_path / "cache", file_root=tmp_path), clock=clock)
+    (tmp_path / "m.onnx").write_bytes(b"not yet")
+    src = source(f"file://{tmp_path}/m.onnx", None)
+    with pytest.raises(ModelError) as err:
+        settle(store, src)
+    assert err.value.reason == "ModelInvalid"
+    (tmp_path / "m.onnx").write_bytes(GOOD)
+    clock.now = 5.0
+    assert len(settle_until_graph(store, src).layers) == 12
