@@ -25,7 +25,7 @@ from elasticdf_partitioner.cluster import load_cluster
 from elasticdf_partitioner.emulate_command import EmulatedInstance, random_frames, unsplit_outputs
 from elasticdf_partitioner.emulation import lower_model
 from elasticdf_partitioner.finn_io import export_finn, import_onnx
-from elasticdf_partitioner.runnable import runnable_model
+from elasticdf_partitioner.modelio import runnable_model
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.zoo import load_model
 from elasticdf_segment import split

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build the local control plane's programs from source into .cache/bin:
 #   kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes),
-#   etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok), helm (helm.sh/helm/v3).
-# Versions are pinned by hack/tools/go.mod + go.sum. Binaries are static
+#   etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok), helm (helm.sh/helm/v3),
+#   registry (github.com/distribution/distribution/v3, the CNCF OCI registry the oci:// fetcher tests push to).
+# Versions are pinned by hack/tools/go.mod + go.sum (registry: hack/registry/go.mod, its own module so its
+# dependencies never move the Kubernetes pins). Binaries are static
 # (CGO_ENABLED=0) and version-stamped through -ldflags. A binary is rebuilt only
 # when it is missing or its stamp (hash of go.mod, go.sum, this script's
 # BUILD_RECIPE and the Go version) changed, so a second run takes about a second.
@@ -20,7 +22,7 @@ TOOLS_MOD="$ROOT/hack/tools"
 CACHE="${ELASTICDF_CACHE:-$ROOT/.cache}"
 BIN="$CACHE/bin"
 P="${GO_BUILD_P:-2}"
-ALL_TOOLS=(etcd kwok helm kube-apiserver kube-scheduler kube-controller-manager)
+ALL_TOOLS=(etcd kwok helm kube-apiserver kube-scheduler kube-controller-manager registry)
 
 force=0
 wanted=()
@@ -39,16 +41,20 @@ mkdir -p "$BIN"
 export CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:-} -mod=readonly -buildvcs=false"
 
+REGISTRY_MOD="$ROOT/hack/registry"
 cd "$TOOLS_MOD"
 modver() { go list -m -f '{{if .Replace}}{{.Replace.Version}}{{else}}{{.Version}}{{end}}' "$1"; }
+mod_of() { [ "$1" = registry ] && echo "$REGISTRY_MOD" || echo "$TOOLS_MOD"; }  # $1 = tool
+stamp_of() { # $1 = module dir
+  { cat "$1/go.mod" "$1/go.sum"; echo "recipe=$BUILD_RECIPE"; go env GOVERSION GOOS GOARCH; } | sha256sum | cut -c1-16
+}
 
-stamp="$( { cat go.mod go.sum; echo "recipe=$BUILD_RECIPE"; go env GOVERSION GOOS GOARCH; } | sha256sum | cut -c1-16)"
 build_date="$(date -u -d "@$(stat -c %Y go.sum)" +%Y-%m-%dT%H:%M:%SZ)"
 
 need_build() { # $1 = tool name
   [ "$force" = 1 ] && return 0
   [ -x "$BIN/$1" ] || return 0
-  [ "$(cat "$BIN/.$1.stamp" 2>/dev/null)" = "$stamp" ] || return 0
+  [ "$(cat "$BIN/.$1.stamp" 2>/dev/null)" = "$(stamp_of "$(mod_of "$1")")" ] || return 0
   return 1
 }
 
@@ -75,8 +81,10 @@ k8s_ldflags() { # gitVersion v1.36.3 -> major 1, minor 36
 }
 
 build_one() { # $1 = tool
-  local tool="$1" pkg ldflags ver
-  resolve_versions
+  local tool="$1" pkg ldflags ver mod tool_stamp
+  mod="$(mod_of "$tool")"
+  tool_stamp="$(stamp_of "$mod")"
+  if [ "$tool" != registry ]; then resolve_versions; fi
   case "$tool" in
     kube-apiserver|kube-controller-manager|kube-scheduler)
       pkg="k8s.io/kubernetes/cmd/$tool"; ver="$K8S_VER"; ldflags="$(k8s_ldflags)" ;;
@@ -90,14 +98,18 @@ build_one() { # $1 = tool
     helm)
       pkg="helm.sh/helm/v3/cmd/helm"; ver="$HELM_VER"
       ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VER -X helm.sh/helm/v3/internal/version.gitTreeState=clean" ;;
+    registry)
+      pkg="github.com/distribution/distribution/v3/cmd/registry"
+      ver="$(cd "$mod" && modver github.com/distribution/distribution/v3)"
+      ldflags="-s -w -X github.com/distribution/distribution/v3/version.version=$ver" ;;
     *) echo "build-tools: unknown tool '$tool' (known: ${ALL_TOOLS[*]})" >&2; return 2 ;;
   esac
   local t0=$SECONDS
   printf 'building %s %s (go build -p %s, started %s) ...\n' "$tool" "$ver" "$P" "$(date +%H:%M:%S)"
   rm -f "$BIN/.$tool.stamp"
-  go build -p "$P" -trimpath -ldflags "$ldflags" -o "$BIN/$tool.tmp" "$pkg"
+  (cd "$mod" && go build -p "$P" -trimpath -ldflags "$ldflags" -o "$BIN/$tool.tmp" "$pkg")
   mv -f "$BIN/$tool.tmp" "$BIN/$tool"
-  echo "$stamp" > "$BIN/.$tool.stamp"
+  echo "$tool_stamp" > "$BIN/.$tool.stamp"
   printf 'build-tools: built %s in %ss\n' "$tool" "$((SECONDS - t0))"
 }
 

@@ -141,7 +141,7 @@ class Pipeline:
     def start_segment(self, index: int) -> None:
         pod = f"s{index}"
         env = {**os.environ, "ELASTICDF_WIRING": str(self.workdir / "wiring" / f"segment-{index}.json"),
-               "ELASTICDF_ORT_THREADS": "1"}
+               "ELASTICDF_ORT_THREADS": "1", "ELASTICDF_MODEL_FILE_ROOT": str(self.workdir)}
         log = open(self.workdir / f"{pod}.log", "ab")  # noqa: SIM115 - owned by the process
         self.procs[pod] = subprocess.Popen(
             ["ip", "netns", "exec", self.fabric.namespaces[pod], PYTHON, "-m", "elasticdf_segment"],

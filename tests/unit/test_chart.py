@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "elastic-df"
 HELM = ROOT / ".cache" / "bin" / "helm"
 OPERATOR = ROOT / "operator" / "src" / "elasticdf_operator"
+FETCH_POLICY = ROOT / "partitioner" / "src" / "elasticdf_partitioner" / "artifacts.py"
 SM_API = "monitoring.coreos.com/v1/ServiceMonitor"
 
 NO_HELM = f"{HELM} is not built (run hack/build-tools.sh or make tools)"
@@ -225,7 +226,7 @@ def test_operator_deployment(default_docs):
     assert c["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert c[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
-    assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp"}
+    assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp", "/var/cache/elasticdf/models"}
     svc = find(default_docs, "Service")[0]
     assert svc["spec"]["ports"][0]["port"] == 9090
     assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
@@ -238,8 +239,10 @@ def test_operator_flags_exist():
     template = (CHART / "templates" / "deployment.yaml").read_text()
     for flag in set(re.findall(r"- (--[a-z-]+)", template)):
         assert f'"{flag}"' in main, f"the operator has no {flag}"
+    readers = [OPERATOR / "handlers.py", OPERATOR / "modelfetch.py", FETCH_POLICY]
+    code = "".join(p.read_text() for p in readers)
     for env in set(re.findall(r"name: (ELASTICDF_\w+)", template)):
-        assert env in (OPERATOR / "handlers.py").read_text(), f"the operator does not read {env}"
+        assert env in code, f"the operator does not read {env}"
 
 
 def test_gateway_is_selected_by_the_operators_service(all_docs):
@@ -268,6 +271,30 @@ def test_service_monitor_only_when_enabled_and_available(all_docs):
     assert res.returncode != 0 and "Prometheus Operator" in res.stderr
 
 
+def test_model_fetch_values_reach_the_operator():
+    """Size limit, file root (with its volume), pull secret (mounted: no RBAC on Secrets) and pvc claims."""
+    from elasticdf_partitioner.artifacts import FetchPolicy
+
+    docs = render("modelFetch.maxBytes=1000", "modelFetch.fileRoot=/srv/models",
+                  "modelFetch.fileVolume.hostPath.path=/data/models", "modelFetch.pullSecret=regcred",
+                  "modelFetch.pvcClaims={models}", "modelFetch.plainHttpRegistries={reg.local:5000}")
+    pod = find(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    policy = FetchPolicy.from_env(env)
+    assert policy.max_bytes == 1000 and str(policy.file_root) == "/srv/models"
+    assert policy.plain_http_registries == ("reg.local:5000",) and env["ELASTICDF_MODEL_PULL_SECRET"] == "regcred"
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert str(policy.docker_config).startswith(mounts["/var/run/secrets/elasticdf/registry"]["mountPath"])
+    assert volumes["model-pull-secret"]["secret"]["secretName"] == "regcred"
+    assert volumes[mounts["/srv/models"]["name"]]["hostPath"] == {"path": "/data/models"}
+    assert mounts[f"{policy.pvc_root}/models"]["readOnly"] is True
+    assert volumes["model-pvc-models"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    assert str(policy.cache_dir) in mounts
+    assert not any("secrets" in r["resources"] for r in rules_of(docs))
+
+
 # ---- values schema ----------------------------------------------------------------------------------------
 
 BAD_VALUES = [
@@ -285,6 +312,11 @@ BAD_VALUES = [
     "gateway.maxInstances=0",
     "metrics.service.type=Ingress",
     "operator.resources.requests.cpu=lots",
+    "modelFetch.maxBytes=0",
+    "modelFetch.fileRoot=relative/path",
+    "modelFetch.pullSecret=Not_A_Name",
+    "modelFetch.pvcClaims={Bad_Claim}",
+    "modelFetch.cacheSizeLimit=huge",
 ]
 
 

@@ -27,9 +27,18 @@ class _Model(BaseModel):
 
 
 class Artifacts(_Model):
-    """Compiled artifacts of a FINN dataflow model."""
+    """A user's model: a FINN dataflow ONNX or a QONNX, by URI, and its compiled bitstreams."""
 
-    onnx: str = Field(min_length=1, description="URI of the dataflow ONNX model")
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!(self.onnx.startsWith('https://') || self.onnx.startsWith('http://')) || has(self.sha256)",
+         "message": "sha256 is required for https:// and http:// artifacts"}]})
+
+    onnx: str = Field(min_length=1, max_length=2048, description="URI of the model (FINN dataflow ONNX or QONNX): "
+                      "https://, http:// (with sha256), oci://REGISTRY/REPO:TAG or @sha256:..., "
+                      "file:///PATH (below the chart's modelFetch.fileRoot), pvc://CLAIM/PATH")
+    sha256: str | None = Field(None, pattern=r"^(sha256:)?[a-f0-9]{64}$",
+                               description="sha256 digest of the ONNX file (sha256:HEX or HEX); required for "
+                                           "https:// and http://, checked when given for the other schemes")
     bitstreams: list[str] = Field(default_factory=list, description="URIs of per-segment xclbins, in order")
 
 

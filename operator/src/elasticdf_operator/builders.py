@@ -7,7 +7,9 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from elasticdf_partitioner.artifacts import FetchPolicy
 from elasticdf_partitioner.catalog import Catalog
 from elasticdf_partitioner.plan import Instance
 from elasticdf_partitioner.wiring import Artifacts, Endpoint, SegmentWiring
@@ -34,6 +36,10 @@ WIRING_DIR = "/etc/elasticdf"
 GATEWAY_WIRING_DIR = f"{WIRING_DIR}/gateway"
 GATEWAY_USER = 10001  # the gateway image's non-root user (images/gateway/Dockerfile)
 DEFAULT_POOL = "10.100.0.0/16"
+# where a segment pod keeps fetched models (emptyDir), mounts pvc:// claims and the oci:// pull secret
+MODEL_CACHE_DIR = "/var/cache/elasticdf/models"
+PVC_ROOT = "/var/lib/elasticdf/pvc"
+PULL_SECRET_DIR = "/var/run/secrets/elasticdf/registry"
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,21 @@ class Owner:
     def reference(self) -> dict:
         return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ElasticInference", "name": self.name,
                 "uid": self.uid, "controller": True, "blockOwnerDeletion": True}
+
+
+@dataclass(frozen=True)
+class PodFetch:
+    """How segment pods fetch spec.model.artifacts: the operator's own policy (elasticdf_partitioner.artifacts:
+    size limit, file root, plain-http registries) and the name of the oci:// pull secret, which must exist in
+    the ElasticInference's namespace (like imagePullSecrets; the volume is optional, so pods start without it)."""
+
+    env: tuple[tuple[str, str], ...] = ()
+    max_bytes: int = 0
+    pull_secret: str | None = None
+
+    @classmethod
+    def of(cls, policy: FetchPolicy, pull_secret: str | None) -> PodFetch:
+        return cls(tuple(sorted(policy.env().items())), policy.max_bytes, pull_secret or None)
 
 
 def pod_name(owner: str, instance: int, segment: int) -> str:
@@ -141,6 +162,7 @@ def wiring(owner: Owner, spec: ElasticInferenceSpec, index: int, instance: Insta
             mode=mode, model=model, node=seg.node, card=physical[i], card_type=seg.card_type, slrs=seg.slrs,
             layer_range=seg.layer_range, layers=seg.layers,
             artifacts=Artifacts(onnx=spec.model.artifacts.onnx if spec.model.artifacts else zoo_uri(model),
+                                onnx_sha256=spec.model.artifacts.sha256 if spec.model.artifacts else None,
                                 xclbin=bitstreams[i] if i < len(bitstreams) else None),
             listen=listens[i], upstream=listens[i - 1] if i else gateway,
             downstream=listens[i + 1] if i + 1 < n else gateway))
@@ -174,13 +196,36 @@ def wirings_of(configmap: dict) -> list[SegmentWiring]:
     return sorted(found, key=lambda w: w.segment)
 
 
-def segment_pod(owner: Owner, spec: ElasticInferenceSpec, w: SegmentWiring, catalog: Catalog) -> dict:
+def model_fetch_mounts(spec: ElasticInferenceSpec, fetch: PodFetch) -> tuple[dict, list[dict], list[dict]]:
+    """(env, volumes, volume mounts) a segment pod needs to fetch spec.model.artifacts with the shared policy."""
+    if spec.model.artifacts is None:
+        return {}, [], []
+    env = {**dict(fetch.env), "ELASTICDF_MODEL_CACHE": MODEL_CACHE_DIR, "ELASTICDF_MODEL_PVC_ROOT": PVC_ROOT}
+    cache = {"emptyDir": {"sizeLimit": str(fetch.max_bytes)}} if fetch.max_bytes else {"emptyDir": {}}
+    volumes = [{"name": "model-cache", **cache}]
+    mounts = [{"name": "model-cache", "mountPath": MODEL_CACHE_DIR}]
+    uri = urlsplit(spec.model.artifacts.onnx)
+    if uri.scheme == "pvc" and uri.netloc:
+        volumes.append({"name": "model-pvc", "persistentVolumeClaim": {"claimName": uri.netloc, "readOnly": True}})
+        mounts.append({"name": "model-pvc", "mountPath": f"{PVC_ROOT}/{uri.netloc}", "readOnly": True})
+    if uri.scheme == "oci" and fetch.pull_secret:
+        volumes.append({"name": "model-pull-secret", "secret": {
+            "secretName": fetch.pull_secret, "optional": True,
+            "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}})
+        mounts.append({"name": "model-pull-secret", "mountPath": PULL_SECRET_DIR, "readOnly": True})
+        env["ELASTICDF_MODEL_DOCKER_CONFIG"] = f"{PULL_SECRET_DIR}/config.json"
+    return env, volumes, mounts
+
+
+def segment_pod(owner: Owner, spec: ElasticInferenceSpec, w: SegmentWiring, catalog: Catalog,
+                fetch: PodFetch = PodFetch()) -> dict:
     resource = catalog.card(w.card_type).device_plugin_resource
     image = spec.runtime.image if spec.runtime else DEFAULT_SEGMENT_IMAGE
     cm = configmap_name(owner.name, w.instance)
     path = f"{WIRING_DIR}/segment-{w.segment}.json"
+    fetch_env, fetch_volumes, fetch_mounts = model_fetch_mounts(spec, fetch)
     env = {"ELASTICDF_WIRING": path, "ELASTICDF_INSTANCE": str(w.instance), "ELASTICDF_SEGMENT": str(w.segment),
-           "ELASTICDF_MODE": w.mode, "ELASTICDF_CARD": str(w.card)}
+           "ELASTICDF_MODE": w.mode, "ELASTICDF_CARD": str(w.card), **fetch_env}
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": pod_name(owner.name, w.instance, w.segment), "namespace": owner.namespace,
@@ -200,9 +245,9 @@ def segment_pod(owner: Owner, spec: ElasticInferenceSpec, w: SegmentWiring, cata
                           {"name": "health", "containerPort": HEALTH_PORT}],
                 "resources": {"limits": {resource: "1"}, "requests": {resource: "1"}},
                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "periodSeconds": 5},
-                "volumeMounts": [{"name": "wiring", "mountPath": WIRING_DIR, "readOnly": True}],
+                "volumeMounts": [{"name": "wiring", "mountPath": WIRING_DIR, "readOnly": True}, *fetch_mounts],
             }],
-            "volumes": [{"name": "wiring", "configMap": {"name": cm}}],
+            "volumes": [{"name": "wiring", "configMap": {"name": cm}}, *fetch_volumes],
         },
     }
 

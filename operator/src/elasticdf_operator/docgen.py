@@ -25,8 +25,9 @@ CHART_CRDS = Path("charts/elastic-df/crds")
 # What the schema does not say by itself (fields without a description in api.py). Keys must be paths
 # of the schema: a unit test fails when a key no longer names a field.
 NOTES: dict[str, str] = {
-    "ElasticInference.spec.model.artifacts": "the operator does not accept artifacts yet (PartitionSolved=False, "
-                                             "reason InvalidModel); use a zoo name",
+    "ElasticInference.spec.model.artifacts": "fetched by the operator (to plan) and by every segment pod (to run); "
+                                             "failures: PartitionSolved=False with reason ModelFetchFailed, "
+                                             "ModelInvalid or InvalidSpec (docs/operations.md)",
     "ElasticInference.spec.objective": "what the partitioner optimises per instance; `cost` needs targetFPS "
                                         "(or autoscaling.targetFPS), else it falls back to `throughput`",
     "ElasticInference.spec.targetFPS": "total fps wanted; each instance aims at targetFPS / replicas",

@@ -15,13 +15,13 @@ ConfigMap with every instance's wiring); it needs no cards, so it runs outside t
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from elasticdf_partitioner.artifacts import ModelError
 from elasticdf_partitioner.catalog import Catalog, load_catalog
 from elasticdf_partitioner.errors import ElasticDFError, InfeasibleError
 from elasticdf_partitioner.solver import solve
@@ -29,10 +29,11 @@ from elasticdf_partitioner.solver.pack import PackSettings
 from elasticdf_partitioner.wiring import check_chain
 from pydantic import ValidationError
 
-from . import builders, metrics
+from . import builders, metrics, modelfetch
 from .api import ElasticInferenceSpec, ModelSource
 from .builders import LABEL_INSTANCE, LABEL_NAME, Owner
 from .inventory import Slot, broken_cards, build_cluster, fabric_view, free_slots, held_slots
+from .modelfetch import ModelPending, ModelStore
 from .state import LEDGER, Ledger, Observed
 
 
@@ -45,20 +46,18 @@ class Result:
     short: int = 0
 
 
-@functools.lru_cache(maxsize=16)
-def _zoo_graph(name: str):
-    from elasticdf_partitioner.zoo import load_model
-
-    return load_model(name)
-
-
-def load_graph(source: ModelSource):
-    if source.artifacts is not None:
-        from elasticdf_partitioner.errors import InputError
-
-        raise InputError("spec.model.artifacts", "ONNX artifacts are not supported by the operator yet",
-                         "a zoo name in spec.model.name")
-    return _zoo_graph(source.name)
+def resolve_graph(models: ModelStore, source: ModelSource, result: Result):
+    """The graph of spec.model, or None with PartitionSolved saying why (fetching, fetch failed, invalid).
+    Never blocks on a download: the store fetches in the background."""
+    try:
+        return models.graph(source)
+    except ModelPending as pending:
+        result.conditions["PartitionSolved"] = ("Unknown", "ModelFetching", str(pending))
+    except ModelError as err:
+        result.conditions["PartitionSolved"] = ("False", err.reason, str(err))
+    except ElasticDFError as err:
+        result.conditions["PartitionSolved"] = ("False", "InvalidModel", str(err))
+    return None
 
 
 def owned(items: list[dict], namespace: str, name: str) -> list[dict]:
@@ -112,7 +111,7 @@ def drop_broken(kube, ledger: Ledger, owner: Owner, records: dict[int, dict], po
 
 
 def repair(kube, ledger: Ledger, owner: Owner, spec, records: dict[int, dict], pods: dict[int, list[dict]],
-           catalog, result: Result) -> None:
+           catalog, result: Result, pod_fetch: builders.PodFetch) -> None:
     """Replace failed segment pods and recreate missing ones of kept instances (same name, same card)."""
     for index, cm in records.items():
         present = {p["metadata"]["name"]: p for p in pods.get(index, [])}
@@ -125,7 +124,7 @@ def repair(kube, ledger: Ledger, owner: Owner, spec, records: dict[int, dict], p
                     result.events.append(("Warning", "SegmentFailed", f"segment pod {name} failed; replacing it"))
                 pod = None
             if pod is None:
-                created = kube.create(builders.segment_pod(owner, spec, w, catalog))
+                created = kube.create(builders.segment_pod(owner, spec, w, catalog, pod_fetch))
                 if created:
                     ledger.created(created)
                     result.events.append(("Normal", "SegmentCreated", f"instance {index} segment {w.segment} "
@@ -198,7 +197,7 @@ def candidates(slots: list[Slot], instances: int, cards_per_instance: int) -> li
 
 
 def place(kube, ledger: Ledger, owner: Owner, spec, observed: Observed, taken: set[int], missing: int,
-          catalog: Catalog, result: Result) -> None:
+          catalog: Catalog, result: Result, models: ModelStore, pod_fetch: builders.PodFetch) -> None:
     """Solve for the `missing` whole instances over the cards still free and create them."""
     placement = spec.placement
     held = held_slots(observed.configmaps, observed.pods)
@@ -209,10 +208,8 @@ def place(kube, ledger: Ledger, owner: Owner, spec, observed: Observed, taken: s
     ordinals = {name: i for i, name in enumerate(sorted(labels))}
     pool = fabric.pool or builders.DEFAULT_POOL
     per_instance = _settings(spec, 1).max_cards_per_instance
-    try:
-        graph = load_graph(spec.model)
-    except ElasticDFError as err:
-        result.conditions["PartitionSolved"] = ("False", "InvalidModel", str(err))
+    graph = resolve_graph(models, spec.model, result)
+    if graph is None:
         return
     index = 0
     while missing > 0:
@@ -249,7 +246,7 @@ def place(kube, ledger: Ledger, owner: Owner, spec, observed: Observed, taken: s
                 return
             ledger.created(cm)
             for w in wirings:
-                pod = kube.create(builders.segment_pod(owner, spec, w, catalog))
+                pod = kube.create(builders.segment_pod(owner, spec, w, catalog, pod_fetch))
                 if pod:
                     ledger.created(pod)
             used = {(w.node, w.card) for w in wirings}
@@ -271,11 +268,14 @@ def _short(result: Result, missing: int, message: str, infeasible: bool = False)
 
 
 def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, ledger: Ledger = LEDGER,
-              catalog: Catalog | None = None) -> dict:
+              catalog: Catalog | None = None, models: ModelStore | None = None) -> dict:
     """Bring the pods of `ei` in line with its spec; write and return its status.
 
-    `observe` returns the cluster snapshot (the kopf handlers pass their indexes; default: list via `kube`)."""
+    `observe` returns the cluster snapshot (the kopf handlers pass their indexes; default: list via `kube`);
+    `models` resolves spec.model (default: the process's store, configured by the chart's modelFetch values)."""
     catalog = catalog or load_catalog()
+    models = models or modelfetch.store()
+    pod_fetch = builders.PodFetch.of(models.policy, modelfetch.pull_secret())
     observe = observe or kube.observe
     meta = ei["metadata"]
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
@@ -298,10 +298,10 @@ def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, led
         kept = drop_broken(kube, ledger, owner, kept, pods, snap.nodes, catalog, result)
         if not records or want > len(kept):
             kube.create(builders.segments_headless_service(owner))
-        repair(kube, ledger, owner, spec, kept, pods, catalog, result)
+        repair(kube, ledger, owner, spec, kept, pods, catalog, result, pod_fetch)
         if want > len(kept):
             snap = ledger.view(raw)
-            place(kube, ledger, owner, spec, snap, set(kept), want - len(kept), catalog, result)
+            place(kube, ledger, owner, spec, snap, set(kept), want - len(kept), catalog, result, models, pod_fetch)
         snap = ledger.view(raw)
     return finish(kube, ei, owner, want, snap, result)
 

@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    from .modelio import runnable_model
     from .plan_command import plan_for
-    from .runnable import runnable_model
 
     plan, _graph = plan_for(args)
     console.print(f"{plan.model}: {len(plan.instances)} instance(s), predicted {plan.total_fps:,.0f} fps")

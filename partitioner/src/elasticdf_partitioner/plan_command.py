@@ -42,10 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def plan_for(args: argparse.Namespace) -> tuple[Plan, ModelGraph]:
     """The plan the `plan` arguments ask for, and the model graph it was made for."""
-    from .zoo import load_model
+    from .modelio import model_graph
 
     cluster = load_cluster(args.cluster, _catalog(args))
-    graph = load_model(args.model)
+    graph = model_graph(args.model)
     settings = PackSettings(exclusive_cards=args.exclusive_cards, min_instance_fps=args.min_instance_fps or 0.0)
     return solve(graph, cluster, args.objective, args.target_fps, _limits(args.limits), settings,
                  certify=args.certify), graph

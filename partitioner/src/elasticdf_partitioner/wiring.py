@@ -31,7 +31,9 @@ class Endpoint(BaseModel):
 
 
 class Artifacts(BaseModel):
-    onnx: str | None = Field(None, description="URI of this segment's ONNX (emulation)")
+    onnx: str | None = Field(None, description="URI of the model ONNX (spec.model.artifacts.onnx); the segment "
+                             "fetches it with elasticdf_partitioner.artifacts and cuts its layer range")
+    onnx_sha256: str | None = Field(None, description="its digest (spec.model.artifacts.sha256)")
     xclbin: str | None = Field(None, description="URI of this segment's bitstream (xrt)")
 
 

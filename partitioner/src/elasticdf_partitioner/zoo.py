@@ -67,11 +67,7 @@ def zoo_uri(name: str) -> str:
 
 
 def load_model(name: str) -> ModelGraph:
-    """A fresh graph of zoo model `name` with its published folding applied, or a FINN dataflow ONNX file."""
-    if name.lower().endswith(".onnx"):
-        from .finn_io import import_onnx
-
-        return import_onnx(name)
+    """A fresh graph of zoo model `name` with its published folding applied."""
     return zoo_entry(name).build()
 
 

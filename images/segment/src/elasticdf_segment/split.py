@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from elasticdf_partitioner.artifacts import FetchPolicy, ModelError, fetch
 from onnx import helper, numpy_helper
 
 PACKED_INPUT, PACKED_OUTPUT = "packed_in", "packed_out"
@@ -156,13 +157,16 @@ def split(model: onnx.ModelProto, ranges: list[list[int]]) -> list[onnx.ModelPro
     return [cut(model, first, last) for first, last in ranges]
 
 
-def local_path(uri: str) -> str:
-    """file:// URIs and plain paths (the artifact is mounted or baked into the image)."""
-    path = uri.removeprefix("file://")
-    if "://" in path:
-        raise ValueError(f"artifact {uri!r}: only local paths and file:// URIs are supported")
-    return str(Path(path))
+def local_path(uri: str, sha256: str | None = None) -> str:
+    """A plain path as it is (mounted or baked into the image); a URI fetched with the operator's policy
+    (elasticdf_partitioner.artifacts, configured by the ELASTICDF_MODEL_* variables the operator sets)."""
+    if "://" not in uri:
+        return str(Path(uri))
+    try:
+        return str(fetch(uri, sha256, FetchPolicy.from_env()))
+    except ModelError as err:
+        raise ValueError(str(err)) from None
 
 
-def load(uri: str) -> onnx.ModelProto:
-    return onnx.load(local_path(uri))
+def load(uri: str, sha256: str | None = None) -> onnx.ModelProto:
+    return onnx.load(local_path(uri, sha256))
