@@ -21,6 +21,7 @@ from .tensors import DATATYPE_OF, from_bytes, from_list
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 SERVICE = web.AppKey("service", Service)
+MAX_BODY = web.AppKey("max_body", int)
 
 
 def json_reply(status: int, body: dict) -> web.Response:
@@ -34,8 +35,8 @@ async def protocol_errors(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     except RequestFailed as exc:
         return json_reply(exc.status, {"error": str(exc)})
-    except web.HTTPRequestEntityTooLarge as exc:
-        return json_reply(413, {"error": f"request body larger than {exc.max_size} bytes "
+    except web.HTTPRequestEntityTooLarge:
+        return json_reply(413, {"error": f"request body larger than {request.app[MAX_BODY]} bytes "
                                          "(the gateway's --max-body-bytes)"})
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -177,7 +178,7 @@ async def infer(request: web.Request) -> web.Response:
 
 def make_app(service: Service, max_body_bytes: int) -> web.Application:
     app = web.Application(client_max_size=max_body_bytes, middlewares=[protocol_errors])
-    app[SERVICE] = service
+    app[SERVICE], app[MAX_BODY] = service, max_body_bytes
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"
     app.router.add_get("/v2", server_metadata)
