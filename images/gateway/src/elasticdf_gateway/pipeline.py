@@ -236,7 +236,10 @@ class Pipeline:
         victims = [rid for rid, b in self.batches.items() if b.instance is inst]
         for rid in victims:
             self._finish(rid, RequestFailed(503, f"instance {inst.id}: {reason}; request {rid} was not completed"))
-        current = asyncio.current_task()
+        try:
+            current = asyncio.current_task()  # a results reader failing its own instance must not cancel itself
+        except RuntimeError:  # no running loop: a wiring update before the gateway serves
+            current = None
         for task in inst.tasks:
             if task is not current:
                 task.cancel()
