@@ -1,99 +1,92 @@
-"""Gateway bookkeeping without sockets: each request completes exactly once, failures are explicit."""
+"""Gateway bookkeeping without segments: each batch completes exactly once, failures are explicit, batches are
+split back into their requests. Frames go to a real TCP listener that plays the first segment."""
 
 from __future__ import annotations
 
-import threading
+import asyncio
 
 import numpy as np
 import pytest
 from elasticdf_gateway.pipeline import Pipeline, RequestFailed
-from elasticdf_gateway.server import to_array, to_tensor
 from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
-from elasticdf_segment.framing import Frame
+from elasticdf_segment.framing import Frame, read_frame_async
 
 
-def wirings(instance: int) -> list[SegmentWiring]:
+def wirings(instance: int, port: int) -> list[SegmentWiring]:
     gw = Endpoint(kind="gateway", host="gw", port=8000)
-    pods = [Endpoint(kind="pod", host=f"p{instance}-{s}", port=7000) for s in range(2)]
-    return [SegmentWiring(instance_id=f"ns/m-{instance}", instance=instance, segment=s, segments=2,
-                          mode="emulation", model="m", node="n", card=s, card_type="u280", slrs=[0],
-                          layer_range=[s, s], layers=["a", "a"], listen=pods[s], upstream=pods[0] if s else gw,
-                          downstream=gw if s else pods[1]) for s in range(2)]
+    pod = Endpoint(kind="pod", host="127.0.0.1", port=port)
+    return [SegmentWiring(instance_id=f"ns/m-{instance}", instance=instance, segment=0, segments=1,
+                          mode="emulation", model="m", node="n", card=0, card_type="u280", slrs=[0],
+                          layer_range=[0, 0], layers=["a", "a"], listen=pod, upstream=gw, downstream=gw)]
 
 
-def pipeline_with_fake_send(sent: list) -> Pipeline:
-    p = Pipeline(wirings(0) + wirings(1), timeout=5)
-    for inst in p.instances:
-        inst.up = True
-    p._send = lambda inst, frame: sent.append((inst, frame))
-    return p
+async def connected_pipeline(**options):
+    """A pipeline whose one instance is a listener collecting the frames it receives."""
+    received: asyncio.Queue = asyncio.Queue()
+
+    async def segment(reader, writer):
+        while (frame := await read_frame_async(reader)) is not None:
+            await received.put(frame)
+
+    server = await asyncio.start_server(segment, "127.0.0.1", 0)
+    p = Pipeline(wirings(0, server.sockets[0].getsockname()[1]), **options)
+    p.tasks = [asyncio.create_task(p._batcher())]
+    await p._connect(p.instances[0])
+    return p, received, server
 
 
-def run(p: Pipeline, tensor) -> dict:
-    box: dict = {}
-
-    def call():
-        try:
-            box["result"] = p.infer(tensor)
-        except RequestFailed as exc:
-            box["error"] = exc
-    thread = threading.Thread(target=call)
-    thread.start()
-    return {"thread": thread, "box": box}
+async def tensor_frame(received):
+    while (frame := await received.get()).tensor is None:  # skip the results hello
+        pass
+    return frame
 
 
-def wait_sent(sent, n):
-    import time
-    while len(sent) < n:
-        time.sleep(0.001)
+def test_batches_split_back_and_late_frames_are_dropped():
+    async def run():
+        p, received, server = await connected_pipeline(max_batch=8)
+        calls = [asyncio.create_task(p.infer(np.full((n, 2), n, np.float32))) for n in (1, 2)]
+        frame = await tensor_frame(received)
+        assert frame.tensor.shape == (3, 2)  # both requests in one batch frame
+        p.on_frame(Frame.of_tensor(frame.request_id, frame.tensor * 10))
+        p.on_frame(Frame.of_tensor(frame.request_id, frame.tensor))  # duplicate: ignored
+        one, two = await asyncio.gather(*calls)
+        assert one.tolist() == [[10, 10]] and two.tolist() == [[20, 20], [20, 20]]
+        assert p.late_frames == 1 and p.instances[0].inflight == 0
+        await p.stop()
+        server.close()
+    asyncio.run(run())
 
 
-def test_result_completes_once_and_late_frames_are_dropped():
-    sent: list = []
-    p = pipeline_with_fake_send(sent)
-    call = run(p, np.ones(3, np.float32))
-    wait_sent(sent, 1)
-    rid = sent[0][1].request_id
-    p.on_frame(Frame.of_tensor(rid, np.full(3, 7.0, np.float32)), "test")
-    p.on_frame(Frame.of_tensor(rid, np.full(3, 8.0, np.float32)), "test")  # duplicate: ignored
-    call["thread"].join(5)
-    assert call["box"]["result"][0] == rid and call["box"]["result"][1][0] == 7.0
-    assert p.late_frames == 1
+def test_error_frames_failed_instances_and_no_ready_instance():
+    async def run():
+        p, received, server = await connected_pipeline(max_batch=1)
+        call = asyncio.create_task(p.infer(np.ones((1, 2), np.float32)))
+        frame = await tensor_frame(received)
+        p.on_frame(Frame.error(frame.request_id, "ns/m-0 segment 1: RuntimeError: bad input"))
+        with pytest.raises(RequestFailed, match="RuntimeError") as err:
+            await call
+        assert err.value.status == 500
+        call = asyncio.create_task(p.infer(np.ones((1, 2), np.float32)))
+        await tensor_frame(received)
+        p.fail_instance(p.instances[0], "segment 0 (p-0) is down: refused")
+        with pytest.raises(RequestFailed, match="is down.*not completed") as err:
+            await call
+        assert err.value.status == 503
+        with pytest.raises(RequestFailed, match="no ready pipeline instance"):
+            await p.infer(np.ones((1, 2), np.float32))
+        await p.stop()
+        server.close()
+    asyncio.run(run())
 
 
-def test_requests_spread_over_instances_and_a_dead_instance_fails_its_requests():
-    sent: list = []
-    p = pipeline_with_fake_send(sent)
-    calls = [run(p, np.ones(1, np.float32)) for _ in range(2)]
-    wait_sent(sent, 2)
-    assert {inst.id for inst, _ in sent} == {"ns/m-0", "ns/m-1"}  # least outstanding
-    dead = sent[0][0]
-    p.fail_instance(dead, "segment 1 (p-1) is down: refused")
-    p.on_frame(Frame.of_tensor(sent[1][1].request_id, np.zeros(1, np.float32)), "test")
-    for c in calls:
-        c["thread"].join(5)
-    errors = [c["box"].get("error") for c in calls if "error" in c["box"]]
-    assert len(errors) == 1 and errors[0].status == 503 and "segment 1 (p-1) is down" in str(errors[0])
-    assert "not completed" in str(errors[0])
-
-
-def test_no_ready_instance_and_error_frames():
-    sent: list = []
-    p = pipeline_with_fake_send(sent)
-    call = run(p, np.ones(1, np.float32))
-    wait_sent(sent, 1)
-    p.on_frame(Frame.error(sent[0][1].request_id, "ns/m-0 segment 1: RuntimeError: bad input"), "test")
-    call["thread"].join(5)
-    assert call["box"]["error"].status == 500 and "RuntimeError" in str(call["box"]["error"])
-    for inst in p.instances:
-        inst.up, inst.reason = False, "segment 0 down"
-    with pytest.raises(RequestFailed, match="no ready pipeline instance"):
-        p.infer(np.ones(1, np.float32))
-
-
-def test_v2_tensor_conversion():
-    array = to_array({"name": "x", "shape": [1, 2], "datatype": "INT8", "data": [1, -2]})
-    assert array.dtype == np.int8 and array.shape == (1, 2)
-    assert to_tensor("y", array) == {"name": "y", "shape": [1, 2], "datatype": "INT8", "data": [1, -2]}
-    with pytest.raises(RequestFailed, match="datatype"):
-        to_array({"name": "x", "shape": [1], "data": [1]})
+def test_a_lost_result_times_out_and_frees_its_slot():
+    async def run():
+        p, received, server = await connected_pipeline(timeout=0.2, window=1)
+        with pytest.raises(RequestFailed, match="no result within") as err:
+            await p.infer(np.ones((1, 2), np.float32))
+        assert err.value.status == 504
+        await asyncio.sleep(0.05)
+        assert p.instances[0].inflight == 0 and not p.batches
+        await p.stop()
+        server.close()
+    asyncio.run(run())

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-import numpy as np
 from elasticdf_gateway.__main__ import WiringWatcher, load_wirings, reload
-from elasticdf_gateway.pipeline import Pipeline, RequestFailed
-from elasticdf_gateway.server import make_server
+from elasticdf_gateway.pipeline import Pipeline
+from elasticdf_gateway.service import UNKNOWN_INPUT, Model, Service
 from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
 
 
@@ -68,8 +64,8 @@ def test_scale_up_adds_an_instance_and_keeps_the_running_one(tmp_path):
     pipeline = Pipeline(load_wirings([str(tmp_path)]))
     first = pipeline.instances[0]
     first.up = True
-    metadata: dict = {"inputs": [{"name": "x"}]}
-    watcher = WiringWatcher([str(tmp_path)], lambda ws: reload(pipeline, metadata, "m", ws), interval=0.01)
+    service = Service(Model("m", [UNKNOWN_INPUT]), pipeline)
+    watcher = WiringWatcher([str(tmp_path)], lambda ws: reload(service, ws), interval=0.01)
     assert watcher.poll() is False  # nothing changed
 
     publish(tmp_path, configmap(wirings(0), wirings(1)), 2)
@@ -78,32 +74,6 @@ def test_scale_up_adds_an_instance_and_keeps_the_running_one(tmp_path):
     assert pipeline.instances[0] is first and first.up, "the unchanged instance stays in rotation"
     assert not pipeline.instances[1].up, "a new instance waits for its health check"
     assert watcher.poll() is False
-
-
-def test_scale_down_fails_in_flight_requests_of_the_removed_instance(tmp_path):
-    publish(tmp_path, configmap(wirings(0), wirings(1)), 1)
-    pipeline = Pipeline(load_wirings([str(tmp_path)]), timeout=10)
-    for inst in pipeline.instances:
-        inst.up = True
-    pipeline.instances[0].outstanding = 100  # the least busy one gets the request: instance 1
-    sent = threading.Event()
-    pipeline._send = lambda inst, frame: sent.set()
-    box: dict = {}
-
-    def call():
-        try:
-            pipeline.infer(np.ones(2, np.float32))
-        except RequestFailed as exc:
-            box["error"] = exc
-    thread = threading.Thread(target=call)
-    thread.start()
-    assert sent.wait(5)
-    watcher = WiringWatcher([str(tmp_path)], lambda ws: reload(pipeline, {}, "m", ws))
-    publish(tmp_path, configmap(wirings(0)), 2)
-    assert watcher.poll()
-    thread.join(5)
-    assert box["error"].status == 503 and "removed from the wiring" in str(box["error"])
-    assert [i.id for i in pipeline.instances] == ["ns/m-0"]
 
 
 def test_a_replanned_instance_is_replaced(tmp_path):
@@ -124,29 +94,3 @@ def test_unparsable_change_keeps_the_old_wiring_and_is_retried(tmp_path):
     assert watcher.poll() is False and not seen
     path.write_text(json.dumps({**json.loads(good.model_dump_json()), "card": 5}))
     assert watcher.poll() is True and seen[0][0].card == 5
-
-
-def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-def test_scaled_to_zero_the_gateway_is_not_ready_until_instances_appear(tmp_path):
-    publish(tmp_path, {}, 1)  # the operator's ConfigMap of an ElasticInference with replicas 0
-    pipeline = Pipeline(load_wirings([str(tmp_path)]))
-    server = make_server("127.0.0.1", 0, "m", pipeline, {"name": "m", "inputs": [], "outputs": []})
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        assert get(f"{base}/v2/health/ready") == (503, {"ready": False})
-        watcher = WiringWatcher([str(tmp_path)], lambda ws: reload(pipeline, {}, "m", ws))
-        publish(tmp_path, configmap(wirings(3)), 2)
-        assert watcher.poll()
-        pipeline.instances[0].up = True  # what the health check does once the segments answer
-        assert get(f"{base}/v2/health/ready") == (200, {"ready": True})
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -1,5 +1,6 @@
-"""`python -m elasticdf_gateway --model NAME --wiring DIR_OR_FILE...`: serve KServe v2 REST for the instances
-whose SegmentWiring files it is given (the operator's gateway wiring ConfigMap, mounted).
+"""`python -m elasticdf_gateway --model NAME --wiring DIR_OR_FILE...`: serve the Open Inference Protocol (KServe
+v2 REST with binary tensors on --port, gRPC on --grpc-port) for the instances whose SegmentWiring files it is
+given (the operator's gateway wiring ConfigMap, mounted). Run several replicas: each one dials every instance.
 
 The wiring is re-read when its content changes (polled every --reload-seconds): the kubelet updates a mounted
 ConfigMap in place when the operator adds or removes instances, so the gateway follows without a restart.
@@ -8,21 +9,24 @@ ConfigMap in place when the operator adds or removes instances, so the gateway f
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import logging
 import os
+import signal
+import socket
 import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from elasticdf_partitioner.wiring import SegmentWiring
 
 from .pipeline import Pipeline
-from .server import make_server
+from .server import Gateway
+from .service import Service, model_from
 
-GATEWAY_PORT = 8000  # builders.GATEWAY_PORT: the last segments send here too
+GATEWAY_PORT = 8000  # builders.GATEWAY_PORT
+GRPC_PORT = 8001  # builders.GATEWAY_GRPC_PORT (the protocol's convention)
 
 
 log = logging.getLogger("elasticdf.gateway")
@@ -80,71 +84,85 @@ class WiringWatcher:
         self.seen = now
         return True
 
-    def run(self) -> None:
+    async def run(self) -> None:
+        """Poll on the gateway's event loop: `on_change` swaps the wiring between two requests' steps."""
         while True:
-            time.sleep(self.interval)
+            await asyncio.sleep(self.interval)
             try:
                 self.poll()
             except Exception:  # noqa: BLE001 (never let the watcher die)
                 log.exception("wiring reload failed")
 
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run, name="wiring-reload", daemon=True)
-        thread.start()
-        return thread
+
+def reload(service: Service, wirings: list[SegmentWiring]) -> None:
+    added, removed = service.pipeline.update(wirings)
+    if not service.model.inputs and wirings:  # started with no instances (scaled to zero)
+        service.model = model_from(service.model.name, wirings, service.pipeline.max_batch > 1)
+    log.info("wiring reloaded: %d instance(s); added %s, removed %s", len(service.pipeline.instances),
+             added or "none", removed or "none")
 
 
-def model_metadata(name: str, wirings: list[SegmentWiring]) -> dict:
-    """Input/output names and shapes from the model ONNX when the gateway can read it (else names only)."""
-    meta = {"name": name, "platform": "elasticdf", "versions": ["1"], "inputs": [], "outputs": []}
-    uri = next((w.artifacts.onnx for w in wirings if w.artifacts.onnx), None)
-    if uri:
-        try:
-            from elasticdf_segment.split import load
-
-            graph = load(uri).graph
-            for key, values in (("inputs", graph.input), ("outputs", graph.output)):
-                meta[key] = [{"name": v.name, "datatype": "FP32",
-                              "shape": [d.dim_value or -1 for d in v.type.tensor_type.shape.dim]} for v in values]
-        except (OSError, ValueError) as exc:
-            logging.getLogger("elasticdf.gateway").warning("model metadata unavailable: %s", exc)
-    return meta
-
-
-def reload(pipeline: Pipeline, metadata: dict, model: str, wirings: list[SegmentWiring]) -> None:
-    added, removed = pipeline.update(wirings)
-    if not metadata.get("inputs") and wirings:  # started with no instances (scaled to zero)
-        metadata.update(model_metadata(model, wirings))
-    log.info("wiring reloaded: %d instance(s); added %s, removed %s", len(pipeline.instances), added or "none",
-             removed or "none")
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="elasticdf-gateway", description=__doc__)
     p.add_argument("--model", default=os.environ.get("ELASTICDF_MODEL"), help="model name in /v2/models/{name}")
     p.add_argument("--wiring", nargs="+", default=(os.environ.get("ELASTICDF_WIRING_DIR") or "").split() or None,
                    help="SegmentWiring JSON files or directories of segment-*.json")
-    p.add_argument("--port", type=int, default=GATEWAY_PORT)
+    p.add_argument("--port", type=int, default=GATEWAY_PORT, help="REST (Open Inference Protocol v2)")
+    p.add_argument("--grpc-port", type=int, default=GRPC_PORT, help="gRPC (inference.GRPCInferenceService)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--segment-health-port", type=int, default=8080)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before a request fails with 504")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="frames per batch towards an instance (xrt instances: always 1, the card takes frames)")
+    p.add_argument("--max-batch-delay-ms", type=float, default=0.0,
+                   help="wait this long for a batch to fill when an instance is free (0: send what is queued)")
+    p.add_argument("--max-queue", type=int, default=512, help="frames waiting for an instance before 429")
+    p.add_argument("--window", type=int, default=4, help="batches in flight per instance")
+    p.add_argument("--max-body-bytes", type=int, default=64 << 20, help="largest request (413 / RESOURCE_EXHAUSTED)")
+    p.add_argument("--drain-seconds", type=float, default=30.0, help="on SIGTERM, wait this long for in-flight work")
     p.add_argument("--reload-seconds", type=float, default=1.0,
                    help="poll the wiring for changes this often (0: read it once at start)")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def build(args: argparse.Namespace, wirings: list[SegmentWiring]) -> Gateway:
+    model = args.model or (wirings[0].model if wirings else "model")
+    max_batch = 1 if any(w.mode == "xrt" for w in wirings) else args.max_batch
+    pipeline = Pipeline(wirings, health_port=args.segment_health_port, timeout=args.timeout, max_batch=max_batch,
+                        max_delay=args.max_batch_delay_ms / 1000, max_queue=args.max_queue, window=args.window,
+                        name=socket.gethostname())
+    return Gateway(Service(model_from(model, wirings, max_batch > 1), pipeline), args.max_body_bytes,
+                   args.drain_seconds)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    gateway = build(args, load_wirings(args.wiring))
+    await gateway.start(args.host, args.port, args.grpc_port)
+    watcher = None
+    if args.reload_seconds > 0:
+        watcher = asyncio.create_task(WiringWatcher(args.wiring, lambda ws: reload(gateway.service, ws),
+                                                    args.reload_seconds).run())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    if watcher:
+        watcher.cancel()
+    await gateway.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse(argv)
     if not args.wiring:
         print("elasticdf-gateway: no wiring (--wiring or env ELASTICDF_WIRING_DIR)", file=sys.stderr)
         return 2
-    wirings = load_wirings(args.wiring)
-    model = args.model or (wirings[0].model if wirings else "model")
-    pipeline = Pipeline(wirings, args.segment_health_port, args.timeout)
-    metadata = model_metadata(model, wirings)
-    server = make_server(args.host, args.port, model, pipeline, metadata)
-    pipeline.start()
-    if args.reload_seconds > 0:
-        WiringWatcher(args.wiring, lambda ws: reload(pipeline, metadata, model, ws), args.reload_seconds).start()
-    log.info("serving %s on :%d for %d instances", model, args.port, len(pipeline.instances))
-    server.serve_forever()
+    try:
+        asyncio.run(serve(args))
+    except OSError as exc:  # a port in use, an unreadable wiring
+        print(f"elasticdf-gateway: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,64 +1,94 @@
-"""Request bookkeeping between the REST front and the instances' segments.
+"""Requests in, batches out to the instances, results back: the gateway's data path, on one asyncio loop.
 
-Every request gets a u64 id and a Pending entry; it is sent to the first segment of the least busy healthy
-instance and completed by the frame with the same id that the last segment returns. A request completes
-exactly once: the entry is popped by whichever comes first — its result, an error frame, the failure of its
-instance (a segment's /healthz stops answering or reports a new boot id, the connection breaks) or its
-deadline. Frames arriving for popped ids are counted as late and dropped, never answered twice.
+Batching: requests wait in one bounded queue; whenever an instance has room (fewer than `window` batches in
+flight) the batcher takes the queued requests with the same frame shape, up to `max_batch` frames, into ONE
+frame (axis 0 concatenated; each request's bytes are cast into its slice in one pass), optionally waiting
+`max_delay` seconds for more when the batch is not full. Under load the queue fills while the instances are
+busy, so batches grow by themselves; at low load a request leaves at once.
+
+Results: every replica dials, per instance, the first segment (requests) and the last one (a results
+connection opened with its origin, framing.results_hello); request ids carry that origin, so the last segment
+returns each result to the replica that sent it. A batch completes exactly once: it is popped by its result,
+an error frame, the failure of its instance (a segment's /healthz stops answering or reports a new boot id, a
+connection breaks, the wiring drops it) or its deadline; frames for popped ids are counted as late and dropped.
+
+Backpressure: a full queue answers 429 at once (RESOURCE_EXHAUSTED over gRPC) instead of queueing without
+bound; each request waits at most `timeout` seconds (504).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-import json
 import logging
 import secrets
-import socket
-import threading
-import time
-import urllib.request
+from collections import deque
 from dataclasses import dataclass, field
 
+import aiohttp
 import numpy as np
 from elasticdf_partitioner.wiring import SegmentWiring
-from elasticdf_segment.framing import KIND_ERROR, KIND_HELLO, Frame, connect, encode
+from elasticdf_segment.framing import (
+    KIND_ERROR,
+    ORIGIN_SHIFT,
+    Frame,
+    FramingError,
+    encode_parts,
+    read_frame_async,
+    results_hello,
+)
 
 log = logging.getLogger("elasticdf.gateway")
+SEQ_MASK = (1 << ORIGIN_SHIFT) - 1
+FLOAT32 = np.dtype("<f4")
 
 
 class RequestFailed(Exception):
+    """A request that cannot be answered; `status` is the HTTP status (mapped to a gRPC code by the gRPC side)."""
+
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+def address(endpoint) -> tuple[str, int]:
+    return endpoint.host or endpoint.ip, endpoint.port
 
 
 @dataclass
 class Instance:
     id: str
     wirings: list[SegmentWiring]
-    health_port: int
     up: bool = False
     reason: str = "not checked yet"
-    outstanding: int = 0
-    sock: socket.socket | None = None
-    send_lock: threading.Lock = field(default_factory=threading.Lock)
+    inflight: int = 0  # batches sent and not completed
+    writer: asyncio.StreamWriter | None = None
+    results: asyncio.StreamWriter | None = None
+    tasks: list[asyncio.Task] = field(default_factory=list)
     boot_ids: dict[int, str] = field(default_factory=dict)
 
     @property
     def entry(self) -> tuple[str, int]:
-        first = self.wirings[0].listen
-        return first.host or first.ip, first.port
+        return address(self.wirings[0].listen)
 
-    def health_url(self, w: SegmentWiring) -> str:
-        return f"http://{w.listen.host or w.listen.ip}:{self.health_port}/healthz"
+    @property
+    def exit(self) -> tuple[str, int]:
+        return address(self.wirings[-1].listen)
 
 
 @dataclass
-class Pending:
+class Job:
+    """One request: its frames (the request's own datatype, shape [rows, ...]) and who waits for the result."""
+
+    frames: np.ndarray
+    future: asyncio.Future
+
+
+@dataclass
+class Batch:
     instance: Instance
-    done: threading.Event = field(default_factory=threading.Event)
-    result: np.ndarray | None = None
-    error: RequestFailed | None = None
+    jobs: list[Job]
+    expiry: asyncio.TimerHandle | None = None
 
 
 def group(wirings: list[SegmentWiring]) -> dict[str, list[SegmentWiring]]:
@@ -70,144 +100,288 @@ def group(wirings: list[SegmentWiring]) -> dict[str, list[SegmentWiring]]:
 
 
 class Pipeline:
-    def __init__(self, wirings: list[SegmentWiring], health_port: int = 8080, timeout: float = 30.0,
-                 poll_seconds: float = 0.2):
-        self.health_port = health_port
-        self.instances = [Instance(i, ws, health_port) for i, ws in sorted(group(wirings).items())]
-        self.timeout = timeout
-        self.poll_seconds = poll_seconds
-        self.pending: dict[int, Pending] = {}
-        self.lock = threading.Lock()
-        # a random high half keeps ids of a restarted gateway apart from stale frames still in flight
-        self.ids = itertools.count((secrets.randbits(31) << 32) + 1)
+    def __init__(self, wirings: list[SegmentWiring], *, dtype: np.dtype = FLOAT32, health_port: int = 8080,
+                 timeout: float = 30.0, poll_seconds: float = 0.2, max_batch: int = 32, max_delay: float = 0.0,
+                 max_queue: int = 512, window: int = 4, name: str = "gateway"):
+        self.instances = [Instance(i, ws) for i, ws in sorted(group(wirings).items())]
+        self.dtype = dtype  # what the segments compute on
+        self.health_port, self.timeout, self.poll_seconds = health_port, timeout, poll_seconds
+        self.max_batch, self.max_delay, self.max_queue, self.window = max_batch, max_delay, max_queue, window
+        self.name = name
+        # a random origin per replica (and per restart) routes results home and keeps stale frames apart
+        self.origin = secrets.randbits(31) | 1
+        self.seq = itertools.count(1)
+        self.queue: deque[Job] = deque()
+        self.queued_frames = 0
+        self.work = asyncio.Event()  # a request was queued or an instance got room
+        self.batches: dict[int, Batch] = {}
         self.turn = itertools.count()
         self.late_frames = 0
+        self.draining = False
+        self.tasks: list[asyncio.Task] = []
+        self.http: aiohttp.ClientSession | None = None
+
+    # -- lifecycle
+    async def start(self) -> None:
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=max(self.poll_seconds, 0.5)))
+        self.tasks = [asyncio.create_task(self._watch(), name="health"),
+                      asyncio.create_task(self._batcher(), name="batcher")]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for inst in self.instances:
+            self.fail_instance(inst, "gateway stopping")
+        if self.http:
+            await self.http.close()
+
+    def ready_instances(self) -> list[Instance]:
+        return [i for i in self.instances if i.up]
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.ready_instances()) and not self.draining
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.batches or self.queue)
 
     def update(self, wirings: list[SegmentWiring]) -> tuple[list[str], list[str]]:
         """Swap in new wiring (the operator scaled, or re-planned an instance): unchanged instances keep their
         state and connections; new ones start unchecked (out of rotation until healthy); removed or changed
         ones leave rotation and their in-flight requests fail with 503. Returns (added, removed) ids."""
         groups = group(wirings)
-        with self.lock:
-            current = {i.id: i for i in self.instances}
-            kept, added, removed = [], [], [i for key, i in current.items() if key not in groups]
-            for key, ws in sorted(groups.items()):
-                old = current.get(key)
-                if old is not None and old.wirings == ws:
-                    kept.append(old)
-                    continue
-                if old is not None:
-                    removed.append(old)
-                added.append(Instance(key, ws, self.health_port))
-                kept.append(added[-1])
-            self.instances = kept
+        current = {i.id: i for i in self.instances}
+        kept, added, removed = [], [], [i for key, i in current.items() if key not in groups]
+        for key, ws in sorted(groups.items()):
+            old = current.get(key)
+            if old is not None and old.wirings == ws:
+                kept.append(old)
+                continue
+            if old is not None:
+                removed.append(old)
+            added.append(Instance(key, ws))
+            kept.append(added[-1])
+        self.instances = kept
         for inst in removed:
             self.fail_instance(inst, "removed from the wiring")
         return [i.id for i in added], [i.id for i in removed]
 
-    # -- health
-    def start(self) -> None:
-        threading.Thread(target=self._watch, name="health", daemon=True).start()
-
-    def ready_instances(self) -> list[Instance]:
-        return [i for i in self.instances if i.up]
-
-    def _watch(self) -> None:
+    # -- health and connections
+    async def _watch(self) -> None:
         while True:
-            for inst in list(self.instances):
-                self.check(inst)
-            time.sleep(self.poll_seconds)
+            await asyncio.gather(*(self.check(inst) for inst in list(self.instances)))
+            await asyncio.sleep(self.poll_seconds)
 
-    def check(self, inst: Instance) -> None:
+    async def _boot_id(self, w: SegmentWiring) -> str:
+        url = f"http://{address(w.listen)[0]}:{self.health_port}/healthz"
+        async with self.http.get(url) as reply:
+            reply.raise_for_status()
+            return (await reply.text()).split()[-1]
+
+    async def check(self, inst: Instance) -> None:
         for w in inst.wirings:
+            where = f"segment {w.segment} ({address(w.listen)[0]})"
             try:
-                with urllib.request.urlopen(inst.health_url(w), timeout=max(self.poll_seconds, 0.5)) as reply:
-                    boot = reply.read().decode().split()[-1]
-            except OSError as exc:
+                boot = await self._boot_id(w)
+            except (aiohttp.ClientError, OSError, TimeoutError, IndexError) as exc:
                 if inst.up or inst.reason.startswith("not checked"):
-                    self.fail_instance(inst, f"segment {w.segment} ({w.listen.host or w.listen.ip}) is down: "
-                                             f"{getattr(exc, 'reason', exc)}")
+                    self.fail_instance(inst, f"{where} is down: {exc or type(exc).__name__}")
                 return
-            previous = inst.boot_ids.get(w.segment)
-            inst.boot_ids[w.segment] = boot
+            previous, inst.boot_ids[w.segment] = inst.boot_ids.get(w.segment), boot
             if previous is not None and previous != boot and inst.up:
-                self.fail_instance(inst, f"segment {w.segment} ({w.listen.host or w.listen.ip}) restarted")
+                self.fail_instance(inst, f"{where} restarted")
                 return
-        if not inst.up:
-            log.info("instance %s: all %d segments healthy", inst.id, len(inst.wirings))
-            inst.up, inst.reason = True, ""
+        if not inst.up and inst in self.instances:
+            await self._connect(inst)
+
+    async def _connect(self, inst: Instance) -> None:
+        """Data connection to the first segment, results connection to the last; in rotation once both stand."""
+        try:
+            data_reader, inst.writer = await asyncio.open_connection(*inst.entry)
+            results_reader, inst.results = await asyncio.open_connection(*inst.exit)
+        except OSError as exc:
+            self.fail_instance(inst, f"cannot connect to its segments: {exc}")
+            return
+        inst.results.writelines(encode_parts(results_hello(self.origin, self.name)))
+        inst.tasks = [asyncio.create_task(self._read_results(inst, results_reader)),
+                      asyncio.create_task(self._watch_data(inst, data_reader))]
+        inst.up, inst.reason = True, ""
+        self.work.set()
+        log.info("instance %s: all %d segments healthy, results connection open", inst.id, len(inst.wirings))
+
+    async def _read_results(self, inst: Instance, reader: asyncio.StreamReader) -> None:
+        source = f"{inst.exit[0]}:{inst.exit[1]}"
+        try:
+            while (frame := await read_frame_async(reader)) is not None:
+                self.on_frame(frame)
+            why = f"last segment ({source}) closed the results connection"
+        except (OSError, FramingError) as exc:
+            why = f"results connection to {source} broke: {exc}"
+        self.fail_instance(inst, why)
+
+    async def _watch_data(self, inst: Instance, reader: asyncio.StreamReader) -> None:
+        """The first segment never writes back: its connection ending means the segment went away."""
+        try:
+            await reader.read(1)
+        except OSError:
+            pass
+        self.fail_instance(inst, f"first segment {inst.entry[0]}:{inst.entry[1]} closed the request connection")
 
     def fail_instance(self, inst: Instance, reason: str) -> None:
         """Take the instance out of rotation and fail its in-flight requests now (they cannot complete)."""
-        with self.lock:
-            inst.up, inst.reason = False, reason
-            victims = [rid for rid, p in self.pending.items() if p.instance is inst]
-            for rid in victims:
-                p = self.pending.pop(rid)
-                p.error = RequestFailed(503, f"instance {inst.id}: {reason}; request {rid} was not completed")
-                p.done.set()
-            sock, inst.sock = inst.sock, None
-        if sock:
-            sock.close()
-        if victims or reason:
-            log.warning("instance %s out of rotation: %s (%d in-flight requests failed)", inst.id, reason,
+        was_up = inst.up
+        inst.up, inst.reason = False, reason
+        victims = [rid for rid, b in self.batches.items() if b.instance is inst]
+        for rid in victims:
+            self._finish(rid, RequestFailed(503, f"instance {inst.id}: {reason}; request {rid} was not completed"))
+        try:
+            current = asyncio.current_task()  # a results reader failing its own instance must not cancel itself
+        except RuntimeError:  # no running loop: a wiring update before the gateway serves
+            current = None
+        for task in inst.tasks:
+            if task is not current:
+                task.cancel()
+        for writer in (inst.writer, inst.results):
+            if writer is not None:
+                writer.close()
+        inst.tasks, inst.writer, inst.results = [], None, None
+        if was_up or victims:
+            log.warning("instance %s out of rotation: %s (%d in-flight batches failed)", inst.id, reason,
                         len(victims))
 
     # -- requests
-    def _choose(self) -> Instance:
-        ready = self.ready_instances()
-        if not ready:
+    async def infer(self, frames: np.ndarray) -> np.ndarray:
+        """The model's output for `frames` (shape [rows, ...], any datatype that converts exactly)."""
+        if not self.ready_instances():
             reasons = "; ".join(f"{i.id}: {i.reason}" for i in self.instances) or "no instances configured"
             raise RequestFailed(503, f"no ready pipeline instance ({reasons})")
-        offset = next(self.turn)  # round robin among the least busy
-        ready = ready[offset % len(ready):] + ready[:offset % len(ready)]
-        return min(ready, key=lambda i: i.outstanding)
-
-    def infer(self, tensor: np.ndarray) -> tuple[int, np.ndarray]:
-        with self.lock:
-            inst = self._choose()
-            rid = next(self.ids)
-            pending = self.pending[rid] = Pending(inst)
-            inst.outstanding += 1
+        if self.queued_frames + len(frames) > self.max_queue:
+            raise RequestFailed(429, f"all {len(self.ready_instances())} instance(s) are saturated: "
+                                     f"{self.queued_frames} frames already queued (limit {self.max_queue}); "
+                                     "retry later or scale the ElasticInference up")
+        job = Job(frames, asyncio.get_running_loop().create_future())
+        self.queue.append(job)
+        self.queued_frames += len(frames)
+        self.work.set()
         try:
-            self._send(inst, Frame.of_tensor(rid, tensor))
-            if not pending.done.wait(self.timeout):
-                with self.lock:
-                    if self.pending.pop(rid, None) is pending:
-                        pending.error = RequestFailed(504, f"instance {inst.id}: no result for request {rid} "
-                                                           f"within {self.timeout:.0f} s")
-            if pending.error:
-                raise pending.error
-            return rid, pending.result
-        finally:
-            with self.lock:
-                inst.outstanding -= 1
-                self.pending.pop(rid, None)
+            async with asyncio.timeout(self.timeout):
+                return await job.future
+        except TimeoutError:
+            raise RequestFailed(504, f"no result within {self.timeout:g} s") from None
 
-    def _send(self, inst: Instance, frame: Frame) -> None:
-        with inst.send_lock:
-            try:
-                if inst.sock is None:
-                    inst.sock = connect(*inst.entry)
-                inst.sock.sendall(encode(frame))  # blocking: a full pipeline slows the callers down
-            except OSError as exc:
-                self.fail_instance(inst, f"first segment {inst.entry[0]}:{inst.entry[1]} unreachable: {exc}")
+    def _free_instance(self) -> Instance | None:
+        ready = [i for i in self.ready_instances() if i.inflight < self.window]
+        if not ready:
+            return None
+        offset = next(self.turn) % len(ready)  # round robin among the least busy
+        return min(ready[offset:] + ready[:offset], key=lambda i: i.inflight)
 
-    def on_frame(self, frame: Frame, source: str) -> None:
+    async def _batcher(self) -> None:
+        while True:
+            await self.work.wait()
+            self.work.clear()
+            while self.queue:
+                if not self.ready_instances():
+                    self._fail_queue()
+                    break
+                inst = self._free_instance()
+                if inst is None:
+                    break  # woken again when a batch completes
+                if self.max_delay and self.queued_frames < self.max_batch:
+                    await asyncio.sleep(self.max_delay)
+                    if not inst.up:
+                        continue
+                jobs = self._take()
+                if jobs:
+                    await self._send(inst, jobs)
+
+    def _fail_queue(self) -> None:
+        reasons = "; ".join(f"{i.id}: {i.reason}" for i in self.instances) or "no instances configured"
+        while self.queue:
+            job = self.queue.popleft()
+            self.queued_frames -= len(job.frames)
+            if not job.future.done():
+                job.future.set_exception(RequestFailed(503, f"no ready pipeline instance ({reasons})"))
+
+    def _take(self) -> list[Job]:
+        """Queued requests of the same frame shape, up to max_batch frames (always at least one request)."""
+        jobs: list[Job] = []
+        rows = 0
+        shape = self.queue[0].frames.shape[1:]
+        while self.queue:
+            job = self.queue[0]
+            if job.future.done():  # timed out while queued
+                self.queue.popleft()
+                self.queued_frames -= len(job.frames)
+                continue
+            if jobs and (job.frames.shape[1:] != shape or rows + len(job.frames) > self.max_batch):
+                break
+            self.queue.popleft()
+            self.queued_frames -= len(job.frames)
+            jobs.append(job)
+            rows += len(job.frames)
+        return jobs
+
+    def _frame_of(self, jobs: list[Job]) -> np.ndarray:
+        """One array of every job's frames in the segments' datatype: each request cast into its slice once."""
+        first = jobs[0].frames
+        if len(jobs) == 1 and first.dtype == self.dtype:
+            return first
+        batch = np.empty((sum(len(j.frames) for j in jobs), *first.shape[1:]), self.dtype)
+        at = 0
+        for job in jobs:
+            np.copyto(batch[at:at + len(job.frames)], job.frames, casting="unsafe")  # exactness checked on entry
+            at += len(job.frames)
+        return batch
+
+    async def _send(self, inst: Instance, jobs: list[Job]) -> None:
+        rid = (self.origin << ORIGIN_SHIFT) | (next(self.seq) & SEQ_MASK)
+        batch = Batch(inst, jobs)
+        batch.expiry = asyncio.get_running_loop().call_later(self.timeout, self._expire, rid)
+        self.batches[rid] = batch
+        inst.inflight += 1
+        writer = inst.writer
+        try:
+            for part in encode_parts(Frame.of_tensor(rid, self._frame_of(jobs))):
+                writer.write(part)
+            await writer.drain()  # a full pipeline slows the batcher down (TCP backpressure)
+        except (OSError, AttributeError) as exc:
+            self.fail_instance(inst, f"first segment {inst.entry[0]}:{inst.entry[1]} unreachable: {exc}")
+
+    def _expire(self, rid: int) -> None:
+        batch = self.batches.get(rid)
+        if batch is not None:
+            self._finish(rid, RequestFailed(504, f"instance {batch.instance.id}: no result for request {rid} "
+                                                 f"within {self.timeout:g} s"))
+
+    def _finish(self, rid: int, outcome: np.ndarray | RequestFailed) -> None:
+        batch = self.batches.pop(rid)
+        batch.expiry.cancel()
+        batch.instance.inflight -= 1
+        self.work.set()
+        at = 0
+        for job in batch.jobs:
+            rows = len(job.frames)
+            if not job.future.done():
+                if isinstance(outcome, RequestFailed):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome[at:at + rows])
+            at += rows
+
+    def on_frame(self, frame: Frame) -> None:
         """A frame from a last segment."""
-        with self.lock:
-            pending = self.pending.pop(frame.request_id, None)
-            if pending is None:
-                self.late_frames += 1
-                return
+        if frame.request_id not in self.batches:
+            self.late_frames += 1
+            return
         if frame.kind == KIND_ERROR:
-            pending.error = RequestFailed(500, f"request {frame.request_id} failed in {frame.message}")
+            outcome = RequestFailed(500, f"request {frame.request_id} failed in {frame.message}")
+        elif frame.tensor is None or len(frame.tensor) != sum(len(j.frames) for j in
+                                                               self.batches[frame.request_id].jobs):
+            outcome = RequestFailed(500, f"request {frame.request_id}: the result does not have one row per frame "
+                                         f"(shape {None if frame.tensor is None else frame.tensor.shape})")
         else:
-            pending.result = frame.tensor
-        pending.done.set()
-
-    def on_results_closed(self, hello: Frame | None, source: str) -> None:
-        who = json.loads(hello.message).get("instance_id") if hello and hello.kind == KIND_HELLO else None
-        for inst in self.instances:
-            if inst.id == who and inst.up:
-                self.fail_instance(inst, f"last segment ({source}) closed its connection")
+            outcome = frame.tensor
+        self._finish(frame.request_id, outcome)

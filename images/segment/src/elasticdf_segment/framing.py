@@ -13,18 +13,28 @@ x86/arm64), so a frame decodes without copying on every platform we run.
     16     4    payload length in bytes
     20     4*ndim dims
 
+Request ids carry their origin: the high 32 bits are the random id of the gateway replica that sent the request
+(`origin_of`), the low 32 bits its counter. Results do not travel to a fixed address: every gateway replica dials
+the last segment of each instance and opens that connection with a hello `{"role": "results", "origin": N}`;
+the last segment sends each result over the connection whose origin matches its request id, so with several
+gateway replicas every result returns to the replica that holds its request (and an unknown origin is dropped,
+never delivered elsewhere). The byte layout is unchanged; only the direction of the results connection is new.
+
 A segment that fails on a frame forwards an error frame with the same request id, so the gateway answers that
 request with the message instead of waiting for it. Nothing is ever retransmitted: a frame lost with a dead
 connection is failed by the gateway (at most once per hop, never duplicated).
 
-Two ways to read and write the same bytes: `encode` / `read_frame` (bytes and buffered file objects; the
-gateway's results server uses them) and the per-frame-cheap pair the segment runtime uses, `send_frame` (one
-sendmsg of header + the array's own memory) and `FrameReader` (recv_into a reusable buffer for headers, straight
-into the result array for payloads). They interoperate in any combination: the wire format is unchanged.
+Three ways to read and write the same bytes: `encode_parts` / `read_frame_async` (asyncio streams; the
+gateway), `encode` / `read_frame` (bytes and buffered file objects) and the per-frame-cheap pair the segment
+runtime uses, `send_frame` (one sendmsg of header + the array's own memory) and `FrameReader` (recv_into a
+reusable buffer for headers, straight into the result array for payloads). They interoperate in any
+combination: the wire format is unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 import struct
 from dataclasses import dataclass
@@ -35,6 +45,7 @@ import numpy as np
 MAGIC = b"EDF1"
 HEADER = struct.Struct("!4sBBHQI")
 KIND_TENSOR, KIND_ERROR, KIND_HELLO = 0, 1, 2
+ORIGIN_SHIFT = 32
 MAX_PAYLOAD = 1 << 30  # a corrupt length must not make us allocate the machine away
 DTYPES: dict[int, np.dtype] = {
     1: np.dtype("<f4"), 2: np.dtype("u1"), 3: np.dtype("i1"), 4: np.dtype("<i4"), 5: np.dtype("<i8"),
@@ -65,6 +76,27 @@ class Frame:
     @classmethod
     def hello(cls, text: str) -> Frame:
         return cls(KIND_HELLO, 0, message=text)
+
+
+def origin_of(request_id: int) -> int:
+    """The gateway replica that sent the request (see the module docstring)."""
+    return request_id >> ORIGIN_SHIFT
+
+
+def results_hello(origin: int, sender: str) -> Frame:
+    """What a gateway replica sends first on its results connection to a last segment."""
+    return Frame.hello(json.dumps({"role": "results", "origin": origin, "gateway": sender}))
+
+
+def results_origin(hello: Frame) -> int | None:
+    """The origin a results hello subscribes to; None for any other hello (an upstream segment's)."""
+    try:
+        info = json.loads(hello.message)
+    except ValueError:
+        return None
+    if isinstance(info, dict) and info.get("role") == "results" and isinstance(info.get("origin"), int):
+        return info["origin"]
+    return None
 
 
 def _tensor_parts(frame: Frame) -> tuple[bytes, memoryview]:
@@ -133,14 +165,18 @@ def _parse_header(head: bytes | memoryview) -> tuple[int, int, int, int, int]:
     return kind, code, ndim, request_id, length
 
 
-def _tensor_for(code: int, dims: tuple[int, ...], length: int) -> np.ndarray:
+def _checked_dtype(code: int, dims: tuple[int, ...], length: int) -> np.dtype:
     dtype = DTYPES[code]
     count = 1
     for d in dims:
         count *= d
     if count * dtype.itemsize != length:
         raise FramingError(f"payload of {length} bytes does not hold {dims} x {dtype}")
-    return np.empty(dims, dtype)
+    return dtype
+
+
+def _tensor_for(code: int, dims: tuple[int, ...], length: int) -> np.ndarray:
+    return np.empty(dims, _checked_dtype(code, dims, length))
 
 
 def read_frame(stream: BinaryIO) -> Frame | None:
@@ -164,6 +200,27 @@ def read_frame(stream: BinaryIO) -> Frame | None:
     payload = _read_exactly(stream, length) if length else b""
     if payload is None:
         raise ConnectionError("connection closed before the payload")
+    return Frame(kind, request_id, message=payload.decode(errors="replace"))
+
+
+async def read_frame_async(stream: asyncio.StreamReader) -> Frame | None:
+    """The next frame from an asyncio stream (the gateway's results connections), or None at a clean end of
+    stream. The payload is the one bytes object `readexactly` returns, viewed as the array (read-only)."""
+    try:
+        head = await stream.readexactly(HEADER.size)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None
+        raise ConnectionError(f"connection closed inside a frame ({len(exc.partial)} of {HEADER.size} bytes)") from exc
+    kind, code, ndim, request_id, length = _parse_header(head)
+    try:
+        dims = struct.unpack(f"!{ndim}I", await stream.readexactly(4 * ndim)) if ndim else ()
+        payload = await stream.readexactly(length) if length else b""
+    except asyncio.IncompleteReadError as exc:
+        raise ConnectionError(f"connection closed inside a frame ({len(exc.partial)} bytes of a part)") from exc
+    if kind == KIND_TENSOR:
+        dtype = _checked_dtype(code, dims, length)
+        return Frame(kind, request_id, tensor=np.frombuffer(payload, dtype).reshape(dims))
     return Frame(kind, request_id, message=payload.decode(errors="replace"))
 
 

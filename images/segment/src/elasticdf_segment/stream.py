@@ -11,6 +11,10 @@ window fills and the upstream's blocking send waits — the same stall a full AX
 Frames are computed one at a time even if two upstream connections overlap (a reconnect while the old one
 drains). Reconnects: upstream may (re)connect at any time (each connection gets a reader); downstream is dialled
 with exponential backoff, and a watcher notices a closed downstream while idle so we redial at once.
+
+The last segment (downstream kind "gateway") dials nobody: each gateway replica connects to it and subscribes
+with a results hello (framing.results_hello); a result goes back over the connection of the replica whose origin
+its request id carries, so any number of gateway replicas can share an instance.
 """
 
 from __future__ import annotations
@@ -26,7 +30,18 @@ from collections.abc import Callable
 import numpy as np
 from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
 
-from .framing import KIND_ERROR, KIND_HELLO, Frame, FrameReader, FramingError, connect, send_frame, tune
+from .framing import (
+    KIND_ERROR,
+    KIND_HELLO,
+    Frame,
+    FrameReader,
+    FramingError,
+    connect,
+    origin_of,
+    results_origin,
+    send_frame,
+    tune,
+)
 from .observe import SegmentMetrics
 
 log = logging.getLogger("elasticdf.segment")
@@ -45,6 +60,8 @@ class StreamNode:
         self.metrics = metrics
         self.bind = bind
         self.send = send  # False: results leave another way (xrt first segment: over VNx), nothing goes downstream
+        self.to_gateway = wiring.last and wiring.downstream.kind == "gateway"  # results go to subscribers
+        self.subscribers: dict[int, socket.socket] = {}  # gateway origin -> its results connection
         self.outbox: queue.Queue[Frame] = queue.Queue(queue_depth)
         self.downstream: socket.socket | None = None
         self.lock = threading.Lock()
@@ -66,7 +83,7 @@ class StreamNode:
 
     @property
     def connected(self) -> bool:
-        return self.downstream is not None or not self.send
+        return self.downstream is not None or not self.send or self.to_gateway
 
     # -- upstream side
     def _accept(self) -> None:
@@ -85,14 +102,35 @@ class StreamNode:
                 reader = FrameReader(conn)
                 while (frame := reader.read()) is not None:
                     if frame.kind == KIND_HELLO:
-                        log.info("%s: upstream is %s", self.name, frame.message)
+                        self._hello(conn, frame)
                     else:
                         result = self._compute(frame)
                         if self.send:
                             self.outbox.put(result)  # blocks when full: backpressure upstream
         except (OSError, FramingError) as exc:
             log.warning("%s: upstream %s dropped: %s", self.name, peer, exc)
+        self._unsubscribe(conn)
         log.info("%s: upstream %s closed", self.name, peer)
+
+    def _hello(self, conn: socket.socket, hello: Frame) -> None:
+        origin = results_origin(hello)
+        if origin is None:
+            log.info("%s: upstream is %s", self.name, hello.message)
+            return
+        if not self.to_gateway:
+            log.warning("%s: ignoring results subscription %s: not the last segment", self.name, hello.message)
+            return
+        with self.lock:
+            old = self.subscribers.get(origin)
+            self.subscribers[origin] = conn
+        if old is not None and old is not conn:  # the replica reconnected: the old connection is stale
+            old.close()
+        log.info("%s: results subscriber %s", self.name, hello.message)
+
+    def _unsubscribe(self, conn: socket.socket) -> None:
+        with self.lock:
+            for origin in [o for o, c in self.subscribers.items() if c is conn]:
+                del self.subscribers[origin]
 
     # -- compute
     def _compute(self, frame: Frame) -> Frame | None:
@@ -110,6 +148,8 @@ class StreamNode:
 
     # -- downstream side
     def _send(self) -> None:
+        if self.to_gateway:
+            return self._send_to_gateways()
         backoff = BACKOFF_START
         while not self.stopping.is_set():
             if self.downstream is None:
@@ -132,6 +172,27 @@ class StreamNode:
                 # reach a peer that already got the bytes before the connection broke.
                 log.warning("%s: dropped request %d, downstream lost: %s", self.name, frame.request_id, exc)
                 self._drop(sock)
+
+    def _send_to_gateways(self) -> None:
+        """Each result over the results connection of the gateway replica that sent its request."""
+        while not self.stopping.is_set():
+            try:
+                frame = self.outbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            with self.lock:
+                sock = self.subscribers.get(origin_of(frame.request_id))
+            if sock is None:  # that replica is gone (it failed the request when its connection closed)
+                log.warning("%s: dropped request %d, no results connection from its gateway", self.name,
+                            frame.request_id)
+                continue
+            try:
+                send_frame(sock, frame)  # blocking: a slow gateway throttles us
+            except OSError as exc:
+                log.warning("%s: dropped request %d, its gateway's results connection broke: %s", self.name,
+                            frame.request_id, exc)
+                self._unsubscribe(sock)
+                sock.close()
 
     def _dial(self) -> bool:
         host, port = address(self.wiring.downstream)
