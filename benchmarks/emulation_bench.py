@@ -83,7 +83,7 @@ def measure(model_name: str, cluster_file: str, frames_n: int, workdir: Path) ->
     lowered_path = workdir / f"{model_name}-lowered.onnx"
     lowered_path.write_bytes(lowered.SerializeToString())
     with EmulatedInstance(plan, index, lowered_path, workdir / f"{model_name}-instance") as running:
-        result = running.push(frames, unsplit_outputs(lowered, frames), concurrency=4)
+        result = running.push(frames, unsplit_outputs(lowered, frames), 4, lowered.graph.input[0].name)
     return [model_name, cluster_file.removesuffix(".yaml"), f"{import_s:.2f}", f"{export_s:.2f}", f"{lower_s:.2f}",
             f"{unsplit:.1f}", str(len(parts)), " / ".join(f"{f:.1f}" for f in alone), f"{result.fps:.1f}",
             f"{result.fps / min(alone):.2f}", "identical" if not result.mismatches else f"{result.mismatches} differ"]

@@ -124,3 +124,20 @@ def test_tensor_skipping_a_whole_segment_passes_through_it():
 def test_cut_outside_the_model_is_refused():
     with pytest.raises(ValueError, match="outside the model"):
         split.cut(testmodels.residual_cnn(), 3, 99)
+
+
+def test_lowered_finn_model_splits_anywhere_and_runs_batches():
+    """A zoo model lowered from FINN dataflow ONNX, cut at every layer boundary, runs a batch of frames (the
+    gateway's dynamic batching) exactly like the unsplit model runs them one by one."""
+    from elasticdf_partitioner.modelio import runnable_model
+
+    model = runnable_model("zoo://cnv")
+    full = ort.InferenceSession(model.SerializeToString())
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, (1, 32, 32, 3)).astype(np.float32) for _ in range(3)]
+    expected = np.concatenate([full.run(None, {"global_in": f})[0] for f in frames])
+    layers = len(split.layer_names(model))
+    for at in range(1, layers):
+        parts = [ort.InferenceSession(m.SerializeToString())
+                 for m in split.split(model, [[0, at - 1], [at, layers - 1]])]
+        assert np.array_equal(_run_pipeline(parts, np.concatenate(frames)), expected), at

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         for i, instance in enumerate(plan.instances[:args.instances]):
             gateway = stack.enter_context(EmulatedInstance(plan, i, model_path, Path(tmp) / f"instance-{i}"))
             console.print(f"instance {i}: {len(instance.segments)} segment(s) up, pushing {len(frames)} frames")
-            results.append(gateway.push(frames, expected, args.concurrency))
+            results.append(gateway.push(frames, expected, args.concurrency, model.graph.input[0].name))
     console.print(result_table(plan, results))
     wrong = [r for r in results if r.mismatches]
     if wrong:
@@ -162,6 +162,7 @@ class EmulatedInstance:
         self.data_port = _free_port(self.hosts)
         self.health_port = _free_port(self.hosts)
         self.gateway_port = _free_port([GATEWAY_HOST])
+        self.grpc_port = _free_port([GATEWAY_HOST])
 
     def __enter__(self) -> EmulatedInstance:
         self.workdir.mkdir(parents=True)
@@ -172,7 +173,7 @@ class EmulatedInstance:
                 self._start(f"segment-{wiring.segment}", "elasticdf_segment", "--wiring", str(path), "--mode",
                             "emulation", "--bind", wiring.listen.host, "--health-port", str(self.health_port))
             self._start("gateway", "elasticdf_gateway", "--model", self.plan.model, "--wiring", str(self.workdir),
-                        "--host", GATEWAY_HOST, "--port", str(self.gateway_port),
+                        "--host", GATEWAY_HOST, "--port", str(self.gateway_port), "--grpc-port", str(self.grpc_port),
                         "--segment-health-port", str(self.health_port), "--reload-seconds", "0")
             self._wait_ready()
         except BaseException:
@@ -236,16 +237,17 @@ class EmulatedInstance:
         return name.read_text(errors="replace")[-2000:] if name else "(no log)"
 
     # -- requests
-    def push(self, frames: list[np.ndarray], expected: list[np.ndarray], concurrency: int) -> InstanceResult:
+    def push(self, frames: list[np.ndarray], expected: list[np.ndarray], concurrency: int,
+             input_name: str) -> InstanceResult:
         start = time.perf_counter()
         with ThreadPoolExecutor(max(1, concurrency)) as pool:
-            answers = list(pool.map(self._infer, frames))
+            answers = list(pool.map(lambda frame: self._infer(frame, input_name), frames))
         seconds = time.perf_counter() - start
         mismatches = sum(not np.array_equal(a, e) for a, e in zip(answers, expected))
         return InstanceResult(self.index, len(frames), seconds, mismatches)
 
-    def _infer(self, frame: np.ndarray) -> np.ndarray:
-        body = json.dumps({"inputs": [{"name": "input", "shape": list(frame.shape), "datatype": "FP32",
+    def _infer(self, frame: np.ndarray, input_name: str) -> np.ndarray:
+        body = json.dumps({"inputs": [{"name": input_name, "shape": list(frame.shape), "datatype": "FP32",
                                        "data": frame.ravel().tolist()}]}).encode()
         url = f"http://{GATEWAY_HOST}:{self.gateway_port}/v2/models/{self.plan.model}/infer"
         request = urllib.request.Request(url, body, {"Content-Type": "application/json"})

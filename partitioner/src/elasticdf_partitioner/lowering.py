@@ -73,6 +73,11 @@ class Lowering:
         return self.op("Cast", [tensor], to=elem_type, elem_type=elem_type)
 
     def reshape(self, tensor: str, shape: tuple[int, ...] | list[int]) -> str:
+        """Reshape to FINN's shape, whose leading 1 is the batch axis: it becomes -1, so a cut segment runs
+        any number of frames at once (the gateway batches requests)."""
+        shape = tuple(shape)
+        if len(shape) > 1 and shape[0] == 1:
+            shape = (-1, *shape[1:])
         return self.op("Reshape", [tensor, self.ints(shape)])
 
     def affine(self, tensor: str, scale: float = 1, bias: float = 0) -> str:

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from elasticdf_partitioner.errors import ElasticDFError
-from elasticdf_partitioner.runnable import runnable_model
 from elasticdf_partitioner.wiring import SegmentWiring
 from elasticdf_segment import split
 from elasticdf_segment.observe import RateWindow
@@ -48,11 +47,11 @@ class Model:
 def model_from(name: str, wirings: list[SegmentWiring], batching: bool) -> Model:
     """Input/output names, datatypes and shapes from the model ONNX when the gateway can read it (else none).
     With batching the first axis is reported as -1: any number of frames per request."""
-    uri = next((w.artifacts.onnx for w in wirings if w.artifacts.onnx), None)
-    if not uri:
+    source = next((w.artifacts for w in wirings if w.artifacts.onnx), None)
+    if source is None:
         return Model(name)
-    try:  # a file is read as it is (like the gateway always did); a zoo reference is built as the segments do
-        graph = (split.load(uri) if "://" not in uri.removeprefix("file://") else runnable_model(uri)).graph
+    try:  # the model exactly as the segments run it
+        graph = split.runnable(source.onnx, source.onnx_sha256).graph
     except (OSError, ValueError, ElasticDFError) as exc:
         log.warning("model metadata unavailable: %s", exc)
         return Model(name)

@@ -10,9 +10,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from elasticdf_partitioner.modelio import runnable_model
 from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
-from elasticdf_partitioner.zoo import ZOO_SCHEME
 
 from . import relay, split, vnx
 
@@ -31,11 +29,8 @@ def segment_model(wiring: SegmentWiring, onnx_path: str | None = None):
     if not wiring.artifacts.onnx:
         raise BackendError(f"{wiring.instance_id} segment {wiring.segment}: needs the model's ONNX "
                            "(spec.model.name or spec.model.artifacts.onnx) but the wiring has none")
-    reference = wiring.artifacts.onnx
-    if not reference.startswith(ZOO_SCHEME):  # fetched (and its digest checked) with the operator's policy
-        reference = split.local_path(reference, wiring.artifacts.onnx_sha256)
     first, last = wiring.layer_range
-    return split.cut(runnable_model(reference), first, last)
+    return split.cut(split.runnable(wiring.artifacts.onnx, wiring.artifacts.onnx_sha256), first, last)
 
 
 class EmulationBackend:

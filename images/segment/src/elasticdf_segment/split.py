@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from elasticdf_partitioner.artifacts import FetchPolicy, ModelError, fetch
+from elasticdf_partitioner.modelio import runnable_model
+from elasticdf_partitioner.zoo import ZOO_SCHEME
 from onnx import helper, numpy_helper
 
 PACKED_INPUT, PACKED_OUTPUT = "packed_in", "packed_out"
@@ -96,7 +98,7 @@ def cut(model: onnx.ModelProto, first: int, last: int) -> onnx.ModelProto:
     if len(model.graph.output) != 1 and last == len(names) - 1:
         raise ValueError(f"the model has {len(model.graph.output)} outputs; a pipeline returns one")
     in_value, unpack = _receive(incoming)
-    out_value, pack = _send(outgoing, layers.info)
+    out_value, pack = _send(outgoing)
     used = {t for n in nodes for t in n.input}
     graph = helper.make_graph(
         unpack + nodes + pack, f"{model.graph.name}_layers{first}_{last}", [in_value], [out_value],
@@ -105,6 +107,7 @@ def cut(model: onnx.ModelProto, first: int, last: int) -> onnx.ModelProto:
 
 
 def _value(name: str, live: Live) -> onnx.ValueInfoProto:
+    """A segment's input or output: any number of frames (the gateway batches requests)."""
     return helper.make_tensor_value_info(name, live.elem_type, ["N", *live.shape])
 
 
@@ -135,10 +138,10 @@ def _shape_constants(incoming: list[Live]) -> list[onnx.TensorProto]:
                       for lv in incoming]
 
 
-def _send(outgoing: list[Live], info: dict) -> tuple[onnx.ValueInfoProto, list[onnx.NodeProto]]:
+def _send(outgoing: list[Live]) -> tuple[onnx.ValueInfoProto, list[onnx.NodeProto]]:
     """The segment's output, and the nodes that pack the live tensors into it when there are several."""
     if len(outgoing) == 1:
-        return info.get(outgoing[0].name) or _value(outgoing[0].name, outgoing[0]), []
+        return _value(outgoing[0].name, outgoing[0]), []
     packed = Live(PACKED_OUTPUT, (sum(lv.size for lv in outgoing),), _packed_type(outgoing))
     flat = [f"{live.name}__packflat" for live in outgoing]
     nodes = [helper.make_node("Flatten", [live.name], [f], axis=1, name=f"pack/{live.name}")
@@ -170,3 +173,11 @@ def local_path(uri: str, sha256: str | None = None) -> str:
 
 def load(uri: str, sha256: str | None = None) -> onnx.ModelProto:
     return onnx.load(local_path(uri, sha256))
+
+
+def runnable(reference: str, sha256: str | None = None) -> onnx.ModelProto:
+    """The whole model a pipeline runs: a zoo model built from its seed, or the fetched file made runnable
+    (a FINN dataflow or QONNX model lowered to standard ops, a standard ONNX model as it is)."""
+    if not reference.startswith(ZOO_SCHEME):  # fetched (and its digest checked) with the operator's policy
+        reference = local_path(reference, sha256)
+    return runnable_model(reference)
