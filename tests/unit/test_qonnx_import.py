@@ -24,6 +24,7 @@ from elasticdf_partitioner.qonnx_import import (
     outputs_to_real,
 )
 from elasticdf_partitioner.solver import solve
+from elasticdf_partitioner.solver.pack import PackSettings
 from onnx import TensorProto, helper, numpy_helper
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
@@ -140,8 +141,33 @@ def bnn_mlp() -> onnx.ModelProto:
     return b.model((1, 64), out)
 
 
-SYNTHETIC = {"convnet": (convnet, (1, 3, 16, 16), (0, 1)), "pooled_classifier": (pooled_classifier, (1, 2, 18, 18),
-             (-2, 2)), "bnn_mlp": (bnn_mlp, (1, 64), (-1, 1))}
+def mobilenet_like() -> onnx.ModelProto:
+    """Brevitas' MobileNet pattern: the first conv reads UINT8 pixels (declared, no input quantizer), depthwise +
+    pointwise blocks, average pool + Trunc (TruncAvgPool), a Gemm with a quantized bias."""
+    b = Builder(6)
+    y = b.conv("x", b.weight((8, 3, 3, 3), 8), strides=[2, 2])
+    y = b.quant(b.op("Relu", [b.bn(y, 8)]), 0.25, 4, signed=False)
+    y = b.conv(y, b.weight((8, 1, 3, 3), 4), group=8, pads=[1, 1, 1, 1])
+    y = b.quant(b.op("Relu", [b.bn(y, 8, negative=True)]), 0.2, 4, signed=False)
+    y = b.conv(y, b.weight((16, 8, 1, 1), 4))
+    a = 0.15
+    y = b.quant(b.op("Relu", [b.bn(y, 16)]), a, 4, signed=False)
+    y = b.op("AveragePool", [y], kernel_shape=[7, 7], strides=[1, 1])
+    y = b.op("Trunc", [y, b.const(a / 49), b.const(0.0), b.const(10.0), b.const(a * 8), b.const(4.0)], QDOMAIN,
+             signed=0, narrow=0, rounding_mode="FLOOR")
+    y = b.op("Reshape", [y, b.const([1, -1], np.int64)])
+    bias = b.quant(b.const(b.rng.normal(0, 1, 10)), 0.01, 16, signed=True)
+    out = b.op("Gemm", [y, b.weight((10, 16), 4), bias], transB=1)
+    model = b.model((1, 3, 15, 15), out)
+    model.opset_import[1].version = 2  # Trunc v2
+    return model
+
+
+# name -> (builder, input shape, input range, declared input datatype)
+SYNTHETIC = {"convnet": (convnet, (1, 3, 16, 16), (0, 1), None),
+             "pooled_classifier": (pooled_classifier, (1, 2, 18, 18), (-2, 2), None),
+             "bnn_mlp": (bnn_mlp, (1, 64), (-1, 1), None),
+             "mobilenet_like": (mobilenet_like, (1, 3, 15, 15), (0, 255), "UINT8")}
 
 
 def qonnx_outputs(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -159,18 +185,27 @@ def op_types(model: onnx.ModelProto) -> list[str]:
     return [n.op_type for n in model.graph.node]
 
 
+def committed_models() -> list[Path]:
+    """Brevitas exports made by tests/data/qonnx/export_brevitas.py (the ones small enough to commit)."""
+    return sorted(COMMITTED.glob("*.onnx"))
+
+
+def plan_on_a_u250(graph):
+    # Tiny networks replicate hundreds of times on a U250; one instance keeps the test about planning
+    # the imported graph, not about the solver's replica search.
+    return solve(graph, load_cluster(CLUSTER), settings=PackSettings(max_instances=1))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the same results as QONNX
 
 
-@pytest.mark.parametrize("name", sorted(SYNTHETIC))
-def test_same_integers_as_qonnx(name):
-    make, shape, (lo, hi) = SYNTHETIC[name]
-    model = make()
-    dataflow = import_qonnx(model)
+def check_same_as_qonnx(model: onnx.ModelProto, shape, lo: float, hi: float, input_datatype: str | None = None,
+                        frames: int = 4) -> None:
+    dataflow = import_qonnx(model, input_datatype)
     rng = np.random.default_rng(7)
-    for _ in range(4):
-        x = rng.uniform(lo, hi, shape)
+    for _ in range(frames):
+        x = rng.integers(lo, hi + 1, shape) if input_datatype else rng.uniform(lo, hi, shape)
         want, got = qonnx_outputs(model, x), finn_outputs(dataflow, x)
         for out, value in want.items():
             meta = next(m for m in conversion_metadata(dataflow)["outputs"] if m["qonnx_output"] == out)
@@ -178,6 +213,19 @@ def test_same_integers_as_qonnx(name):
                 np.testing.assert_array_equal(got[out], value)
             else:  # integers times the output scale: equal up to float32 rounding of QONNX's arithmetic
                 np.testing.assert_allclose(got[out], value, rtol=1e-4, atol=1e-4 * np.max(np.abs(value)))
+
+
+@pytest.mark.parametrize("name", sorted(SYNTHETIC))
+def test_synthetic_models_give_qonnx_results(name):
+    make, shape, (lo, hi), input_datatype = SYNTHETIC[name]
+    check_same_as_qonnx(make(), shape, lo, hi, input_datatype)
+
+
+@pytest.mark.parametrize("path", committed_models(), ids=lambda p: p.stem)
+def test_brevitas_exports_give_qonnx_results(path):
+    model = onnx.load(path)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    check_same_as_qonnx(model, shape, 0.0, 1.0)
 
 
 def test_convnet_maps_to_finn_layers():
@@ -204,23 +252,24 @@ def test_pooled_classifier_maps_to_finn_layers():
 # real inputs
 
 
-def committed_models() -> list[Path]:
-    return sorted(COMMITTED.glob("*.onnx")) if COMMITTED.exists() else []
+def test_committed_brevitas_exports_are_there():
+    assert [p.stem for p in committed_models()] == ["tfc_w1a1", "tfc_w2a2"]
 
 
 @pytest.mark.parametrize("path", committed_models(), ids=lambda p: p.stem)
 def test_brevitas_exports_import_and_plan(path):
     dataflow = import_qonnx(onnx.load(path))
+    assert op_types(dataflow) == ["MVAU_hls"] * 4  # TFC: four fully connected layers, activations absorbed
     graph = import_onnx(dataflow, name=path.stem)
-    plan = solve(graph, load_cluster(CLUSTER))
-    assert plan.total_fps > 0
+    assert plan_on_a_u250(graph).total_fps > 0
 
 
 @pytest.mark.parametrize("name", sorted(SYNTHETIC))
 def test_synthetic_models_plan_on_a_u250(name):
-    graph = import_onnx(import_qonnx(SYNTHETIC[name][0]()), name=name)
-    assert len(graph.layers) >= 4
-    assert solve(graph, load_cluster(CLUSTER)).total_fps > 0
+    make, _, _, input_datatype = SYNTHETIC[name]
+    graph = import_onnx(import_qonnx(make(), input_datatype), name=name)
+    assert len(graph.layers) >= 3
+    assert plan_on_a_u250(graph).total_fps > 0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -237,6 +286,19 @@ def test_resize_in_the_qonnx_espcn_is_named_with_what_is_supported():
     model = onnx.load(QONNX_DATA / "bsd300x3-espcn" / "nn_resize" / "quant_model.onnx")
     with pytest.raises(InputError, match=r"node Resize_42 \(Resize\).*not supported.*allowed: \[.*'Conv'"):
         import_qonnx(model)
+
+
+def test_mobilenet_like_maps_to_finn_layers():
+    assert op_types(import_qonnx(mobilenet_like(), "UINT8")) == [
+        "ConvolutionInputGenerator_hls", "MVAU_hls", "FMPadding_hls", "ConvolutionInputGenerator_hls", "VVAU_hls",
+        "MVAU_hls", "ConvolutionInputGenerator_hls", "Pool_hls", "Thresholding_hls", "MVAU_hls"]
+
+
+def test_float_input_read_by_a_conv_asks_for_a_quantizer_or_input_datatype():
+    with pytest.raises(InputError, match=r"node Conv_\d+ \(Conv\).*float model input.*input_datatype"):
+        import_qonnx(mobilenet_like())
+    with pytest.raises(InputError, match=r"input_datatype.*unknown datatype 'UINT'"):
+        import_qonnx(mobilenet_like(), "UINT")
 
 
 def test_unquantized_float_model_is_refused():

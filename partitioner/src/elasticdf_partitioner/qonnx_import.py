@@ -31,6 +31,7 @@ boundary can differ (as in FINN).
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -266,6 +267,46 @@ class Quantizer:
         """The integer outputs the thresholds count up to (above the lowest one)."""
         return np.array([1.0]) if self.bipolar else np.arange(self.qmin + 1, self.qmax + 1, dtype=np.float64)
 
+    def bind(self, stream: Stream, where: str) -> Bound:
+        s, z = _positive_scale(self.scale, stream, where), _per_channel(self.zero_point, stream, where)
+        return Bound(lambda real: self.ints(real, s[:, None], z[:, None]), s, np.zeros_like(s) if self.bipolar
+                     else -s * z)
+
+
+@dataclass(frozen=True)
+class Truncation(Quantizer):
+    """QONNX Trunc (v2): requantize to `output_scale` by a power-of-two step, FINN's QuantAvgPool rescaling.
+    `scale`, `zero_point` and the integer range are those of the input and of `bits` output bits."""
+
+    output_scale: np.ndarray = field(default_factory=lambda: np.ones(1))
+
+    def bind(self, stream: Stream, where: str) -> Bound:
+        s, z = _positive_scale(self.scale, stream, where), _per_channel(self.zero_point, stream, where)
+        out = _positive_scale(self.output_scale, stream, where)
+        step = 2.0 ** np.round(np.log2(out / s))
+
+        def to_int(real: np.ndarray) -> np.ndarray:
+            y = np.round(real / s[:, None] + z[:, None]) / step[:, None]
+            return _round(self.rounding, np.clip(y, self.qmin, self.qmax))
+
+        return Bound(to_int, out, -out * z / step)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A quantizer resolved per channel of one stream: integers of (C, ...) real values and their meaning."""
+
+    to_int: Callable[[np.ndarray], np.ndarray]
+    scale: np.ndarray  # real = scale * integer + bias, per channel
+    bias: np.ndarray
+
+
+def _positive_scale(scale: np.ndarray, stream: Stream, where: str) -> np.ndarray:
+    scale = _per_channel(scale, stream, where)
+    if np.any(scale <= 0):
+        raise InputError(where, "quantizer scale must be positive")
+    return scale
+
 
 # ---------------------------------------------------------------------------------------------------------
 # conversion context
@@ -295,8 +336,21 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return out
 
 
+def declared_input(datatype: str) -> Quantizer:
+    """The identity quantizer of a FINN datatype name (UINT8, INT4, BIPOLAR, ...): what an input declared
+    integer carries."""
+    match = re.fullmatch(r"(U?)INT(\d+)", datatype.upper())
+    if datatype.upper() == "BIPOLAR":
+        return Quantizer(np.ones(1), np.zeros(1), 1, True, False)
+    if datatype.upper() == "BINARY":
+        return Quantizer(np.ones(1), np.zeros(1), 1, False, False)
+    if not match or int(match.group(2)) < 1:
+        raise InputError("input_datatype", f"unknown datatype {datatype!r}", ["UINT<n>", "INT<n>", "BINARY", "BIPOLAR"])
+    return Quantizer(np.ones(1), np.zeros(1), int(match.group(2)), not match.group(1), False)
+
+
 class Converter:
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, input_datatype: str | None = None):
         self.model = model
         self.values: dict[str, Const | Weight | Source | Stream] = {}
         self.flow = Dataflow()
@@ -311,6 +365,10 @@ class Converter:
             if inp.name not in self.values:
                 dims = tuple(d.dim_value for d in inp.type.tensor_type.shape.dim)
                 self.values[inp.name] = Source(inp.name, dims)
+                if input_datatype:  # FINN's build annotates such an input (e.g. UINT8 pixels) by hand
+                    where = f"input {inp.name} (input_datatype {input_datatype})"
+                    self.values[inp.name] = _dataflow_input(self, where, Source(inp.name, dims),
+                                                            declared_input(input_datatype))
 
     # --- value access with errors that name the node
 
@@ -322,8 +380,8 @@ class Converter:
     def stream(self, tensor: str, node: onnx.NodeProto) -> Stream:
         value = self.value(tensor, node)
         if isinstance(value, Source):
-            raise InputError(_where(node), f"input {tensor!r} is the float model input; quantize it first with a "
-                                           "Quant node (FINN streams integers)")
+            raise InputError(_where(node), f"input {tensor!r} is the float model input; quantize it with a Quant "
+                                           "node, or declare its integers with input_datatype (e.g. UINT8)")
         if not isinstance(value, Stream):
             raise InputError(_where(node), f"input {tensor!r} is a constant where an activation stream is needed")
         return value
@@ -358,16 +416,14 @@ class Converter:
 # step: quantizers -> thresholds
 
 
-def _thresholds(stream: Stream, quant: Quantizer, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+def _thresholds(stream: Stream, levels: np.ndarray, bound: Bound) -> np.ndarray:
     """T[c, j]: the smallest integer of channel c whose quantized value reaches level j (binary search)."""
-    levels = quant.levels()
     grid = (stream.channels, levels.size)
     lo = np.broadcast_to(np.broadcast_to(stream.lo, stream.channels)[:, None], grid).astype(np.int64)
     hi = np.broadcast_to(np.broadcast_to(stream.hi, stream.channels)[:, None], grid).astype(np.int64) + 1
-    s, z = scale[:, None], zero_point[:, None]
     while np.any(lo < hi):
         mid = (lo + hi) // 2
-        reached = quant.ints(stream.real(mid), s, z) >= levels[None, :]
+        reached = bound.to_int(stream.real(mid)) >= levels[None, :]
         hi = np.where(reached, mid, hi)
         lo = np.where(reached, lo, mid + 1)
     return lo
@@ -398,10 +454,7 @@ def _per_channel(array: np.ndarray, stream: Stream, where: str) -> np.ndarray:
 def quantize(conv: Converter, node: onnx.NodeProto, stream: Stream, quant: Quantizer) -> Stream:
     """The step that ends a chain: thresholds into the free MVAU/VVAU, or a new Thresholding node."""
     where = _where(node)
-    scale = _per_channel(quant.scale, stream, where)
-    zero_point = _per_channel(quant.zero_point, stream, where)
-    if np.any(scale <= 0):
-        raise InputError(where, "quantizer scale must be positive")
+    bound = quant.bind(stream, where)
     falling = stream.direction() < 0
     producer = stream.producer
     if np.any(stream.direction() == 0):
@@ -411,7 +464,7 @@ def quantize(conv: Converter, node: onnx.NodeProto, stream: Stream, quant: Quant
             raise InputError(where, "a negative per-channel scale before this quantizer can only be folded into "
                                     "the weights of a directly preceding Conv/MatMul/Gemm")
         stream = _negate_channels(producer, stream, falling)
-    thresholds = _thresholds(stream, quant, scale, zero_point).astype(np.float64)
+    thresholds = _thresholds(stream, quant.levels(), bound).astype(np.float64)
     out_type = quant.datatype
     act_val = 0 if quant.bipolar else quant.qmin
     if producer is not None:
@@ -426,9 +479,8 @@ def quantize(conv: Converter, node: onnx.NodeProto, stream: Stream, quant: Quant
                               weightDataType=datatype_name(int(thresholds.min()), int(thresholds.max())),
                               ActVal=act_val, numInputVectors=list(shape[:-1]))
         tensor = node_.output
-    real = Affine(scale, -scale * zero_point) if not quant.bipolar else Affine(scale, np.zeros_like(scale))
     return Stream(tensor, stream.shape, np.full(stream.channels, quant.qmin), np.full(stream.channels, quant.qmax),
-                  (real,), None, stream.perm, quant.bipolar)
+                  (Affine(bound.scale, bound.bias),), None, stream.perm, quant.bipolar)
 
 
 def _negate_channels(producer: DataflowNode, stream: Stream, mask: np.ndarray) -> Stream:
@@ -475,23 +527,44 @@ def _quant(conv: Converter, node: onnx.NodeProto) -> None:
             raise InputError(_where(node), "weights with a non-zero zero point are not supported by FINN")
         conv.values[node.output[0]] = Weight(ints, np.asarray(quant.scale, dtype=np.float64), quant.datatype)
     elif isinstance(value, Source):
-        conv.values[node.output[0]] = _dataflow_input(conv, node, value, quant)
+        conv.values[node.output[0]] = _dataflow_input(conv, _where(node), value, quant)
     else:
         if not conv.single_reader(node.input[0]):  # others read the accumulators: thresholds go into a new node
             value = replace(value, producer=None)
         conv.values[node.output[0]] = quantize(conv, node, value, quant)
 
 
-def _dataflow_input(conv: Converter, node: onnx.NodeProto, source: Source, quant: Quantizer) -> Stream:
+@handles("Trunc")
+def _trunc(conv: Converter, node: onnx.NodeProto) -> None:
+    """Trunc after an average pool (Brevitas' TruncAvgPool): thresholds like any quantizer."""
+    where = _where(node)
+    if len(node.input) != 6:
+        raise InputError(where, "only Trunc version 2 (inputs x, scale, zeropt, input_bit_width, output_scale, "
+                                "output_bit_width) is supported")
+    stream = conv.stream(node.input[0], node)
+    attrs = _attrs(node)
+    bits = conv.const(node.input[5], node).reshape(-1)
+    rounding = str(attrs.get("rounding_mode", "FLOOR")).upper()
+    if rounding not in ROUNDING_MODES:
+        raise InputError(where + ".rounding_mode", f"unknown rounding mode {rounding!r}", list(ROUNDING_MODES))
+    trunc = Truncation(conv.const(node.input[1], node), conv.const(node.input[2], node), int(bits[0]),
+                       bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0)), rounding,
+                       conv.const(node.input[4], node))
+    if not conv.single_reader(node.input[0]):
+        stream = replace(stream, producer=None)
+    conv.values[node.output[0]] = quantize(conv, node, stream, trunc)
+
+
+def _dataflow_input(conv: Converter, where: str, source: Source, quant: Quantizer) -> Stream:
     """The model input's quantizer runs before the dataflow graph: its integers (NHWC) are the graph input."""
     if conv.flow.input is not None:
-        raise InputError(_where(node), "the model input is quantized twice; FINN takes one integer input")
+        raise InputError(where, "the model input is quantized twice; FINN takes one integer input")
     if len(source.shape) not in (2, 4):
-        raise InputError(_where(node), f"input of shape {list(source.shape)}: expected NCHW images or (N, K) vectors")
+        raise InputError(where, f"input of shape {list(source.shape)}: expected NCHW images or (N, K) vectors")
     shape = (1, *source.shape[2:], source.shape[1]) if len(source.shape) == 4 else (1, source.shape[1])
     stream = Stream("global_in", shape, np.zeros(1), np.zeros(1), bipolar=quant.bipolar)
-    scale = _per_channel(quant.scale, stream, _where(node))
-    zero_point = _per_channel(quant.zero_point, stream, _where(node))
+    scale = _per_channel(quant.scale, stream, where)
+    zero_point = _per_channel(quant.zero_point, stream, where)
     conv.preprocess = {
         "qonnx_input": source.name, "qonnx_shape": list(source.shape), "layout": "NHWC" if len(shape) == 4 else "NC",
         "prepare": list(source.prepare), "scale": scale.tolist(), "zero_point": zero_point.tolist(), "bits": quant.bits,
@@ -1060,14 +1133,18 @@ def build_model(flow: Dataflow, outputs: list[tuple[str, Stream]], name: str, me
 # entry point
 
 
-def import_qonnx(model: onnx.ModelProto) -> onnx.ModelProto:
+def import_qonnx(model: onnx.ModelProto, input_datatype: str | None = None) -> onnx.ModelProto:
     """The FINN dataflow ONNX equivalent of a QONNX model; raises InputError for anything FINN cannot map.
+
+    The model input is quantized by its own Quant/BipolarQuant; a model whose first layer reads the float
+    input directly (Brevitas' MobileNet) needs `input_datatype` (e.g. "UINT8"): the input then carries
+    integers of that type, as FINN's build annotates it.
 
     The result's metadata (`METADATA_KEY`, JSON) holds `input` (the float -> integer quantizer and layout that
     run before the graph) and `outputs` (per graph output: the per-channel scale and bias that map its integers
     to QONNX's values, its QONNX name and shape, and its layout).
     """
-    conv = Converter(model)
+    conv = Converter(model, input_datatype)
     for node in model.graph.node:
         handler = HANDLERS.get(node.op_type)
         if handler is None or (node.domain and node.domain not in ("", "ai.onnx", *QUANT_DOMAINS)):

@@ -3,7 +3,7 @@
 Needs torch (CPU is enough) and brevitas, which the project does not depend on: run it in a throwaway venv,
   python3 -m venv /tmp/brevitas && /tmp/brevitas/bin/pip install torch brevitas onnx onnxscript
   /tmp/brevitas/bin/python tests/data/qonnx/export_brevitas.py tests/data/qonnx [NAME ...] [--all]
-Only models under 2 MB are kept (weights inline), so the repository stays small. BatchNorm statistics get seeded random
+Only models under 1 MB are kept (weights inline), so the repository stays small. BatchNorm statistics get seeded random
 values too, so thresholds are not trivial.
 """
 
@@ -16,7 +16,7 @@ from brevitas.export import export_qonnx
 from brevitas_examples.bnn_pynq.models import model_with_cfg
 from brevitas_examples.imagenet_classification.models import model_with_cfg as imagenet_model_with_cfg
 
-MAX_BYTES = 2 * 1024 * 1024
+MAX_BYTES = 1024 * 1024
 
 
 def randomize_batchnorm(model: torch.nn.Module, generator: torch.Generator) -> None:
