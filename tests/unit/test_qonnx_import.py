@@ -21,6 +21,7 @@ from elasticdf_partitioner.qonnx_import import (
     conversion_metadata,
     import_qonnx,
     input_to_integers,
+    is_qonnx,
     outputs_to_real,
 )
 from elasticdf_partitioner.solver import solve
@@ -112,18 +113,19 @@ def convnet() -> onnx.ModelProto:
 
 
 def pooled_classifier() -> onnx.ModelProto:
-    """Signed input, unpadded strided SWG + MVAU, a strided 1x1 conv (DownSampler), global average pool into
-    a Thresholding, MatMul and TopK (LabelSelect)."""
+    """Signed input, unpadded strided SWG + MVAU, an overlapping max pool (SWG + Pool), a strided 1x1 conv
+    (DownSampler), global average pool into a Thresholding, MatMul on transposed weights and TopK (LabelSelect)."""
     b = Builder(2)
     x = b.quant("x", 0.05, 6, signed=True)
     y = b.conv(x, b.weight((12, 2, 3, 3), 3), strides=[2, 2])
     y = b.quant(b.op("Relu", [y]), 0.4, 3, signed=False)
+    y = b.op("MaxPool", [y], kernel_shape=[3, 3], strides=[1, 1])
     y = b.conv(y, b.weight((16, 12, 1, 1), 4), strides=[2, 2])
     y = b.quant(b.op("Relu", [b.bn(y, 16)]), 0.3, 4, signed=False)
     y = b.op("GlobalAveragePool", [y])
     y = b.quant(y, 0.2, 4, signed=False)
     y = b.op("Reshape", [y, b.const([1, -1], np.int64)])
-    y = b.op("MatMul", [y, b.weight((16, 10), 2, per_channel=False)])
+    y = b.op("MatMul", [y, b.op("Transpose", [b.weight((10, 16), 2, per_channel=False)], perm=[1, 0])])
     y = b.op("Mul", [y, b.const(0.125)])
     _, idx = b.op("TopK", [y, b.const([3], np.int64)], n_out=2, axis=-1)
     return b.model((1, 2, 18, 18), idx, TensorProto.INT64)
@@ -230,6 +232,7 @@ def test_brevitas_exports_give_qonnx_results(path):
 
 def test_convnet_maps_to_finn_layers():
     dataflow = import_qonnx(convnet())
+    assert is_qonnx(convnet()) and not is_qonnx(dataflow)
     assert {n.domain for n in dataflow.graph.node} == {"finn.custom_op.fpgadataflow.hls"}
     assert op_types(dataflow) == [
         "FMPadding_hls", "ConvolutionInputGenerator_hls", "MVAU_hls", "DuplicateStreams_hls", "MVAU_hls",
@@ -244,8 +247,8 @@ def test_convnet_maps_to_finn_layers():
 
 def test_pooled_classifier_maps_to_finn_layers():
     assert op_types(import_qonnx(pooled_classifier())) == [
-        "ConvolutionInputGenerator_hls", "MVAU_hls", "DownSampler_hls", "MVAU_hls", "ConvolutionInputGenerator_hls",
-        "Pool_hls", "Thresholding_hls", "MVAU_hls", "LabelSelect_hls"]
+        "ConvolutionInputGenerator_hls", "MVAU_hls", "ConvolutionInputGenerator_hls", "Pool_hls", "DownSampler_hls",
+        "MVAU_hls", "ConvolutionInputGenerator_hls", "Pool_hls", "Thresholding_hls", "MVAU_hls", "LabelSelect_hls"]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -253,6 +253,8 @@ class Quantizer:
     def datatype(self) -> str:
         if self.bipolar:
             return "BIPOLAR"
+        if self.bits == 1 and not self.signed:
+            return "BINARY"
         return f"{'INT' if self.signed else 'UINT'}{self.bits}"
 
     def ints(self, x: np.ndarray, scale=None, zero_point=None) -> np.ndarray:
@@ -905,6 +907,19 @@ def _reshape(conv: Converter, node: onnx.NodeProto) -> None:
     conv.derive(node, _flat(stream, where))
 
 
+@handles("Transpose")
+def _transpose(conv: Converter, node: onnx.NodeProto) -> None:
+    """Transposed weights (MatMul exports) keep their integers and scales; activations stay in FINN's layout."""
+    value = conv.value(node.input[0], node)
+    perm = _attrs(node).get("perm")
+    if isinstance(value, Weight):
+        scale = np.broadcast_to(value.scale, value.ints.shape)
+        conv.values[node.output[0]] = Weight(value.ints.transpose(perm), scale.transpose(perm), value.datatype)
+    elif not _fold_constants(conv, node):
+        raise InputError(_where(node), "transposing activations is not supported: FINN streams keep NHWC order "
+                                       "and Flatten/Reshape handle the layout")
+
+
 @handles("Identity", "Dropout")
 def _identity(conv: Converter, node: onnx.NodeProto) -> None:
     conv.values[node.output[0]] = conv.value(node.input[0], node)
@@ -923,7 +938,10 @@ def _shape_arithmetic(conv: Converter, node: onnx.NodeProto) -> None:
     """Shape arithmetic around flattening (`x.view(x.size(0), -1)`): folded to constants."""
     if node.op_type == "Shape":
         value = conv.value(node.input[0], node)
-        shape = _qonnx_shape(value) if isinstance(value, Stream) else np.asarray(np.shape(value.value))
+        if isinstance(value, Stream):
+            shape = _qonnx_shape(value)
+        else:
+            shape = np.asarray(value.shape if isinstance(value, Source) else np.shape(value.value))
         conv.values[node.output[0]] = Const(np.asarray(shape, dtype=np.float64))
         conv.int_tensors.add(node.output[0])
         return
@@ -1131,6 +1149,11 @@ def build_model(flow: Dataflow, outputs: list[tuple[str, Stream]], name: str, me
 
 # ---------------------------------------------------------------------------------------------------------
 # entry point
+
+
+def is_qonnx(model: onnx.ModelProto) -> bool:
+    """Whether a model is QONNX (has a Quant/BipolarQuant/Trunc node), for detecting the format from content."""
+    return any(n.op_type in ("Quant", "BipolarQuant", "Trunc") and n.domain in QUANT_DOMAINS for n in model.graph.node)
 
 
 def import_qonnx(model: onnx.ModelProto, input_datatype: str | None = None) -> onnx.ModelProto:
