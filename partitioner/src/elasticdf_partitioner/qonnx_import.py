@@ -316,6 +316,14 @@ def _positive_scale(scale: np.ndarray, stream: Stream, where: str) -> np.ndarray
 
 Handler = Callable[["Converter", onnx.NodeProto], None]
 HANDLERS: dict[str, Handler] = {}
+# inputs the QONNX quantizers take (x, scale, zero point, bit width, ...): a node with fewer is malformed
+QUANTIZER_INPUTS = {"Quant": 4, "BipolarQuant": 2, "Trunc": 5}
+
+
+def _check_inputs(node: onnx.NodeProto) -> None:
+    wanted = QUANTIZER_INPUTS.get(node.op_type, 1)
+    if len([i for i in node.input if i]) < wanted:
+        raise InputError(_where(node), f"{node.op_type} needs {wanted} inputs, the node has {len(node.input)}")
 
 
 def handles(*op_types: str):
@@ -1183,6 +1191,7 @@ def import_qonnx(model: onnx.ModelProto, input_datatype: str | None = None) -> o
         if handler is None or (node.domain and node.domain not in ("", "ai.onnx", *QUANT_DOMAINS)):
             raise InputError(_where(node), f"op type {node.op_type!r} (domain {node.domain or 'ai.onnx'!r}) is not "
                                            "supported by the QONNX importer", sorted(HANDLERS))
+        _check_inputs(node)
         handler(conv, node)
     if conv.flow.input is None:
         raise InputError("model input", "no Quant/BipolarQuant quantizes the model input; FINN's dataflow graph "
