@@ -15,7 +15,9 @@ Command line (hack/dev-cluster.sh is a wrapper that picks the project's venv):
     devcluster.py env     (prints shell exports: KUBECONFIG and PATH with .cache/bin and the venv)
 
 Library use (tests/e2e/conftest.py): ``build_tools()``, ``up(state_dir, kubeconfig, ...) -> Cluster``,
-``down(state_dir)``, ``node_manifests(doc, catalog)``, ``apply_nodes(kubeconfig, doc, ...)``.
+``down(state_dir)``, ``node_manifests(doc, catalog)``, ``apply_nodes(kubeconfig, doc, ...)``;
+(tests/real/conftest.py) ``ensure_node_software()``, ``start_real_nodes(state_dir, doc, ...)``,
+``build_scratch_image(...)``, ``import_archive(node_socket(state_dir, node), archive)``.
 
 The cluster YAML is DESIGN §5.2: ``nodes: [{name, cards: [u280, ...], switch}]``; optional per-node
 ``cpu``, ``memory``, ``pods`` and ``address`` (the fake InternalIP). Each node gets
@@ -27,6 +29,12 @@ The cluster YAML is DESIGN §5.2: ``nodes: [{name, cards: [u280, ...], switch}]`
                catalog in elasticdf_partitioner) with the number of such cards; allocatable = capacity
   addresses    InternalIP 10.240.x.y (fake: nothing listens there, nothing may send to it), Hostname
 Nodes carry no taint, so ordinary pods (and the operator's segment pods) schedule onto them.
+
+A node with ``runtime: real`` is no kwok node but a real kubelet node (``start_real_nodes``, run by the
+``nodes`` command): its own containerd and kubelet, the simulated Alveo device plugin for its cards, a CNI
+bridge, plus one kube-proxy per host and CoreDNS. It gets the same elasticdf.io labels and annotation,
+``elasticdf.io/dev-runtime=real`` instead of ``type=kwok``, and its card capacity from the device plugin.
+``down`` stops real nodes first and restores the host (see the real-node section below).
 """
 
 from __future__ import annotations
@@ -1057,6 +1065,8 @@ state = "{d}/containerd/state"
   restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  # pod network namespaces under the node's state dir, not /var/run/netns: down finds (and unmounts) them
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -1237,7 +1247,8 @@ def _cluster_dns_objects() -> list[dict[str, Any]]:
          "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": ns}]},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns", "namespace": ns},
          "data": {"Corefile": corefile}},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "coredns", "namespace": ns, "labels": labels},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "coredns", "namespace": ns, "labels": labels},
          "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
              "metadata": {"labels": labels},
              "spec": {
@@ -1392,6 +1403,15 @@ def _remove_cgroups(cgroup: str) -> None:
             top.parent.rmdir()
 
 
+def _remove_container_log_links(pod_logs: Path) -> None:
+    """kubelet links every container log into the fixed /var/log/containers; drop the links to ours."""
+    links = Path("/var/log/containers")
+    for link in links.glob("*.log") if links.is_dir() else []:
+        with contextlib.suppress(OSError):
+            if link.is_symlink() and os.readlink(link).startswith(str(pod_logs) + "/"):
+                link.unlink()
+
+
 def _stop_node(state: Path, node_dir: Path, grace: float) -> None:
     name = node_dir.name
     for component in ("device-plugin", "kubelet"):
@@ -1412,6 +1432,7 @@ def _stop_node(state: Path, node_dir: Path, grace: float) -> None:
     for pid_dir in Path("/proc").iterdir():  # shims left by a containerd that could not clear its pods
         if pid_dir.name.isdigit() and _is_ours(int(pid_dir.name), node_dir):
             _stop_pid(int(pid_dir.name), node_dir, 2.0)
+    _remove_container_log_links(node_dir / "pod-logs")
     for point in reversed(_mounts_under(node_dir)):
         subprocess.run(["umount", "-l", point], capture_output=True)
     try:
@@ -1504,7 +1525,7 @@ def main(argv: list[str] | None = None) -> int:
     p_down = sub.add_parser("down", help="stop the processes that `up` started")
     p_down.add_argument("--purge", action="store_true", help="also delete the state dir (etcd data, certs)")
     sub.add_parser("status", help="show what runs")
-    p_nodes = sub.add_parser("nodes", help="create/update kwok nodes and start `runtime: real` nodes from a cluster YAML")
+    p_nodes = sub.add_parser("nodes", help="create/update kwok nodes, start `runtime: real` nodes (cluster YAML)")
     p_nodes.add_argument("file", type=Path)
     p_nodes.add_argument("--prune", action="store_true", help="delete simulated (kwok) nodes not in the file")
     p_nodes.add_argument("--catalog", type=Path, help="extra card catalog YAML (see elasticdf cards)")
