@@ -15,8 +15,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,8 +22,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import devcluster  # noqa: E402
+from kube_helpers import fresh_namespace, wait_until  # noqa: E402
 
 NODE = "real-0"
 CARD = "u280"
@@ -97,48 +97,14 @@ def probe_image(real_cluster, tmp_path_factory) -> str:
 
 @pytest.fixture
 def namespace(core_v1) -> Iterator[str]:
-    yield from _namespace(core_v1)
+    yield from fresh_namespace(core_v1, "real")
 
 
 @pytest.fixture
 def other_namespace(core_v1) -> Iterator[str]:
-    yield from _namespace(core_v1)
+    yield from fresh_namespace(core_v1, "real")
 
 
 @pytest.fixture(name="wait_until")
 def wait_until_fixture() -> Callable[..., object]:
     return wait_until
-
-
-def _namespace(core_v1) -> Iterator[str]:
-    from kubernetes import client
-
-    name = f"real-{uuid.uuid4().hex[:8]}"
-    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    wait_until(lambda: _has_default_sa(core_v1, name), 30, f"default ServiceAccount in {name}")
-    yield name
-    core_v1.delete_namespace(name)
-
-
-def _has_default_sa(core_v1, ns: str) -> bool:
-    from kubernetes.client.rest import ApiException
-
-    try:
-        core_v1.read_namespaced_service_account("default", ns)
-    except ApiException as err:
-        if err.status == 404:
-            return False
-        raise
-    return True
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
-    """Poll until predicate() is truthy and return its value; fail the test with `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
