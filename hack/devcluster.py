@@ -853,10 +853,11 @@ def wait_nodes_ready(api, names: list[str], timeout: float = 60.0) -> None:
 # one kube-proxy per host, CoreDNS, a CNI bridge per node (facts: shared/reference/real-nodes.md)
 #
 # What several kubelets on one host share, and how they are kept apart: every node has its own state
-# folder (containerd root/state/socket, runc root, kubelet root dir with its device-plugin sockets, pod
-# logs, CNI config and IPAM data), its own cgroup parent (/elasticdf.io/<node>/kubepods), its own bridge
-# edfbr<i> with pod subnet 10.250.<i>.0/24 whose gateway is the node's IP (kubelet refuses loopback
-# node IPs), so the kubelet ports 10250/10248 bind per node address. The iptables rules and sysctls
+# folder (containerd root/state/socket, runc root, pod network namespaces, kubelet root and cert dirs with
+# the device plugin's socket, pod logs, CNI config and IPAM data), its own cgroup parent
+# (/elasticdf.io/<node>/kubepods), its own bridge edfbr<i> with pod subnet 10.250.<i>.0/24 whose gateway
+# is the node's IP (kubelet refuses loopback node IPs), so the kubelet ports 10250/10248 bind per node
+# address. Kubelet's fixed /var/lib/kubelet/device-plugins is shared but unused. The iptables rules and sysctls
 # are host-wide: one kube-proxy per host programs Services for all real nodes (two would overwrite
 # each other's chains), and only one cluster per host may run real nodes (a lock file in /run says
 # which). Pods reach the API server through the `kubernetes` Service, whose endpoint is a socat relay
@@ -871,7 +872,11 @@ PAUSE_IMAGE = "localhost/elasticdf/pause:1"
 HOST_LOCK = Path("/run/elasticdf-real-nodes.json")
 CGROUP_PARENT = "elasticdf.io"
 CGROUP_V1 = Path("/sys/fs/cgroup")
-CNI_BIN = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
+CNI_BIN = Path("/usr/lib/cni")
+# folders kubelet uses whatever its root dir: its old device-plugin socket and checkpoint (our plugin
+# registers through <root dir>/plugins_registry instead, so sharing it does not matter) and the links to
+# container logs; down removes them when they did not exist before
+KUBELET_FIXED_DIRS = (Path("/var/lib/kubelet"), Path("/var/log/containers"))  # Debian's containernetworking-plugins
 # sysctls kubelet (setupKernelTunables), the CNI bridge (ip_forward) and kube-proxy may change
 HOST_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
                 "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/ipv4/ip_forward",
@@ -1018,6 +1023,7 @@ def _claim_host(state: Path) -> None:
     if owner is None:
         HOST_LOCK.write_text(json.dumps({
             "state": str(state), "sysctls": _read_sysctls(), "chains": _iptables_chains(),
+            "missing_dirs": [str(d) for d in KUBELET_FIXED_DIRS if not d.exists()],
         }, indent=1) + "\n")
 
 
@@ -1174,13 +1180,14 @@ def _start_node(cluster: Cluster, node: RealNode, tie_to_parent: bool, deadline:
         _start(state, node.proc("kubelet"), [
             _binary(bins, "kubelet"), f"--config={node.dir / 'kubelet.yaml'}",
             f"--kubeconfig={node.dir / 'kubelet.kubeconfig'}", f"--root-dir={node.dir / 'kubelet'}",
+            f"--cert-dir={node.dir / 'kubelet' / 'pki'}",
             f"--hostname-override={node.name}", f"--node-ip={node.ip}",
             f"--node-labels={','.join(f'{k}={v}' for k, v in sorted(labels.items()))}",
         ], None, tie_to_parent)
     if node.entry.cards and running_pid(state, node.proc("device-plugin")) is None:
         cards = [f"--card={c}={r}" for c, r in zip(node.entry.cards, node.entry.resources, strict=True)]
         _start(state, node.proc("device-plugin"), [
-            _binary(bins, "alveo-device-plugin"), f"--plugin-dir={node.dir / 'kubelet' / 'device-plugins'}", *cards,
+            _binary(bins, "alveo-device-plugin"), f"--registry-dir={node.dir / 'kubelet' / 'plugins_registry'}", *cards,
         ], None, tie_to_parent)
     _wait(f"kubelet of {node.name} /healthz", lambda: _healthy(f"http://{node.ip}:10248/healthz"),
           deadline, state, node.proc("kubelet"))
@@ -1462,6 +1469,8 @@ def _restore_host(state: Path) -> None:
             (Path("/proc/sys") / key).write_text(value)
         except OSError as err:
             log(f"could not restore sysctl {key}={value}: {err}")
+    for folder in before.get("missing_dirs", []):
+        shutil.rmtree(folder, ignore_errors=True)
     HOST_LOCK.unlink(missing_ok=True)
 
 

@@ -105,3 +105,4 @@ def test_down_leaves_nothing(real_cluster):
             assert ours <= set(before["chains"].get(tool, {}).get(table, [])), f"{tool} -t {table}: {ours}"
     assert devcluster._read_sysctls() == before["sysctls"]
     assert not devcluster.HOST_LOCK.exists()
+    assert not any(Path(d).exists() for d in before["missing_dirs"]), "kubelet's fixed folders removed"

@@ -7,11 +7,15 @@
 // ELASTICDF_CARD_TYPE and ELASTICDF_CARD_RESOURCE, plus the same as container annotations. No device
 // nodes exist, so the response has no DeviceSpec.
 //
+// It registers through the kubelet's plugin watcher (a socket in <kubelet root dir>/plugins_registry)
+// rather than the fixed /var/lib/kubelet/device-plugins/kubelet.sock, so several kubelets on one host
+// (each with its own root dir) each get their own plugin.
+//
 // Go rather than Python+grpcio: the pinned k8s.io/kubelet module ships the generated v1beta1 stubs, and
 // hack/build-tools.sh already builds from that module, so there is no protobuf generation step and no
 // new Python dependency in the dev tools.
 //
-// Usage: alveo-device-plugin --plugin-dir KUBELET_ROOT/device-plugins --card u280=amd.com/... [--card ...]
+// Usage: alveo-device-plugin --registry-dir KUBELET_ROOT/plugins_registry --card u280=amd.com/... [--card ...]
 package main
 
 import (
@@ -30,8 +34,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 )
 
 // cardFlags collects --card TYPE=RESOURCE in the node's card order.
@@ -117,7 +121,28 @@ func (p *plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*p
 	return resp, nil
 }
 
-// serve listens on the plugin's socket (replacing a stale one) and serves until the listener fails.
+// registration answers the kubelet's plugin watcher, which finds our socket in the kubelet's
+// plugins_registry folder and then talks to the device-plugin service on the same socket.
+type registration struct {
+	registerapi.UnimplementedRegistrationServer
+	p *plugin
+}
+
+func (r registration) GetInfo(context.Context, *registerapi.InfoRequest) (*registerapi.PluginInfo, error) {
+	return &registerapi.PluginInfo{Type: registerapi.DevicePlugin, Name: r.p.resource, Endpoint: r.p.socket,
+		SupportedVersions: []string{pluginapi.Version}}, nil
+}
+
+func (r registration) NotifyRegistrationStatus(_ context.Context, status *registerapi.RegistrationStatus) (*registerapi.RegistrationStatusResponse, error) {
+	if status.PluginRegistered {
+		log.Printf("%s: registered %d card(s) with the kubelet", r.p.resource, len(r.p.cards))
+	} else {
+		log.Printf("%s: the kubelet refused the plugin: %s", r.p.resource, status.Error)
+	}
+	return &registerapi.RegistrationStatusResponse{}, nil
+}
+
+// serve listens on the plugin's socket (replacing a stale one) with both services.
 func (p *plugin) serve() (*grpc.Server, error) {
 	if err := os.Remove(p.socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
@@ -128,59 +153,24 @@ func (p *plugin) serve() (*grpc.Server, error) {
 	}
 	server := grpc.NewServer()
 	pluginapi.RegisterDevicePluginServer(server, p)
+	registerapi.RegisterRegistrationServer(server, registration{p: p})
 	go func() { _ = server.Serve(lis) }()
 	return server, nil
 }
 
-// register tells the kubelet (through its socket in the same folder) about this plugin.
-func (p *plugin) register(kubeletSocket string) error {
-	conn, err := grpc.NewClient("unix://"+kubeletSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err = pluginapi.NewRegistrationClient(conn).Register(ctx, &pluginapi.RegisterRequest{
-		Version:      pluginapi.Version,
-		Endpoint:     filepath.Base(p.socket),
-		ResourceName: p.resource,
-		Options:      &pluginapi.DevicePluginOptions{},
-	})
-	return err
-}
-
-// inode identifies the kubelet's socket: a restarted kubelet makes a new one and forgets its plugins
-// (it also deletes their sockets), so a changed inode or a missing own socket means: serve and register
-// again.
-func inode(path string) uint64 {
-	var st syscall.Stat_t
-	if syscall.Stat(path, &st) != nil {
-		return 0
-	}
-	return st.Ino
-}
-
-func (p *plugin) keepRegistered(kubeletSocket string, stop <-chan struct{}) {
+// keepServing serves until stop, and serves anew when the socket was removed (the kubelet's plugin
+// watcher then registers the plugin again; it also rescans the folder when the kubelet restarts).
+func (p *plugin) keepServing(stop <-chan struct{}) {
 	var server *grpc.Server
-	var registeredWith uint64
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	for {
-		kubelet := inode(kubeletSocket)
-		_, ownErr := os.Stat(p.socket)
-		if kubelet != 0 && (kubelet != registeredWith || ownErr != nil) {
+		if _, err := os.Stat(p.socket); err != nil {
 			if server != nil {
 				server.Stop()
 			}
-			var err error
 			if server, err = p.serve(); err != nil {
 				log.Printf("%s: serve %s: %v", p.resource, p.socket, err)
-			} else if err = p.register(kubeletSocket); err != nil {
-				log.Printf("%s: register with kubelet: %v", p.resource, err)
-			} else {
-				registeredWith = kubelet
-				log.Printf("%s: registered %d card(s) with the kubelet", p.resource, len(p.cards))
 			}
 		}
 		select {
@@ -213,7 +203,7 @@ func pluginsByResource(cards cardFlags, dir string) []*plugin {
 
 func main() {
 	var cards cardFlags
-	dir := flag.String("plugin-dir", pluginapi.DevicePluginPath, "the kubelet's device-plugin folder")
+	dir := flag.String("registry-dir", "/var/lib/kubelet/plugins_registry", "the kubelet's plugin registration folder")
 	flag.Var(&cards, "card", "TYPE=RESOURCE of one card, repeated in the node's card order")
 	flag.Parse()
 	if len(cards) == 0 {
@@ -223,7 +213,7 @@ func main() {
 	done := make(chan struct{})
 	plugins := pluginsByResource(cards, *dir)
 	for _, p := range plugins {
-		go func() { p.keepRegistered(filepath.Join(*dir, "kubelet.sock"), stop); done <- struct{}{} }()
+		go func() { p.keepServing(stop); done <- struct{}{} }()
 	}
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
