@@ -32,7 +32,7 @@ wanted=()
 for arg in "$@"; do
   case "$arg" in
     --force) force=1 ;;
-    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
     node) wanted+=("${NODE_TOOLS[@]}") ;;
     *) wanted+=("$arg") ;;
   esac
