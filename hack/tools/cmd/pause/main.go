@@ -1,5 +1,5 @@
 // Command pause is the sandbox ("pause") image of the dev cluster's real nodes: no public registry is
-// reachable, so containerd's sandbox_image is built locally from this program (hack/node-images.sh).
+// reachable, so containerd's sandbox_image is built locally from this program (devcluster.py build_scratch_image).
 // It holds the pod's namespaces open, reaps the zombies of processes re-parented to it (it is PID 1 of
 // the pod when the PID namespace is shared) and exits at once on SIGTERM or SIGINT.
 package main
