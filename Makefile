@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv lint test unit e2e bench tools demo down docs metrics-example clean
+.PHONY: venv lint test unit e2e real bench tools demo down docs metrics-example clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ tools: venv
 
 e2e: tools
 	$(BIN)/pytest -q tests/e2e
+
+# Real kubelet nodes (root, cgroup v1): installs the node packages and builds the node programs when missing.
+real: tools
+	$(BIN)/pytest -q tests/real
 
 test: lint
 	hack/run-pytest.sh $(BIN)/pytest -q tests

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Build the local control plane's programs from source into .cache/bin:
 #   kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes),
-#   etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok), helm (helm.sh/helm/v3),
-#   registry (github.com/distribution/distribution/v3, the CNCF OCI registry the oci:// fetcher tests push to).
-# Versions are pinned by hack/tools/go.mod + go.sum (registry: hack/registry/go.mod, its own module so its
-# dependencies never move the Kubernetes pins). Binaries are static
-# (CGO_ENABLED=0) and version-stamped through -ldflags. A binary is rebuilt only
-# when it is missing or its stamp (hash of go.mod, go.sum, this script's
-# BUILD_RECIPE and the Go version) changed, so a second run takes about a second.
+#   etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok), helm (helm.sh/helm/v3);
+#   registry (github.com/distribution/distribution/v3, the CNCF OCI registry, hack/registry: its own module so
+#   its dependencies never move the Kubernetes pins);
+# and on request the programs of real worker nodes (NODE_TOOLS): kubelet, kube-proxy
+# (k8s.io/kubernetes), coredns (hack/coredns, its own module), and our pause,
+# alveo-device-plugin and cri-clear (hack/tools/cmd/*).
+# Versions are pinned by hack/tools/go.mod + go.sum (hack/coredns/ for CoreDNS).
+# Binaries are static (CGO_ENABLED=0) and version-stamped through -ldflags. A binary
+# is rebuilt only when it is missing or its stamp (hash of its module's go.mod and
+# go.sum, our own sources for hack/tools/cmd, this script's BUILD_RECIPE and the Go
+# version) changed, so a second run takes about a second.
 #
-# Usage: hack/build-tools.sh [--force] [TOOL...]     (default: all tools)
+# Usage: hack/build-tools.sh [--force] [TOOL...|node]  (default: the control plane; node: NODE_TOOLS)
 # Env:   ELASTICDF_CACHE  cache folder (default: <repo>/.cache); binaries go to $ELASTICDF_CACHE/bin
 #        GO_BUILD_P       go build -p (default 2: the machines have 2 cores)
 set -euo pipefail
@@ -23,13 +27,15 @@ CACHE="${ELASTICDF_CACHE:-$ROOT/.cache}"
 BIN="$CACHE/bin"
 P="${GO_BUILD_P:-2}"
 ALL_TOOLS=(etcd kwok helm kube-apiserver kube-scheduler kube-controller-manager registry)
+NODE_TOOLS=(kubelet kube-proxy coredns pause alveo-device-plugin cri-clear)
 
 force=0
 wanted=()
 for arg in "$@"; do
   case "$arg" in
     --force) force=1 ;;
-    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    node) wanted+=("${NODE_TOOLS[@]}") ;;
     *) wanted+=("$arg") ;;
   esac
 done
@@ -41,20 +47,28 @@ mkdir -p "$BIN"
 export CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:-} -mod=readonly -buildvcs=false"
 
-REGISTRY_MOD="$ROOT/hack/registry"
 cd "$TOOLS_MOD"
 modver() { go list -m -f '{{if .Replace}}{{.Replace.Version}}{{else}}{{.Version}}{{end}}' "$1"; }
-mod_of() { [ "$1" = registry ] && echo "$REGISTRY_MOD" || echo "$TOOLS_MOD"; }  # $1 = tool
-stamp_of() { # $1 = module dir
-  { cat "$1/go.mod" "$1/go.sum"; echo "recipe=$BUILD_RECIPE"; go env GOVERSION GOOS GOARCH; } | sha256sum | cut -c1-16
-}
 
+toolchain="$(go env GOVERSION GOOS GOARCH)"
+stamp="$( { cat go.mod go.sum; echo "recipe=$BUILD_RECIPE"; echo "$toolchain"; } | sha256sum | cut -c1-16)"
 build_date="$(date -u -d "@$(stat -c %Y go.sum)" +%Y-%m-%dT%H:%M:%SZ)"
+
+stamp_of() { # $1 = tool: the module stamp above, or a hash over the tool's own module or sources
+  case "$1" in
+    coredns) { cat "$ROOT"/hack/coredns/{go.mod,go.sum,main.go}; echo "recipe=$BUILD_RECIPE"; echo "$toolchain"; } \
+               | sha256sum | cut -c1-16 ;;
+    registry) { cat "$ROOT"/hack/registry/{go.mod,go.sum}; echo "recipe=$BUILD_RECIPE"; echo "$toolchain"; } \
+               | sha256sum | cut -c1-16 ;;
+    pause|alveo-device-plugin|cri-clear) { echo "$stamp"; cat "cmd/$1"/*.go; } | sha256sum | cut -c1-16 ;;
+    *) echo "$stamp" ;;
+  esac
+}
 
 need_build() { # $1 = tool name
   [ "$force" = 1 ] && return 0
   [ -x "$BIN/$1" ] || return 0
-  [ "$(cat "$BIN/.$1.stamp" 2>/dev/null)" = "$(stamp_of "$(mod_of "$1")")" ] || return 0
+  [ "$(cat "$BIN/.$1.stamp" 2>/dev/null)" = "$(stamp_of "$1")" ] || return 0
   return 1
 }
 
@@ -81,13 +95,21 @@ k8s_ldflags() { # gitVersion v1.36.3 -> major 1, minor 36
 }
 
 build_one() { # $1 = tool
-  local tool="$1" pkg ldflags ver mod tool_stamp
-  mod="$(mod_of "$tool")"
-  tool_stamp="$(stamp_of "$mod")"
-  if [ "$tool" != registry ]; then resolve_versions; fi
+  local tool="$1" pkg ldflags ver dir="$TOOLS_MOD"
+  resolve_versions
   case "$tool" in
-    kube-apiserver|kube-controller-manager|kube-scheduler)
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy)
       pkg="k8s.io/kubernetes/cmd/$tool"; ver="$K8S_VER"; ldflags="$(k8s_ldflags)" ;;
+    pause|alveo-device-plugin|cri-clear)
+      pkg="./cmd/$tool"; ver="(hack/tools/cmd)"; ldflags="-s -w" ;;
+    coredns)
+      dir="$ROOT/hack/coredns"; pkg="."
+      ver="$(cd "$dir" && modver github.com/coredns/coredns)"
+      ldflags="-s -w -X github.com/coredns/coredns/coremain.GitCommit=release-$ver" ;;
+    registry)
+      dir="$ROOT/hack/registry"; pkg="github.com/distribution/distribution/v3/cmd/registry"
+      ver="$(cd "$dir" && modver github.com/distribution/distribution/v3)"
+      ldflags="-s -w -X github.com/distribution/distribution/v3/version.version=$ver" ;;
     etcd)
       # the etcd server's main package is the module root in 3.6
       pkg="go.etcd.io/etcd/server/v3"; ver="$ETCD_VER"
@@ -98,18 +120,14 @@ build_one() { # $1 = tool
     helm)
       pkg="helm.sh/helm/v3/cmd/helm"; ver="$HELM_VER"
       ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VER -X helm.sh/helm/v3/internal/version.gitTreeState=clean" ;;
-    registry)
-      pkg="github.com/distribution/distribution/v3/cmd/registry"
-      ver="$(cd "$mod" && modver github.com/distribution/distribution/v3)"
-      ldflags="-s -w -X github.com/distribution/distribution/v3/version.version=$ver" ;;
-    *) echo "build-tools: unknown tool '$tool' (known: ${ALL_TOOLS[*]})" >&2; return 2 ;;
+    *) echo "build-tools: unknown tool '$tool' (known: ${ALL_TOOLS[*]} ${NODE_TOOLS[*]})" >&2; return 2 ;;
   esac
   local t0=$SECONDS
   printf 'building %s %s (go build -p %s, started %s) ...\n' "$tool" "$ver" "$P" "$(date +%H:%M:%S)"
   rm -f "$BIN/.$tool.stamp"
-  (cd "$mod" && go build -p "$P" -trimpath -ldflags "$ldflags" -o "$BIN/$tool.tmp" "$pkg")
+  (cd "$dir" && go build -p "$P" -trimpath -ldflags "$ldflags" -o "$BIN/$tool.tmp" "$pkg")
   mv -f "$BIN/$tool.tmp" "$BIN/$tool"
-  echo "$tool_stamp" > "$BIN/.$tool.stamp"
+  stamp_of "$tool" > "$BIN/.$tool.stamp"
   printf 'build-tools: built %s in %ss\n' "$tool" "$((SECONDS - t0))"
 }
 

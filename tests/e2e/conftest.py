@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,8 +19,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import devcluster  # noqa: E402
+from kube_helpers import fresh_namespace, wait_until  # noqa: E402
 
 # A small simulated Alveo cluster (DESIGN §5.2) that every session gets; tests that need exact card
 # counts create their own nodes with a switch label of their own and select them.
@@ -106,38 +107,7 @@ def simulated_nodes(kubeconfig: Path) -> list[str]:
 @pytest.fixture
 def namespace(core_v1) -> Iterator[str]:
     """A fresh namespace per test (deleted afterwards, without waiting)."""
-    from kubernetes import client
-
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    # the controller manager creates the namespace's default ServiceAccount; pods need it
-    wait_until(lambda: _has_default_sa(core_v1, name), 30, f"default ServiceAccount in {name}")
-    yield name
-    core_v1.delete_namespace(name)
-
-
-def _has_default_sa(core_v1, ns: str) -> bool:
-    from kubernetes.client.rest import ApiException
-
-    try:
-        core_v1.read_namespaced_service_account("default", ns)
-    except ApiException as err:
-        if err.status == 404:
-            return False
-        raise
-    return True
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
-    """Poll until predicate() is truthy and return its value; fail the test with `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    yield from fresh_namespace(core_v1, "e2e")
 
 
 @pytest.fixture

@@ -42,10 +42,22 @@ def test_manifest_labels_capacity_and_addresses():
     ({"nodes": [{"name": "a"}, {"name": "a"}]}, "listed twice"),
     ({"nodes": [{"name": "a", "switch": "leaf a"}]}, "not a valid label value"),
     ({"nodes": [{"name": "a", "address": "192.168.1.1"}]}, "fake node network"),
+    ({"nodes": [{"name": "a", "runtime": "docker"}]}, r"nodes\[0\] \(a\): runtime 'docker' is not one of kwok, real"),
 ])
 def test_invalid_cluster_files_are_refused(doc, message):
     with pytest.raises(devcluster.ClusterError, match=message):
         devcluster.node_manifests(doc, CATALOG)
+
+
+def test_real_nodes_are_no_kwok_nodes():
+    doc = {"nodes": [{"name": "sim", "cards": ["u280"]},
+                     {"name": "real", "cards": ["u250", "u280", "u250"], "runtime": "real", "switch": "leaf-a"}]}
+    assert [m["metadata"]["name"] for m in devcluster.node_manifests(doc, CATALOG)] == ["sim"]
+    real = devcluster.parse_nodes(doc, CATALOG)[1]
+    assert real.labels["elasticdf.io/dev-runtime"] == "real" and "type" not in real.labels
+    assert real.labels["elasticdf.io/card-types"] == "u250.u280"
+    assert real.annotations == {"elasticdf.io/cards": "u250,u280,u250"}, "no kwok annotation: kwok leaves it alone"
+    assert real.resources == [CATALOG[c].device_plugin_resource for c in ("u250", "u280", "u250")]
 
 
 @pytest.mark.e2e

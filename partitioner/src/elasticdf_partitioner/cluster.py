@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -19,6 +20,8 @@ class NodeSpec(BaseModel):
     name: str = Field(min_length=1)
     cards: list[str] = Field(min_length=1)
     switch: str | None = None
+    # how the dev cluster runs the node (kwok: simulated; real: kubelet + containerd); planning ignores it
+    runtime: Literal["kwok", "real"] = "kwok"
 
 
 class SwitchSpec(BaseModel):
