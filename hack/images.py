@@ -227,6 +227,8 @@ def export_archive(bh: Buildah, name: str, image: str) -> Path:
 
 def check_image(bh: Buildah, name: str) -> None:
     """Run the image's entry point with --help inside it: every module it needs must import."""
+    if not bh.image_id(image_tag(name)):
+        raise SystemExit(f"images: {image_tag(name)} is not built: run hack/images.sh build {name}")
     container = bh("from", "--pull=never", image_tag(name), capture=True)
     try:
         done = subprocess.run(bh.argv("run", "--isolation", "chroot", container, "--", *SMOKE[name]),
@@ -262,12 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     ensure_host_tools()
     bh = Buildah()
-    if args.action == "build":
-        base = ensure_base(bh, base_recipe(debian_mirror()))
+    try:
+        if args.action == "build":
+            base = ensure_base(bh, base_recipe(debian_mirror()))
+            for name in names:
+                export_archive(bh, name, build_image(bh, name, base))
         for name in names:
-            export_archive(bh, name, build_image(bh, name, base))
-    for name in names:
-        check_image(bh, name)
+            check_image(bh, name)
+    except subprocess.CalledProcessError as failed:  # the tool printed its own error above
+        raise SystemExit(f"images: `{' '.join(failed.cmd)}` failed with exit code {failed.returncode}") from None
     log(f"{args.action} done in {time.monotonic() - t0:.1f} s")
     return 0
 
