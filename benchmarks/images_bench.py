@@ -41,8 +41,10 @@ def timed_build(repo: Path, cache: Path, log: Path) -> dict[str, object]:
     load = os.getloadavg()[0]
     t0 = time.monotonic()
     with log.open("a") as out:
-        subprocess.run([str(repo / "hack" / "images.sh"), "build"], cwd=repo, check=True, stdout=out,
-                       stderr=subprocess.STDOUT, env={**os.environ, "ELASTICDF_CACHE": str(cache)})
+        done = subprocess.run([str(repo / "hack" / "images.sh"), "build"], cwd=repo, stdout=out,
+                              stderr=subprocess.STDOUT, env={**os.environ, "ELASTICDF_CACHE": str(cache)})
+    if done.returncode != 0:
+        raise SystemExit(f"images_bench: hack/images.sh build failed (exit {done.returncode}); output: {log}")
     return {"seconds": time.monotonic() - t0, "load": load}
 
 
@@ -101,7 +103,9 @@ def main() -> int:
     (ROOT / ".cache").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="images-bench-", dir=ROOT / ".cache"))
     try:
-        repo, cache, log = work / "repo", work / "cache", work / "build.log"
+        repo, cache = work / "repo", work / "cache"
+        log = ROOT / ".cache" / "images-bench.log"  # kept: the build output of the last run, also on failure
+        log.write_text("")
         copy_repository(repo)
         runs = {"cold": timed_build(repo, cache, log), "warm": timed_build(repo, cache, log)}
         with (repo / CHANGED_FILE).open("a") as source:

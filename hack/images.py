@@ -221,7 +221,7 @@ def export_archive(bh: Buildah, name: str, image: str) -> Path:
     bh("push", "--quiet", image_tag(name), f"docker-archive:{partial}:{image_tag(name)}")
     partial.rename(archive)
     stamp.write_text(image)
-    log(f"wrote {archive.relative_to(ROOT)} ({archive.stat().st_size / 1e6:.0f} MB) in {time.monotonic() - t0:.1f} s")
+    log(f"wrote {archive} ({archive.stat().st_size / 1e6:.0f} MB) in {time.monotonic() - t0:.1f} s")
     return archive
 
 
