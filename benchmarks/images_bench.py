@@ -16,6 +16,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANGED_FILE = "images/segment/src/elasticdf_segment/__main__.py"
+STEPS = ["base", "segment", "gateway", "operator", "discovery", "archives"]
 
 
 def copy_repository(dest: Path) -> None:
@@ -37,15 +39,32 @@ def copy_repository(dest: Path) -> None:
             shutil.copy2(ROOT / rel, dest / rel)
 
 
+def step_seconds(output: str) -> dict[str, float]:
+    """Seconds per step from hack/images.sh's own log lines: the base, each image's build, archive writes."""
+    steps: dict[str, float] = {}
+    for line in output.splitlines():
+        if m := re.match(r"images: rootfs .* in ([\d.]+) s$", line):
+            steps["base"] = float(m.group(1))
+        elif m := re.match(r"images: built \S+/(\w+):\S+ .* in ([\d.]+) s$", line):
+            steps[m.group(1)] = float(m.group(2))
+        elif m := re.match(r"images: wrote .* in ([\d.]+) s$", line):
+            steps["archives"] = steps.get("archives", 0.0) + float(m.group(1))
+    return steps
+
+
 def timed_build(repo: Path, cache: Path, log: Path) -> dict[str, object]:
     load = os.getloadavg()[0]
+    start = log.stat().st_size
     t0 = time.monotonic()
     with log.open("a") as out:
         done = subprocess.run([str(repo / "hack" / "images.sh"), "build"], cwd=repo, stdout=out,
                               stderr=subprocess.STDOUT, env={**os.environ, "ELASTICDF_CACHE": str(cache)})
     if done.returncode != 0:
         raise SystemExit(f"images_bench: hack/images.sh build failed (exit {done.returncode}); output: {log}")
-    return {"seconds": time.monotonic() - t0, "load": load}
+    seconds = time.monotonic() - t0
+    with log.open() as out:
+        out.seek(start)
+        return {"seconds": seconds, "load": load, "steps": step_seconds(out.read())}
 
 
 def load_images_module(repo: Path):
@@ -86,8 +105,13 @@ def table(runs: dict[str, dict[str, object]], facts: list[dict[str, object]], di
              "work (load average at the start of each build in the table). Cold: empty image cache (Debian base",
              "bootstrapped, every dependency downloaded from PyPI); warm: nothing changed; change: one line added",
              f"to `{CHANGED_FILE}` (the segment and gateway images copy it).", "",
-             "| build | wall-clock s | load average |", "| --- | ---: | ---: |"]
-    lines += [f"| {name} | {run['seconds']:.1f} | {run['load']:.1f} |" for name, run in runs.items()]
+             "Steps in seconds (from the script's log; '-' = nothing to do); the rest of the wall-clock is the",
+             "`--help` check of every image and buildah's start-up.", "",
+             "| build | wall-clock s | load average | " + " | ".join(STEPS) + " |",
+             "| --- | ---: | ---: |" + " ---: |" * len(STEPS)]
+    for name, run in runs.items():
+        steps = " | ".join(f"{run['steps'][s]:.1f}" if s in run["steps"] else "-" for s in STEPS)
+        lines.append(f"| {name} | {run['seconds']:.1f} | {run['load']:.1f} | {steps} |")
     lines += ["", "| image | tag | archive MB | layers | layers shared with another image |",
               "| --- | --- | ---: | ---: | ---: |"]
     lines += [f"| {f['name']} | `{f['tag']}` | {f['archive_mb']:.0f} | {f['layers']} | {f['shared']} |" for f in facts]
