@@ -5,7 +5,8 @@ No Docker engine and no public container registry are needed: a Debian bookworm 
 the public python base (the Dockerfiles' `ARG BASE`), then `buildah bud` builds every image with its layer
 cache and writes a docker-archive per image that `ctr -n k8s.io images import` accepts:
 
-    .cache/images/<name>.tar    tagged exactly as the operator and the chart name the image
+    .cache/images/<name>.tar    tagged exactly as the operator and the chart name the image (nothing else
+                                in that folder ends in .tar: every such file can be imported)
 
 Everything lives under .cache/images (buildah storage, the base rootfs keyed by a hash of its recipe, the
 archives). A re-run with nothing changed rebuilds nothing and rewrites no archive; after a code change only
@@ -169,8 +170,10 @@ def ensure_base(bh: Buildah, recipe: dict[str, object]) -> str:
     tag = base_tag(recipe)
     if bh.image_id(tag):
         return tag
-    tarball = bh.cache / f"{tag.rsplit(':', 1)[1]}.rootfs.tar"
+    # a folder of its own: every .cache/images/*.tar is an image archive that gets imported into the nodes
+    tarball = bh.cache / "base" / f"{tag.rsplit(':', 1)[1]}.rootfs.tar"
     if not tarball.exists():
+        tarball.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         log(f"bootstrapping Debian {recipe['suite']} {recipe['variant']} + {' '.join(recipe['packages'])} "
             f"from {recipe['mirror']}")
