@@ -106,7 +106,7 @@ def table(runs: dict[str, dict[str, object]], facts: list[dict[str, object]], di
              "bootstrapped, every dependency downloaded from PyPI); warm: nothing changed; change: one line added",
              f"to `{CHANGED_FILE}` (the segment and gateway images copy it).", "",
              "Steps in seconds (from the script's log; '-' = nothing to do); the rest of the wall-clock is the",
-             "`--help` check of every image and buildah's start-up.", "",
+             "import of the base rootfs (cold), the `--help` check of every image and buildah's start-up.", "",
              "| build | wall-clock s | load average | " + " | ".join(STEPS) + " |",
              "| --- | ---: | ---: |" + " ---: |" * len(STEPS)]
     for name, run in runs.items():
