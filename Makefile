@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv lint test unit e2e real bench tools demo down docs metrics-example clean
+.PHONY: venv lint test unit e2e real bench tools images demo down docs metrics-example clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,10 @@ unit: venv
 
 tools: venv
 	hack/build-tools.sh
+
+# Container images from images/*/Dockerfile on a local Debian base (buildah, no registry): .cache/images/<name>.tar
+images:
+	hack/images.sh
 
 e2e: tools
 	$(BIN)/pytest -q tests/e2e
