@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 @dataclass
@@ -24,6 +26,7 @@ class ModelServer:
     """`with ModelServer() as s: s.routes["/m.onnx"] = Route(data); s.url("/m.onnx")`; stopped on exit."""
 
     routes: dict[str, Route] = field(default_factory=dict)
+    tls: tuple[Path, Path] | None = None  # (certificate chain PEM, key PEM): serve https
 
     def __enter__(self) -> ModelServer:
         routes = self.routes
@@ -62,6 +65,10 @@ class ModelServer:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         self.server.handle_error = lambda *_: None  # clients that give up mid-answer are what tests do
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -78,4 +85,4 @@ class ModelServer:
         return self.server.server_address[1]
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}{path}"

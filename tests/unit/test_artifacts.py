@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -457,3 +458,38 @@ def test_bytes_that_are_not_onnx(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"<html>not a model</html>" * 10)
     err = error(lambda: load_model(tmp_path / "x.onnx"))
     assert err.reason == MODEL_INVALID and "not an ONNX model" in str(err)
+
+
+# ---- https ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_server_files(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(CA bundle, server certificate, key) for 127.0.0.1, made with the dev cluster's PKI helpers."""
+    import ipaddress
+    import sys
+
+    from cryptography import x509
+
+    sys.path.insert(0, str(ROOT / "hack"))
+    import devcluster
+
+    pki = tmp_path_factory.mktemp("pki")
+    devcluster._create_ca(pki)
+    devcluster.issue_cert(pki, "models", "127.0.0.1", [], server=True,
+                          sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    return pki / "ca.crt", pki / "models.crt", pki / "models.key"
+
+
+def test_https_fetch_checks_the_server_against_the_ca_bundle(policy, tls_server_files):
+    ca, cert, key = tls_server_files
+    trusting = dataclasses.replace(policy, ca_bundle=ca)
+    with ModelServer({"/m.onnx": Route(DATA)}, tls=(cert, key)) as server:
+        assert server.url("/m.onnx").startswith("https://127.0.0.1:")
+        assert fetch(server.url("/m.onnx"), DIGEST, trusting).read_bytes() == DATA
+        err = error(lambda: fetch(server.url("/m.onnx"), "cd" * 32, policy))  # the system CAs do not know it
+    assert err.reason == FETCH_FAILED and "certificate" in str(err).lower()
+
+
+def test_ca_bundle_travels_through_the_environment(tmp_path):
+    policy = FetchPolicy(cache_dir=tmp_path, ca_bundle=tmp_path / "ca.pem")
+    assert FetchPolicy.from_env({**policy.env(), "ELASTICDF_MODEL_CACHE": str(tmp_path)}).ca_bundle == policy.ca_bundle

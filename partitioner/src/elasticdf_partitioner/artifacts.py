@@ -82,6 +82,7 @@ class FetchPolicy:
     pvc_root: Path | None = None
     docker_config: Path | None = None
     plain_http_registries: tuple[str, ...] = ()  # host[:port] reached over http (loopback always is)
+    ca_bundle: Path | None = None  # PEM file of the CAs https servers are checked against (default: the system's)
     connect_timeout: float = 10.0
     read_timeout: float = 30.0  # per socket read: a stalled server fails here
     attempt_seconds: float = 900.0  # a whole attempt (a slow drip fails here, not never)
@@ -101,7 +102,8 @@ class FetchPolicy:
         return cls(cache_dir=path("ELASTICDF_MODEL_CACHE") or Path(tempfile.gettempdir()) / "elasticdf-models",
                    max_bytes=int(env.get("ELASTICDF_MODEL_MAX_BYTES") or DEFAULT_MAX_BYTES),
                    file_root=path("ELASTICDF_MODEL_FILE_ROOT"), pvc_root=path("ELASTICDF_MODEL_PVC_ROOT"),
-                   docker_config=path("ELASTICDF_MODEL_DOCKER_CONFIG"), plain_http_registries=registries)
+                   docker_config=path("ELASTICDF_MODEL_DOCKER_CONFIG"), plain_http_registries=registries,
+                   ca_bundle=path("ELASTICDF_MODEL_CA_BUNDLE"))
 
     def env(self) -> dict[str, str]:
         """The variables that make `from_env` return this policy (except cache and pvc root: per pod)."""
@@ -110,6 +112,8 @@ class FetchPolicy:
             out["ELASTICDF_MODEL_FILE_ROOT"] = str(self.file_root)
         if self.plain_http_registries:
             out["ELASTICDF_MODEL_PLAIN_HTTP_REGISTRIES"] = ",".join(self.plain_http_registries)
+        if self.ca_bundle:
+            out["ELASTICDF_MODEL_CA_BUNDLE"] = str(self.ca_bundle)
         return out
 
 
@@ -182,16 +186,17 @@ def _too_large(where: str, size: str, policy: FetchPolicy) -> ModelError:
 
 # ---- http(s) --------------------------------------------------------------------------------------------
 
-_POOLS: dict[tuple[float, float], urllib3.PoolManager] = {}
+_POOLS: dict[tuple[float, float, Path | None], urllib3.PoolManager] = {}
 
 
 def _pool(policy: FetchPolicy) -> urllib3.PoolManager:
-    key = (policy.connect_timeout, policy.read_timeout)
+    key = (policy.connect_timeout, policy.read_timeout, policy.ca_bundle)
     if key not in _POOLS:
         # retries are ours (they must also cover a body cut short); redirects are followed by urllib3
+        tls = {"ca_certs": str(policy.ca_bundle)} if policy.ca_bundle else {}
         _POOLS[key] = urllib3.PoolManager(timeout=urllib3.Timeout(connect=key[0], read=key[1]),
                                           retries=urllib3.Retry(total=None, connect=0, read=0, status=0, other=0,
-                                                                redirect=5, raise_on_status=False))
+                                                                redirect=5, raise_on_status=False), **tls)
     return _POOLS[key]
 
 
