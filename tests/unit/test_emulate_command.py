@@ -35,3 +35,13 @@ def test_unknown_model_is_a_user_error(capsys):
     code = main(["emulate", "--model", "nope", "--cluster", str(CLUSTERS / "1xU250.yaml")])
     assert code == 2
     assert "unknown zoo model 'nope'" in capsys.readouterr().err
+
+
+def test_brevitas_qonnx_export_plans_and_answers_like_the_unsplit_model(capsys):
+    """A QONNX model (Brevitas TFC w2a2) is imported, planned (a tiny MLP: dozens of instances per card) and
+    emulated."""
+    model = ROOT / "tests" / "data" / "qonnx" / "tfc_w2a2.onnx"
+    code, out = emulate(capsys, "--model", str(model), "--cluster", str(CLUSTERS / "2xU280.yaml"), "--frames", "4",
+                        "--instances", "2")
+    assert code == 0, out
+    assert out.count("identical") == 2

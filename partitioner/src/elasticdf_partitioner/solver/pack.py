@@ -104,6 +104,24 @@ class GroupPacker:
 
         return bound
 
+    def instance_bound(self, levels: list[int]) -> float:
+        """At most this many instances of any of the levels fit the empty group. An instance takes at least its
+        mean share over the five resources (a variant that saves one resource spends another, which the
+        per-resource count bound cannot see)."""
+        free = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks).free_total()
+        present = [k for k in range(5) if free[k] > 0]
+
+        def mean_share(option) -> float:
+            return sum(option.res[k] / free[k] for k in present) / len(present)
+
+        most = 0.0
+        for level in levels:
+            fronts = [self.pipeline.pareto(s, level) for s in range(len(self.pipeline.stages))]
+            if all(fronts):
+                share = sum(min(mean_share(o) for o in front) for front in fronts)
+                most = max(most, 1 / share if share > 0 else math.inf)
+        return most
+
     def _count_bound(self, state: GroupState, level: int) -> float:
         need = self.pipeline.least_resources(level)
         if need is None:

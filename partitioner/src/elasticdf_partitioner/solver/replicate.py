@@ -23,6 +23,7 @@ from .stages import Pipeline
 
 SMALL_CLUSTER = 2
 EXHAUSTIVE_STAGES = 8
+EXHAUSTIVE_INSTANCES = 24
 
 
 @dataclass
@@ -46,10 +47,14 @@ def _packer(pipeline: Pipeline, cards: list[Card], cluster: Cluster, limits: Lim
 
 
 def solve_small(pipeline, cluster, limits, ratios, levels, settings) -> tuple[list[Assignment], bool]:
-    exhaustive = len(pipeline.stages) <= EXHAUSTIVE_STAGES and len(cluster.cards) <= SMALL_CLUSTER
-    group_settings = PackSettings(**{**settings.__dict__, "exhaustive": exhaustive or settings.exhaustive})
     uplinks = {name: switch.uplink_gbps for name, switch in cluster.switches.items()}
-    packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, limits, ratios, group_settings, uplinks)
+    packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, limits, ratios, settings, uplinks)
+    # exhaustive search branches at every instance placed: fine for a few instances of a few stages, hopeless
+    # for a tiny network that fits a card hundreds of times (its depth is the instance count)
+    exhaustive = (len(pipeline.stages) <= EXHAUSTIVE_STAGES and len(cluster.cards) <= SMALL_CLUSTER
+                  and packer.instance_bound(levels) <= EXHAUSTIVE_INSTANCES)
+    group_settings = PackSettings(**{**settings.__dict__, "exhaustive": exhaustive or settings.exhaustive})
+    packer.settings = group_settings
     result = packer.solve(levels)
     return [Assignment(cluster.cards, result)], result.optimal and group_settings.exhaustive
 
