@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q -U pip
 
 # Every distribution of the repo (partitioner, operator, images with their own code), installed editable.
-DISTS := partitioner operator $(patsubst %/pyproject.toml,%,$(wildcard images/*/pyproject.toml))
+DISTS := contract partitioner operator $(patsubst %/pyproject.toml,%,$(wildcard images/*/pyproject.toml))
 
 venv: $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt $(addprefix -e ,$(DISTS))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from elasticdf_gateway.__main__ import load_wirings
 from elasticdf_gateway.pipeline import Pipeline
-from elasticdf_partitioner.wiring import check_chain
+from elasticdf_contract.wiring import check_chain
 from kubernetes.client.rest import ApiException
 from test_operator import GROUP, PLURAL, VERSION, ei, operator, running  # noqa: F401
 

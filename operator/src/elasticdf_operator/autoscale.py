@@ -26,11 +26,10 @@ from typing import Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import GROUP, metrics
-from .api import Autoscaling
-from .builders import GATEWAY_PORT, HEALTH_PORT, LABEL_ROLE, LABEL_SEGMENT
+from elasticdf_contract.names import ANNOTATION_OBSERVED_FPS, GATEWAY_PORT, HEALTH_PORT, LABEL_ROLE
 
-ANNOTATION_OBSERVED_FPS = f"{GROUP}/observed-fps"
+from . import metrics
+from .api import Autoscaling
 
 
 @dataclass(frozen=True)
@@ -96,10 +95,11 @@ class AnnotationSource:
         return value if value is not None and math.isfinite(value) and value >= 0 else None
 
 
-def metric_sum(text: str, name: str) -> float | None:
-    """Sum of the samples of gauge `name` in a Prometheus text exposition (None when absent)."""
+def metric_sum(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """Sum of the samples of gauge `name` (with these label values) in a Prometheus text exposition (None
+    when absent)."""
     values = [s.value for fam in text_string_to_metric_families(text) if fam.name == name for s in fam.samples
-              if s.name == name]
+              if s.name == name and all(s.labels.get(k) == v for k, v in (labels or {}).items())]
     return sum(values) if values else None
 
 
@@ -109,26 +109,26 @@ def http_get(url: str, timeout: float) -> str:
 
 
 class ScrapeSource:
-    """Scrape `/metrics` of Running pods: gateway pods if there are any, else each instance's segment 0."""
+    """Scrape `/metrics` of Running pods: gateway pods if there are any, else the card pods' first segments."""
 
     def __init__(self, get: Callable[[str, float], str] = http_get, timeout: float = 0.5):
         self.get = get
         self.timeout = timeout
 
-    def _targets(self, pods: Iterable[dict]) -> list[tuple[str, str]]:
+    def _targets(self, pods: Iterable[dict]) -> list[tuple[str, str, dict]]:
         running = [p for p in pods if p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP")]
         gateways = [p for p in running if p["metadata"]["labels"].get(LABEL_ROLE) == "gateway"]
         if gateways:
-            return [(f"http://{p['status']['podIP']}:{GATEWAY_PORT}/metrics", "elasticdf_gateway_fps")
+            return [(f"http://{p['status']['podIP']}:{GATEWAY_PORT}/metrics", "elasticdf_gateway_fps", {})
                     for p in gateways]
-        return [(f"http://{p['status']['podIP']}:{HEALTH_PORT}/metrics", "elasticdf_segment_fps")
-                for p in running if p["metadata"]["labels"].get(LABEL_SEGMENT) == "0"]
+        return [(f"http://{p['status']['podIP']}:{HEALTH_PORT}/metrics", "elasticdf_segment_fps", {"segment": "0"})
+                for p in running if p["metadata"]["labels"].get(LABEL_ROLE) == "card"]
 
     def observed_fps(self, ei: dict, pods: list[dict]) -> float | None:
         total, seen = 0.0, False
-        for url, name in self._targets(pods):
+        for url, name, labels in self._targets(pods):
             try:
-                value = metric_sum(self.get(url, self.timeout), name)
+                value = metric_sum(self.get(url, self.timeout), name, labels)
             except (OSError, ValueError):
                 continue
             if value is not None:

@@ -9,9 +9,11 @@ import uuid
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from . import GROUP, VERSION
-from .builders import LABEL_INSTANCE, LABEL_MANAGED, LABEL_NAME, MANAGER, gateway_name
-from .inventory import LABEL_CARD_TYPES
+from elasticdf_contract.names import (
+    ANNOTATION_IDLE_SINCE, GROUP, LABEL_CARD_TYPES, LABEL_GROUP, LABEL_MANAGED, LABEL_NAME, MANAGER, VERSION,
+    gateway_name, label_value,
+)
+
 from .state import Observed, project_configmap, project_node, project_pod
 
 PLURAL = "elasticinferences"
@@ -44,7 +46,7 @@ class Kube:
         """Everything a reconcile needs, by listing (the kopf handlers use their indexes instead)."""
         return Observed([project_node(n) for n in self.nodes()], [project_pod(p) for p in self.managed_pods()],
                         [project_configmap(c) for c in self.managed_configmaps()
-                         if LABEL_INSTANCE in (c["metadata"].get("labels") or {})], self.fabrics())
+                         if LABEL_GROUP in (c["metadata"].get("labels") or {})], self.fabrics())
 
     def fabrics(self) -> list[dict]:
         try:
@@ -85,15 +87,27 @@ class Kube:
         patch(meta["name"], meta["namespace"], obj, field_manager=MANAGER, force=True,
               _content_type="application/apply-patch+yaml")
 
-    def delete_instance(self, namespace: str, owner: str, instance: int) -> None:
-        sel = f"{LABEL_NAME}={owner},{GROUP}/instance={instance}"
+    def delete_group(self, namespace: str, owner: str, group: int) -> None:
+        """Release a card group: its card pods and its ConfigMap (the reservation goes last)."""
+        sel = f"{LABEL_NAME}={label_value(owner)},{LABEL_GROUP}={group}"
         self.core.delete_collection_namespaced_pod(namespace, label_selector=sel, grace_period_seconds=0)
         self.core.delete_collection_namespaced_config_map(namespace, label_selector=sel)
+
+    def annotate_idle(self, namespace: str, name: str, since: float | None) -> dict | None:
+        """Set or clear a group ConfigMap's idle-since annotation; the patched object, None if it is gone."""
+        body = {"metadata": {"annotations": {ANNOTATION_IDLE_SINCE: f"{since:.3f}" if since is not None else None}}}
+        try:
+            patched = _json(self.core.patch_namespaced_config_map(name, namespace, body, _preload_content=False))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return {"kind": "ConfigMap", **project_configmap(patched)}
 
     def delete_owned(self, namespace: str, owner: str) -> int:
         """Delete every pod, ConfigMap, Service and the gateway Deployment of an ElasticInference; return how
         many pods and ConfigMaps were left (the gateway's pods go with its Deployment)."""
-        sel = f"{LABEL_NAME}={owner},{LABEL_MANAGED}={MANAGER}"
+        sel = f"{LABEL_NAME}={label_value(owner)},{LABEL_MANAGED}={MANAGER}"
         try:
             self.apps.delete_namespaced_deployment(gateway_name(owner), namespace)
         except ApiException as err:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from elasticdf_partitioner.wiring import SegmentWiring
+from elasticdf_contract.wiring import SegmentWiring
 
 from .pipeline import Pipeline
 from .server import make_server

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 from elasticdf_partitioner.runnable import runnable_model
-from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
+from elasticdf_contract.wiring import Endpoint, SegmentWiring
 
 from . import relay, split, vnx
 

@@ -1,0 +1,42 @@
+"""act: apply a Decision's actions through the one typed Kubernetes interface (`kube.Kube`), in order, and
+record them in the Ledger so the next snapshot shows them before the watches do."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from .builders import Owner
+from .decide import Action, Apply, Create, DeleteGroup, DeletePod, Emit, MarkIdle
+from .state import Ledger
+
+
+def execute(kube, ledger: Ledger, owner: Owner, actions: list[Action]) -> list[Emit]:
+    """Apply everything but events (returned: the status step decides which to post)."""
+    events = []
+    for action in actions:
+        match action:
+            case Create(obj):
+                created = kube.create(obj)
+                if created is not None and obj["kind"] in ("Pod", "ConfigMap"):
+                    ledger.created(created)
+            case DeletePod(name, uid):
+                if kube.delete_pod(owner.namespace, name, uid):
+                    ledger.deleted("Pod", uid)
+            case DeleteGroup(index, cm_uid, pod_uids):
+                kube.delete_group(owner.namespace, owner.name, index)
+                ledger.deleted("ConfigMap", cm_uid)
+                for uid in pod_uids:
+                    ledger.deleted("Pod", uid)
+            case MarkIdle(name, since):
+                patched = kube.annotate_idle(owner.namespace, name, since)
+                if patched is not None:
+                    ledger.created(patched)
+            case Apply(obj):
+                digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+                if ledger.needs_apply(obj, digest):
+                    kube.apply(obj)
+                    ledger.mark_applied(obj, digest)
+            case Emit():
+                events.append(action)
+    return events
