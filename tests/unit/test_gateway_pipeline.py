@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 import pytest
+from elasticdf_contract.wiring import Endpoint, SegmentWiring
 from elasticdf_gateway.pipeline import Pipeline, RequestFailed
 from elasticdf_gateway.server import to_array, to_tensor
-from elasticdf_contract.wiring import Endpoint, SegmentWiring
 from elasticdf_segment.framing import Frame
 
 

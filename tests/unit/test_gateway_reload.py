@@ -11,10 +11,10 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from elasticdf_contract.wiring import Endpoint, SegmentWiring
 from elasticdf_gateway.__main__ import WiringWatcher, load_wirings, reload
 from elasticdf_gateway.pipeline import Pipeline, RequestFailed
 from elasticdf_gateway.server import make_server
-from elasticdf_contract.wiring import Endpoint, SegmentWiring
 
 
 def wirings(instance: int, segments: int = 2, host: str = "p") -> list[SegmentWiring]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from elasticdf_contract.wiring import check_chain
 from elasticdf_operator import builders, crdgen, inventory
 from elasticdf_operator.api import ElasticInferenceSpec
 from elasticdf_operator.builders import Owner
@@ -12,7 +13,6 @@ from elasticdf_operator.decide import Decision
 from elasticdf_operator.status import build_status
 from elasticdf_partitioner.catalog import load_catalog
 from elasticdf_partitioner.plan import Instance, Segment
-from elasticdf_contract.wiring import check_chain
 from pydantic import ValidationError
 
 CATALOG = load_catalog()

@@ -97,9 +97,9 @@ def test_sources():
             '# TYPE elasticdf_gateway_fps gauge\nelasticdf_gateway_fps{model="cnv"} 99.0\n')
     urls = []
     scrape = autoscale.ScrapeSource(get=lambda url, timeout: urls.append(url) or text)
-    pods = [{"metadata": {"labels": {"elasticdf.io/segment": s, "elasticdf.io/role": "segment"}},
-             "status": {"phase": "Running", "podIP": f"10.0.0.{i}"}} for i, s in enumerate("010")]
-    assert scrape.observed_fps({}, pods) == 80.0 and len(urls) == 2
+    pods = [{"metadata": {"labels": {"elasticdf.io/role": "card"}},
+             "status": {"phase": "Running", "podIP": f"10.0.0.{i}"}} for i in range(2)]
+    assert scrape.observed_fps({}, pods) == 80.0 and len(urls) == 2, "segment 0 samples of every card pod"
     pods.append({"metadata": {"labels": {"elasticdf.io/role": "gateway"}},
                  "status": {"phase": "Running", "podIP": "10.0.0.9"}})
     assert scrape.observed_fps({}, pods) == 99.0

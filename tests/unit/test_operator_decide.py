@@ -20,6 +20,7 @@ from elasticdf_partitioner.zoo import load_model
 
 CATALOG = load_catalog()
 OWNER = builders.Owner("net", "ns", "u1")
+DEFAULTS = Settings()
 
 
 def node(name, cards, ready=True, since="2026-01-01T00:00:00Z"):
@@ -37,7 +38,7 @@ def spec(replicas=1, model="mobilenetv1", **extra):
     return ElasticInferenceSpec.model_validate({"model": {"name": model}, "replicas": replicas, **extra})
 
 
-def run(snap: Observed, s, now=1000.0, owner=OWNER, settings=Settings()) -> tuple[Observed, list]:
+def run(snap: Observed, s, now=1000.0, owner=OWNER, settings=DEFAULTS) -> tuple[Observed, list]:
     """decide, then record what the API server would hold after the Create/Delete actions."""
     d = decide(owner, s, snap, now, CATALOG, load_graph, settings)
     pods, cms = list(snap.pods), list(snap.configmaps)
@@ -157,7 +158,7 @@ def test_xrt_holds_the_group_until_its_build_has_a_bitstream():
         {"model": {"artifacts": {"onnx": "file:///m.onnx", "bitstreams": {digest: "file:///b.xclbin"}}},
          "replicas": 1, "runtime": {"mode": "xrt"}})
     # the group is keyed by build digest only: the same wiring with the bitstream now known gets its pod
-    from elasticdf_operator.decide import GroupRecord, repair, Decision
+    from elasticdf_operator.decide import Decision, GroupRecord, repair
     d = Decision()
     repair(OWNER, with_build, GroupRecord.parse(cm), {}, CATALOG, d)
     (pod,) = [a.obj for a in d.actions if isinstance(a, Create)]

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from elasticdf_contract.wiring import check_chain
 from elasticdf_gateway.__main__ import load_wirings
 from elasticdf_gateway.pipeline import Pipeline
 from elasticdf_operator import builders, state
+from elasticdf_operator.act import execute
 from elasticdf_operator.api import DEFAULT_GATEWAY_IMAGE, DEFAULT_SEGMENT_IMAGE, ElasticInferenceSpec
 from elasticdf_operator.builders import Owner
-from elasticdf_contract.wiring import check_chain
-from elasticdf_operator.act import execute
 from elasticdf_operator.decide import Apply, Decision
 from elasticdf_operator.status import build_status
 from elasticdf_partitioner.plan import Instance, Segment
@@ -54,7 +54,7 @@ def test_deployment_identity_labels_and_owner():
     assert dep["spec"]["selector"]["matchLabels"].items() <= template.items()
     # not a segment pod: the segment indexes, selectors and card bookkeeping key on these labels
     assert builders.LABEL_NAME not in template and builders.LABEL_MANAGED not in template
-    assert builders.LABEL_INSTANCE not in template
+    assert builders.LABEL_GROUP not in template
     assert "replicas" not in dep["spec"], "left to whoever scales the gateway (kept at 1 when created)"
 
 
@@ -68,11 +68,10 @@ def test_service_selects_the_gateway_pods_on_the_port_results_go_to():
     assert svc["spec"]["ports"][0]["port"] == port["containerPort"] == builders.GATEWAY_PORT
     assert svc["spec"]["ports"][0]["targetPort"] == port["name"]
     # every instance's first segment receives from, and its last sends to, exactly this Service and port
-    for cm in instance_cms(2):
-        ws = builders.wirings_of(cm)
-        for end in (ws[0].upstream, ws[-1].downstream):
-            assert end.kind == "gateway" and end.port == builders.GATEWAY_PORT
-            assert end.host == f"{svc['metadata']['name']}.ns.svc"
+    ws = active_wirings(1)
+    for end in (ws[0].upstream, ws[-1].downstream):
+        assert end.kind == "gateway" and end.port == builders.GATEWAY_PORT
+        assert end.host == f"{svc['metadata']['name']}.ns.svc"
 
 
 def test_pod_runs_hardened_with_probe_resources_and_the_mounted_wiring():

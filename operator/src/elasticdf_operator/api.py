@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from elasticdf_contract.names import GROUP, VERSION
 from elasticdf_partitioner.catalog import Limits, load_catalog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
-
-from elasticdf_contract.names import GROUP, VERSION
 
 CARD_TYPE_NAMES = tuple(sorted(load_catalog().cards))
 CardTypeName = Literal[CARD_TYPE_NAMES]  # type: ignore[valid-type]

@@ -24,9 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from elasticdf_contract.names import ANNOTATION_OBSERVED_FPS, GATEWAY_PORT, HEALTH_PORT, LABEL_ROLE
+from prometheus_client.parser import text_string_to_metric_families
 
 from . import metrics
 from .api import Autoscaling

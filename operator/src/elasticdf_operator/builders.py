@@ -9,16 +9,40 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
-from elasticdf_partitioner.catalog import Catalog
-from elasticdf_partitioner.plan import Instance
 from elasticdf_contract.names import (
-    ANNOTATION_CARD, ANNOTATION_CARDS, ANNOTATION_COST, ANNOTATION_FPS, ANNOTATION_IDLE_SINCE, ANNOTATION_OWNER,
-    DATA_PORT, GATEWAY_PORT, GATEWAY_WIRING_DIR, GROUP, HEALTH_PORT, LABEL_CARD, LABEL_GATEWAY, LABEL_GROUP,
-    LABEL_MANAGED, LABEL_NAME, LABEL_ROLE, LABEL_RUNTIME, MANAGER, VERSION, WIRING_DIR, card_pod_name,
-    card_wiring_key, cards_service, gateway_configmap_name, gateway_name, gateway_wiring_key, group_configmap_name,
+    ANNOTATION_CARD,
+    ANNOTATION_CARDS,
+    ANNOTATION_COST,
+    ANNOTATION_FPS,
+    ANNOTATION_IDLE_SINCE,
+    ANNOTATION_OWNER,
+    DATA_PORT,
+    GATEWAY_PORT,
+    GATEWAY_WIRING_DIR,
+    GROUP,
+    HEALTH_PORT,
+    LABEL_CARD,
+    LABEL_GATEWAY,
+    LABEL_GROUP,
+    LABEL_MANAGED,
+    LABEL_NAME,
+    LABEL_ROLE,
+    LABEL_RUNTIME,
+    MANAGER,
+    VERSION,
+    WIRING_DIR,
+    card_pod_name,
+    card_wiring_key,
+    cards_service,
+    gateway_configmap_name,
+    gateway_name,
+    gateway_wiring_key,
+    group_configmap_name,
     label_value,
 )
 from elasticdf_contract.wiring import Artifacts, CardWiring, Endpoint, SegmentWiring
+from elasticdf_partitioner.catalog import Catalog
+from elasticdf_partitioner.plan import Instance
 from elasticdf_partitioner.zoo import zoo_uri
 
 from .api import DEFAULT_GATEWAY_IMAGE, DEFAULT_SEGMENT_IMAGE, ElasticInferenceSpec

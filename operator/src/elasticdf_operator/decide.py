@@ -137,7 +137,8 @@ def desired_replicas(spec: ElasticInferenceSpec) -> int:
 
 def instance_order(groups: list[GroupRecord]) -> list[tuple[GroupRecord, dict]]:
     """Activation order: lower groups first, so the highest groups go idle first and can be released."""
-    return [(g, i) for g in sorted(groups, key=lambda g: g.index) for i in sorted(g.instances, key=lambda i: i["index"])]
+    return [(g, i) for g in sorted(groups, key=lambda g: g.index)
+            for i in sorted(g.instances, key=lambda i: i["index"])]
 
 
 def active_instances(groups: list[GroupRecord], want: int) -> set[int]:

@@ -12,14 +12,21 @@ from __future__ import annotations
 import os
 
 import kopf
+from elasticdf_contract.names import (
+    ANNOTATION_OWNER,
+    LABEL_GATEWAY,
+    LABEL_GROUP,
+    LABEL_MANAGED,
+    LABEL_NAME,
+    LABEL_ROLE,
+    MANAGER,
+    label_value,
+)
 from kubernetes import config
 
 from . import GROUP, VERSION, builders, metrics
 from .autoscale import AnnotationSource, FirstOf, History, ScrapeSource, autoscale
 from .builders import cards_of
-from elasticdf_contract.names import (
-    ANNOTATION_OWNER, LABEL_GATEWAY, LABEL_GROUP, LABEL_MANAGED, LABEL_NAME, LABEL_ROLE, MANAGER, label_value,
-)
 from .inventory import LABEL_CARD_TYPES, broken_cards
 from .kube import PLURAL, Kube
 from .reconcile import reconcile

@@ -6,13 +6,20 @@ import datetime as dt
 import json
 import uuid
 
+from elasticdf_contract.names import (
+    ANNOTATION_IDLE_SINCE,
+    GROUP,
+    LABEL_CARD_TYPES,
+    LABEL_GROUP,
+    LABEL_MANAGED,
+    LABEL_NAME,
+    MANAGER,
+    VERSION,
+    gateway_name,
+    label_value,
+)
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-
-from elasticdf_contract.names import (
-    ANNOTATION_IDLE_SINCE, GROUP, LABEL_CARD_TYPES, LABEL_GROUP, LABEL_MANAGED, LABEL_NAME, MANAGER, VERSION,
-    gateway_name, label_value,
-)
 
 from .state import Observed, project_configmap, project_node, project_pod
 

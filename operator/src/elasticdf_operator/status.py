@@ -13,8 +13,17 @@ from elasticdf_contract.wiring import check_chain
 
 from . import builders
 from .api import (
-    CONDITION_TYPES, BuildSegment, BuildStatus, Condition, ConditionType, ElasticInferenceStatus, GroupCard,
-    GroupSummary, InstanceSummary, PlanSummary, SegmentSummary,
+    CONDITION_TYPES,
+    BuildSegment,
+    BuildStatus,
+    Condition,
+    ConditionType,
+    ElasticInferenceStatus,
+    GroupCard,
+    GroupSummary,
+    InstanceSummary,
+    PlanSummary,
+    SegmentSummary,
 )
 from .decide import Decision, GroupRecord, active_instances
 

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from elasticdf_partitioner.runnable import runnable_model
 from elasticdf_contract.wiring import Endpoint, SegmentWiring
+from elasticdf_partitioner.runnable import runnable_model
 
 from . import relay, split, vnx
 
