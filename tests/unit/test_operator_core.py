@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from elasticdf_contract import names
 from elasticdf_operator import autoscale, inventory, state
 from elasticdf_operator import decide as decide_
 from elasticdf_operator.autoscale import History, Policy, decide
@@ -109,8 +110,14 @@ def test_sources():
 class ScaleKube:
     """Records the autoscaler's three writes (the e2e tier runs them against the real API server)."""
 
-    def __init__(self):
-        self.scaled, self.events, self.status = [], [], None
+    def __init__(self, saved: str | None = None):
+        self.scaled, self.events, self.status, self.applied, self.saved = [], [], None, [], saved
+
+    def autoscale_history(self, ns, name):
+        return self.saved
+
+    def apply(self, obj):
+        self.applied.append(obj)
 
     def event(self, ei, *event):
         self.events.append(event)
@@ -130,3 +137,25 @@ def test_autoscale_step_patches_scale_and_observed_fps():
     step = autoscale.autoscale(kube, body, [], src, histories, now=0.0)
     assert step.replicas == 3 and kube.scaled == [3] and kube.status == {"observedFPS": 250.0}
     assert autoscale.autoscale(kube, ei(1), [], src, histories) is None
+    (saved,) = kube.applied
+    assert saved["metadata"]["name"] == names.autoscale_configmap_name(body["metadata"]["name"])
+    assert History.from_json(saved["data"][names.AUTOSCALE_HISTORY_KEY]).entries == [(0.0, 1), (0.0, 3)]
+
+
+def test_autoscale_history_survives_a_restart():
+    """A new process (empty in-memory histories) continues the saved windows instead of starting over."""
+    policy = {"minReplicas": 1, "maxReplicas": 5, "targetFPS": 100, "scaleDownStabilizationSeconds": 60}
+    body = ei(4, autoscaling=policy)
+    body["metadata"]["annotations"] = {autoscale.ANNOTATION_OBSERVED_FPS: "120"}
+    src = autoscale.AnnotationSource()
+    first = ScaleKube()
+    histories: dict = {}
+    for t in (0.0, 30.0):
+        autoscale.autoscale(first, body, [], src, histories, now=t)
+    assert first.scaled == []  # 4 was the recommendation at t=0 (the window start): no scale-down yet
+    saved = first.applied[-1]["data"][names.AUTOSCALE_HISTORY_KEY]
+    restarted = ScaleKube(saved)
+    step = autoscale.autoscale(restarted, body, [], src, {}, now=61.0)
+    assert step.replicas == 2 and restarted.scaled == [2], "the window started at t=0, not at the restart"
+    fresh = ScaleKube()
+    assert autoscale.autoscale(fresh, body, [], src, {}, now=61.0).replicas == 4  # without it: a new window

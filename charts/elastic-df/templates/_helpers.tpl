@@ -59,11 +59,11 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "create", "delete", "deletecollection"]
-# instance wiring ConfigMaps (card reservations): kopf indexes, create, delete an instance's set;
-# the gateway's wiring ConfigMap: server-side apply (patch)
+# group ConfigMaps (card reservations): kopf indexes, create, idle mark (patch), delete a group;
+# the gateway's wiring and the autoscaler's history: server-side apply (patch), the history read (get)
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["list", "watch", "create", "patch", "deletecollection"]
+  verbs: ["get", "list", "watch", "create", "patch", "deletecollection"]
 # per-ElasticInference headless segment Service (create) and gateway Service (server-side apply)
 - apiGroups: [""]
   resources: ["services"]

@@ -89,6 +89,14 @@ def gateway_name(owner: str) -> str:
     return dns_label(owner, "-gateway")
 
 
+AUTOSCALE_HISTORY_KEY = "history.json"  # key of the autoscaler's ConfigMap
+
+
+def autoscale_configmap_name(owner: str) -> str:
+    """The autoscaler's recommendation history (survives an operator restart)."""
+    return dns_label(owner, "-autoscale")
+
+
 def gateway_configmap_name(owner: str) -> str:
     return dns_label(owner, "-gateway-wiring")
 

@@ -16,6 +16,7 @@ from elasticdf_contract.names import (
     ANNOTATION_FPS,
     ANNOTATION_IDLE_SINCE,
     ANNOTATION_OWNER,
+    AUTOSCALE_HISTORY_KEY,
     DATA_PORT,
     GATEWAY_PORT,
     GATEWAY_WIRING_DIR,
@@ -31,6 +32,7 @@ from elasticdf_contract.names import (
     MANAGER,
     VERSION,
     WIRING_DIR,
+    autoscale_configmap_name,
     card_pod_name,
     card_wiring_key,
     cards_service,
@@ -243,6 +245,13 @@ def cards_headless_service(owner: Owner) -> dict:
                  "selector": {LABEL_NAME: label_value(owner.name), LABEL_ROLE: "card"},
                  "ports": [{"name": "data", "port": DATA_PORT}]},
     }
+
+
+def autoscale_configmap(owner: Owner, history: str) -> dict:
+    """The autoscaler's recommendation history (`autoscale.History` JSON), applied when it changes."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _meta(owner, autoscale_configmap_name(owner.name), labels(owner.name, "autoscale")),
+            "data": {AUTOSCALE_HISTORY_KEY: history}}
 
 
 def gateway_selector(owner: str) -> dict:

@@ -8,6 +8,7 @@ import uuid
 
 from elasticdf_contract.names import (
     ANNOTATION_IDLE_SINCE,
+    AUTOSCALE_HISTORY_KEY,
     GROUP,
     LABEL_CARD_TYPES,
     LABEL_GROUP,
@@ -15,6 +16,7 @@ from elasticdf_contract.names import (
     LABEL_NAME,
     MANAGER,
     VERSION,
+    autoscale_configmap_name,
     gateway_name,
     label_value,
 )
@@ -70,6 +72,16 @@ class Kube:
             if err.status == 404:
                 return None
             raise
+
+    def autoscale_history(self, namespace: str, owner: str) -> str | None:
+        """The autoscaler's saved history of `owner` (JSON), None when there is none."""
+        try:
+            cm = self.core.read_namespaced_config_map(autoscale_configmap_name(owner), namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return (cm.data or {}).get(AUTOSCALE_HISTORY_KEY)
 
     # writes (create is idempotent: AlreadyExists means another reconcile got there first)
     def create(self, obj: dict) -> dict | None:
