@@ -98,6 +98,8 @@ def test_gateway_follows_the_instances(operator, custom, core_v1, apps, k8s_clie
     pipeline = mounted_wiring(core_v1, namespace, "gw", tmp_path / "one")
     assert [i.id for i in pipeline.instances] == [f"{namespace}/gw-0"]
 
+    digest = (pod.metadata.annotations or {}).get("elasticdf.io/wiring-digest")
+
     # scale 1 -> 2: a standby instance of the placed card becomes active; the mounted wiring gains it, the
     # gateway pod stays (it reloads in place) and no card pod is created
     custom.patch_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "gw", {"spec": {"replicas": 2}})
@@ -111,6 +113,9 @@ def test_gateway_follows_the_instances(operator, custom, core_v1, apps, k8s_clie
         assert check_chain(inst.wirings) == []
         assert inst.wirings[-1].downstream.host == f"gw-gateway.{namespace}.svc"
     assert [p.metadata.uid for p in gateway_pods(core_v1, namespace, "gw")] == [pod.metadata.uid]
+    # the gateway pod is updated with the new wiring's digest: the kubelet re-syncs it and refreshes the mount
+    wait_for(lambda: (gateway_pods(core_v1, namespace, "gw")[0].metadata.annotations or {}).get(
+        "elasticdf.io/wiring-digest") not in (None, digest), 30, "the gateway pod told of the new wiring")
 
     # scale to zero: the Deployment stays, its wiring is empty (the gateway reports not ready)
     custom.patch_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "gw", {"spec": {"replicas": 0}})

@@ -109,6 +109,7 @@ CLIENT_CALLS = {
     "create_namespaced_service": ("", "services", "create"),
     "create_namespaced_event": ("", "events", "create"),
     "delete_namespaced_pod": ("", "pods", "delete"),
+    "patch_namespaced_pod": ("", "pods", "patch"),
     "delete_namespaced_service": ("", "services", "delete"),
     "patch_namespaced_config_map": ("", "configmaps", "patch"),
     "patch_namespaced_service": ("", "services", "patch"),

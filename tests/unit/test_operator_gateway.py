@@ -126,9 +126,13 @@ def test_scaled_to_zero_the_wiring_is_empty_and_the_deployment_stays():
 class RecordingKube:
     def __init__(self):
         self.applied: list[dict] = []
+        self.annotated: list[str] = []
 
     def apply(self, obj: dict) -> None:
         self.applied.append(obj)
+
+    def annotate_gateway_pods(self, namespace: str, owner: str, digest: str) -> None:
+        self.annotated.append(digest)
 
 
 def applied(kube, ledger, count) -> int:
@@ -145,6 +149,7 @@ def test_apply_only_what_changed_and_reassert_now_and_then():
     assert applied(kube, ledger, 1) == 0, "unchanged: no API call"
     assert applied(kube, ledger, 2) == 1, "scaled: only the wiring"
     assert kube.applied[-1]["kind"] == "ConfigMap" and len(kube.applied[-1]["data"]) == 4
+    assert len(kube.annotated) == 2 and kube.annotated[0] != kube.annotated[1], "gateway pods told of each change"
     now[0] += state.REAPPLY_SECONDS + 1
     assert applied(kube, ledger, 2) == 3, "re-asserted (repairs deletions)"
     ledger.forget_applied("ns", ["net-gateway-wiring"])  # e.g. the resource was deleted and is back

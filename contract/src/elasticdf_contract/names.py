@@ -36,6 +36,7 @@ ANNOTATION_FPS = f"{GROUP}/fps"
 ANNOTATION_COST = f"{GROUP}/cost-per-hour"
 ANNOTATION_IDLE_SINCE = f"{GROUP}/idle-since"  # on group ConfigMaps: every instance standby since (unix s)
 ANNOTATION_OBSERVED_FPS = f"{GROUP}/observed-fps"
+ANNOTATION_WIRING_DIGEST = f"{GROUP}/wiring-digest"  # on gateway pods: the wiring they should have mounted
 
 # ports and paths
 DATA_PORT = 7000  # emulation: TCP port of a card's first hosted segment (+k for the k-th); xrt: UDP port base

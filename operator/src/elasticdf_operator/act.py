@@ -1,10 +1,17 @@
 """act: apply a Decision's actions through the one typed Kubernetes interface (`kube.Kube`), in order, and
-record them in the Ledger so the next snapshot shows them before the watches do."""
+record them in the Ledger so the next snapshot shows them before the watches do.
+
+A changed gateway wiring ConfigMap is followed by an annotation of the gateway pods with its digest: the
+kubelet refreshes a mounted ConfigMap when it syncs the pod, and an update of the pod makes it sync now
+instead of at its periodic resync (up to about a minute), so an activated standby instance joins the
+rotation within about a second."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+
+from elasticdf_contract.names import LABEL_ROLE
 
 from .builders import Owner
 from .decide import Action, Apply, Create, DeleteGroup, DeletePod, Emit, MarkIdle
@@ -37,6 +44,8 @@ def execute(kube, ledger: Ledger, owner: Owner, actions: list[Action]) -> list[E
                 if ledger.needs_apply(obj, digest):
                     kube.apply(obj)
                     ledger.mark_applied(obj, digest)
+                    if obj["kind"] == "ConfigMap" and obj["metadata"]["labels"].get(LABEL_ROLE) == "gateway":
+                        kube.annotate_gateway_pods(owner.namespace, owner.name, digest[:16])
             case Emit():
                 events.append(action)
     return events

@@ -8,12 +8,15 @@ import uuid
 
 from elasticdf_contract.names import (
     ANNOTATION_IDLE_SINCE,
+    ANNOTATION_WIRING_DIGEST,
     AUTOSCALE_HISTORY_KEY,
     GROUP,
     LABEL_CARD_TYPES,
+    LABEL_GATEWAY,
     LABEL_GROUP,
     LABEL_MANAGED,
     LABEL_NAME,
+    LABEL_ROLE,
     MANAGER,
     VERSION,
     autoscale_configmap_name,
@@ -122,6 +125,18 @@ class Kube:
                 return None
             raise
         return {"kind": "ConfigMap", **project_configmap(patched)}
+
+    def annotate_gateway_pods(self, namespace: str, owner: str, digest: str) -> None:
+        """Set the wiring digest on the gateway pods of `owner` (the pod update makes the kubelet refresh the
+        mounted wiring now); pods that went away meanwhile are skipped."""
+        sel = f"{LABEL_GATEWAY}={label_value(owner)},{LABEL_ROLE}=gateway"
+        body = {"metadata": {"annotations": {ANNOTATION_WIRING_DIGEST: digest}}}
+        for pod in self.core.list_namespaced_pod(namespace, label_selector=sel).items:
+            try:
+                self.core.patch_namespaced_pod(pod.metadata.name, namespace, body)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
 
     def delete_owned(self, namespace: str, owner: str) -> int:
         """Delete every pod, ConfigMap, Service and the gateway Deployment of an ElasticInference; return how
