@@ -123,17 +123,6 @@ def test_partition_infeasible_carries_the_partitioner_message(operator, custom, 
     assert not card_pods(core_v1, namespace, "tight")
 
 
-def test_restart_creates_no_duplicates(operator, kubeconfig, custom, core_v1, namespace, wait_for):
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("again"))
-    wait_for(lambda: serving(core_v1, custom, namespace, "again", 1), 60, "1 instance serving")
-    before = uids(core_v1, namespace, "again")
-    operator.terminate()
-    operator.wait(20)
-    with local_operator(kubeconfig, "--metrics-port", "0", "--resync-seconds", "2"):
-        time.sleep(8)
-        assert uids(core_v1, namespace, "again") == before
-
-
 # the longest name the API server accepts for an ElasticInference (DNS subdomain: 253 characters, dots allowed)
 LONG = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
 
@@ -153,3 +142,15 @@ def test_a_name_as_long_as_the_api_allows_works_end_to_end(operator, custom, cor
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, LONG)
     wait_for(lambda: not card_pods(core_v1, namespace, LONG) and not groups(core_v1, namespace, LONG), 60,
              "its card pods and groups deleted")
+
+
+# last: it stops the module's operator
+def test_restart_creates_no_duplicates(operator, kubeconfig, custom, core_v1, namespace, wait_for):
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("again"))
+    wait_for(lambda: serving(core_v1, custom, namespace, "again", 1), 60, "1 instance serving")
+    before = uids(core_v1, namespace, "again")
+    operator.terminate()
+    operator.wait(20)
+    with local_operator(kubeconfig, "--metrics-port", "0", "--resync-seconds", "2"):
+        time.sleep(8)
+        assert uids(core_v1, namespace, "again") == before

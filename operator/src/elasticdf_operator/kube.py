@@ -183,8 +183,9 @@ class Kube:
     def event(self, ei: dict, type_: str, reason: str, message: str) -> None:
         meta = ei["metadata"]
         now = dt.datetime.now(dt.UTC)
+        stem = meta["name"][:240].rstrip(".-")  # the name + ".<12 hex>" stays a DNS subdomain (253)
         self.core.create_namespaced_event(meta["namespace"], {
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+            "metadata": {"name": f"{stem}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
             "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ElasticInference",
                                "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
             "type": type_, "reason": reason, "message": message[:1000],
