@@ -20,7 +20,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
                         help="namespace of the Lease (default: $POD_NAMESPACE, else 'default')")
     parser.add_argument("--lease-name", default="elasticdf-operator")
-    parser.add_argument("--lease-seconds", type=float, default=15.0,
+    parser.add_argument("--lease-seconds", type=int, default=15,
                         help="how long a dead leader keeps the Lease before a follower takes over (>= 3)")
     parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)

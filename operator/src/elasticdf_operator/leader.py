@@ -26,7 +26,7 @@ from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
 LOG = logging.getLogger("elasticdf.leader")
-MIN_LEASE_SECONDS = 3.0
+MIN_LEASE_SECONDS = 3
 
 
 def identity() -> str:
@@ -34,12 +34,12 @@ def identity() -> str:
     return f"{socket.gethostname()}_{os.getpid()}"
 
 
-def timings(lease_seconds: float) -> tuple[float, float]:
+def timings(lease_seconds: int) -> tuple[float, float]:
     """(renew deadline, retry period) with renew + retry < lease: the leader stops acting before a follower
     may take over (the election library measures the deadline from the start of a renew attempt, after a
     retry-period pause)."""
     if lease_seconds < MIN_LEASE_SECONDS:
-        raise ValueError(f"--lease-seconds must be at least {MIN_LEASE_SECONDS:.0f}, got {lease_seconds}")
+        raise ValueError(f"--lease-seconds must be at least {MIN_LEASE_SECONDS}, got {lease_seconds}")
     return lease_seconds * 0.6, max(1.0, lease_seconds * 0.15)
 
 
@@ -78,7 +78,16 @@ def lost_leadership() -> None:
     os._exit(1)
 
 
-def acquire(api_client: client.ApiClient, namespace: str, name: str, lease_seconds: float) -> ReleasableLease:
+def _elect(election: leaderelection.LeaderElection) -> None:
+    """The election loop; if it breaks, the process must not go on (leading or waiting) without it."""
+    try:
+        election.run()
+    except BaseException:
+        LOG.exception("leader election failed")
+    lost_leadership()
+
+
+def acquire(api_client: client.ApiClient, namespace: str, name: str, lease_seconds: int) -> ReleasableLease:
     """Block until this process holds the Lease; it is renewed in a background thread until release or exit."""
     renew, retry = timings(lease_seconds)
     lease = ReleasableLease(api_client, name, namespace, identity())
@@ -86,7 +95,7 @@ def acquire(api_client: client.ApiClient, namespace: str, name: str, lease_secon
     config = electionconfig.Config(lease, lease_duration=lease_seconds, renew_deadline=renew, retry_period=retry,
                                    onstarted_leading=leading.set, onstopped_leading=lost_leadership)
     election = leaderelection.LeaderElection(config)
-    threading.Thread(target=election.run, name="leader-election", daemon=True).start()
+    threading.Thread(target=_elect, args=(election,), name="leader-election", daemon=True).start()
     LOG.info("%s waiting for Lease %s/%s", lease.identity, namespace, name)
     leading.wait()
     LOG.info("%s leads (Lease %s/%s)", lease.identity, namespace, name)
