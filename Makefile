@@ -16,7 +16,7 @@ venv: $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt $(addprefix -e ,$(DISTS))
 
 lint: venv tools
-	$(BIN)/ruff check partitioner operator images tests benchmarks hack docs
+	$(BIN)/ruff check partitioner operator images tests benchmarks hack docs contract
 	$(BIN)/lint-imports
 	.cache/bin/helm lint charts/elastic-df --strict
 
