@@ -10,13 +10,13 @@ $(BIN)/python:
 	$(BIN)/pip install -q -U pip
 
 # Every distribution of the repo (partitioner, operator, images with their own code), installed editable.
-DISTS := partitioner operator $(patsubst %/pyproject.toml,%,$(wildcard images/*/pyproject.toml))
+DISTS := contract partitioner operator $(patsubst %/pyproject.toml,%,$(wildcard images/*/pyproject.toml))
 
 venv: $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt $(addprefix -e ,$(DISTS))
 
 lint: venv tools
-	$(BIN)/ruff check partitioner operator images tests benchmarks hack docs
+	$(BIN)/ruff check partitioner operator images tests benchmarks hack docs contract
 	$(BIN)/lint-imports
 	.cache/bin/helm lint charts/elastic-df --strict
 

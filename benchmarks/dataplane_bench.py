@@ -28,7 +28,7 @@ from pathlib import Path
 
 import onnx
 import onnxruntime as ort
-from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
+from elasticdf_contract.wiring import Endpoint, SegmentWiring
 from elasticdf_segment import split, testmodels
 from elasticdf_segment.framing import KIND_HELLO, KIND_TENSOR, Frame, FrameReader, connect, send_frame
 

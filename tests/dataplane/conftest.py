@@ -201,7 +201,7 @@ def operator_wirings(model_path: Path, ranges: list[list[int]], names: list[str]
 
 
 def build_pipeline(fabric: Fabric, workdir: Path, model: onnx.ModelProto, ranges: list[list[int]]) -> Pipeline:
-    from elasticdf_partitioner.wiring import check_chain
+    from elasticdf_contract.wiring import check_chain
     from elasticdf_segment.split import layer_names
 
     model_path = workdir / "model.onnx"

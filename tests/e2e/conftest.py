@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "hack"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import devcluster  # noqa: E402
+from cardpods import POOL_LABEL  # noqa: E402
 from kube_helpers import fresh_namespace, wait_until  # noqa: E402
 
 # A small simulated Alveo cluster (DESIGN §5.2) that every session gets; tests that need exact card
@@ -124,15 +125,21 @@ def custom(k8s_client):
 
 @pytest.fixture
 def pool(kubeconfig, core_v1):
-    """Make simulated nodes of our own, behind a switch no other test uses; select them by that label."""
+    """Make simulated nodes of our own and select them by a label no other test uses. Each argument is a node:
+    its card list, or {"cards": [...], "switch": name} (switch names are made unique to the pool, so a
+    Fabric can describe them). Node names are `<pool>-<i>` (`cardpods.pool_nodes`)."""
     made: list[str] = []
 
-    def make(*cards_per_node: list[str]) -> dict:
-        switch = f"sw-{uuid.uuid4().hex[:6]}"
-        nodes = [{"name": f"{switch}-{i}", "cards": cards, "switch": switch} for i, cards in enumerate(cards_per_node)]
-        devcluster.apply_nodes(kubeconfig, {"nodes": nodes})
-        made.extend(n["name"] for n in nodes)
-        return {"nodeSelector": {"elasticdf.io/switch": switch}}
+    def make(*nodes: list[str] | dict) -> dict:
+        pool_id = f"sw-{uuid.uuid4().hex[:6]}"
+        entries = [n if isinstance(n, dict) else {"cards": n} for n in nodes]
+        docs = [{"name": f"{pool_id}-{i}", "cards": e["cards"], "switch": f"{pool_id}-{e.get('switch', 'leaf')}"}
+                for i, e in enumerate(entries)]
+        devcluster.apply_nodes(kubeconfig, {"nodes": docs})
+        for doc in docs:
+            core_v1.patch_node(doc["name"], {"metadata": {"labels": {POOL_LABEL: pool_id}}})
+        made.extend(d["name"] for d in docs)
+        return {"nodeSelector": {POOL_LABEL: pool_id}}
 
     yield make
     for name in made:
@@ -140,3 +147,4 @@ def pool(kubeconfig, core_v1):
             core_v1.delete_node(name)
         except Exception:  # noqa: BLE001 (already deleted by the test)
             pass
+

@@ -139,15 +139,18 @@ def test_helm_install_operator_with_chart_rbac_and_uninstall(control_plane, k8s_
     assert can(authz, namespace, full, "patch", "elasticinferences", GROUP, "scale")
     assert can(authz, namespace, full, "deletecollection", "pods")
     assert can(authz, namespace, full, "watch", "nodes")
+    assert can(authz, namespace, full, "update", "leases", "coordination.k8s.io")
     for verb, resource, group in (("get", "secrets", ""), ("patch", "nodes", ""), ("update", "elasticinferences",
                                   GROUP), ("update", "deployments", "apps"), ("delete", "fabrics", GROUP)):
         assert not can(authz, namespace, full, verb, resource, group), f"{verb} {resource} should be denied"
 
-    # the operator with exactly the chart's permissions places an instance and cleans it up
+    # the operator with exactly the chart's permissions (leader election included) places an instance and
+    # cleans it up
     kubeconfig = token_kubeconfig(core_v1, control_plane, namespace, full, tmp_path / "sa-kubeconfig")
     log = tmp_path / "operator.log"
     custom = client.CustomObjectsApi(k8s_client)
-    flags = ("--metrics-port", "0", "--resync-seconds", "2", "--namespace", namespace)
+    flags = ("--metrics-port", "0", "--resync-seconds", "2", "--namespace", namespace, "--leader-elect",
+             "--lease-namespace", namespace, "--lease-seconds", "4")
     with local_operator(kubeconfig, *flags, log=log) as proc:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ElasticInference", "metadata": {"name": "cnv-demo"},
                 "spec": {"model": {"name": "cnv"}, "replicas": 1}}
@@ -159,13 +162,13 @@ def test_helm_install_operator_with_chart_rbac_and_uninstall(control_plane, k8s_
             return status if status.get("readyReplicas") == 1 and status.get("phase") == "Running" else None
         status = wait_for(ready, 90, "cnv-demo Running with 1 ready instance (operator under the chart's RBAC)")
         assert status["predictedFPS"] > 0 and status["costPerHour"] > 0
-        assert core_v1.list_namespaced_event(namespace, field_selector="reason=InstancePlaced").items
+        assert core_v1.list_namespaced_event(namespace, field_selector="reason=GroupPlaced").items
         # scale subresource (the autoscaler's path) and the finalizer with deletecollection
         custom.patch_namespaced_custom_object_scale(GROUP, VERSION, namespace, "elasticinferences", "cnv-demo",
                                                     {"spec": {"replicas": 0}})
         wait_for(lambda: not core_v1.list_namespaced_pod(namespace, label_selector="elasticdf.io/name=cnv-demo,"
-                                                          "elasticdf.io/role=segment").items,
-                 60, "segment pods removed after scale to 0")
+                                                          "elasticdf.io/role=card").items,
+                 60, "card pods released after scale to 0")
         custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "elasticinferences", "cnv-demo")
 
         def gone():

@@ -1,17 +1,19 @@
 """The operator's inference gateway against the real local control plane (kwok nodes): per ElasticInference a
 Deployment whose pod is scheduled and selected by the `<name>-gateway` Service, a wiring ConfigMap that
-follows scaling in place (the gateway pod is not replaced), status.endpoint, and cleanup on deletion."""
+lists the active instances and follows scaling in place (activating a standby instance replaces neither the
+gateway pod nor a card pod), status.endpoint, and cleanup on deletion."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from cardpods import GROUP, PLURAL, VERSION, ei, serving, uids
+from elasticdf_contract.wiring import check_chain
 from elasticdf_gateway.__main__ import load_wirings
 from elasticdf_gateway.pipeline import Pipeline
-from elasticdf_partitioner.wiring import check_chain
 from kubernetes.client.rest import ApiException
-from test_operator import GROUP, PLURAL, VERSION, ei, operator, running  # noqa: F401
+from test_operator import operator  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +62,8 @@ def test_gateway_follows_the_instances(operator, custom, core_v1, apps, k8s_clie
 
     placement = pool(["u280"], ["u280"])
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("gw", placement=placement))
-    wait_for(lambda: running(core_v1, namespace, "gw", 1), 60, "1 instance running")
+    wait_for(lambda: serving(core_v1, custom, namespace, "gw", 1), 60, "1 instance serving")
+    cards = uids(core_v1, namespace, "gw")
 
     dep = wait_for(lambda: read(apps.read_namespaced_deployment, "gw-gateway", namespace), 30, "gateway Deployment")
     ei_obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gw")
@@ -95,9 +98,13 @@ def test_gateway_follows_the_instances(operator, custom, core_v1, apps, k8s_clie
     pipeline = mounted_wiring(core_v1, namespace, "gw", tmp_path / "one")
     assert [i.id for i in pipeline.instances] == [f"{namespace}/gw-0"]
 
-    # scale 1 -> 2: the mounted wiring gains the second instance; the gateway pod stays (it reloads in place)
+    digest = (pod.metadata.annotations or {}).get("elasticdf.io/wiring-digest")
+
+    # scale 1 -> 2: a standby instance of the placed card becomes active; the mounted wiring gains it, the
+    # gateway pod stays (it reloads in place) and no card pod is created
     custom.patch_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "gw", {"spec": {"replicas": 2}})
-    wait_for(lambda: running(core_v1, namespace, "gw", 2), 60, "2 instances running")
+    wait_for(lambda: serving(core_v1, custom, namespace, "gw", 2), 60, "2 instances serving")
+    assert uids(core_v1, namespace, "gw") == cards
     wait_for(lambda: len(mounted_wiring(core_v1, namespace, "gw", tmp_path / "two").instances) == 2, 30,
              "the gateway wiring with 2 instances")
     pipeline = mounted_wiring(core_v1, namespace, "gw", tmp_path / "two")
@@ -106,6 +113,9 @@ def test_gateway_follows_the_instances(operator, custom, core_v1, apps, k8s_clie
         assert check_chain(inst.wirings) == []
         assert inst.wirings[-1].downstream.host == f"gw-gateway.{namespace}.svc"
     assert [p.metadata.uid for p in gateway_pods(core_v1, namespace, "gw")] == [pod.metadata.uid]
+    # the gateway pod is updated with the new wiring's digest: the kubelet re-syncs it and refreshes the mount
+    wait_for(lambda: (gateway_pods(core_v1, namespace, "gw")[0].metadata.annotations or {}).get(
+        "elasticdf.io/wiring-digest") not in (None, digest), 30, "the gateway pod told of the new wiring")
 
     # scale to zero: the Deployment stays, its wiring is empty (the gateway reports not ready)
     custom.patch_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "gw", {"spec": {"replicas": 0}})

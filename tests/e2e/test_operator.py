@@ -1,4 +1,5 @@
-"""The operator against the real local control plane (kwok Alveo nodes): apply, scale, infeasible, invalid."""
+"""The operator against the real local control plane (kwok Alveo nodes): apply, scale inside a card group and
+beyond it, infeasible and invalid specs, restart, and a name as long as the API server allows."""
 
 from __future__ import annotations
 
@@ -6,12 +7,25 @@ import time
 from pathlib import Path
 
 import pytest
+from cardpods import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    card_pods,
+    check_card_pods,
+    condition,
+    ei,
+    groups,
+    pool_nodes,
+    serving,
+    status,
+    uids,
+)
+from elasticdf_contract.names import gateway_name, label_value
 from elasticdf_operator.local import local_operator
-from elasticdf_partitioner.wiring import SegmentWiring, check_chain
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-GROUP, VERSION, PLURAL = "elasticdf.io", "v1alpha1", "elasticinferences"
 
 
 @pytest.fixture(scope="module")
@@ -22,65 +36,45 @@ def operator(kubeconfig, crds, simulated_nodes, tmp_path_factory):
     print(log.read_text()[-4000:])
 
 
-def ei(name: str, **spec) -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ElasticInference", "metadata": {"name": name},
-            "spec": {"model": {"name": "cnv"}, **spec}}
+def scale(custom, ns: str, name: str, replicas: int) -> None:
+    custom.patch_namespaced_custom_object_scale(GROUP, VERSION, ns, PLURAL, name, {"spec": {"replicas": replicas}})
 
 
-def segment_pods(core_v1, ns: str, name: str) -> list:
-    return core_v1.list_namespaced_pod(ns, label_selector=f"elasticdf.io/name={name}").items
+def test_scale_inside_a_group_moves_no_pod_and_beyond_adds_a_group(operator, custom, core_v1, namespace, pool,
+                                                                   wait_for):
+    # MobileNetV1 on two U280: the plan puts 3 instances on each card, so each card is a group of 3
+    placement = pool(["u280"], ["u280"])
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                           ei("mnv", "mobilenetv1", replicas=1, placement=placement))
+    wait_for(lambda: serving(core_v1, custom, namespace, "mnv", 1), 90, "1 instance serving")
+    (g0,) = check_card_pods(core_v1, namespace, "mnv")
+    assert len(g0.instances) == 3 and len(g0.cards) == 1
+    assert status(custom, namespace, "mnv")["standbyReplicas"] == 2, "the card's other instances stand by"
+    first = uids(core_v1, namespace, "mnv")
+    wait_for(lambda: (condition(custom, namespace, "mnv", "Ready") or {}).get("status") == "True", 30, "Ready")
 
+    scale(custom, namespace, "mnv", 3)  # inside the placed group: standby instances become active
+    wait_for(lambda: serving(core_v1, custom, namespace, "mnv", 3), 30, "3 instances serving")
+    assert uids(core_v1, namespace, "mnv") == first, "activating standby instances moved no pod"
+    assert status(custom, namespace, "mnv")["standbyReplicas"] == 0
 
-def running(core_v1, ns, name, n_instances):
-    pods = segment_pods(core_v1, ns, name)
-    instances = {p.metadata.labels["elasticdf.io/instance"] for p in pods}
-    ok = len(instances) == n_instances and all(p.status.phase == "Running" for p in pods)
-    return pods if ok else None
+    scale(custom, namespace, "mnv", 4)  # beyond it: a second group on the other card
+    wait_for(lambda: serving(core_v1, custom, namespace, "mnv", 4), 60, "4 instances serving")
+    recs = check_card_pods(core_v1, namespace, "mnv")
+    assert [g.index for g in recs] == [0, 1] and {(c.node, c.card) for g in recs for c in g.cards} == {
+        (node, 0) for node in pool_nodes(placement, 2)}
+    after = uids(core_v1, namespace, "mnv")
+    assert {n: after[n] for n in first} == first and len(after) == 2, "the first card pod stayed"
+    st = status(custom, namespace, "mnv")
+    assert st["standbyReplicas"] == 2 and st["predictedFPS"] == pytest.approx(
+        sum(i["fps"] for i in st["plan"]["instances"] if not i["standby"]), abs=0.01)
+    sc = custom.get_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "mnv")
+    assert sc["status"]["replicas"] == 4 and "elasticdf.io/name=mnv" in sc["status"]["selector"]
 
-
-def condition(custom, ns, name, type_):
-    obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-    for c in (obj.get("status") or {}).get("conditions", []):
-        if c["type"] == type_:
-            return c
-    return None
-
-
-def check_pods(core_v1, ns, pods):
-    by_instance = {}
-    for pod in pods:
-        cm = core_v1.read_namespaced_config_map(f"{pod.metadata.name.rsplit('-s', 1)[0]}-wiring", ns)
-        seg = pod.metadata.labels["elasticdf.io/segment"]
-        wiring = SegmentWiring.model_validate_json(cm.data[f"segment-{seg}.json"])
-        assert pod.spec.node_name == wiring.node, "pod runs on the planned node"
-        limits = pod.spec.containers[0].resources.limits
-        assert len(limits) == 1 and list(limits.values()) == ["1"]
-        by_instance.setdefault(wiring.instance, []).append(wiring)
-    for wirings in by_instance.values():
-        assert check_chain(wirings) == []
-    cards = [(w.node, w.card) for ws in by_instance.values() for w in ws]
-    assert len(cards) == len(set(cards)), f"a card is booked twice: {cards}"
-
-
-def test_apply_scale_up_and_down(operator, custom, core_v1, namespace, wait_for):
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("cnv"))
-    pods = wait_for(lambda: running(core_v1, namespace, "cnv", 1), 60, "1 instance running")
-    check_pods(core_v1, namespace, pods)
-    wait_for(lambda: (condition(custom, namespace, "cnv", "Ready") or {}).get("status") == "True", 30, "Ready")
-    first = {p.metadata.uid for p in pods}
-
-    custom.patch_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "cnv", {"spec": {"replicas": 3}})
-    pods = wait_for(lambda: running(core_v1, namespace, "cnv", 3), 90, "3 instances running")
-    check_pods(core_v1, namespace, pods)
-    assert first <= {p.metadata.uid for p in pods}, "scaling up left the first instance alone"
-    scale = custom.get_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "cnv")
-    wait_for(lambda: custom.get_namespaced_custom_object_scale(
-        GROUP, VERSION, namespace, PLURAL, "cnv")["status"].get("replicas") == 3, 30, "scale status 3")
-    assert "elasticdf.io/name=cnv" in scale["status"].get("selector", "elasticdf.io/name=cnv")
-
-    custom.patch_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "cnv", {"spec": {"replicas": 1}})
-    wait_for(lambda: {p.metadata.uid for p in segment_pods(core_v1, namespace, "cnv")
-                      if not p.metadata.deletion_timestamp} == first, 60, "back to the first instance only")
+    scale(custom, namespace, "mnv", 1)  # manual scale-down: the idle second group is released at once
+    wait_for(lambda: uids(core_v1, namespace, "mnv") == first and serving(core_v1, custom, namespace, "mnv", 1), 60,
+             "back to the first card only")
+    assert [g.index for g in groups(core_v1, namespace, "mnv")] == [0]
 
 
 def test_infeasible_spec_reports_condition_and_event(operator, custom, core_v1, namespace, wait_for):
@@ -126,15 +120,37 @@ def test_partition_infeasible_carries_the_partitioner_message(operator, custom, 
                                if e.involved_object.name == "tight" and e.reason == "PartitionInfeasible"],
                       30, "a PartitionInfeasible event")
     assert events[0].type == "Warning"
-    assert not segment_pods(core_v1, namespace, "tight")
+    assert not card_pods(core_v1, namespace, "tight")
 
 
+# the longest name the API server accepts for an ElasticInference (DNS subdomain: 253 characters, dots allowed)
+LONG = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+
+
+def test_a_name_as_long_as_the_api_allows_works_end_to_end(operator, custom, core_v1, k8s_client, namespace, pool,
+                                                           wait_for):
+    from kubernetes import client
+
+    assert len(LONG) == 253
+    placement = pool(["u280"])
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei(LONG, placement=placement))
+    wait_for(lambda: serving(core_v1, custom, namespace, LONG, 1), 60, "the long-named resource serving")
+    check_card_pods(core_v1, namespace, LONG)
+    gateway = client.AppsV1Api(k8s_client).read_namespaced_deployment(gateway_name(LONG), namespace)
+    assert gateway.metadata.labels["elasticdf.io/name"] == label_value(LONG)
+    assert (condition(custom, namespace, LONG, "Ready") or {}).get("status") == "True"
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, LONG)
+    wait_for(lambda: not card_pods(core_v1, namespace, LONG) and not groups(core_v1, namespace, LONG), 60,
+             "its card pods and groups deleted")
+
+
+# last: it stops the module's operator
 def test_restart_creates_no_duplicates(operator, kubeconfig, custom, core_v1, namespace, wait_for):
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("again"))
-    pods = wait_for(lambda: running(core_v1, namespace, "again", 1), 60, "1 instance running")
+    wait_for(lambda: serving(core_v1, custom, namespace, "again", 1), 60, "1 instance serving")
+    before = uids(core_v1, namespace, "again")
     operator.terminate()
     operator.wait(20)
     with local_operator(kubeconfig, "--metrics-port", "0", "--resync-seconds", "2"):
         time.sleep(8)
-        after = segment_pods(core_v1, namespace, "again")
-        assert {p.metadata.uid for p in after} == {p.metadata.uid for p in pods}
+        assert uids(core_v1, namespace, "again") == before

@@ -1,15 +1,29 @@
 """The operator under faults and competition, against the real local control plane (kwok Alveo nodes):
-scarce cards shared by two resources, a deleted node, a failed segment pod, deletion with the finalizer,
+scarce cards shared by two resources, a deleted node, a failed card pod, deletion with the finalizer,
 and the built-in autoscaler fed through the elasticdf.io/observed-fps annotation."""
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 import pytest
+from cardpods import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    card_of,
+    card_pods,
+    check_card_pods,
+    check_no_double_booking,
+    ei,
+    groups,
+    live,
+    pool_nodes,
+    serving,
+    status,
+    uids,
+)
 from elasticdf_operator.local import local_operator
-from test_operator import GROUP, PLURAL, VERSION, ei, running, segment_pods
 
 pytestmark = pytest.mark.e2e
 
@@ -23,82 +37,69 @@ def operator(kubeconfig, crds, tmp_path_factory):
     print("\n".join(line for line in log.read_text().splitlines() if "succeeded" not in line)[-6000:])
 
 
-def live(pods):
-    return [p for p in pods if not p.metadata.deletion_timestamp and p.status.phase not in ("Succeeded", "Failed")]
-
-
-def card_of(pod) -> tuple[str, int]:
-    node, index = pod.metadata.annotations["elasticdf.io/card"].rsplit("/", 1)
-    return node, int(index)
-
-
-def check_no_double_booking(core_v1, ns, capacity: dict[str, int]) -> int:
-    pods = live(core_v1.list_namespaced_pod(ns, label_selector="app.kubernetes.io/managed-by=elasticdf-operator").items)
-    per_card = Counter(card_of(p) for p in pods)
-    assert all(n == 1 for n in per_card.values()), f"a card runs two segment pods: {per_card}"
-    per_node = Counter(node for node, _ in per_card)
-    assert all(per_node[n] <= capacity.get(n, 0) for n in per_node), f"more cards than a node has: {per_node}"
-    for p in pods:
-        if p.spec.node_name:
-            assert p.spec.node_name == card_of(p)[0], "pod bound to another node than its card"
-    return len(pods)
+def placed(core_v1, ns: str, name: str) -> int:
+    return sum(len(g.instances) for g in groups(core_v1, ns, name))
 
 
 def test_competing_resources_never_double_book(operator, custom, core_v1, namespace, pool):
-    placement = pool(["u280", "u280"], ["u280", "u280"])
-    capacity = {f"{placement['nodeSelector']['elasticdf.io/switch']}-{i}": 2 for i in range(2)}
+    # two U280 hold 2 groups of 3 MobileNetV1 instances; two resources want 4 each
+    placement = pool(["u280"], ["u280"])
+    capacity = dict.fromkeys(pool_nodes(placement, 2), 1)
     for name in ("a", "b"):
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                               ei(name, replicas=3, placement=placement))
-    deadline, seen = time.monotonic() + 40, 0
+                                               ei(name, "mobilenetv1", replicas=4, placement=placement))
+    deadline, seen = time.monotonic() + 90, 0
     while time.monotonic() < deadline:
         seen = check_no_double_booking(core_v1, namespace, capacity)  # checked on every sample
-        pods = live(segment_pods(core_v1, namespace, "a") + segment_pods(core_v1, namespace, "b"))
-        if seen == 4 and all(p.status.phase == "Running" for p in pods):
+        pods = live(card_pods(core_v1, namespace, "a") + card_pods(core_v1, namespace, "b"))
+        if seen == 2 and all(p.status.phase == "Running" for p in pods):
             break
         time.sleep(0.2)
-    assert seen == 4, "the four cards should all be in use"
+    assert seen == 2, "both cards should be in use"
     time.sleep(3)  # a few more resyncs of both: still nothing booked twice
-    assert check_no_double_booking(core_v1, namespace, capacity) == 4
+    assert check_no_double_booking(core_v1, namespace, capacity) == 2
+    assert placed(core_v1, namespace, "a") + placed(core_v1, namespace, "b") == 6, "each card's 3 instances once"
+    for name in ("a", "b"):
+        check_card_pods(core_v1, namespace, name)
 
 
-def uids(core_v1, ns, name) -> dict[str, str]:
-    return {p.metadata.name: p.metadata.uid for p in live(segment_pods(core_v1, ns, name))}
-
-
-def test_node_deleted_moves_only_its_instances(operator, custom, core_v1, namespace, pool, wait_for):
+def test_node_deleted_moves_only_its_groups(operator, custom, core_v1, namespace, pool, wait_for):
+    # one U280 per node, 3 MobileNetV1 instances per card: a holds 2 groups, b 1, one node stays free
     placement = pool(["u280"], ["u280"], ["u280"], ["u280"])
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("a", replicas=2, placement=placement))
-    wait_for(lambda: running(core_v1, namespace, "a", 2), 60, "a: 2 instances running")
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("b", replicas=1, placement=placement))
-    wait_for(lambda: running(core_v1, namespace, "b", 1), 60, "b: 1 instance running")
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                           ei("a", "mobilenetv1", replicas=6, placement=placement))
+    wait_for(lambda: serving(core_v1, custom, namespace, "a", 6), 90, "a: 6 instances serving")
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                           ei("b", "mobilenetv1", replicas=3, placement=placement))
+    wait_for(lambda: serving(core_v1, custom, namespace, "b", 3), 90, "b: 3 instances serving")
+    a_groups = groups(core_v1, namespace, "a")
     a_before, b_before = uids(core_v1, namespace, "a"), uids(core_v1, namespace, "b")
-    victim_pod = next(p for p in segment_pods(core_v1, namespace, "a")
-                      if p.metadata.labels["elasticdf.io/instance"] == "0")
-    victim = victim_pod.spec.node_name
+    victim = a_groups[0].cards[0].node
+    kept = {n: u for n, u in a_before.items() if not n.endswith("-g0-c0")}
     core_v1.delete_node(victim)
 
     def moved():
-        pods = running(core_v1, namespace, "a", 2)
-        return pods if pods and victim not in {p.spec.node_name for p in pods} and len(pods) == 2 else None
+        pods = serving(core_v1, custom, namespace, "a", 6)
+        return pods if pods and victim not in {card_of(p)[0] for p in pods} else None
 
-    pods = wait_for(moved, 60, f"a's instance on {victim} re-planned onto the free node")
-    assert {p.metadata.name for p in pods} == set(a_before)
-    moved_names = {n for n, u in uids(core_v1, namespace, "a").items() if a_before[n] != u}
-    assert moved_names == {victim_pod.metadata.name}, "only the instance on the deleted node was re-planned"
+    wait_for(moved, 90, f"a's group on {victim} re-planned onto the free node")
+    after = uids(core_v1, namespace, "a")
+    assert {n: after.get(n) for n in kept} == kept, "a's other group was not touched"
+    assert len(after) == 2 and [g.index for g in groups(core_v1, namespace, "a")] == [1, 2]
     assert uids(core_v1, namespace, "b") == b_before, "b had nothing on that node and was not touched"
+    check_card_pods(core_v1, namespace, "a")
     events = core_v1.list_namespaced_event(namespace).items
-    assert any(e.reason == "InstanceReplanned" and e.involved_object.name == "a" for e in events)
+    assert any(e.reason == "GroupReplanned" and e.involved_object.name == "a" for e in events)
 
 
-def test_failed_segment_pod_is_replaced(operator, custom, core_v1, namespace, pool, wait_for):
+def test_failed_card_pod_is_replaced(operator, custom, core_v1, namespace, pool, wait_for):
     placement = pool(["u280"])
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("f", placement=placement))
-    (pod,) = wait_for(lambda: running(core_v1, namespace, "f", 1), 60, "1 instance running")
+    (pod,) = wait_for(lambda: serving(core_v1, custom, namespace, "f", 1), 60, "1 instance serving")
     core_v1.patch_namespaced_pod_status(pod.metadata.name, namespace, {"status": {"phase": "Failed"}})
 
     def replaced():
-        pods = [p for p in segment_pods(core_v1, namespace, "f") if p.metadata.uid != pod.metadata.uid]
+        pods = [p for p in card_pods(core_v1, namespace, "f") if p.metadata.uid != pod.metadata.uid]
         return pods if len(pods) == 1 and pods[0].status.phase == "Running" else None
 
     (new,) = wait_for(replaced, 30, "a Running replacement of the failed pod")
@@ -108,7 +109,7 @@ def test_failed_segment_pod_is_replaced(operator, custom, core_v1, namespace, po
 def test_deletion_cleans_up_through_the_finalizer(operator, custom, core_v1, namespace, pool, wait_for):
     placement = pool(["u280"])
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("gone", placement=placement))
-    wait_for(lambda: running(core_v1, namespace, "gone", 1), 60, "1 instance running")
+    wait_for(lambda: serving(core_v1, custom, namespace, "gone", 1), 60, "1 instance serving")
     obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
     assert "elasticdf.io/finalizer" in obj["metadata"].get("finalizers", [])
     # Orphan: the garbage collector would leave the dependents; only the finalizer cleans them up
@@ -134,7 +135,7 @@ def test_autoscaler_follows_observed_fps_with_windows(operator, custom, core_v1,
         "minReplicas": 1, "maxReplicas": 3, "targetFPS": 1000,
         "scaleUpStabilizationSeconds": up, "scaleDownStabilizationSeconds": down})
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-    wait_for(lambda: running(core_v1, namespace, "auto", 1), 60, "1 instance running")
+    wait_for(lambda: serving(core_v1, custom, namespace, "auto", 1), 60, "1 instance serving")
 
     def annotate(fps):
         custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "auto",
@@ -147,14 +148,12 @@ def test_autoscaler_follows_observed_fps_with_windows(operator, custom, core_v1,
     started = annotate(2500)
     wait_for(lambda: replicas() == 3, 30, "scaled up to 3")
     assert time.monotonic() - started >= up - 0.1, "scaled up within the scale-up window"
-    wait_for(lambda: running(core_v1, namespace, "auto", 3), 60, "3 instances running")
-    status = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "auto")["status"]
-    assert status["observedFPS"] == 2500
+    wait_for(lambda: serving(core_v1, custom, namespace, "auto", 3), 60, "3 instances serving")
+    assert status(custom, namespace, "auto")["observedFPS"] == 2500
 
     started = annotate(500)
     wait_for(lambda: replicas() == 1, 30, "scaled down to 1")
     assert time.monotonic() - started >= down - 0.6, "scaled down within the scale-down window"
-    wait_for(lambda: len({p.metadata.labels["elasticdf.io/instance"]
-                          for p in live(segment_pods(core_v1, namespace, "auto"))}) == 1, 30, "1 instance left")
+    wait_for(lambda: serving(core_v1, custom, namespace, "auto", 1), 30, "1 instance left serving")
     events = core_v1.list_namespaced_event(namespace).items
     assert [e.reason for e in events if e.involved_object.name == "auto"].count("Scaled") >= 2

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
-from elasticdf_partitioner.wiring import Artifacts, Endpoint, SegmentWiring
+from elasticdf_contract.wiring import Artifacts, Endpoint, SegmentWiring
 from elasticdf_segment import split
 
 MODEL = "testnet"

@@ -71,7 +71,8 @@ def test_helm_lint_is_clean():
 
 def test_default_install_renders_the_operator_only(default_docs):
     kinds = sorted(d["kind"] for d in default_docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Role", "RoleBinding", "Service",
+                     "ServiceAccount"]
     assert not find(default_docs, "ServiceMonitor") and not find(default_docs, "DaemonSet")
 
 
@@ -102,12 +103,14 @@ CLIENT_CALLS = {
     "list_config_map_for_all_namespaces": ("", "configmaps", "list"),
     "list_namespaced_pod": ("", "pods", "list"),
     "list_namespaced_config_map": ("", "configmaps", "list"),
+    "read_namespaced_config_map": ("", "configmaps", "get"),
     "list_namespaced_service": ("", "services", "list"),
     "create_namespaced_pod": ("", "pods", "create"),
     "create_namespaced_config_map": ("", "configmaps", "create"),
     "create_namespaced_service": ("", "services", "create"),
     "create_namespaced_event": ("", "events", "create"),
     "delete_namespaced_pod": ("", "pods", "delete"),
+    "patch_namespaced_pod": ("", "pods", "patch"),
     "delete_namespaced_service": ("", "services", "delete"),
     "patch_namespaced_config_map": ("", "configmaps", "patch"),
     "patch_namespaced_service": ("", "services", "patch"),
@@ -144,6 +147,9 @@ def operator_api_calls() -> set[tuple[str, str, str]]:
     # kopf on the ElasticInferences: watch, finalizer + progress patches, status patches
     needed |= {("elasticdf.io", "elasticinferences", v) for v in ("list", "watch", "patch")}
     needed.add(("elasticdf.io", "elasticinferences/status", "patch"))
+    # leader election (leader.py): the client's LeaseLock reads, creates and replaces the Lease
+    assert "LeaseLock" in (OPERATOR / "leader.py").read_text()
+    needed |= {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
     return needed
 
 
@@ -172,9 +178,10 @@ def test_rbac_is_least_privilege(default_docs):
 
 def test_namespaced_mode_uses_roles(default_docs):
     docs = render("operator.watchNamespaces={team-a,team-b}")
-    roles = find(docs, "Role")
+    roles = [r for r in find(docs, "Role") if not r["metadata"]["name"].endswith("-leader")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    assert sorted(b["metadata"]["namespace"] for b in find(docs, "RoleBinding")) == ["team-a", "team-b"]
+    bindings = [b for b in find(docs, "RoleBinding") if not b["metadata"]["name"].endswith("-leader")]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     cluster = find(docs, "ClusterRole")[0]["rules"]
     # namespaces: kopf with --namespace watches them (a 403 otherwise, tests/e2e/test_chart_install.py)
     assert {r for rule in cluster for r in rule["resources"]} == {"nodes", "fabrics", "customresourcedefinitions",
@@ -217,8 +224,16 @@ def test_every_container_runs_hardened(all_docs):
 
 def test_operator_deployment(default_docs):
     dep = find(default_docs, "Deployment")[0]
-    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"  # kopf --standalone
+    # two replicas, one acting: leader election over a Lease in the release namespace
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
     pod = dep["spec"]["template"]["spec"]
+    assert "--leader-elect" in pod["containers"][0]["args"]
+    assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in \
+        pod["containers"][0]["env"]
+    (leader,) = [r for r in find(default_docs, "Role") if r["metadata"]["name"].endswith("-leader")]
+    assert leader["metadata"]["namespace"] == dep["metadata"]["namespace"]
+    assert leader["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                "verbs": ["get", "create", "update"]}]
     assert pod["serviceAccountName"] == find(default_docs, "ServiceAccount")[0]["metadata"]["name"]
     (c,) = pod["containers"]
     assert c["image"] == "ghcr.io/elasticdf/operator:0.1.0"
@@ -249,17 +264,15 @@ def test_gateway_is_selected_by_the_operators_service(all_docs):
     from elasticdf_operator import builders
     from elasticdf_operator.builders import Owner
 
-    svc = builders.services(Owner("resnet50", "elastic-system", "uid"))[1]
+    svc = builders.gateway_service_object(Owner("resnet50", "elastic-system", "uid"))
     dep = find(all_docs, "Deployment", "rel-elastic-df-gateway-resnet50")[0]
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= labels.items()
     assert labels.get(builders.LABEL_MANAGED) != builders.MANAGER  # not mistaken for a segment pod
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     assert c["ports"][0]["containerPort"] == svc["spec"]["ports"][0]["port"] == builders.GATEWAY_PORT
-    sources = dep["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
-    assert [s["configMap"]["name"] for s in sources] == [builders.configmap_name("resnet50", i) for i in range(4)]
-    paths = [i["path"] for s in sources for i in s["configMap"]["items"]]
-    assert len(paths) == len(set(paths))  # no two instances write the same file
+    (volume,) = dep["spec"]["template"]["spec"]["volumes"]
+    assert volume["configMap"]["name"] == builders.gateway_configmap_name("resnet50")  # the operator's wiring
 
 
 def test_service_monitor_only_when_enabled_and_available(all_docs):
@@ -280,7 +293,7 @@ def test_model_fetch_values_reach_the_operator():
                   "modelFetch.pvcClaims={models}", "modelFetch.plainHttpRegistries={reg.local:5000}")
     pod = find(docs, "Deployment")[0]["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
     policy = FetchPolicy.from_env(env)
     assert policy.max_bytes == 1000 and str(policy.file_root) == "/srv/models"
     assert policy.plain_http_registries == ("reg.local:5000",) and env["ELASTICDF_MODEL_PULL_SECRET"] == "regcred"

@@ -7,8 +7,8 @@ import asyncio
 
 import numpy as np
 import pytest
+from elasticdf_contract.wiring import Endpoint, SegmentWiring
 from elasticdf_gateway.pipeline import Pipeline, RequestFailed
-from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
 from elasticdf_segment.framing import Frame, read_frame_async
 
 

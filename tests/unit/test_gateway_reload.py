@@ -7,10 +7,10 @@ import json
 import os
 from pathlib import Path
 
+from elasticdf_contract.wiring import Endpoint, SegmentWiring
 from elasticdf_gateway.__main__ import WiringWatcher, load_wirings, reload
 from elasticdf_gateway.pipeline import Pipeline
 from elasticdf_gateway.service import UNKNOWN_INPUT, Model, Service
-from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
 
 
 def wirings(instance: int, segments: int = 2, host: str = "p") -> list[SegmentWiring]:

@@ -98,7 +98,7 @@ def copy_pyprojects(tmp_path: Path, *dists: str) -> Path:
 
 
 def test_pydeps_lists_third_party_requirements_only(tmp_path):
-    wanted = pydeps.third_party_requirements(copy_pyprojects(tmp_path, "partitioner", "images/segment"))
+    wanted = pydeps.third_party_requirements(copy_pyprojects(tmp_path, "contract", "partitioner", "images/segment"))
     names = [pydeps.requirement_name(r) for r in wanted]
     assert "onnxruntime" in names and "pydantic" in names
     assert not [n for n in names if n.startswith("elasticdf-")]
@@ -107,4 +107,4 @@ def test_pydeps_lists_third_party_requirements_only(tmp_path):
 
 def test_pydeps_refuses_a_local_requirement_whose_pyproject_is_missing(tmp_path):
     with pytest.raises(SystemExit, match="elasticdf-gateway needs elasticdf-segment"):
-        pydeps.third_party_requirements(copy_pyprojects(tmp_path, "partitioner", "images/gateway"))
+        pydeps.third_party_requirements(copy_pyprojects(tmp_path, "contract", "partitioner", "images/gateway"))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from elasticdf_contract.wiring import check_chain
 from elasticdf_operator import builders, crdgen, inventory
 from elasticdf_operator.api import ElasticInferenceSpec
 from elasticdf_operator.builders import Owner
-from elasticdf_operator.reconcile import Result, compute_status, merge_conditions
+from elasticdf_operator.decide import Decision
+from elasticdf_operator.status import build_status
 from elasticdf_partitioner.catalog import load_catalog
 from elasticdf_partitioner.plan import Instance, Segment
-from elasticdf_partitioner.wiring import check_chain
 from pydantic import ValidationError
 
 CATALOG = load_catalog()
@@ -109,18 +110,28 @@ def two_segment_instance():
         Segment(node="b", card=0, card_type="u250", layers=["l5", "l9"], layer_range=[5, 9], **seg)])
 
 
-@pytest.mark.parametrize("mode", ["emulation", "xrt"])
-def test_wiring_chain_and_pods(mode):
+def group_of_two_cards(mode):
     spec = ElasticInferenceSpec.model_validate({"model": {"name": "cnv"}})
-    ws = builders.wiring(OWNER, spec, 3, two_segment_instance(), mode, {"a": 0, "b": 1}, [2, 0])
-    assert check_chain(ws) == []
-    assert ws[0].upstream.kind == "gateway" and ws[1].downstream.kind == "gateway"
-    assert ws[0].card == 2 and ws[0].downstream == ws[1].listen
-    cm = builders.instance_configmap(OWNER, 3, ws, 100.0, 3.6)
-    assert builders.wirings_of(cm) == ws
-    pod = builders.segment_pod(OWNER, spec, ws[1], CATALOG)
-    assert pod["metadata"]["labels"][builders.LABEL_INSTANCE] == "3"
-    assert pod["metadata"]["labels"][builders.LABEL_SEGMENT] == "1"
+    places = [builders.CardPlace("a", 2, "u280", 0, "sha256:x"), builders.CardPlace("b", 0, "u250", 1, "sha256:y")]
+    inst = two_segment_instance()
+    cards = builders.group_wiring(OWNER, spec, 5, mode, places, [(3, inst), (4, inst)],
+                                  {("a", 0): 0, ("b", 0): 1})
+    return spec, cards
+
+
+@pytest.mark.parametrize("mode", ["emulation", "xrt"])
+def test_group_wiring_chains_and_card_pods(mode):
+    spec, cards = group_of_two_cards(mode)
+    assert [len(c.segments) for c in cards] == [2, 2], "each card hosts a segment of both instances"
+    for index in (3, 4):
+        ws = sorted((w for c in cards for w in c.segments if w.instance == index), key=lambda w: w.segment)
+        assert check_chain(ws) == [] and ws[0].card == 2
+        assert ws[0].upstream.kind == "gateway" and ws[1].downstream.kind == "gateway"
+    assert [w.listen.port for w in cards[0].segments] == [builders.DATA_PORT, builders.DATA_PORT + 1]
+    cm = builders.group_configmap(OWNER, 5, cards, {"instances": []}, 200.0, 3.6)
+    assert builders.card_wirings_of(cm) == cards
+    pod = builders.card_pod(OWNER, spec, 5, 1, cards[1], CATALOG)
+    assert pod["metadata"]["labels"][builders.LABEL_GROUP] == "5"
     assert pod["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     limits = pod["spec"]["containers"][0]["resources"]["limits"]
     assert limits == {CATALOG.card("u250").device_plugin_resource: "1"}
@@ -133,26 +144,24 @@ def test_qsfp_addresses_are_unique():
     assert len(addrs) == 128
 
 
-def test_status_conditions():
-    spec = ElasticInferenceSpec.model_validate({"model": {"name": "cnv"}})
-    ws = builders.wiring(OWNER, spec, 0, two_segment_instance(), "emulation", {}, [0, 0])
-    cm = builders.instance_configmap(OWNER, 0, ws, 100.0, 3.0)
-    pods = [builders.segment_pod(OWNER, spec, w, CATALOG) for w in ws]
+def test_status_conditions_are_typed_and_ready_is_derived():
+    spec, cards = group_of_two_cards("emulation")
+    cm = builders.group_configmap(OWNER, 5, cards, {"instances": [{"index": 3, "fps": 100.0},
+                                                                   {"index": 4, "fps": 100.0}]}, 200.0, 3.0)
+    cm["metadata"]["uid"] = "cm"
+    pods = [builders.card_pod(OWNER, spec, 5, p, c, CATALOG) for p, c in enumerate(cards)]
     for p in pods:
         p["spec"]["nodeName"] = "a"
         p["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
     ei = {"metadata": {"name": "net", "namespace": "ns", "generation": 1}, "spec": {"model": {"name": "cnv"}}}
-    status = compute_status(ei, OWNER, 1, [cm], pods, Result())
-    assert status["phase"] == "Running" and status["readyReplicas"] == 1
-    assert status["fpsPerDollarHour"] == pytest.approx(100 / 3, abs=1e-3)
-    short = Result(conditions={"PartitionSolved": ("False", "PartitionInfeasible", "too big")})
-    status = compute_status(ei, OWNER, 2, [cm], pods, short)
-    ready = {c["type"]: c for c in status["conditions"]}
-    assert ready["Ready"]["reason"] == "PartitionInfeasible" and ready["Scheduled"]["reason"] == "InsufficientCards"
-
-
-def test_merge_conditions_keeps_transition_time():
-    old = [{"type": "Ready", "status": "True", "reason": "Ready", "message": "", "lastTransitionTime": "T0"}]
-    new = merge_conditions(old, {"Ready": ("True", "Ready", "x")}, 2)
-    assert new[0]["lastTransitionTime"] == "T0"
-    assert merge_conditions(old, {"Ready": ("False", "R", "x")}, 2)[0]["lastTransitionTime"] != "T0"
+    status = build_status(ei, OWNER, 1, [cm], pods, Decision(), {"name": "cnv"})
+    assert status.phase == "Running" and (status.ready_replicas, status.standby_replicas) == (1, 1)
+    assert status.predicted_fps == 100.0 and status.fps_per_dollar_hour == pytest.approx(100 / 3, abs=1e-3)
+    short = Decision(conditions={"PartitionSolved": ("False", "PartitionInfeasible", "too big")})
+    status = build_status(ei, OWNER, 3, [cm], pods, short, {"name": "cnv"})
+    by_type = {c.type: c for c in status.conditions}
+    assert by_type["Ready"].reason == "PartitionInfeasible" and by_type["Scheduled"].reason == "InsufficientCards"
+    again = build_status({**ei, "status": status.model_dump(by_alias=True, mode="json")}, OWNER, 3, [cm], pods,
+                         short, {"name": "cnv"})
+    assert {c.type: c.last_transition_time for c in again.conditions} == \
+        {c.type: c.last_transition_time for c in status.conditions}

@@ -1,11 +1,11 @@
-"""Unit tests of the operator's plain core: ledger overlay, faults, batching, autoscaler (fake clock)."""
+"""Unit tests of the operator's plain core: ledger overlay, broken cards, candidates, autoscaler (fake clock)."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from elasticdf_operator import autoscale, inventory, reconcile, state
+from elasticdf_contract import names
+from elasticdf_operator import autoscale, inventory, state
+from elasticdf_operator import decide as decide_
 from elasticdf_operator.autoscale import History, Policy, decide
 from elasticdf_partitioner.catalog import load_catalog
 
@@ -22,91 +22,9 @@ def node(name, cards, ready=True):
             "status": {"allocatable": alloc, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
 
 
-class FakeKube:
-    """The API server as a dict (unit tier only; the e2e tier runs against the real one)."""
-
-    def __init__(self, nodes):
-        self.nodes, self.objs, self.events, self.status, self.deleted = nodes, {}, [], None, []
-
-    def create(self, obj):
-        key = (obj["kind"], obj["metadata"]["name"])
-        if key in self.objs:
-            return None
-        self.objs[key] = {**obj, "metadata": {**obj["metadata"], "uid": uuid.uuid4().hex}}
-        return self.objs[key]
-
-    def observe(self):
-        return state.Observed(self.nodes, [o for (k, _), o in self.objs.items() if k == "Pod"],
-                              [o for (k, _), o in self.objs.items() if k == "ConfigMap"])
-
-    def delete_instance(self, ns, owner, index):
-        for key in [k for k, o in self.objs.items() if k[0] != "Service"
-                    and o["metadata"]["labels"].get("elasticdf.io/instance") == str(index)]:
-            self.deleted.append(key)
-            del self.objs[key]
-
-    def delete_pod(self, ns, name, uid=None):
-        self.deleted.append(("Pod", name))
-        return self.objs.pop(("Pod", name), None) is not None
-
-    def event(self, ei, *event):
-        self.events.append(event)
-
-    def patch_status(self, ns, name, status):
-        self.status = status
-
-    def pods(self):
-        return {k[1]: o for k, o in self.objs.items() if k[0] == "Pod"}
-
-
 def ei(replicas=1, **spec):
     return {"metadata": {"name": "net", "namespace": "ns", "uid": "u1", "generation": 1},
             "spec": {"model": {"name": "cnv"}, "replicas": replicas, **spec}}
-
-
-def cards_used(kube):
-    return [p["metadata"]["annotations"][inventory.ANNOTATION_CARD] for p in kube.pods().values()]
-
-
-def test_batch_places_card_disjoint_instances():
-    kube = FakeKube([node("a", ["u280", "u280"]), node("b", ["u250"])])
-    status = reconcile.reconcile(kube, ei(3), ledger=state.Ledger())
-    assert status["replicas"] == 3
-    assert sorted(cards_used(kube)) == ["a/0", "a/1", "b/0"]
-
-
-def test_stale_index_never_double_books():
-    """Two resources reconciled against the same stale snapshot: the ledger overlays the first's writes."""
-    kube = FakeKube([node("a", ["u280", "u280"])])
-    stale = kube.observe()
-    ledger = state.Ledger()
-    reconcile.reconcile(kube, ei(1), lambda: stale, ledger)
-    other = ei(2)
-    other["metadata"].update(name="other", uid="u2")
-    reconcile.reconcile(kube, other, lambda: stale, ledger)
-    used = cards_used(kube)
-    assert sorted(used) == ["a/0", "a/1"]
-    # and a second pass of the first resource on the stale snapshot does not place its instance again
-    reconcile.reconcile(kube, ei(1), lambda: stale, ledger)
-    assert len(kube.pods()) == 2
-
-
-def test_node_lost_replans_only_its_instances():
-    nodes = [node("a", ["u280"]), node("b", ["u280"]), node("c", ["u280"])]
-    kube = FakeKube(nodes)
-    ledger = state.Ledger()
-    reconcile.reconcile(kube, ei(2), ledger=ledger)
-    before = {name: (p["metadata"]["uid"], p["metadata"]["annotations"][inventory.ANNOTATION_CARD])
-              for name, p in kube.pods().items()}
-    victim = next(name for name, (_, card) in before.items() if card == "a/0")
-    kube.nodes = [n for n in nodes if n["metadata"]["name"] != "a"]
-    status = reconcile.reconcile(kube, ei(2), ledger=ledger)
-    after = {name: (p["metadata"]["uid"], p["metadata"]["annotations"][inventory.ANNOTATION_CARD])
-             for name, p in kube.pods().items()}
-    assert status["replicas"] == 2 and set(after) == set(before)
-    assert after[victim][1] == "c/0"
-    assert all(after[n] == before[n] for n in before if n != victim), "the other instance was touched"
-    assert any(e[1] == "InstanceReplanned" for e in kube.events)
 
 
 @pytest.mark.parametrize("change", ["notready", "capacity"])
@@ -122,20 +40,9 @@ def test_broken_cards(change):
     assert inventory.broken_cards([{"node": "b", "card": 0}], [n], CATALOG) == ["node b is gone"]
 
 
-def test_failed_segment_pod_is_replaced():
-    kube = FakeKube([node("a", ["u280"])])
-    ledger = state.Ledger()
-    reconcile.reconcile(kube, ei(1), ledger=ledger)
-    (name, pod), = kube.pods().items()
-    pod["status"] = {"phase": "Failed"}
-    old = pod["metadata"]["uid"]
-    reconcile.reconcile(kube, ei(1), ledger=ledger)
-    assert kube.pods()[name]["metadata"]["uid"] != old and ("Pod", name) in kube.deleted
-
-
 def test_candidates_keep_the_solve_small():
     slots = [inventory.Slot(f"n{i:04}", c, "u280") for i in range(1000) for c in range(2)]
-    picked = reconcile.candidates(slots, instances=2, cards_per_instance=4)
+    picked = decide_.candidates(slots, instances=2, cards_per_instance=4)
     assert 8 <= len(picked) <= 10 and len({s.node for s in picked}) == len(picked) // 2
 
 
@@ -191,19 +98,32 @@ def test_sources():
             '# TYPE elasticdf_gateway_fps gauge\nelasticdf_gateway_fps{model="cnv"} 99.0\n')
     urls = []
     scrape = autoscale.ScrapeSource(get=lambda url, timeout: urls.append(url) or text)
-    pods = [{"metadata": {"labels": {"elasticdf.io/segment": s, "elasticdf.io/role": "segment"}},
-             "status": {"phase": "Running", "podIP": f"10.0.0.{i}"}} for i, s in enumerate("010")]
-    assert scrape.observed_fps({}, pods) == 80.0 and len(urls) == 2
+    pods = [{"metadata": {"labels": {"elasticdf.io/role": "card"}},
+             "status": {"phase": "Running", "podIP": f"10.0.0.{i}"}} for i in range(2)]
+    assert scrape.observed_fps({}, pods) == 80.0 and len(urls) == 2, "segment 0 samples of every card pod"
     pods.append({"metadata": {"labels": {"elasticdf.io/role": "gateway"}},
                  "status": {"phase": "Running", "podIP": "10.0.0.9"}})
     assert scrape.observed_fps({}, pods) == 99.0
     assert autoscale.FirstOf(ann, scrape).observed_fps(body, pods) == 250.5
 
 
-class ScaleKube(FakeKube):
-    def __init__(self):
-        super().__init__([])
-        self.scaled = []
+class ScaleKube:
+    """Records the autoscaler's three writes (the e2e tier runs them against the real API server)."""
+
+    def __init__(self, saved: str | None = None):
+        self.scaled, self.events, self.status, self.applied, self.saved = [], [], None, [], saved
+
+    def autoscale_history(self, ns, name):
+        return self.saved
+
+    def apply(self, obj):
+        self.applied.append(obj)
+
+    def event(self, ei, *event):
+        self.events.append(event)
+
+    def patch_status(self, ns, name, status):
+        self.status = status
 
     def scale(self, ns, name, replicas):
         self.scaled.append(replicas)
@@ -217,3 +137,25 @@ def test_autoscale_step_patches_scale_and_observed_fps():
     step = autoscale.autoscale(kube, body, [], src, histories, now=0.0)
     assert step.replicas == 3 and kube.scaled == [3] and kube.status == {"observedFPS": 250.0}
     assert autoscale.autoscale(kube, ei(1), [], src, histories) is None
+    (saved,) = kube.applied
+    assert saved["metadata"]["name"] == names.autoscale_configmap_name(body["metadata"]["name"])
+    assert History.from_json(saved["data"][names.AUTOSCALE_HISTORY_KEY]).entries == [(0.0, 1), (0.0, 3)]
+
+
+def test_autoscale_history_survives_a_restart():
+    """A new process (empty in-memory histories) continues the saved windows instead of starting over."""
+    policy = {"minReplicas": 1, "maxReplicas": 5, "targetFPS": 100, "scaleDownStabilizationSeconds": 60}
+    body = ei(4, autoscaling=policy)
+    body["metadata"]["annotations"] = {autoscale.ANNOTATION_OBSERVED_FPS: "120"}
+    src = autoscale.AnnotationSource()
+    first = ScaleKube()
+    histories: dict = {}
+    for t in (0.0, 30.0):
+        autoscale.autoscale(first, body, [], src, histories, now=t)
+    assert first.scaled == []  # 4 was the recommendation at t=0 (the window start): no scale-down yet
+    saved = first.applied[-1]["data"][names.AUTOSCALE_HISTORY_KEY]
+    restarted = ScaleKube(saved)
+    step = autoscale.autoscale(restarted, body, [], src, {}, now=61.0)
+    assert step.replicas == 2 and restarted.scaled == [2], "the window started at t=0, not at the restart"
+    fresh = ScaleKube()
+    assert autoscale.autoscale(fresh, body, [], src, {}, now=61.0).replicas == 4  # without it: a new window

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from elasticdf_contract.wiring import check_chain
 from elasticdf_gateway.__main__ import load_wirings
 from elasticdf_gateway.pipeline import Pipeline
 from elasticdf_operator import builders, state
+from elasticdf_operator.act import execute
 from elasticdf_operator.api import DEFAULT_GATEWAY_IMAGE, DEFAULT_SEGMENT_IMAGE, ElasticInferenceSpec
 from elasticdf_operator.builders import Owner
-from elasticdf_operator.reconcile import Result, compute_status, ensure_gateway, reconcile_gateway
+from elasticdf_operator.decide import Apply, Decision
+from elasticdf_operator.status import build_status
 from elasticdf_partitioner.plan import Instance, Segment
-from elasticdf_partitioner.wiring import check_chain
 
 OWNER = Owner("net", "ns", "uid-1")
 SPEC = ElasticInferenceSpec.model_validate({"model": {"name": "cnv"}})
@@ -25,13 +27,15 @@ def instance(nodes: tuple[str, ...]) -> Instance:
         for i, n in enumerate(nodes)])
 
 
-def instance_cms(count: int, segments: int = 2) -> list[dict]:
+def active_wirings(count: int, segments: int = 2) -> list:
+    """The segment wirings of `count` active instances, each on its own cards."""
     out = []
     for index in range(count):
         nodes = tuple(f"n{index}-{s}" for s in range(segments))
-        ws = builders.wiring(OWNER, SPEC, index, instance(nodes), "emulation", {n: 0 for n in nodes},
-                             [0] * segments)
-        out.append(builders.instance_configmap(OWNER, index, ws, 100.0, 1.0))
+        places = [builders.CardPlace(n, 0, "u280", 0, "sha256:b") for n in nodes]
+        cards = builders.group_wiring(OWNER, SPEC, index, "emulation", places, [(index, instance(nodes))],
+                                      {(n, 0): p for p, n in enumerate(nodes)})
+        out += [w for c in cards for w in c.segments]
     return out
 
 
@@ -50,7 +54,7 @@ def test_deployment_identity_labels_and_owner():
     assert dep["spec"]["selector"]["matchLabels"].items() <= template.items()
     # not a segment pod: the segment indexes, selectors and card bookkeeping key on these labels
     assert builders.LABEL_NAME not in template and builders.LABEL_MANAGED not in template
-    assert builders.LABEL_INSTANCE not in template
+    assert builders.LABEL_GROUP not in template
     assert "replicas" not in dep["spec"], "left to whoever scales the gateway (kept at 1 when created)"
 
 
@@ -64,11 +68,10 @@ def test_service_selects_the_gateway_pods_on_the_port_results_go_to():
     assert svc["spec"]["ports"][0]["port"] == port["containerPort"] == builders.GATEWAY_PORT
     assert svc["spec"]["ports"][0]["targetPort"] == port["name"]
     # every instance's first segment receives from, and its last sends to, exactly this Service and port
-    for cm in instance_cms(2):
-        ws = builders.wirings_of(cm)
-        for end in (ws[0].upstream, ws[-1].downstream):
-            assert end.kind == "gateway" and end.port == builders.GATEWAY_PORT
-            assert end.host == f"{svc['metadata']['name']}.ns.svc"
+    ws = active_wirings(1)
+    for end in (ws[0].upstream, ws[-1].downstream):
+        assert end.kind == "gateway" and end.port == builders.GATEWAY_PORT
+        assert end.host == f"{svc['metadata']['name']}.ns.svc"
 
 
 def test_pod_runs_hardened_with_probe_resources_and_the_mounted_wiring():
@@ -101,11 +104,10 @@ def test_gateway_image_from_the_spec():
     assert c["image"] == "registry.local/gw:1.2"
 
 
-def test_wiring_configmap_holds_every_instance_and_the_gateway_reads_it(tmp_path: Path):
-    cms = instance_cms(3)
-    cm = builders.gateway_configmap(OWNER, cms)
+def test_wiring_configmap_holds_the_active_instances_and_the_gateway_reads_it(tmp_path: Path):
+    cm = builders.gateway_configmap(OWNER, active_wirings(3))
     assert cm["metadata"]["ownerReferences"] == [OWNER.reference()]
-    assert builders.LABEL_INSTANCE not in cm["metadata"]["labels"], "not an instance record (no cards)"
+    assert builders.LABEL_GROUP not in cm["metadata"]["labels"], "not a group record (no cards)"
     assert sorted(cm["data"]) == [f"instance-{i}-segment-{s}.json" for i in range(3) for s in range(2)]
     for key, value in cm["data"].items():
         (tmp_path / key).write_text(value)
@@ -122,44 +124,39 @@ def test_scaled_to_zero_the_wiring_is_empty_and_the_deployment_stays():
 
 
 class RecordingKube:
-    def __init__(self, cms: list[dict] | None = None):
+    def __init__(self):
         self.applied: list[dict] = []
-        self.cms = cms or []
+        self.annotated: list[str] = []
 
     def apply(self, obj: dict) -> None:
         self.applied.append(obj)
 
-    def observe(self) -> state.Observed:
-        return state.Observed([], [], list(self.cms))
+    def annotate_gateway_pods(self, namespace: str, owner: str, digest: str) -> None:
+        self.annotated.append(digest)
+
+
+def applied(kube, ledger, count) -> int:
+    before = len(kube.applied)
+    execute(kube, ledger, OWNER, [Apply(o) for o in builders.gateway_objects(OWNER, SPEC, active_wirings(count))])
+    return len(kube.applied) - before
 
 
 def test_apply_only_what_changed_and_reassert_now_and_then():
     now = [0.0]
     ledger = state.Ledger(clock=lambda: now[0])
     kube = RecordingKube()
-    assert ensure_gateway(kube, ledger, OWNER, SPEC, instance_cms(1)) == 3
-    assert ensure_gateway(kube, ledger, OWNER, SPEC, instance_cms(1)) == 0, "unchanged: no API call"
-    assert ensure_gateway(kube, ledger, OWNER, SPEC, instance_cms(2)) == 1, "scaled: only the wiring"
+    assert applied(kube, ledger, 1) == 3
+    assert applied(kube, ledger, 1) == 0, "unchanged: no API call"
+    assert applied(kube, ledger, 2) == 1, "scaled: only the wiring"
     assert kube.applied[-1]["kind"] == "ConfigMap" and len(kube.applied[-1]["data"]) == 4
+    assert len(kube.annotated) == 2 and kube.annotated[0] != kube.annotated[1], "gateway pods told of each change"
     now[0] += state.REAPPLY_SECONDS + 1
-    assert ensure_gateway(kube, ledger, OWNER, SPEC, instance_cms(2)) == 3, "re-asserted (repairs deletions)"
+    assert applied(kube, ledger, 2) == 3, "re-asserted (repairs deletions)"
     ledger.forget_applied("ns", ["net-gateway-wiring"])  # e.g. the resource was deleted and is back
-    assert ensure_gateway(kube, ledger, OWNER, SPEC, instance_cms(2)) == 1
-
-
-def test_reconcile_gateway_reads_the_instances_from_the_snapshot():
-    ei = {"metadata": {"name": "net", "namespace": "ns", "uid": "uid-1"}, "spec": {"model": {"name": "cnv"}}}
-    other = builders.instance_configmap(Owner("other", "ns", "u2"), 0, builders.wirings_of(instance_cms(1)[0]),
-                                        1.0, 1.0)
-    kube = RecordingKube(instance_cms(2) + [other])
-    assert reconcile_gateway(kube, ei, ledger=state.Ledger()) == 3
-    (cm,) = [o for o in kube.applied if o["kind"] == "ConfigMap"]
-    assert len(cm["data"]) == 4, "only this resource's two instances"
-    bad = {**ei, "spec": {"model": {}}}
-    assert reconcile_gateway(RecordingKube(), bad, ledger=state.Ledger()) == 0
+    assert applied(kube, ledger, 2) == 1
 
 
 def test_status_names_the_endpoint():
     ei = {"metadata": {"name": "net", "namespace": "ns", "generation": 1}, "spec": {"model": {"name": "cnv"}}}
-    status = compute_status(ei, OWNER, 0, [], [], Result())
-    assert status["endpoint"] == "http://net-gateway.ns.svc:8000/v2/models/cnv"
+    status = build_status(ei, OWNER, 0, [], [], Decision(), {"name": "cnv"})
+    assert status.endpoint == "http://net-gateway.ns.svc:8000/v2/models/cnv"

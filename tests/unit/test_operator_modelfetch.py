@@ -12,8 +12,8 @@ import pytest
 from elasticdf_operator import builders
 from elasticdf_operator.api import ElasticInferenceSpec, ModelSource
 from elasticdf_operator.builders import Owner, PodFetch
+from elasticdf_operator.decide import Decision, resolve_graph
 from elasticdf_operator.modelfetch import ModelPending, ModelStore
-from elasticdf_operator.reconcile import Result, resolve_graph
 from elasticdf_partitioner.artifacts import FetchPolicy, ModelError
 from elasticdf_partitioner.catalog import load_catalog
 from elasticdf_segment import split
@@ -53,10 +53,10 @@ def test_a_slow_download_never_blocks_the_reconcile(tmp_path):
     with ModelServer({"/m.onnx": Route(GOOD, stall_seconds=1.0)}) as server:
         src = source(server.url("/m.onnx"))
         started = time.monotonic()
-        result = Result()
-        assert resolve_graph(store, src, result) is None
+        decision = Decision()
+        assert resolve_graph(store.graph, src, decision) is None
         assert time.monotonic() - started < 0.5
-        assert result.conditions["PartitionSolved"][:2] == ("Unknown", "ModelFetching")
+        assert decision.conditions["PartitionSolved"][:2] == ("Unknown", "ModelFetching")
         graph = settle(store, src)
         assert graph.name == "m" and len(graph.layers) == 12
         assert store.graph(src) is graph and server.routes["/m.onnx"].hits == 1
@@ -112,19 +112,29 @@ def test_an_invalid_model_is_final(tmp_path):
 def test_zoo_names_and_unknown_names(tmp_path):
     store = ModelStore(FetchPolicy(cache_dir=tmp_path))
     assert store.graph(ModelSource(name="cnv")) is store.graph(ModelSource(name="cnv"))
-    result = Result()
-    assert resolve_graph(store, ModelSource(name="nope"), result) is None
-    assert result.conditions["PartitionSolved"][:2] == ("False", "InvalidModel")
+    decision = Decision()
+    assert resolve_graph(store.graph, ModelSource(name="nope"), decision) is None
+    assert decision.conditions["PartitionSolved"][:2] == ("False", "InvalidModel")
 
 
 OWNER = Owner("net", "team", "uid-1")
 
 
+PLACES = [builders.CardPlace("a", 0, "u280", 0, "sha256:x"), builders.CardPlace("b", 0, "u250", 1, "sha256:y")]
+
+
+def card_pods(spec: ElasticInferenceSpec, fetch: PodFetch) -> tuple[list, list[dict]]:
+    cards = builders.group_wiring(OWNER, spec, 0, "emulation", PLACES, [(0, two_segment_instance())],
+                                  {("a", 0): 0, ("b", 0): 1})
+    return cards, [builders.card_pod(OWNER, spec, 0, p, c, load_catalog(), fetch=fetch) for p, c in enumerate(cards)]
+
+
 def pod_for(uri: str, fetch: PodFetch) -> dict:
     spec = ElasticInferenceSpec.model_validate({"model": {"artifacts": {"onnx": uri, "sha256": DIGEST}}})
-    ws = builders.wiring(OWNER, spec, 0, two_segment_instance(), "emulation", {"a": 0, "b": 1}, [0, 0])
-    assert ws[0].artifacts.onnx == uri and ws[0].artifacts.onnx_sha256 == DIGEST
-    return builders.segment_pod(OWNER, spec, ws[0], load_catalog(), fetch)
+    cards, pods = card_pods(spec, fetch)
+    artifacts = cards[0].segments[0].artifacts
+    assert artifacts.onnx == uri and artifacts.onnx_sha256 == DIGEST
+    return pods[0]
 
 
 def test_segment_pods_get_the_operators_fetch_policy(tmp_path):
@@ -153,9 +163,8 @@ def test_segment_pods_get_the_operators_fetch_policy(tmp_path):
 
 def test_zoo_pods_mount_nothing_for_models():
     spec = ElasticInferenceSpec.model_validate({"model": {"name": "cnv"}})
-    ws = builders.wiring(OWNER, spec, 0, two_segment_instance(), "emulation", {"a": 0, "b": 1}, [0, 0])
-    pod = builders.segment_pod(OWNER, spec, ws[0], load_catalog(), PodFetch(max_bytes=10, pull_secret="x"))
-    assert [v["name"] for v in pod["spec"]["volumes"]] == ["wiring"]
+    _, pods = card_pods(spec, PodFetch(max_bytes=10, pull_secret="x"))
+    assert [v["name"] for v in pods[0]["spec"]["volumes"]] == ["wiring"]
 
 
 def test_the_segment_runtime_fetches_with_the_same_policy(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
+from elasticdf_contract.wiring import Endpoint, SegmentWiring
 from elasticdf_segment import vnx
 from elasticdf_segment.backends import BackendError, bring_up
 

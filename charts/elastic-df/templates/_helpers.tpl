@@ -55,15 +55,16 @@ app.kubernetes.io/component: operator
 - apiGroups: ["elasticdf.io"]
   resources: ["elasticinferences/status", "elasticinferences/scale"]
   verbs: ["patch"]
-# segment pods: kopf index + event handler (list/watch), create, delete one, delete an instance's set
+# card pods: kopf index + event handler (list/watch), create, delete one, delete a group's set;
+# gateway pods: annotated with the wiring digest (patch: the kubelet re-reads the mounted wiring now)
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "create", "delete", "deletecollection"]
-# instance wiring ConfigMaps (card reservations): kopf indexes, create, delete an instance's set;
-# the gateway's wiring ConfigMap: server-side apply (patch)
+  verbs: ["list", "watch", "create", "patch", "delete", "deletecollection"]
+# group ConfigMaps (card reservations): kopf indexes, create, idle mark (patch), delete a group;
+# the gateway's wiring and the autoscaler's history: server-side apply (patch), the history read (get)
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["list", "watch", "create", "patch", "deletecollection"]
+  verbs: ["get", "list", "watch", "create", "patch", "deletecollection"]
 # per-ElasticInference headless segment Service (create) and gateway Service (server-side apply)
 - apiGroups: [""]
   resources: ["services"]

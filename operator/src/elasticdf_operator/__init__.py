@@ -1,4 +1,3 @@
-"""Elastic-DF operator: ElasticInference resources -> partitioned, wired segment pods (DESIGN §2, §5.4-5.6)."""
+"""Elastic-DF operator: ElasticInference resources -> partitioned, wired card pods (DESIGN §2, §5.4-5.6)."""
 
-GROUP = "elasticdf.io"
-VERSION = "v1alpha1"
+from elasticdf_contract.names import GROUP, VERSION  # noqa: F401

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from elasticdf_contract.names import GROUP, VERSION
 from elasticdf_partitioner.catalog import Limits, load_catalog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
-
-from . import GROUP, VERSION
 
 CARD_TYPE_NAMES = tuple(sorted(load_catalog().cards))
 CardTypeName = Literal[CARD_TYPE_NAMES]  # type: ignore[valid-type]
@@ -19,7 +18,8 @@ Objective = Literal["throughput", "latency", "cost"]
 RuntimeMode = Literal["auto", "xrt", "emulation"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal["Pending", "Solving", "Scheduling", "Running", "Degraded", "Failed"]
-CONDITION_TYPES = ("PartitionSolved", "Scheduled", "SegmentsReady", "LinksUp", "Ready")
+ConditionType = Literal["PartitionSolved", "Scheduled", "SegmentsReady", "LinksUp", "Ready"]
+CONDITION_TYPES: tuple[str, ...] = ConditionType.__args__
 
 
 class _Model(BaseModel):
@@ -39,7 +39,8 @@ class Artifacts(_Model):
     sha256: str | None = Field(None, pattern=r"^(sha256:)?[a-f0-9]{64}$",
                                description="sha256 digest of the ONNX file (sha256:HEX or HEX); required for "
                                            "https:// and http://, checked when given for the other schemes")
-    bitstreams: list[str] = Field(default_factory=list, description="URIs of per-segment xclbins, in order")
+    bitstreams: dict[str, str] = Field(default_factory=dict,
+                                       description="card build digest (status.builds[].digest) -> URI of its xclbin")
 
 
 class ModelSource(_Model):
@@ -107,7 +108,7 @@ class ElasticInferenceSpec(_Model):
 
 
 class Condition(_Model):
-    type: str
+    type: ConditionType
     status: ConditionStatus
     reason: str = ""
     message: str = ""
@@ -124,24 +125,63 @@ class SegmentSummary(_Model):
 
 class InstanceSummary(_Model):
     index: int
+    group: int = 0
     fps: float
     ready: bool = False
+    standby: bool = Field(False, description="flashed but out of the gateway's rotation")
     segments: list[SegmentSummary] = Field(default_factory=list)
+
+
+class GroupCard(_Model):
+    node: str
+    card: int
+    card_type: str
+    build: str = Field(description="digest of the card build it runs")
+
+
+class GroupSummary(_Model):
+    """Cards that together host whole instances: what the operator places, holds and releases."""
+
+    index: int
+    cards: list[GroupCard] = Field(default_factory=list)
+    instances: list[int] = Field(default_factory=list)
+    predicted_fps: float = Field(0, alias="predictedFPS", description="all its instances")
 
 
 class PlanSummary(_Model):
     objective: str = ""
     model: str = ""
     instances: list[InstanceSummary] = Field(default_factory=list)
+    groups: list[GroupSummary] = Field(default_factory=list)
     cards_used: int = 0
+
+
+class BuildSegment(_Model):
+    layers: list[int] = Field(description="[first, last] layer index")
+    slrs: list[int]
+    floorplan: dict[str, list[int]] = Field(default_factory=dict, description="SLR -> [first, last] layer")
+
+
+class BuildStatus(_Model):
+    """One distinct card build (what a card is flashed with), identified by its content digest."""
+
+    digest: str
+    card_type: str
+    fclk_mhz: float
+    cards: int = Field(description="cards of this resource running it")
+    segments: list[BuildSegment] = Field(default_factory=list)
+    folding: dict[str, dict] = Field(default_factory=dict, description="FINN folding config of its layers")
+    bitstream: str | None = Field(None, description="URI from spec.model.artifacts.bitstreams (xrt)")
 
 
 class ElasticInferenceStatus(_Model):
     phase: Phase | None = None
     conditions: list[Condition] = Field(default_factory=list)
     plan: PlanSummary | None = None
-    replicas: int = 0
+    replicas: int = Field(0, description="active instances (in the gateway's rotation)")
     ready_replicas: int = 0
+    standby_replicas: int = Field(0, description="instances flashed on held cards but out of rotation")
+    builds: list[BuildStatus] = Field(default_factory=list)
     selector: str | None = None
     predicted_fps: float = Field(0, alias="predictedFPS")
     observed_fps: float | None = Field(None, alias="observedFPS")
@@ -192,6 +232,7 @@ ELASTIC_INFERENCE = CrdInfo(
     printer_columns=[
         {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
         {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "Standby", "type": "integer", "jsonPath": ".status.standbyReplicas", "priority": 1},
         {"name": "FPS", "type": "number", "jsonPath": ".status.predictedFPS"},
         {"name": "$/h", "type": "number", "jsonPath": ".status.costPerHour"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},

@@ -11,12 +11,16 @@ Three plain parts, kopf only calls them:
 - `autoscale`: one step for one resource: read, decide, patch spec.replicas through the scale subresource
   (the reconcile then adds or removes whole instances), write status.observedFPS, emit an Event.
 
-The history is kept in memory per resource; a new history starts with the current replica count, so a
-restarted operator waits a full window before it moves in either direction.
+The history (unix times: it outlives the process) is kept in memory per resource and saved in the
+ConfigMap `<name>-autoscale` whenever it changes, so a restarted operator (or the next leader) continues the
+windows where they were; consecutive equal recommendations are kept as one entry (the newest time), which
+decides the same. A resource without a saved history starts one with the current replica count, so it waits
+a full window before it moves in either direction.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import urllib.request
@@ -24,13 +28,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from elasticdf_contract.names import ANNOTATION_OBSERVED_FPS, GATEWAY_PORT, HEALTH_PORT, LABEL_ROLE
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import GROUP, metrics
+from . import metrics
 from .api import Autoscaling
-from .builders import GATEWAY_PORT, HEALTH_PORT, LABEL_ROLE, LABEL_SEGMENT
-
-ANNOTATION_OBSERVED_FPS = f"{GROUP}/observed-fps"
+from .builders import Owner, autoscale_configmap
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,13 @@ class History:
 
     entries: list[tuple[float, int]] = field(default_factory=list)
 
+    def to_json(self) -> str:
+        return json.dumps([[round(t, 3), r] for t, r in self.entries])
+
+    @classmethod
+    def from_json(cls, text: str) -> History:
+        return cls([(float(t), int(r)) for t, r in json.loads(text)])
+
 
 def recommend(observed_fps: float, policy: Policy) -> int:
     """Replicas that carry the observed load at the per-replica target (a 1% tolerance against flapping)."""
@@ -66,7 +76,11 @@ def decide(current: int, observed_fps: float, policy: Policy, history: History, 
     """The replica count to run now; appends this step's recommendation to `history` (and prunes it)."""
     if not history.entries:  # the window starts now: the current count counts as recommended until then
         history.entries.append((now - 1e-6, policy.clamp(current)))
-    history.entries.append((now, recommend(observed_fps, policy)))
+    recommended = recommend(observed_fps, policy)
+    if history.entries and history.entries[-1][1] == recommended:
+        history.entries[-1] = (now, recommended)  # the newest time of a run is all the windows look at
+    else:
+        history.entries.append((now, recommended))
     keep = max(policy.scale_up_window, policy.scale_down_window)
     history.entries[:] = [(t, r) for t, r in history.entries if now - t <= keep]
     up = min(r for t, r in history.entries if now - t <= policy.scale_up_window)
@@ -96,10 +110,11 @@ class AnnotationSource:
         return value if value is not None and math.isfinite(value) and value >= 0 else None
 
 
-def metric_sum(text: str, name: str) -> float | None:
-    """Sum of the samples of gauge `name` in a Prometheus text exposition (None when absent)."""
+def metric_sum(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """Sum of the samples of gauge `name` (with these label values) in a Prometheus text exposition (None
+    when absent)."""
     values = [s.value for fam in text_string_to_metric_families(text) if fam.name == name for s in fam.samples
-              if s.name == name]
+              if s.name == name and all(s.labels.get(k) == v for k, v in (labels or {}).items())]
     return sum(values) if values else None
 
 
@@ -109,26 +124,26 @@ def http_get(url: str, timeout: float) -> str:
 
 
 class ScrapeSource:
-    """Scrape `/metrics` of Running pods: gateway pods if there are any, else each instance's segment 0."""
+    """Scrape `/metrics` of Running pods: gateway pods if there are any, else the card pods' first segments."""
 
     def __init__(self, get: Callable[[str, float], str] = http_get, timeout: float = 0.5):
         self.get = get
         self.timeout = timeout
 
-    def _targets(self, pods: Iterable[dict]) -> list[tuple[str, str]]:
+    def _targets(self, pods: Iterable[dict]) -> list[tuple[str, str, dict]]:
         running = [p for p in pods if p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP")]
         gateways = [p for p in running if p["metadata"]["labels"].get(LABEL_ROLE) == "gateway"]
         if gateways:
-            return [(f"http://{p['status']['podIP']}:{GATEWAY_PORT}/metrics", "elasticdf_gateway_fps")
+            return [(f"http://{p['status']['podIP']}:{GATEWAY_PORT}/metrics", "elasticdf_gateway_fps", {})
                     for p in gateways]
-        return [(f"http://{p['status']['podIP']}:{HEALTH_PORT}/metrics", "elasticdf_segment_fps")
-                for p in running if p["metadata"]["labels"].get(LABEL_SEGMENT) == "0"]
+        return [(f"http://{p['status']['podIP']}:{HEALTH_PORT}/metrics", "elasticdf_segment_fps", {"segment": "0"})
+                for p in running if p["metadata"]["labels"].get(LABEL_ROLE) == "card"]
 
     def observed_fps(self, ei: dict, pods: list[dict]) -> float | None:
         total, seen = 0.0, False
-        for url, name in self._targets(pods):
+        for url, name, labels in self._targets(pods):
             try:
-                value = metric_sum(self.get(url, self.timeout), name)
+                value = metric_sum(self.get(url, self.timeout), name, labels)
             except (OSError, ValueError):
                 continue
             if value is not None:
@@ -167,8 +182,14 @@ def autoscale(kube, ei: dict, pods: list[dict], source: Source, histories: dict[
     observed = source.observed_fps(ei, pods)
     if observed is None:
         return Step(None, current, current)
-    history = histories.setdefault(meta["uid"], History())
-    replicas = decide(current, observed, policy, history, time.monotonic() if now is None else now)
+    history = histories.get(meta["uid"])
+    if history is None:  # first step of this process: continue the saved windows
+        saved = kube.autoscale_history(meta["namespace"], meta["name"])
+        history = histories[meta["uid"]] = History.from_json(saved) if saved else History()
+    before = list(history.entries)
+    replicas = decide(current, observed, policy, history, time.time() if now is None else now)
+    if history.entries != before:
+        kube.apply(autoscale_configmap(Owner(meta["name"], meta["namespace"], meta["uid"]), history.to_json()))
     if replicas != current:
         kube.scale(meta["namespace"], meta["name"], replicas)
         kube.event(ei, "Normal", "Scaled", f"replicas {current} -> {replicas}: observed {observed:.0f} fps, "

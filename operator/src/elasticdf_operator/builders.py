@@ -1,6 +1,7 @@
-"""Plan -> Kubernetes objects (pure functions): per instance a wiring ConfigMap and one Pod per segment,
-per ElasticInference a headless Service (segment DNS names) and the inference gateway: a Deployment, the
-ConfigMap with every instance's wiring it mounts, and the Service `<name>-gateway` the segments send to."""
+"""Plan -> Kubernetes objects (pure functions): per card group a ConfigMap (the cards it holds, every card's
+wiring, its instances and builds) and one Pod per card, per ElasticInference a headless Service (card pod DNS
+names) and the inference gateway: a Deployment, the ConfigMap with the *active* instances' wiring it mounts
+(standby instances are left out: out of rotation), and the Service `<name>-gateway` the segments send to."""
 
 from __future__ import annotations
 
@@ -9,34 +10,50 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from elasticdf_contract.names import (
+    ANNOTATION_CARD,
+    ANNOTATION_CARDS,
+    ANNOTATION_COST,
+    ANNOTATION_FPS,
+    ANNOTATION_IDLE_SINCE,
+    ANNOTATION_OWNER,
+    AUTOSCALE_HISTORY_KEY,
+    DATA_PORT,
+    GATEWAY_PORT,
+    GATEWAY_WIRING_DIR,
+    GROUP,
+    HEALTH_PORT,
+    LABEL_CARD,
+    LABEL_GATEWAY,
+    LABEL_GROUP,
+    LABEL_MANAGED,
+    LABEL_NAME,
+    LABEL_ROLE,
+    LABEL_RUNTIME,
+    MANAGER,
+    VERSION,
+    WIRING_DIR,
+    autoscale_configmap_name,
+    card_pod_name,
+    card_wiring_key,
+    cards_service,
+    gateway_configmap_name,
+    gateway_name,
+    gateway_wiring_key,
+    group_configmap_name,
+    label_value,
+)
+from elasticdf_contract.wiring import Artifacts, CardWiring, Endpoint, SegmentWiring
 from elasticdf_partitioner.artifacts import FetchPolicy
 from elasticdf_partitioner.catalog import Catalog
 from elasticdf_partitioner.plan import Instance
-from elasticdf_partitioner.wiring import Artifacts, Endpoint, SegmentWiring
 from elasticdf_partitioner.zoo import zoo_uri
 
-from . import GROUP, VERSION
 from .api import DEFAULT_GATEWAY_IMAGE, DEFAULT_SEGMENT_IMAGE, ElasticInferenceSpec
-from .inventory import ANNOTATION_CARD, ANNOTATION_CARDS
 
-LABEL_NAME = f"{GROUP}/name"
-LABEL_INSTANCE = f"{GROUP}/instance"
-LABEL_SEGMENT = f"{GROUP}/segment"
-LABEL_ROLE = f"{GROUP}/role"
-# gateway pods carry this instead of LABEL_NAME: they are not segment pods (no instance, no card)
-LABEL_GATEWAY = f"{GROUP}/gateway"
-LABEL_MANAGED = "app.kubernetes.io/managed-by"
-MANAGER = "elasticdf-operator"
-ANNOTATION_FPS = f"{GROUP}/fps"
-ANNOTATION_COST = f"{GROUP}/cost-per-hour"
-DATA_PORT = 7000  # emulation: TCP port of a segment; xrt: UDP port base of the QSFP stack
-GATEWAY_PORT = 8000
-HEALTH_PORT = 8080
-WIRING_DIR = "/etc/elasticdf"
-GATEWAY_WIRING_DIR = f"{WIRING_DIR}/gateway"
-GATEWAY_USER = 10001  # the gateway image's non-root user (images/gateway/Dockerfile)
 DEFAULT_POOL = "10.100.0.0/16"
-# where a segment pod keeps fetched models (emptyDir), mounts pvc:// claims and the oci:// pull secret
+GATEWAY_USER = 10001  # the gateway image's non-root user (images/gateway/Dockerfile)
+# where a card pod keeps fetched models (emptyDir), mounts pvc:// claims and the oci:// pull secret
 MODEL_CACHE_DIR = "/var/cache/elasticdf/models"
 PVC_ROOT = "/var/lib/elasticdf/pvc"
 PULL_SECRET_DIR = "/var/run/secrets/elasticdf/registry"
@@ -70,29 +87,8 @@ class PodFetch:
         return cls(tuple(sorted(policy.env().items())), policy.max_bytes, pull_secret or None)
 
 
-def pod_name(owner: str, instance: int, segment: int) -> str:
-    return f"{owner}-{instance}-s{segment}"
-
-
-def configmap_name(owner: str, instance: int) -> str:
-    return f"{owner}-{instance}-wiring"
-
-
-def segments_service(owner: str) -> str:
-    return f"{owner}-segments"
-
-
 def gateway_service(owner: str) -> str:
-    return f"{owner}-gateway"
-
-
-def gateway_name(owner: str) -> str:
-    """The gateway Deployment (same name as its Service)."""
-    return f"{owner}-gateway"
-
-
-def gateway_configmap_name(owner: str) -> str:
-    return f"{owner}-gateway-wiring"
+    return gateway_name(owner)
 
 
 def served_model(owner: str, model_name: str | None) -> str:
@@ -105,16 +101,22 @@ def endpoint(owner: Owner, model: str) -> str:
 
 
 def selector(owner: str) -> str:
-    return f"{LABEL_NAME}={owner},{LABEL_ROLE}=segment"
+    return f"{LABEL_NAME}={label_value(owner)},{LABEL_ROLE}=card"
 
 
-def labels(owner: str, instance: int | None = None, segment: int | None = None, role: str = "segment") -> dict:
-    out = {LABEL_NAME: owner, LABEL_ROLE: role, LABEL_MANAGED: MANAGER}
-    if instance is not None:
-        out[LABEL_INSTANCE] = str(instance)
-    if segment is not None:
-        out[LABEL_SEGMENT] = str(segment)
+def labels(owner: str, role: str, group: int | None = None, card: int | None = None) -> dict:
+    out = {LABEL_NAME: label_value(owner), LABEL_ROLE: role, LABEL_MANAGED: MANAGER}
+    if group is not None:
+        out[LABEL_GROUP] = str(group)
+    if card is not None:
+        out[LABEL_CARD] = str(card)
     return out
+
+
+def _meta(owner: Owner, name: str, labels_: dict, annotations: dict | None = None) -> dict:
+    return {"name": name, "namespace": owner.namespace, "labels": labels_,
+            "annotations": {ANNOTATION_OWNER: owner.name, **(annotations or {})},
+            "ownerReferences": [owner.reference()]}
 
 
 def resolve_mode(spec: ElasticInferenceSpec, node_labels: dict[str, str]) -> str:
@@ -122,7 +124,7 @@ def resolve_mode(spec: ElasticInferenceSpec, node_labels: dict[str, str]) -> str
     mode = spec.runtime.mode if spec.runtime else "auto"
     if mode != "auto":
         return mode
-    return "xrt" if node_labels.get(f"{GROUP}/runtime") == "xrt" else "emulation"
+    return "xrt" if node_labels.get(LABEL_RUNTIME) == "xrt" else "emulation"
 
 
 def qsfp_address(pool: str, node_ordinal: int, card: int, port: int = 0) -> tuple[str, str]:
@@ -136,68 +138,96 @@ def qsfp_address(pool: str, node_ordinal: int, card: int, port: int = 0) -> tupl
     return str(ip), mac
 
 
-def _endpoint(owner: Owner, mode: str, instance: int, segment: int, node_ordinal: int, card: int,
-              pool: str) -> Endpoint:
+@dataclass(frozen=True)
+class CardPlace:
+    """A card of a group: where it is and what it runs (position = index of the card in the group)."""
+
+    node: str
+    card: int  # physical index on the node
+    card_type: str
+    node_ordinal: int
+    build: str
+
+
+def listen_endpoint(owner: Owner, mode: str, group: int, position: int, place: CardPlace, slot: int,
+                    pool: str) -> Endpoint:
+    """The data address of the `slot`-th segment hosted on a card: its own port on the card's address."""
     if mode == "xrt":
-        ip, mac = qsfp_address(pool, node_ordinal, card)
-        return Endpoint(kind="qsfp", ip=ip, mac=mac, port=DATA_PORT)
-    host = f"{pod_name(owner.name, instance, segment)}.{segments_service(owner.name)}.{owner.namespace}.svc"
-    return Endpoint(kind="pod", host=host, port=DATA_PORT)
+        ip, mac = qsfp_address(pool, place.node_ordinal, place.card)
+        return Endpoint(kind="qsfp", ip=ip, mac=mac, port=DATA_PORT + slot)
+    host = f"{card_pod_name(owner.name, group, position)}.{cards_service(owner.name)}.{owner.namespace}.svc"
+    return Endpoint(kind="pod", host=host, port=DATA_PORT + slot)
 
 
-def wiring(owner: Owner, spec: ElasticInferenceSpec, index: int, instance: Instance, mode: str,
-           node_ordinals: dict[str, int], physical: list[int], pool: str = DEFAULT_POOL) -> list[SegmentWiring]:
-    """One SegmentWiring per segment; `physical[i]` is the node-local card index of segment i."""
+def group_wiring(owner: Owner, spec: ElasticInferenceSpec, group: int, mode: str, cards: list[CardPlace],
+                 instances: list[tuple[int, Instance]], position: dict[tuple[str, int], int],
+                 pool: str = DEFAULT_POOL) -> list[CardWiring]:
+    """One CardWiring per card of a group. `instances` are (instance index, planned instance); `position` maps a
+    planned segment's (node, physical card) to the card's position in `cards`."""
     gateway = Endpoint(kind="gateway", host=f"{gateway_service(owner.name)}.{owner.namespace}.svc",
                        port=GATEWAY_PORT)
-    listens = [_endpoint(owner, mode, index, i, node_ordinals.get(s.node, 0), physical[i], pool)
-               for i, s in enumerate(instance.segments)]
     model = spec.model.name or spec.model.artifacts.onnx
-    bitstreams = spec.model.artifacts.bitstreams if spec.model.artifacts else []
-    out = []
-    n = len(instance.segments)
-    for i, seg in enumerate(instance.segments):
-        out.append(SegmentWiring(
-            instance_id=f"{owner.namespace}/{owner.name}-{index}", instance=index, segment=i, segments=n,
-            mode=mode, model=model, node=seg.node, card=physical[i], card_type=seg.card_type, slrs=seg.slrs,
-            layer_range=seg.layer_range, layers=seg.layers,
-            artifacts=Artifacts(onnx=spec.model.artifacts.onnx if spec.model.artifacts else zoo_uri(model),
-                                onnx_sha256=spec.model.artifacts.sha256 if spec.model.artifacts else None,
-                                xclbin=bitstreams[i] if i < len(bitstreams) else None),
-            listen=listens[i], upstream=listens[i - 1] if i else gateway,
-            downstream=listens[i + 1] if i + 1 < n else gateway))
-    return out
+    onnx = spec.model.artifacts.onnx if spec.model.artifacts else zoo_uri(model)
+    digest = spec.model.artifacts.sha256 if spec.model.artifacts else None
+    hosted: dict[int, list[SegmentWiring]] = {p: [] for p in range(len(cards))}
+    slots = dict.fromkeys(range(len(cards)), 0)  # next free data port (offset) per card
+    for index, inst in instances:
+        where = [position[(s.node, s.card)] for s in inst.segments]
+        listens = []
+        for p in where:
+            listens.append(listen_endpoint(owner, mode, group, p, cards[p], slots[p], pool))
+            slots[p] += 1
+        n = len(inst.segments)
+        for i, (seg, p) in enumerate(zip(inst.segments, where)):
+            hosted[p].append(SegmentWiring(
+                instance_id=f"{owner.namespace}/{owner.name}-{index}", instance=index, segment=i, segments=n,
+                mode=mode, model=model, node=cards[p].node, card=cards[p].card, card_type=seg.card_type,
+                slrs=seg.slrs, layer_range=seg.layer_range, layers=seg.layers,
+                artifacts=Artifacts(onnx=onnx, onnx_sha256=digest),
+                listen=listens[i], upstream=listens[i - 1] if i else gateway,
+                downstream=listens[i + 1] if i + 1 < n else gateway))
+    return [CardWiring(node=c.node, card=c.card, card_type=c.card_type, mode=mode, build=c.build,
+                       segments=hosted[p]) for p, c in enumerate(cards) if hosted[p]]
 
 
-def instance_configmap(owner: Owner, index: int, wirings: list[SegmentWiring], fps: float,
-                       cost_per_hour: float) -> dict:
-    """The instance record: its wiring and the cards it holds (written before its pods)."""
-    cards = [{"node": w.node, "card": w.card, "type": w.card_type} for w in wirings]
-    data = {f"segment-{w.segment}.json": w.model_dump_json() for w in wirings}
+def group_configmap(owner: Owner, group: int, cards: list[CardWiring], record: dict, fps: float,
+                    cost_per_hour: float) -> dict:
+    """The group record: the cards it holds (written before its pods), every card's wiring, and
+    `group.json` (its instances and builds)."""
+    held = [{"node": c.node, "card": c.card, "type": c.card_type} for c in cards]
+    data = {card_wiring_key(p): c.model_dump_json() for p, c in enumerate(cards)}
+    data["group.json"] = json.dumps(record, sort_keys=True)
     return {
         "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": configmap_name(owner.name, index), "namespace": owner.namespace,
-                     "labels": labels(owner.name, index, role="instance"),
-                     "annotations": {ANNOTATION_CARDS: json.dumps(cards), ANNOTATION_FPS: f"{fps:.3f}",
-                                     ANNOTATION_COST: f"{cost_per_hour:.4f}"},
-                     "ownerReferences": [owner.reference()]},
+        "metadata": _meta(owner, group_configmap_name(owner.name, group), labels(owner.name, "group", group),
+                          {ANNOTATION_CARDS: json.dumps(held), ANNOTATION_FPS: f"{fps:.3f}",
+                           ANNOTATION_COST: f"{cost_per_hour:.4f}"}),
         "data": data,
     }
 
 
 def cards_of(configmap: dict) -> list[dict]:
-    """The cards an instance ConfigMap reserves: [{node, card, type}]."""
+    """The cards a group ConfigMap reserves: [{node, card, type}]."""
     return json.loads((configmap["metadata"].get("annotations") or {}).get(ANNOTATION_CARDS, "[]"))
 
 
-def wirings_of(configmap: dict) -> list[SegmentWiring]:
-    items = sorted(configmap.get("data", {}).items())
-    found = [SegmentWiring.model_validate_json(v) for k, v in items if k.startswith("segment-")]
-    return sorted(found, key=lambda w: w.segment)
+def card_wirings_of(configmap: dict) -> list[CardWiring]:
+    data = configmap.get("data") or {}
+    keys = sorted((k for k in data if k.startswith("card-")), key=lambda k: int(k[5:-5]))
+    return [CardWiring.model_validate_json(data[k]) for k in keys]
+
+
+def record_of(configmap: dict) -> dict:
+    return json.loads((configmap.get("data") or {}).get("group.json", "{}"))
+
+
+def idle_since(configmap: dict) -> float | None:
+    raw = (configmap["metadata"].get("annotations") or {}).get(ANNOTATION_IDLE_SINCE)
+    return float(raw) if raw else None
 
 
 def model_fetch_mounts(spec: ElasticInferenceSpec, fetch: PodFetch) -> tuple[dict, list[dict], list[dict]]:
-    """(env, volumes, volume mounts) a segment pod needs to fetch spec.model.artifacts with the shared policy."""
+    """(env, volumes, volume mounts) a card pod needs to fetch spec.model.artifacts with the shared policy."""
     if spec.model.artifacts is None:
         return {}, [], []
     env = {**dict(fetch.env), "ELASTICDF_MODEL_CACHE": MODEL_CACHE_DIR, "ELASTICDF_MODEL_PVC_ROOT": PVC_ROOT}
@@ -217,86 +247,83 @@ def model_fetch_mounts(spec: ElasticInferenceSpec, fetch: PodFetch) -> tuple[dic
     return env, volumes, mounts
 
 
-def segment_pod(owner: Owner, spec: ElasticInferenceSpec, w: SegmentWiring, catalog: Catalog,
-                fetch: PodFetch = PodFetch()) -> dict:
-    resource = catalog.card(w.card_type).device_plugin_resource
+def card_pod(owner: Owner, spec: ElasticInferenceSpec, group: int, position: int, card: CardWiring,
+             catalog: Catalog, xclbin: str | None = None, fetch: PodFetch = PodFetch()) -> dict:
+    """The pod of one card: holds exactly that card's device-plugin resource and runs its build."""
+    resource = catalog.card(card.card_type).device_plugin_resource
     image = spec.runtime.image if spec.runtime else DEFAULT_SEGMENT_IMAGE
-    cm = configmap_name(owner.name, w.instance)
-    path = f"{WIRING_DIR}/segment-{w.segment}.json"
+    name = card_pod_name(owner.name, group, position)
     fetch_env, fetch_volumes, fetch_mounts = model_fetch_mounts(spec, fetch)
-    env = {"ELASTICDF_WIRING": path, "ELASTICDF_INSTANCE": str(w.instance), "ELASTICDF_SEGMENT": str(w.segment),
-           "ELASTICDF_MODE": w.mode, "ELASTICDF_CARD": str(w.card), **fetch_env}
+    env = {"ELASTICDF_WIRING": f"{WIRING_DIR}/{card_wiring_key(position)}", "ELASTICDF_MODE": card.mode,
+           "ELASTICDF_CARD": str(card.card), "ELASTICDF_BUILD": card.build, **fetch_env}
+    if xclbin:
+        env["ELASTICDF_XCLBIN"] = xclbin
+    ports = [{"name": f"data-{i}", "containerPort": w.listen.port} for i, w in enumerate(card.segments)]
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod_name(owner.name, w.instance, w.segment), "namespace": owner.namespace,
-                     "labels": labels(owner.name, w.instance, w.segment),
-                     "annotations": {ANNOTATION_CARD: f"{w.node}/{w.card}"},
-                     "ownerReferences": [owner.reference()]},
+        "metadata": _meta(owner, name, labels(owner.name, "card", group, position),
+                          {ANNOTATION_CARD: f"{card.node}/{card.card}"}),
         "spec": {
-            "hostname": pod_name(owner.name, w.instance, w.segment),
-            "subdomain": segments_service(owner.name),
+            "hostname": name,
+            "subdomain": cards_service(owner.name),
             "restartPolicy": "Always",
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [w.node]}]}]}}},
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [card.node]}]}]}}},
             "containers": [{
-                "name": "segment", "image": image,
+                "name": "segments", "image": image,
                 "env": [{"name": k, "value": v} for k, v in env.items()],
-                "ports": [{"name": "data", "containerPort": DATA_PORT},
-                          {"name": "health", "containerPort": HEALTH_PORT}],
+                "ports": ports + [{"name": "health", "containerPort": HEALTH_PORT}],
                 "resources": {"limits": {resource: "1"}, "requests": {resource: "1"}},
                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "periodSeconds": 5},
                 "volumeMounts": [{"name": "wiring", "mountPath": WIRING_DIR, "readOnly": True}, *fetch_mounts],
             }],
-            "volumes": [{"name": "wiring", "configMap": {"name": cm}}, *fetch_volumes],
+            "volumes": [{"name": "wiring", "configMap": {"name": group_configmap_name(owner.name, group)}},
+                        *fetch_volumes],
         },
     }
 
 
-def segments_headless_service(owner: Owner) -> dict:
+def cards_headless_service(owner: Owner) -> dict:
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": segments_service(owner.name), "namespace": owner.namespace,
-                     "labels": labels(owner.name, role="segments"), "ownerReferences": [owner.reference()]},
+        "metadata": _meta(owner, cards_service(owner.name), labels(owner.name, "cards")),
         "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
-                 "selector": {LABEL_NAME: owner.name, LABEL_ROLE: "segment"},
+                 "selector": {LABEL_NAME: label_value(owner.name), LABEL_ROLE: "card"},
                  "ports": [{"name": "data", "port": DATA_PORT}]},
     }
 
 
+def autoscale_configmap(owner: Owner, history: str) -> dict:
+    """The autoscaler's recommendation history (`autoscale.History` JSON), applied when it changes."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _meta(owner, autoscale_configmap_name(owner.name), labels(owner.name, "autoscale")),
+            "data": {AUTOSCALE_HISTORY_KEY: history}}
+
+
 def gateway_selector(owner: str) -> dict:
-    return {LABEL_GATEWAY: owner, LABEL_ROLE: "gateway"}
+    return {LABEL_GATEWAY: label_value(owner), LABEL_ROLE: "gateway"}
 
 
 def gateway_service_object(owner: Owner) -> dict:
     """Where clients and the last segments reach the gateway pods (GATEWAY_PORT, REST and results)."""
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": gateway_service(owner.name), "namespace": owner.namespace,
-                     "labels": labels(owner.name, role="gateway"), "ownerReferences": [owner.reference()]},
+        "metadata": _meta(owner, gateway_service(owner.name), labels(owner.name, "gateway")),
         "spec": {"selector": gateway_selector(owner.name),
                  "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}]},
     }
 
 
-def services(owner: Owner) -> list[dict]:
-    return [segments_headless_service(owner), gateway_service_object(owner)]
+def gateway_configmap(owner: Owner, active: list[SegmentWiring]) -> dict:
+    """The active instances' segment wiring (`instance-<i>-segment-<s>.json`), mounted by the gateway.
 
-
-def gateway_configmap(owner: Owner, instance_configmaps: list[dict]) -> dict:
-    """Every instance's wiring in one ConfigMap (`instance-<i>-segment-<s>.json`), mounted by the gateway.
-
-    The kubelet updates a mounted ConfigMap in place and the gateway re-reads it when its content changes,
-    so scaling and re-planning reach the gateway without restarting it. No instances: empty, gateway unready."""
-    data = {}
-    for cm in instance_configmaps:
-        index = cm["metadata"]["labels"][LABEL_INSTANCE]
-        for key, value in (cm.get("data") or {}).items():
-            if key.startswith("segment-"):
-                data[f"instance-{index}-{key}"] = value
+    Only active instances are in it: standby instances stay flashed on their cards but out of the gateway's
+    rotation, and activating one is an update of this ConfigMap (no pod is created, nothing re-flashed). The
+    kubelet updates a mounted ConfigMap in place and the gateway re-reads it when its content changes."""
+    data = {gateway_wiring_key(w.instance, w.segment): w.model_dump_json() for w in active}
     return {
         "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": gateway_configmap_name(owner.name), "namespace": owner.namespace,
-                     "labels": labels(owner.name, role="gateway"), "ownerReferences": [owner.reference()]},
+        "metadata": _meta(owner, gateway_configmap_name(owner.name), labels(owner.name, "gateway")),
         "data": dict(sorted(data.items())),
     }
 
@@ -310,8 +337,7 @@ def gateway_deployment(owner: Owner, spec: ElasticInferenceSpec) -> dict:
     pod_labels = {**gateway_selector(owner.name), "app.kubernetes.io/name": "elasticdf-gateway"}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": gateway_name(owner.name), "namespace": owner.namespace,
-                     "labels": labels(owner.name, role="gateway"), "ownerReferences": [owner.reference()]},
+        "metadata": _meta(owner, gateway_name(owner.name), labels(owner.name, "gateway")),
         "spec": {
             "selector": {"matchLabels": gateway_selector(owner.name)},
             "revisionHistoryLimit": 2,
@@ -346,7 +372,7 @@ def gateway_deployment(owner: Owner, spec: ElasticInferenceSpec) -> dict:
     }
 
 
-def gateway_objects(owner: Owner, spec: ElasticInferenceSpec, instance_configmaps: list[dict]) -> list[dict]:
+def gateway_objects(owner: Owner, spec: ElasticInferenceSpec, active: list[SegmentWiring]) -> list[dict]:
     """What the gateway needs, in apply order: its wiring first, so the pod mounts a complete one."""
-    return [gateway_configmap(owner, instance_configmaps), gateway_service_object(owner),
+    return [gateway_configmap(owner, active), gateway_service_object(owner),
             gateway_deployment(owner, spec)]

@@ -74,7 +74,9 @@ _CONSTRAINTS = (("minimum", ">= {}"), ("maximum", "<= {}"), ("minLength", "lengt
                 ("pattern", "matches `{}`"))
 
 
-def _type(node: dict[str, Any]) -> str:
+def _type(node: dict[str, Any] | bool) -> str:
+    if isinstance(node, bool):  # additionalProperties: true (free-form values, e.g. a FINN folding config)
+        return "any"
     kind = node.get("type", "any")
     if kind == "array":
         return f"[]{_type(node.get('items', {}))}"

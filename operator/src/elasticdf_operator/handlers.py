@@ -1,8 +1,8 @@
 """kopf handlers: thin triggers around plain functions (run: kopf run -m elasticdf_operator.handlers).
 
 Indexes (kept current by kopf's watches, fully loaded before any handler runs) replace per-event listing:
-`alveo_nodes` (nodes labelled elasticdf.io/card-types), `managed_pods` and `instance_configmaps` (keyed by
-(namespace, ElasticInference name)), `instances_by_node` (node -> the resources with a card on it),
+`alveo_nodes` (nodes labelled elasticdf.io/card-types), `managed_pods` and `group_configmaps` (keyed by
+(namespace, ElasticInference name)), `groups_by_node` (node -> the resources with a card on it),
 `gateway_pods` (the autoscaler scrapes their fps) and `fabrics`. `snapshot()` turns them into the
 `state.Observed` that reconcile.reconcile takes.
 """
@@ -12,14 +12,24 @@ from __future__ import annotations
 import os
 
 import kopf
+from elasticdf_contract.names import (
+    ANNOTATION_OWNER,
+    LABEL_GATEWAY,
+    LABEL_GROUP,
+    LABEL_MANAGED,
+    LABEL_NAME,
+    LABEL_ROLE,
+    MANAGER,
+    label_value,
+)
 from kubernetes import config
 
 from . import GROUP, VERSION, builders, metrics
 from .autoscale import AnnotationSource, FirstOf, History, ScrapeSource, autoscale
-from .builders import LABEL_GATEWAY, LABEL_INSTANCE, LABEL_MANAGED, LABEL_NAME, LABEL_ROLE, MANAGER, cards_of
+from .builders import cards_of
 from .inventory import LABEL_CARD_TYPES, broken_cards
 from .kube import PLURAL, Kube
-from .reconcile import reconcile, reconcile_gateway
+from .reconcile import reconcile
 from .state import LEDGER, Observed, owner_key, project_configmap, project_node, project_pod
 
 RESOURCE = (GROUP, VERSION, PLURAL)
@@ -75,16 +85,17 @@ def gateway_pods(body, namespace, labels, **_):
     return {(namespace, labels[LABEL_GATEWAY]): project_pod(body)}
 
 
-@kopf.index("", "v1", "configmaps", labels={**MANAGED, LABEL_INSTANCE: kopf.PRESENT})
-def instance_configmaps(body, **_):
+@kopf.index("", "v1", "configmaps", labels={**MANAGED, LABEL_GROUP: kopf.PRESENT})
+def group_configmaps(body, **_):
     cm = project_configmap(body)
     return {owner_key(cm): cm}
 
 
-@kopf.index("", "v1", "configmaps", labels={**MANAGED, LABEL_INSTANCE: kopf.PRESENT})
-def instances_by_node(body, **_):
+@kopf.index("", "v1", "configmaps", labels={**MANAGED, LABEL_GROUP: kopf.PRESENT})
+def groups_by_node(body, **_):
     cm = project_configmap(body)
-    return {card["node"]: owner_key(cm) for card in cards_of(cm)}
+    owner = (cm["metadata"]["namespace"], cm["metadata"]["annotations"].get(ANNOTATION_OWNER))
+    return {card["node"]: owner for card in cards_of(cm)}
 
 
 @kopf.index(GROUP, VERSION, "fabrics")
@@ -97,20 +108,19 @@ def snapshot(indexes: dict) -> Observed:
         return [v for store in index.values() for v in store] if index is not None else []
 
     return Observed(values(indexes["alveo_nodes"]), values(indexes["managed_pods"]),
-                    values(indexes["instance_configmaps"]), values(indexes.get("fabrics")))
+                    values(indexes["group_configmaps"]), values(indexes.get("fabrics")))
 
 
 # ---- reconcile triggers ------------------------------------------------------------------------------
 
-def _run(body, alveo_nodes, managed_pods, instance_configmaps, fabrics=None, **_) -> None:
+def _run(body, alveo_nodes, managed_pods, group_configmaps, fabrics=None, **_) -> None:
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         return
     indexes = {"alveo_nodes": alveo_nodes, "managed_pods": managed_pods,
-               "instance_configmaps": instance_configmaps, "fabrics": fabrics}
+               "group_configmaps": group_configmaps, "fabrics": fabrics}
     try:
         reconcile(kube(), dict(body), lambda: snapshot(indexes), LEDGER)
-        reconcile_gateway(kube(), dict(body), lambda: snapshot(indexes), LEDGER)
     except Exception:
         metrics.RECONCILE_ERRORS.labels(meta["namespace"], meta["name"]).inc()
         raise
@@ -128,7 +138,8 @@ on_timer = kopf.timer(*RESOURCE, id="resync", interval=float(os.environ.get("ELA
 def on_autoscale(body, namespace, name, managed_pods, gateway_pods=None, **_) -> None:
     if body["metadata"].get("deletionTimestamp"):
         return
-    pods = list(managed_pods.get((namespace, name), [])) + list((gateway_pods or {}).get((namespace, name), []))
+    key = (namespace, label_value(name))
+    pods = list(managed_pods.get(key, [])) + list((gateway_pods or {}).get(key, []))
     autoscale(kube(), dict(body), pods, metrics_source(), HISTORIES)
 
 
@@ -152,30 +163,31 @@ def _reconcile_owner(namespace: str, name: str, **indexes) -> None:
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED, id="segment-pod")
-def on_pod(body, type, alveo_nodes, managed_pods, instance_configmaps, fabrics=None, **_) -> None:
-    """A segment pod failed or went away: reconcile its ElasticInference (replacement, status)."""
+def on_pod(body, type, alveo_nodes, managed_pods, group_configmaps, fabrics=None, **_) -> None:
+    """A card pod failed or went away: reconcile its ElasticInference (replacement, status)."""
     meta = body["metadata"]
     phase = (body.get("status") or {}).get("phase")
     ready = any(c.get("type") == "Ready" for c in (body.get("status") or {}).get("conditions") or [])
     if type in ("DELETED", "MODIFIED") and (type == "DELETED" or phase == "Failed" or ready):
-        _reconcile_owner(meta["namespace"], meta["labels"][LABEL_NAME], alveo_nodes=alveo_nodes,
-                         managed_pods=managed_pods, instance_configmaps=instance_configmaps, fabrics=fabrics)
+        owner = (meta.get("annotations") or {}).get(ANNOTATION_OWNER) or meta["labels"][LABEL_NAME]
+        _reconcile_owner(meta["namespace"], owner, alveo_nodes=alveo_nodes,
+                         managed_pods=managed_pods, group_configmaps=group_configmaps, fabrics=fabrics)
 
 
 @kopf.on.event("", "v1", "nodes", labels={LABEL_CARD_TYPES: kopf.PRESENT}, id="alveo-node")
-def on_node(body, name, type, instances_by_node, alveo_nodes, managed_pods, instance_configmaps, fabrics=None,
+def on_node(body, name, type, groups_by_node, alveo_nodes, managed_pods, group_configmaps, fabrics=None,
             **_) -> None:
     """An Alveo node was deleted, went NotReady or lost cards: reconcile only the resources on it."""
-    owners = {o for o in instances_by_node.get(name, []) if o}
+    owners = {o for o in groups_by_node.get(name, []) if o}
     if not owners:
         return
     nodes = [] if type == "DELETED" else [project_node(body)]
-    held = [c for store in instance_configmaps.values() for cm in store for c in cards_of(cm) if c["node"] == name]
+    held = [c for store in group_configmaps.values() for cm in store for c in cards_of(cm) if c["node"] == name]
     if not broken_cards(held, nodes, catalog()):
         return
     for namespace, owner in sorted(owners):
         _reconcile_owner(namespace, owner, alveo_nodes=alveo_nodes, managed_pods=managed_pods,
-                         instance_configmaps=instance_configmaps, fabrics=fabrics)
+                         group_configmaps=group_configmaps, fabrics=fabrics)
 
 
 def catalog():

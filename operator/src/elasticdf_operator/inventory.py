@@ -1,22 +1,21 @@
 """Inventory: Alveo nodes (labels, allocatable) minus cards held by segments -> the partitioner's Cluster.
 
 Pure functions over API objects as plain camelCase dicts (what the API server sends, what kopf hands out).
-Which cards are held is derived from the API server: every instance ConfigMap records the cards of its
-instance (a reservation written before its pods exist) and every segment pod names its card.
+Which cards are held is derived from the API server: every group ConfigMap records the cards of its group
+(a reservation written before its pods exist) and every card pod names its card.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass, field
 
+from elasticdf_contract.names import ANNOTATION_CARD, ANNOTATION_CARDS, LABEL_CARD_TYPES, LABEL_SWITCH
 from elasticdf_partitioner.catalog import Catalog
 from elasticdf_partitioner.cluster import Cluster, ClusterSpec, NodeSpec, SwitchSpec, cluster_from_spec
 
-LABEL_CARD_TYPES = "elasticdf.io/card-types"
-LABEL_SWITCH = "elasticdf.io/switch"
-ANNOTATION_CARDS = "elasticdf.io/cards"  # on nodes: the card list in order; on instance ConfigMaps: held cards
-ANNOTATION_CARD = "elasticdf.io/card"  # on segment pods: "<node>/<index>"
+__all__ = ["ANNOTATION_CARD", "ANNOTATION_CARDS", "LABEL_CARD_TYPES", "LABEL_SWITCH"]
 DEFAULT_SWITCH = "default"
 
 
@@ -54,16 +53,30 @@ def node_is_healthy(node: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def broken_cards(cards: list[dict], nodes: list[dict], catalog: Catalog) -> list[str]:
-    """Why some of `cards` ({node, card}) can no longer run a segment: node deleted, NotReady, card gone."""
+def not_ready_for(node: dict, now: dt.datetime) -> float:
+    """Seconds the node has been NotReady (0 when Ready; unknown since when: counts as long ago)."""
+    for c in node.get("status", {}).get("conditions") or []:
+        if c.get("type") == "Ready" and c.get("status") != "True":
+            since = c.get("lastTransitionTime")
+            if not since:
+                return float("inf")
+            return (now - dt.datetime.fromisoformat(since.replace("Z", "+00:00"))).total_seconds()
+    return 0.0 if node_is_healthy(node) else float("inf")
+
+
+def broken_cards(cards: list[dict], nodes: list[dict], catalog: Catalog, now: dt.datetime | None = None,
+                 grace_seconds: float = 0.0) -> list[str]:
+    """Why some of `cards` ({node, card}) can no longer run a segment: node deleted, NotReady for longer than
+    the grace period (a kubelet restart or a short network blip must not move running groups), card gone."""
     by_name = {n["metadata"]["name"]: n for n in nodes}
+    now = now or dt.datetime.now(dt.UTC)
     out = []
     for entry in cards:
         name, index = entry["node"], int(entry["card"])
         node = by_name.get(name)
         if node is None:
             out.append(f"node {name} is gone")
-        elif not node_is_healthy(node):
+        elif not node_is_healthy(node) and not_ready_for(node, now) >= grace_seconds:
             out.append(f"node {name} is NotReady")
         elif index not in {s.index for s in node_slots(node, catalog)}:
             out.append(f"card {name}/{index} is no longer allocatable")

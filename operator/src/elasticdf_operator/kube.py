@@ -6,12 +6,26 @@ import datetime as dt
 import json
 import uuid
 
+from elasticdf_contract.names import (
+    ANNOTATION_IDLE_SINCE,
+    ANNOTATION_WIRING_DIGEST,
+    AUTOSCALE_HISTORY_KEY,
+    GROUP,
+    LABEL_CARD_TYPES,
+    LABEL_GATEWAY,
+    LABEL_GROUP,
+    LABEL_MANAGED,
+    LABEL_NAME,
+    LABEL_ROLE,
+    MANAGER,
+    VERSION,
+    autoscale_configmap_name,
+    gateway_name,
+    label_value,
+)
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from . import GROUP, VERSION
-from .builders import LABEL_INSTANCE, LABEL_MANAGED, LABEL_NAME, MANAGER, gateway_name
-from .inventory import LABEL_CARD_TYPES
 from .state import Observed, project_configmap, project_node, project_pod
 
 PLURAL = "elasticinferences"
@@ -44,7 +58,7 @@ class Kube:
         """Everything a reconcile needs, by listing (the kopf handlers use their indexes instead)."""
         return Observed([project_node(n) for n in self.nodes()], [project_pod(p) for p in self.managed_pods()],
                         [project_configmap(c) for c in self.managed_configmaps()
-                         if LABEL_INSTANCE in (c["metadata"].get("labels") or {})], self.fabrics())
+                         if LABEL_GROUP in (c["metadata"].get("labels") or {})], self.fabrics())
 
     def fabrics(self) -> list[dict]:
         try:
@@ -61,6 +75,16 @@ class Kube:
             if err.status == 404:
                 return None
             raise
+
+    def autoscale_history(self, namespace: str, owner: str) -> str | None:
+        """The autoscaler's saved history of `owner` (JSON), None when there is none."""
+        try:
+            cm = self.core.read_namespaced_config_map(autoscale_configmap_name(owner), namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return (cm.data or {}).get(AUTOSCALE_HISTORY_KEY)
 
     # writes (create is idempotent: AlreadyExists means another reconcile got there first)
     def create(self, obj: dict) -> dict | None:
@@ -85,15 +109,39 @@ class Kube:
         patch(meta["name"], meta["namespace"], obj, field_manager=MANAGER, force=True,
               _content_type="application/apply-patch+yaml")
 
-    def delete_instance(self, namespace: str, owner: str, instance: int) -> None:
-        sel = f"{LABEL_NAME}={owner},{GROUP}/instance={instance}"
+    def delete_group(self, namespace: str, owner: str, group: int) -> None:
+        """Release a card group: its card pods and its ConfigMap (the reservation goes last)."""
+        sel = f"{LABEL_NAME}={label_value(owner)},{LABEL_GROUP}={group}"
         self.core.delete_collection_namespaced_pod(namespace, label_selector=sel, grace_period_seconds=0)
         self.core.delete_collection_namespaced_config_map(namespace, label_selector=sel)
+
+    def annotate_idle(self, namespace: str, name: str, since: float | None) -> dict | None:
+        """Set or clear a group ConfigMap's idle-since annotation; the patched object, None if it is gone."""
+        body = {"metadata": {"annotations": {ANNOTATION_IDLE_SINCE: f"{since:.3f}" if since is not None else None}}}
+        try:
+            patched = _json(self.core.patch_namespaced_config_map(name, namespace, body, _preload_content=False))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return {"kind": "ConfigMap", **project_configmap(patched)}
+
+    def annotate_gateway_pods(self, namespace: str, owner: str, digest: str) -> None:
+        """Set the wiring digest on the gateway pods of `owner` (the pod update makes the kubelet refresh the
+        mounted wiring now); pods that went away meanwhile are skipped."""
+        sel = f"{LABEL_GATEWAY}={label_value(owner)},{LABEL_ROLE}=gateway"
+        body = {"metadata": {"annotations": {ANNOTATION_WIRING_DIGEST: digest}}}
+        for pod in self.core.list_namespaced_pod(namespace, label_selector=sel).items:
+            try:
+                self.core.patch_namespaced_pod(pod.metadata.name, namespace, body)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
 
     def delete_owned(self, namespace: str, owner: str) -> int:
         """Delete every pod, ConfigMap, Service and the gateway Deployment of an ElasticInference; return how
         many pods and ConfigMaps were left (the gateway's pods go with its Deployment)."""
-        sel = f"{LABEL_NAME}={owner},{LABEL_MANAGED}={MANAGER}"
+        sel = f"{LABEL_NAME}={label_value(owner)},{LABEL_MANAGED}={MANAGER}"
         try:
             self.apps.delete_namespaced_deployment(gateway_name(owner), namespace)
         except ApiException as err:
@@ -135,8 +183,9 @@ class Kube:
     def event(self, ei: dict, type_: str, reason: str, message: str) -> None:
         meta = ei["metadata"]
         now = dt.datetime.now(dt.UTC)
+        stem = meta["name"][:240].rstrip(".-")  # the name + ".<12 hex>" stays a DNS subdomain (253)
         self.core.create_namespaced_event(meta["namespace"], {
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+            "metadata": {"name": f"{stem}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
             "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ElasticInference",
                                "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
             "type": type_, "reason": reason, "message": message[:1000],

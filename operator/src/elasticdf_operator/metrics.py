@@ -14,6 +14,8 @@ FPS_PER_DOLLAR = Gauge("elasticdf_fps_per_dollar_hour", "Predicted fps per $/h",
 PLAN_SECONDS = Histogram("elasticdf_plan_seconds", "Time to solve one instance placement",
                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 RECONCILE_ERRORS = Counter("elasticdf_reconcile_errors_total", "Reconciles that raised", LABELS)
+LEADER = Gauge("elasticdf_operator_leader", "1 while this replica holds the Lease and reconciles")
+_served: set[int] = set()
 
 
 def publish(namespace: str, name: str, status: dict) -> None:
@@ -36,5 +38,7 @@ def forget(namespace: str, name: str) -> None:
 
 
 def serve(port: int) -> None:
-    if port:
+    """Start the /metrics endpoint once per port (a follower serves it before it leads: probes need it)."""
+    if port and port not in _served:
         start_http_server(port)
+        _served.add(port)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .builders import LABEL_INSTANCE, LABEL_NAME
+from elasticdf_contract.names import LABEL_GROUP, LABEL_NAME, label_value
 
 FRESH_SECONDS = 60.0  # forget an overlay entry the index never confirmed after this long
 REAPPLY_SECONDS = 60.0  # re-apply unchanged gateway objects this often (repairs edits and deletions by others)
@@ -33,8 +33,8 @@ def _meta(body, keys: Iterable[str]) -> dict:
 
 def project_node(body) -> dict:
     status = body.get("status") or {}
-    conditions = [{"type": c.get("type"), "status": c.get("status")} for c in status.get("conditions") or []
-                  if c.get("type") == "Ready"]
+    conditions = [{"type": c.get("type"), "status": c.get("status"), "lastTransitionTime": c.get("lastTransitionTime")}
+                  for c in status.get("conditions") or [] if c.get("type") == "Ready"]
     return {"metadata": _meta(body, ("name", "uid")),
             "spec": {"unschedulable": bool((body.get("spec") or {}).get("unschedulable"))},
             "status": {"allocatable": dict(status.get("allocatable") or {}), "conditions": conditions}}
@@ -54,7 +54,8 @@ def project_configmap(body) -> dict:
 
 
 def owner_key(obj: dict) -> tuple[str, str] | None:
-    """(namespace, ElasticInference name) of a managed object, the key of the pod and ConfigMap indexes."""
+    """(namespace, label value of the ElasticInference's name) of a managed object: the key of the pod and
+    ConfigMap indexes (`names.label_value`: the name itself unless it is too long for a label)."""
     meta = obj.get("metadata") or {}
     name = (meta.get("labels") or {}).get(LABEL_NAME)
     return (meta.get("namespace"), name) if name else None
@@ -62,7 +63,7 @@ def owner_key(obj: dict) -> tuple[str, str] | None:
 
 @dataclass
 class Observed:
-    """A snapshot: Alveo nodes, managed pods, instance ConfigMaps, Fabrics (plain camelCase dicts)."""
+    """A snapshot: Alveo nodes, managed pods, group ConfigMaps, Fabrics (plain camelCase dicts)."""
 
     nodes: list[dict]
     pods: list[dict]
@@ -70,8 +71,9 @@ class Observed:
     fabrics: list[dict] = field(default_factory=list)
 
     def owned(self, namespace: str, name: str) -> tuple[list[dict], list[dict]]:
-        key = (namespace, name)
-        return ([c for c in self.configmaps if owner_key(c) == key and LABEL_INSTANCE in c["metadata"]["labels"]],
+        """The group ConfigMaps and card pods of the ElasticInference `name`."""
+        key = (namespace, label_value(name))
+        return ([c for c in self.configmaps if owner_key(c) == key and LABEL_GROUP in c["metadata"]["labels"]],
                 [p for p in self.pods if owner_key(p) == key])
 
 

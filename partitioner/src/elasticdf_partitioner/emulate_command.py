@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from elasticdf_contract.wiring import Artifacts, Endpoint, SegmentWiring
 from rich.console import Console
 from rich.table import Table
 
 from .errors import ElasticDFError
 from .plan import Plan
-from .wiring import Artifacts, Endpoint, SegmentWiring
 
 GATEWAY_HOST = "127.0.0.1"
 START_TIMEOUT_S = 300.0  # a segment of ResNet-50 loads and cuts a ~100 MB model before it is ready

@@ -20,6 +20,7 @@ class Segment(BaseModel):
     resources: dict[str, float]
     utilisation: dict[str, float] = Field(description="share of the segment's SLRs (capacity after shell IP)")
     slr_layers: dict[str, list[int]] = Field(description="per SLR: [first, last] layer index placed on it")
+    folding: dict[str, dict] = Field(default_factory=dict, description="FINN folding config of its layers")
 
 
 class Instance(BaseModel):

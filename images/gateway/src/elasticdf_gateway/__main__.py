@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from elasticdf_partitioner.wiring import SegmentWiring
+from elasticdf_contract.wiring import SegmentWiring
 
 from .pipeline import Pipeline
 from .server import Gateway

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import numpy as np
-from elasticdf_partitioner.wiring import SegmentWiring
+from elasticdf_contract.wiring import SegmentWiring
 from elasticdf_segment.framing import (
     KIND_ERROR,
     ORIGIN_SHIFT,

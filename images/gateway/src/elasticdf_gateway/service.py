@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from elasticdf_contract.wiring import SegmentWiring
 from elasticdf_partitioner.errors import ElasticDFError
-from elasticdf_partitioner.wiring import SegmentWiring
 from elasticdf_segment import split
 from elasticdf_segment.observe import RateWindow
 from onnx import helper

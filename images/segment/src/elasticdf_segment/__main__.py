@@ -1,4 +1,10 @@
-"""`python -m elasticdf_segment --wiring FILE` (or env ELASTICDF_WIRING): run one segment until SIGTERM."""
+"""`python -m elasticdf_segment --wiring FILE` (or env ELASTICDF_WIRING): run a card's segments until SIGTERM.
+
+FILE is a CardWiring (every segment the plan puts on the card, of one or several instances) or a single
+SegmentWiring. One process runs them all, one StreamNode per segment on its own data port: a card has one
+device handle, one bitstream and one VNx socket table (xrt), and the pod has one readiness and one /metrics
+endpoint; onnxruntime releases the GIL while it computes, so emulated segments still run in parallel.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,10 @@ import signal
 import sys
 import threading
 
-from elasticdf_partitioner.wiring import SegmentWiring
+from elasticdf_contract.wiring import CardWiring, SegmentWiring, load_card
 
 from .backends import BackendError, EmulationBackend, XrtBackend, choose
-from .observe import SegmentMetrics, serve_health
+from .observe import SegmentFamilies, SegmentMetrics, serve_health
 from .stream import StreamNode
 
 HEALTH_PORT = 8080  # the operator's readinessProbe port (builders.HEALTH_PORT)
@@ -20,7 +26,10 @@ HEALTH_PORT = 8080  # the operator's readinessProbe port (builders.HEALTH_PORT)
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="elasticdf-segment", description=__doc__)
-    p.add_argument("--wiring", default=os.environ.get("ELASTICDF_WIRING"), help="SegmentWiring JSON file")
+    p.add_argument("--wiring", default=os.environ.get("ELASTICDF_WIRING"),
+                   help="CardWiring (or one SegmentWiring) JSON file")
+    p.add_argument("--xclbin", default=os.environ.get("ELASTICDF_XCLBIN"),
+                   help="URI of the card build's bitstream (xrt; the operator sets it from spec.model.artifacts)")
     p.add_argument("--mode", default=os.environ.get("ELASTICDF_MODE"), choices=["auto", "xrt", "emulation"],
                    help="default: the wiring's mode")
     p.add_argument("--onnx", default=os.environ.get("ELASTICDF_SEGMENT_ONNX"),
@@ -35,43 +44,77 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+class SegmentRunner:
+    """One hosted segment: its backend and, where frames pass through this process, its StreamNode."""
+
+    def __init__(self, wiring: SegmentWiring, mode: str, args: argparse.Namespace, families: SegmentFamilies):
+        self.wiring = wiring
+        metrics = SegmentMetrics(wiring.instance_id, wiring.segment, families=families)
+        if mode == "emulation":
+            self.backend = EmulationBackend(wiring, args.onnx, args.threads)
+            self.node = StreamNode(wiring, self.backend.process, metrics, args.queue_depth, bind=args.bind)
+        else:  # middle segments are pure VNx; the first (and a one-card last) relay TCP frames to the card
+            self.backend = XrtBackend(wiring, onnx_path=args.onnx)
+            self.node = (StreamNode(wiring, self.backend.process, metrics, args.queue_depth, bind=args.bind,
+                                    send=self.backend.returns_tcp)
+                         if self.backend.relays_tcp else None)
+
+    def ready(self) -> tuple[bool, str]:
+        ok, why = self.backend.ready()
+        if ok and self.node is not None and not self.node.connected:
+            w = self.wiring
+            return False, f"{w.instance_id} segment {w.segment}: downstream {w.downstream.host or w.downstream.ip} " \
+                          "not connected"
+        return ok, why
+
+    def start(self) -> None:
+        self.backend.start()
+        if self.node:
+            self.node.start()
+
+
+def read_card(args: argparse.Namespace) -> CardWiring:
+    with open(args.wiring) as fh:
+        card = load_card(fh.read())
+    if args.xclbin:
+        for w in card.segments:
+            w.artifacts.xclbin = args.xclbin
+    return card
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse(argv)
     if not args.wiring:
         print("elasticdf-segment: no wiring (--wiring FILE or env ELASTICDF_WIRING)", file=sys.stderr)
         return 2
-    with open(args.wiring) as fh:
-        wiring = SegmentWiring.model_validate_json(fh.read())
-    metrics = SegmentMetrics(wiring.instance_id, wiring.segment)
+    card = read_card(args)
+    families = SegmentFamilies()
     started = threading.Event()
     try:
-        mode = choose(args.mode or wiring.mode)
-        if mode == "emulation":
-            backend = EmulationBackend(wiring, args.onnx, args.threads)
-            node = StreamNode(wiring, backend.process, metrics, args.queue_depth, bind=args.bind)
-        else:  # middle segments are pure VNx; the first (and a one-card last) relay TCP frames to the card
-            backend = XrtBackend(wiring, onnx_path=args.onnx)
-            node = (StreamNode(wiring, backend.process, metrics, args.queue_depth, bind=args.bind,
-                               send=backend.returns_tcp)
-                    if backend.relays_tcp else None)
+        mode = choose(args.mode or card.mode)
+        if mode == "xrt" and len(card.segments) > 1:
+            raise BackendError(f"card {card.node}/{card.card} hosts {len(card.segments)} segments: the xrt backend "
+                               "programs one segment per card so far (several need one shared socket table)")
+        runners = [SegmentRunner(w, mode, args, families) for w in card.segments]
 
         def ready() -> tuple[bool, str]:
-            ok, why = backend.ready()
-            if ok and node is not None and not node.connected:
-                return False, f"downstream {wiring.downstream.host or wiring.downstream.ip} not connected"
-            return ok, why
+            for runner in runners:
+                ok, why = runner.ready()
+                if not ok:
+                    return ok, why
+            return True, ""
 
-        serve_health(args.health_port, started.is_set, ready, metrics.registry, host=args.bind)
-        backend.start()
-        if node:
-            node.start()
+        serve_health(args.health_port, started.is_set, ready, families.registry, host=args.bind)
+        for runner in runners:
+            runner.start()
     except (BackendError, ValueError, OSError) as exc:
         print(f"elasticdf-segment: {exc}", file=sys.stderr)
         return 1
     started.set()
-    logging.getLogger("elasticdf.segment").info("%s segment %d/%d running in %s mode", wiring.instance_id,
-                                                wiring.segment, wiring.segments, mode)
+    hosted = ", ".join(f"{w.instance_id}#{w.segment}/{w.segments}" for w in card.segments)
+    logging.getLogger("elasticdf.segment").info("card %s/%d (%s) running %s in %s mode", card.node, card.card,
+                                                card.card_type, hosted, mode)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
+from elasticdf_contract.wiring import Endpoint, SegmentWiring
 
 from . import relay, split, vnx
 

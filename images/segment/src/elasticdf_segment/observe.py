@@ -42,18 +42,31 @@ class RateWindow:
         return (len(self.times) - 1) / max(now - self.times[0], 1e-9)
 
 
-class SegmentMetrics:
-    def __init__(self, instance: str, segment: int, registry: CollectorRegistry | None = None):
+class SegmentFamilies:
+    """The metric families of one process; a card pod hosting several segments labels them per segment."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
-        labels = {"instance": instance, "segment": str(segment)}
         self.frames = Counter("elasticdf_segment_frames", "Frames processed by this segment", LABELS,
-                              registry=self.registry).labels(**labels)
+                              registry=self.registry)
         self.errors = Counter("elasticdf_segment_errors", "Frames this segment failed (error frames sent)",
-                              LABELS, registry=self.registry).labels(**labels)
+                              LABELS, registry=self.registry)
         self.fps = Gauge("elasticdf_segment_fps", "Frames per second over the last 5 s", LABELS,
-                         registry=self.registry).labels(**labels)
+                         registry=self.registry)
         self.latency = Histogram("elasticdf_segment_latency_seconds", "Compute time per frame in this segment",
-                                 LABELS, buckets=LATENCY_BUCKETS, registry=self.registry).labels(**labels)
+                                 LABELS, buckets=LATENCY_BUCKETS, registry=self.registry)
+
+
+class SegmentMetrics:
+    def __init__(self, instance: str, segment: int, registry: CollectorRegistry | None = None,
+                 families: SegmentFamilies | None = None):
+        families = families or SegmentFamilies(registry)
+        self.registry = families.registry
+        labels = {"instance": instance, "segment": str(segment)}
+        self.frames = families.frames.labels(**labels)
+        self.errors = families.errors.labels(**labels)
+        self.fps = families.fps.labels(**labels)
+        self.latency = families.latency.labels(**labels)
         self.window = RateWindow()
         self.fps.set_function(self.window.rate)
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from elasticdf_partitioner.wiring import Endpoint, SegmentWiring
+from elasticdf_contract.wiring import Endpoint, SegmentWiring
 
 from .framing import (
     KIND_ERROR,

@@ -59,6 +59,7 @@ def _segments(pipeline: Pipeline, cluster: Cluster, cards: list[Card], placement
             utilisation={k: round(u / c, 4) if c else 0.0 for k, u, c in zip(RESOURCE_KINDS, used, capacity)},
             slr_layers={str(p.slr): [pipeline.stages[p.first].layers[0], pipeline.stages[p.last].layers[-1]]
                         for p in filled},
+            folding=_pieces_folding(pipeline, filled),
         ))
     return segments
 
@@ -68,8 +69,12 @@ def pipeline_layer_name(pipeline: Pipeline, stage: int, which: int) -> str:
 
 
 def _folding(graph: ModelGraph, pipeline: Pipeline, placement: Placement) -> dict[str, dict]:
+    return _pieces_folding(pipeline, placement.pieces)
+
+
+def _pieces_folding(pipeline: Pipeline, pieces) -> dict[str, dict]:
     config: dict[str, dict] = {}
-    for piece in placement.pieces:
+    for piece in pieces:
         for stage_index, option in zip(range(piece.first, piece.last + 1), piece.options):
             for name, layer_option in zip(pipeline.stages[stage_index].names, option.layer_options):
                 config[name] = layer_option.settings()

@@ -105,10 +105,11 @@ class GroupPacker:
         return bound
 
     def instance_bound(self, levels: list[int]) -> float:
-        """At most this many instances of any of the levels fit the empty group. An instance takes at least its
-        mean share over the five resources (a variant that saves one resource spends another, which the
-        per-resource count bound cannot see)."""
-        free = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks).free_total()
+        """At most this many instances of any of the levels fit the empty group: the per-resource count bound,
+        tightened by the mean share over the five resources (a variant that saves one resource spends another,
+        which the per-resource bound cannot see)."""
+        empty = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
+        free = empty.free_total()
         present = [k for k in range(5) if free[k] > 0]
 
         def mean_share(option) -> float:
@@ -119,8 +120,9 @@ class GroupPacker:
             fronts = [self.pipeline.pareto(s, level) for s in range(len(self.pipeline.stages))]
             if all(fronts):
                 share = sum(min(mean_share(o) for o in front) for front in fronts)
-                most = max(most, 1 / share if share > 0 else math.inf)
-        return most
+                by_mean = 1 / share if share > 0 else math.inf
+                most = max(most, min(by_mean, self._count_bound(empty, level)))
+        return min(most, len(self.cards)) if self.settings.exclusive_cards else most
 
     def _count_bound(self, state: GroupState, level: int) -> float:
         need = self.pipeline.least_resources(level)

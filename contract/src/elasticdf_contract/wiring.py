@@ -1,12 +1,16 @@
-"""Segment wiring (DESIGN §5.5): what the operator tells each segment pod and the segment runtime reads.
+"""Segment wiring (DESIGN §5.5): what the operator tells each card pod and the segment runtime reads.
 
-The operator writes one SegmentWiring per segment as JSON (ConfigMap key `segment-<i>.json`, mounted
-into the pod, path also in env ELASTICDF_WIRING). The first segment receives from the gateway, the last
+A card pod runs its card's build: every segment the plan puts on that card, of one or several instances.
+The operator writes one CardWiring per card as JSON (group ConfigMap key `card-<j>.json`, mounted into the
+pod, path also in env ELASTICDF_WIRING); it lists one SegmentWiring per hosted segment, each with its own
+data endpoint (emulation: one TCP port per segment; xrt: one UDP socket-table entry on the card's QSFP).
+An instance is a chain of segments across card pods: the first segment receives from the gateway, the last
 returns to it; every other segment receives from the previous segment and sends to the next.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -31,8 +35,8 @@ class Endpoint(BaseModel):
 
 
 class Artifacts(BaseModel):
-    onnx: str | None = Field(None, description="URI of the model ONNX (spec.model.artifacts.onnx); the segment "
-                             "fetches it with elasticdf_partitioner.artifacts and cuts its layer range")
+    onnx: str | None = Field(None, description="URI of the model ONNX (spec.model.artifacts.onnx, or zoo://NAME); "
+                             "the segment fetches it with elasticdf_partitioner.artifacts and cuts its layer range")
     onnx_sha256: str | None = Field(None, description="its digest (spec.model.artifacts.sha256)")
     xclbin: str | None = Field(None, description="URI of this segment's bitstream (xrt)")
 
@@ -84,3 +88,37 @@ def check_chain(wirings: list[SegmentWiring]) -> list[str]:
     if ordered and (ordered[0].upstream.kind != "gateway" or ordered[-1].downstream.kind != "gateway"):
         problems.append("the first segment must receive from the gateway and the last return to it")
     return problems
+
+
+class CardWiring(BaseModel):
+    """One card's build and the segments it hosts (what one card pod runs)."""
+
+    node: str
+    card: int = Field(ge=0, description="index of the card on its node")
+    card_type: str
+    mode: Mode
+    build: str = Field(description="content digest of the card build (bitstream or runnable bundle)")
+    segments: list[SegmentWiring] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_card(self) -> CardWiring:
+        ports = [w.listen.port for w in self.segments]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"hosted segments share a data port: {ports}")
+        if any((w.node, w.card) != (self.node, self.card) for w in self.segments):
+            raise ValueError("every hosted segment must name this card")
+        return self
+
+    @classmethod
+    def of_segment(cls, wiring: SegmentWiring) -> CardWiring:
+        """A card hosting one segment (a SegmentWiring file given to the runtime as it is)."""
+        return cls(node=wiring.node, card=wiring.card, card_type=wiring.card_type, mode=wiring.mode,
+                   build="", segments=[wiring])
+
+
+def load_card(text: str) -> CardWiring:
+    """A CardWiring JSON, or a single SegmentWiring JSON as a one-segment card."""
+    data = json.loads(text)
+    if isinstance(data.get("segments"), list):
+        return CardWiring.model_validate(data)
+    return CardWiring.of_segment(SegmentWiring.model_validate(data))

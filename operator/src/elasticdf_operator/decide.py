@@ -1,0 +1,413 @@
+"""decide: (spec, observed snapshot, now) -> typed actions. Pure: no API calls, no clock, no globals.
+
+Per pass, over the resource's card groups (each held by a group ConfigMap, read back as a `GroupRecord`):
+1. a group with a card on a deleted node, on a node NotReady for longer than the grace period, or a card the
+   node lost is released whole and re-planned (the other groups are not touched);
+2. instances are ordered (group index, instance index); the first `replicas` are *active* (in the gateway's
+   rotation), the rest *standby* (flashed, idle). Scaling inside placed groups is only this order: no pod
+   moves. A group whose instances are all standby is marked idle and released after the scale-down window;
+3. failed or missing card pods of kept groups are replaced (same name, same card);
+4. if more instances are wanted than the groups hold, one solve over the free cards gives new groups (the
+   solver's plan on those cards, split into groups), placed whole until enough instances exist;
+5. the gateway's wiring lists the active instances.
+`act.execute` applies the actions; `status.build_status` reports the result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from elasticdf_contract.wiring import CardWiring, SegmentWiring
+from elasticdf_partitioner.artifacts import ModelError
+from elasticdf_partitioner.catalog import Catalog
+from elasticdf_partitioner.errors import ElasticDFError, InfeasibleError
+from elasticdf_partitioner.solver import solve
+from elasticdf_partitioner.solver.pack import PackSettings
+
+from . import builders
+from .api import ElasticInferenceSpec, ModelSource
+from .builders import CardPlace, Owner
+from .groups import PlannedGroup, card_builds, model_identity, plan_groups
+from .inventory import Slot, broken_cards, build_cluster, fabric_view, free_slots, held_slots
+from .modelfetch import ModelPending
+from .state import Observed
+
+# ---- actions -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Create:
+    """Create an object; AlreadyExists means another pass got there first."""
+
+    obj: dict
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    name: str
+    uid: str | None
+
+
+@dataclass(frozen=True)
+class DeleteGroup:
+    """Release a group: its ConfigMap and card pods."""
+
+    index: int
+    configmap_uid: str | None
+    pod_uids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MarkIdle:
+    """Set (a unix time) or clear (None) the idle-since annotation of a group ConfigMap."""
+
+    name: str
+    since: float | None
+
+
+@dataclass(frozen=True)
+class Apply:
+    """Server-side apply (the gateway's objects; skipped while unchanged)."""
+
+    obj: dict
+
+
+@dataclass(frozen=True)
+class Emit:
+    type: str
+    reason: str
+    message: str
+
+
+Action = Create | DeletePod | DeleteGroup | MarkIdle | Apply | Emit
+
+
+@dataclass
+class Decision:
+    actions: list[Action] = field(default_factory=list)
+    conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # type -> (status, reason, msg)
+    pending_builds: set[str] = field(default_factory=set)
+    solve_seconds: float | None = None
+
+    def emit(self, type_: str, reason: str, message: str) -> None:
+        self.actions.append(Emit(type_, reason, message))
+
+
+@dataclass(frozen=True)
+class Settings:
+    not_ready_grace_seconds: float = 30.0
+    pod_fetch: builders.PodFetch = field(default_factory=builders.PodFetch)  # how card pods fetch the model
+
+
+# ---- what is held ------------------------------------------------------------------------------------
+
+
+@dataclass
+class GroupRecord:
+    index: int
+    configmap: dict
+    cards: list[CardWiring]  # by position in the group
+    instances: list[dict]  # [{"index", "fps"}]
+    builds: dict[str, dict]  # digest -> build record
+    idle_since: float | None
+
+    @classmethod
+    def parse(cls, cm: dict) -> GroupRecord:
+        record = builders.record_of(cm)
+        return cls(int(cm["metadata"]["labels"][builders.LABEL_GROUP]), cm, builders.card_wirings_of(cm),
+                   record.get("instances", []), record.get("builds", {}), builders.idle_since(cm))
+
+    @property
+    def name(self) -> str:
+        return self.configmap["metadata"]["name"]
+
+    @property
+    def held(self) -> list[dict]:
+        return builders.cards_of(self.configmap)
+
+    def wirings(self, instance: int) -> list[SegmentWiring]:
+        return sorted((w for c in self.cards for w in c.segments if w.instance == instance), key=lambda w: w.segment)
+
+
+def desired_replicas(spec: ElasticInferenceSpec) -> int:
+    if spec.autoscaling is None:
+        return spec.replicas
+    return max(spec.autoscaling.min_replicas, min(spec.autoscaling.max_replicas, spec.replicas))
+
+
+def instance_order(groups: list[GroupRecord]) -> list[tuple[GroupRecord, dict]]:
+    """Activation order: lower groups first, so the highest groups go idle first and can be released."""
+    return [(g, i) for g in sorted(groups, key=lambda g: g.index)
+            for i in sorted(g.instances, key=lambda i: i["index"])]
+
+
+def active_instances(groups: list[GroupRecord], want: int) -> set[int]:
+    return {i["index"] for _, i in instance_order(groups)[:want]}
+
+
+def release_window(spec: ElasticInferenceSpec) -> float:
+    """How long a fully idle group stays flashed: the autoscaler's scale-down window; with manual scaling a
+    smaller spec.replicas is a decision, not a fluctuation, so idle groups go at once."""
+    return float(spec.autoscaling.scale_down_stabilization_seconds) if spec.autoscaling else 0.0
+
+
+# ---- decide -----------------------------------------------------------------------------------------
+
+
+def decide(owner: Owner, spec: ElasticInferenceSpec, snap: Observed, now: float, catalog: Catalog,
+           load_model: Callable, settings: Settings = Settings()) -> Decision:
+    decision = Decision()
+    want = desired_replicas(spec)
+    cms, pods = snap.owned(owner.namespace, owner.name)
+    groups = [GroupRecord.parse(cm) for cm in cms]
+    pods_by_name = {p["metadata"]["name"]: p for p in pods}
+    groups = drop_broken(groups, pods, snap, now, catalog, settings, decision)
+    active = active_instances(groups, want)
+    groups = release_idle(groups, active, now, release_window(spec), pods, decision)
+    placed = sum(len(g.instances) for g in groups)
+    if not groups or want > placed:
+        decision.actions.append(Create(builders.cards_headless_service(owner)))
+    for group in groups:
+        repair(owner, spec, group, pods_by_name, catalog, decision, settings)
+    if want > placed:
+        gone = {a.index for a in decision.actions if isinstance(a, DeleteGroup)}
+        groups += place(owner, spec, snap, groups, gone, want - placed, catalog, load_model, decision, settings)
+    active = active_instances(groups, want)
+    wirings = [w for g in groups for i in sorted(active & {x["index"] for x in g.instances}) for w in g.wirings(i)]
+    decision.actions += [Apply(obj) for obj in builders.gateway_objects(owner, spec, wirings)]
+    return decision
+
+
+def _pod_uids(group: GroupRecord, pods: list[dict]) -> tuple[str, ...]:
+    prefix = f"{group.index}"
+    return tuple(p["metadata"].get("uid") for p in pods
+                 if p["metadata"]["labels"].get(builders.LABEL_GROUP) == prefix)
+
+
+def drop_broken(groups, pods, snap, now, catalog, settings, decision) -> list[GroupRecord]:
+    kept = []
+    when = dt.datetime.fromtimestamp(now, dt.UTC)
+    for group in groups:
+        lost = broken_cards(group.held, snap.nodes, catalog, when, settings.not_ready_grace_seconds)
+        if not lost:
+            kept.append(group)
+            continue
+        decision.actions.append(DeleteGroup(group.index, group.configmap["metadata"].get("uid"),
+                                            _pod_uids(group, pods)))
+        decision.emit("Warning", "GroupReplanned", f"group {group.index} (instances "
+                      f"{[i['index'] for i in group.instances]}): {'; '.join(lost)}; re-planning")
+    return kept
+
+
+def release_idle(groups, active, now, window, pods, decision) -> list[GroupRecord]:
+    kept = []
+    for group in groups:
+        idle = not any(i["index"] in active for i in group.instances)
+        if not idle:
+            if group.idle_since is not None:
+                decision.actions.append(MarkIdle(group.name, None))
+            kept.append(group)
+        elif group.idle_since is None and window > 0:
+            decision.actions.append(MarkIdle(group.name, now))
+            kept.append(group)
+        elif group.idle_since is not None and now - group.idle_since < window:
+            kept.append(group)
+        else:
+            decision.actions.append(DeleteGroup(group.index, group.configmap["metadata"].get("uid"),
+                                                _pod_uids(group, pods)))
+            decision.emit("Normal", "GroupReleased", f"group {group.index}: every instance idle; released "
+                          f"{len(group.cards)} card(s)")
+    return kept
+
+
+def missing_builds(spec: ElasticInferenceSpec, cards: list[CardWiring]) -> set[str]:
+    """xrt: card builds without a bitstream in spec.model.artifacts.bitstreams (emulation needs none)."""
+    have = spec.model.artifacts.bitstreams if spec.model.artifacts else {}
+    return {c.build for c in cards if c.mode == "xrt" and c.build not in have}
+
+
+def _xclbin(spec: ElasticInferenceSpec, card: CardWiring) -> str | None:
+    return (spec.model.artifacts.bitstreams if spec.model.artifacts else {}).get(card.build)
+
+
+def repair(owner, spec, group: GroupRecord, pods_by_name, catalog, decision, settings: Settings) -> None:
+    """Replace failed card pods and create missing ones (same name, same card); hold while a build is missing."""
+    pending = missing_builds(spec, group.cards)
+    decision.pending_builds |= pending
+    for position, card in enumerate(group.cards):
+        name = builders.card_pod_name(owner.name, group.index, position)
+        pod = pods_by_name.get(name)
+        if pod is not None and pod.get("status", {}).get("phase") == "Failed":
+            decision.actions.append(DeletePod(name, pod["metadata"].get("uid")))
+            decision.emit("Warning", "CardPodFailed", f"card pod {name} failed; replacing it")
+            pod = None
+        if pod is None and card.build not in pending:
+            decision.actions.append(Create(builders.card_pod(owner, spec, group.index, position, card, catalog,
+                                                             _xclbin(spec, card), settings.pod_fetch)))
+
+
+# ---- placement --------------------------------------------------------------------------------------
+
+
+def _settings(spec: ElasticInferenceSpec) -> PackSettings:
+    cards = spec.placement.max_segments_per_instance if spec.placement else None
+    return PackSettings(min_instance_fps=spec.min_instance_fps or 0.0,
+                        **({"max_cards_per_instance": cards} if cards else {}))
+
+
+def instance_target(spec: ElasticInferenceSpec) -> float | None:
+    """The fps one instance should reach: the autoscaler's per-replica target, else targetFPS / replicas."""
+    if spec.autoscaling is not None:
+        return spec.autoscaling.target_fps
+    return spec.target_fps / max(spec.replicas, 1) if spec.target_fps else None
+
+
+def candidates(slots: list[Slot], instances: int, cards_per_instance: int) -> list[Slot]:
+    """The free cards worth offering the solver: whole nodes, fullest first, until every card type has
+    enough for `instances` instances. Keeps a solve on a 1000-node cluster as small as on a rack."""
+    cap = max(instances, 1) * max(cards_per_instance, 1)
+    per_node: dict[str, list[Slot]] = {}
+    for slot in slots:
+        per_node.setdefault(slot.node, []).append(slot)
+    counts: dict[str, int] = {}
+    out = []
+    for node in sorted(per_node, key=lambda n: (-len(per_node[n]), n)):
+        own = per_node[node]
+        if all(counts.get(s.type, 0) >= cap for s in own):
+            continue
+        for s in own:
+            counts[s.type] = counts.get(s.type, 0) + 1
+        out += own
+    return out
+
+
+def solve_groups(graph, cluster, spec: ElasticInferenceSpec) -> list[PlannedGroup]:
+    """The solver's plan on `cluster` as groups, best fps per card first. Throughput/latency: exactly what
+    `elasticdf plan` prints for these cards; cost: the cheapest plan that gives one instance its target."""
+    objective, target = spec.objective, instance_target(spec)
+    if objective == "cost" and not target:
+        objective = "throughput"
+    limits = spec.placement.limits if spec.placement else None
+    plan = solve(graph, cluster, objective, target if objective == "cost" else None, limits,
+                 settings=_settings(spec))
+    groups = plan_groups(plan)
+    return groups if objective != "cost" else groups[:1]
+
+
+def resolve_graph(load_model: Callable, source: ModelSource, decision: Decision):
+    """The graph of spec.model, or None with PartitionSolved saying why (fetching, fetch failed, invalid).
+    `load_model` never blocks on a download: the operator's model store fetches in the background."""
+    try:
+        return load_model(source)
+    except ModelPending as pending:
+        decision.conditions["PartitionSolved"] = ("Unknown", "ModelFetching", str(pending))
+    except ModelError as err:
+        decision.conditions["PartitionSolved"] = ("False", err.reason, str(err))
+    except ElasticDFError as err:
+        decision.conditions["PartitionSolved"] = ("False", "InvalidModel", str(err))
+    return None
+
+
+def place(owner, spec, snap: Observed, groups: list[GroupRecord], gone: set[int], missing: int, catalog,
+          load_model, decision: Decision, settings: Settings) -> list[GroupRecord]:
+    """New groups over the free cards until `missing` more instances exist; returns their records."""
+    kept = {g.index for g in groups}
+    cms = [c for c in snap.configmaps if not _is_gone(c, owner, gone)]
+    pods = [p for p in snap.pods if not _is_gone(p, owner, gone)]
+    placement = spec.placement
+    slots = free_slots(snap.nodes, held_slots(cms, pods), catalog, placement.card_types if placement else None,
+                       placement.node_selector if placement else None)
+    fabric = fabric_view(snap.fabrics)
+    labels = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in snap.nodes}
+    ordinals = {name: i for i, name in enumerate(sorted(labels))}
+    graph = resolve_graph(load_model, spec.model, decision)
+    if graph is None:
+        return []
+    taken = {i["index"] for g in groups for i in g.instances}
+    next_group = max(kept | gone, default=-1) + 1
+    made: list[GroupRecord] = []
+    while missing > 0:
+        try:
+            fc = build_cluster(candidates(slots, missing, _settings(spec).max_cards_per_instance), snap.nodes,
+                               catalog, fabric)
+        except ElasticDFError as err:  # e.g. a Fabric prices a card type the catalog does not know
+            decision.conditions["PartitionSolved"] = ("False", "InvalidFabric", f"Fabric: {err}")
+            return made
+        if fc.cluster is None:
+            _short(decision, missing, fc.reason)
+            return made
+        started = time.perf_counter()
+        try:
+            planned = solve_groups(graph, fc.cluster, spec)
+        except InfeasibleError as err:
+            _short(decision, missing, str(err), infeasible=True)
+            return made
+        except ElasticDFError as err:
+            decision.conditions["PartitionSolved"] = ("False", "InvalidSpec", str(err))
+            return made
+        finally:
+            decision.solve_seconds = (decision.solve_seconds or 0) + time.perf_counter() - started
+        for pg in planned:
+            if missing <= 0:
+                break
+            record = new_group(owner, spec, pg, next_group, taken, fc, catalog, labels, ordinals,
+                               fabric.pool or builders.DEFAULT_POOL, decision, settings)
+            made.append(record)
+            next_group += 1
+            missing -= len(pg.instances)
+            used = {(c.node, c.card) for c in record.cards}
+            slots = [s for s in slots if (s.node, s.index) not in used]
+        if spec.objective != "cost":
+            break  # one solve offers every free card that matters: what it did not place does not fit
+    if missing > 0:
+        _short(decision, missing, "the free cards hold no further instance", infeasible=not made and not groups)
+    return made
+
+
+def _is_gone(obj: dict, owner: Owner, gone: set[int]) -> bool:
+    labels = obj["metadata"].get("labels") or {}
+    return (obj["metadata"].get("namespace") == owner.namespace and labels.get(builders.LABEL_NAME)
+            == builders.label_value(owner.name) and labels.get(builders.LABEL_GROUP) in {str(g) for g in gone})
+
+
+def new_group(owner, spec, pg: PlannedGroup, index: int, taken: set[int], fc, catalog, labels, ordinals, pool,
+              decision: Decision, settings: Settings) -> GroupRecord:
+    builds = card_builds(model_identity(spec.model), pg)
+    places = [CardPlace(node, fc.physical[(node, card)], type_, ordinals.get(node, 0), builds[(node, card)]["digest"])
+              for node, card, type_ in pg.cards]
+    position = {(node, card): p for p, (node, card, _) in enumerate(pg.cards)}
+    numbered = []
+    for inst in pg.instances:
+        number = next(i for i in range(len(taken) + len(pg.instances) + 1) if i not in taken)
+        taken.add(number)
+        numbered.append((number, inst))
+    mode = builders.resolve_mode(spec, labels.get(pg.cards[0][0], {}))
+    cards = builders.group_wiring(owner, spec, index, mode, places, numbered, position, pool)
+    record = {"instances": [{"index": n, "fps": round(i.fps, 3)} for n, i in numbered],
+              "builds": {b["digest"]: b for b in builds.values()}}
+    cost = sum(fc.cluster.cost_per_hour(t) for _, _, t in pg.cards)
+    cm = builders.group_configmap(owner, index, cards, record, pg.fps, cost)
+    decision.actions.append(Create(cm))
+    group = GroupRecord(index, cm, cards, record["instances"], record["builds"], None)
+    pending = missing_builds(spec, cards)
+    decision.pending_builds |= pending
+    for p, card in enumerate(cards):
+        if card.build not in pending:
+            decision.actions.append(Create(builders.card_pod(owner, spec, index, p, card, catalog,
+                                                             _xclbin(spec, card), settings.pod_fetch)))
+    where = ", ".join(f"{c.node}/{c.card} ({c.card_type})" for c in cards)
+    decision.emit("Normal", "GroupPlaced", f"group {index}: instances {[n for n, _ in numbered]} on {where}, "
+                  f"{pg.fps:.0f} fps predicted")
+    decision.conditions["PartitionSolved"] = ("True", "Solved", f"group {index}: {len(numbered)} instance(s), "
+                                              f"{pg.fps:.1f} fps")
+    return group
+
+
+def _short(decision: Decision, missing: int, message: str, infeasible: bool = False) -> None:
+    if infeasible and "PartitionSolved" not in decision.conditions:
+        decision.conditions["PartitionSolved"] = ("False", "PartitionInfeasible", message)
+    decision.emit("Warning", "PartitionInfeasible" if infeasible else "InsufficientCards",
+                  f"{missing} instance(s) not placed: {message}")

@@ -1,0 +1,152 @@
+"""status: the ElasticInference status as the pydantic models of api.py, from the snapshot after `act`.
+
+Conditions are a typed set (KServe style): PartitionSolved, Scheduled, SegmentsReady and LinksUp are set from
+what was observed and decided; Ready is derived from them (the first one not True gives its reason).
+`lastTransitionTime` changes only when a condition's status flips.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from elasticdf_contract.wiring import check_chain
+
+from . import builders
+from .api import (
+    CONDITION_TYPES,
+    BuildSegment,
+    BuildStatus,
+    Condition,
+    ConditionType,
+    ElasticInferenceStatus,
+    GroupCard,
+    GroupSummary,
+    InstanceSummary,
+    PlanSummary,
+    SegmentSummary,
+)
+from .decide import Decision, GroupRecord, active_instances
+
+COMPONENTS: tuple[ConditionType, ...] = ("PartitionSolved", "Scheduled", "SegmentsReady", "LinksUp")
+
+
+class ConditionSet:
+    def __init__(self, previous: list[dict], generation: int | None, now: str):
+        self.before = {c["type"]: Condition.model_validate(c) for c in previous}
+        self.now, self.generation = now, generation
+        self.current: dict[str, Condition] = {}
+
+    def mark(self, type_: ConditionType, status: str, reason: str, message: str) -> None:
+        old = self.before.get(type_)
+        since = old.last_transition_time if old and old.status == status else self.now
+        self.current[type_] = Condition(type=type_, status=status, reason=reason, message=message[:900],
+                                        last_transition_time=since, observed_generation=self.generation)
+
+    def derive_ready(self, ready_message: str) -> None:
+        bad = [self.current[t] for t in COMPONENTS if t in self.current and self.current[t].status != "True"]
+        if bad:
+            self.mark("Ready", "False", bad[0].reason, bad[0].message)
+        else:
+            self.mark("Ready", "True", "Ready", ready_message)
+
+    def get(self, type_: str) -> Condition | None:
+        return self.current.get(type_) or self.before.get(type_)
+
+    def ordered(self) -> list[Condition]:
+        return [c for t in CONDITION_TYPES if (c := self.get(t)) is not None]
+
+
+def pod_ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in pod.get("status", {}).get("conditions") or [])
+
+
+def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], pods: list[dict],
+                 decision: Decision, spec_model: dict) -> ElasticInferenceStatus:
+    groups = sorted((GroupRecord.parse(cm) for cm in cms), key=lambda g: g.index)
+    by_name = {p["metadata"]["name"]: p for p in pods}
+    active = active_instances(groups, want)
+    instances, group_summaries, problems, cost = [], [], [], 0.0
+    builds: dict[str, BuildStatus] = {}
+    bitstreams = (spec_model.get("artifacts") or {}).get("bitstreams") or {}
+    for g in groups:
+        ready_cards = {(c.node, c.card) for p, c in enumerate(g.cards)
+                       if pod_ready(by_name.get(builders.card_pod_name(owner.name, g.index, p), {}))}
+        for inst in g.instances:
+            wirings = g.wirings(inst["index"])
+            problems += check_chain(wirings)
+            instances.append(InstanceSummary(
+                index=inst["index"], group=g.index, fps=inst["fps"], standby=inst["index"] not in active,
+                ready=bool(wirings) and all((w.node, w.card) in ready_cards for w in wirings),
+                segments=[SegmentSummary(node=w.node, card=w.card, card_type=w.card_type, layers=w.layer_range)
+                          for w in wirings]))
+        group_summaries.append(GroupSummary(
+            index=g.index, instances=[i["index"] for i in g.instances],
+            predicted_fps=round(sum(i["fps"] for i in g.instances), 3),
+            cards=[GroupCard(node=c.node, card=c.card, card_type=c.card_type, build=c.build) for c in g.cards]))
+        cost += float(g.configmap["metadata"]["annotations"].get(builders.ANNOTATION_COST, 0))
+        for c in g.cards:
+            b = g.builds.get(c.build)
+            if b is None:
+                continue
+            entry = builds.setdefault(c.build, BuildStatus(
+                digest=c.build, card_type=b["cardType"], fclk_mhz=b["fclkMhz"], cards=0, folding=b["folding"],
+                segments=[BuildSegment(layers=s["layers"], slrs=s["slrs"], floorplan=s["floorplan"])
+                          for s in b["segments"]], bitstream=bitstreams.get(c.build)))
+            entry.cards += 1
+    served = [i for i in instances if not i.standby]
+    ready = sum(i.ready for i in served)
+    fps = sum(i.fps for i in served)
+    conditions = ConditionSet((ei.get("status") or {}).get("conditions") or [], ei["metadata"].get("generation"),
+                              dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    mark_components(conditions, decision, want, len(served), ready, groups, pods, problems)
+    conditions.derive_ready(f"{ready} instance(s) ready")
+    cards_used = sum(len(g.cards) for g in groups)
+    return ElasticInferenceStatus(
+        phase=phase(conditions, len(served), ready), conditions=conditions.ordered(),
+        plan=PlanSummary(objective=(ei.get("spec") or {}).get("objective", "throughput"),
+                         model=spec_model.get("name") or "artifacts", instances=instances, groups=group_summaries,
+                         cards_used=cards_used),
+        replicas=len(served), ready_replicas=ready, standby_replicas=len(instances) - len(served),
+        builds=sorted(builds.values(), key=lambda b: b.digest), selector=builders.selector(owner.name),
+        predicted_fps=round(fps, 3), cost_per_hour=round(cost, 4),
+        fps_per_dollar_hour=round(fps / cost, 3) if cost else 0.0,
+        endpoint=builders.endpoint(owner, builders.served_model(owner.name, spec_model.get("name"))),
+        observed_fps=(ei.get("status") or {}).get("observedFPS"),
+        observed_generation=ei["metadata"].get("generation"))
+
+
+def mark_components(conditions: ConditionSet, decision: Decision, want: int, served: int, ready: int,
+                    groups: list[GroupRecord], pods: list[dict], problems: list[str]) -> None:
+    for type_, (status, reason, message) in decision.conditions.items():
+        conditions.mark(type_, status, reason, message)
+    if "PartitionSolved" not in decision.conditions and (served or not want):
+        conditions.mark("PartitionSolved", "True", "Solved", f"{len(groups)} group(s) planned")
+    total = sum(len(g.cards) for g in groups)
+    bound = sum(bool(p.get("spec", {}).get("nodeName")) for p in pods
+                if p["metadata"]["labels"].get(builders.LABEL_NAME) is not None)
+    if decision.pending_builds:
+        conditions.mark("Scheduled", "False", "BuildPending", "no bitstream for card build(s) "
+                        f"{', '.join(sorted(decision.pending_builds))} in spec.model.artifacts.bitstreams")
+    elif served < want:
+        conditions.mark("Scheduled", "False", "InsufficientCards", f"{served} of {want} instance(s) placed")
+    elif bound < total:
+        conditions.mark("Scheduled", "False", "PodsPending", f"{bound} of {total} card pod(s) bound to nodes")
+    else:
+        conditions.mark("Scheduled", "True", "AllPlaced", f"{served} instance(s) on {total} card pod(s)")
+    conditions.mark("SegmentsReady", *(("True", "AllReady") if ready >= want else ("False", "SegmentsNotReady")),
+                    f"{ready} of {want} instance(s) ready")
+    conditions.mark("LinksUp", *(("True", "WiringConsistent", "every segment sends where the next one listens")
+                                 if not problems else ("False", "WiringInconsistent", "; ".join(problems))))
+
+
+def phase(conditions: ConditionSet, served: int, ready: int) -> str:
+    if conditions.get("Ready").status == "True":
+        return "Running"
+    solved = conditions.get("PartitionSolved")
+    if served == 0 and solved is not None and solved.status == "False":
+        return "Failed"
+    if served == 0:
+        return "Pending"
+    return "Degraded" if ready else "Scheduling"
+

@@ -1,0 +1,181 @@
+"""decide (pure): spec + snapshot -> actions. No API at all: the snapshot is plain data, and the 'apply' step
+below only turns Create actions into snapshot entries the way the API server would answer them."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from elasticdf_contract.names import ANNOTATION_CARD, card_pod_name, dns_label, label_value
+from elasticdf_contract.wiring import check_chain
+from elasticdf_operator import builders, inventory
+from elasticdf_operator.api import ElasticInferenceSpec
+from elasticdf_operator.decide import Apply, Create, DeleteGroup, Emit, MarkIdle, Settings, decide
+from elasticdf_operator.state import Observed
+from elasticdf_partitioner.catalog import load_catalog
+from elasticdf_partitioner.cluster import ClusterSpec, NodeSpec, cluster_from_spec
+from elasticdf_partitioner.solver import solve
+from elasticdf_partitioner.zoo import load_model
+
+CATALOG = load_catalog()
+OWNER = builders.Owner("net", "ns", "u1")
+DEFAULTS = Settings()
+
+
+def node(name, cards, ready=True, since="2026-01-01T00:00:00Z"):
+    alloc = {}
+    for c in cards:
+        res = CATALOG.card(c).device_plugin_resource
+        alloc[res] = str(int(alloc.get(res, 0)) + 1)
+    return {"metadata": {"name": name, "labels": {inventory.LABEL_CARD_TYPES: "x"},
+                         "annotations": {inventory.ANNOTATION_CARDS: ",".join(cards)}},
+            "status": {"allocatable": alloc, "conditions": [
+                {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": since}]}}
+
+
+def spec(replicas=1, model="mobilenetv1", **extra):
+    return ElasticInferenceSpec.model_validate({"model": {"name": model}, "replicas": replicas, **extra})
+
+
+def zoo_graph(source):
+    """The operator's model store for zoo names (decide takes the loader as an argument: no I/O here)."""
+    return load_model(source.name)
+
+
+def run(snap: Observed, s, now=1000.0, owner=OWNER, settings=DEFAULTS) -> tuple[Observed, list]:
+    """decide, then record what the API server would hold after the Create/Delete actions."""
+    d = decide(owner, s, snap, now, CATALOG, zoo_graph, settings)
+    pods, cms = list(snap.pods), list(snap.configmaps)
+    for a in d.actions:
+        if isinstance(a, Create) and a.obj["kind"] in ("Pod", "ConfigMap"):
+            obj = {**a.obj, "metadata": {**a.obj["metadata"], "uid": uuid.uuid4().hex}}
+            (pods if obj["kind"] == "Pod" else cms).append(obj)
+        if isinstance(a, DeleteGroup):
+            pods = [p for p in pods if p["metadata"]["uid"] not in a.pod_uids]
+            cms = [c for c in cms if c["metadata"]["uid"] != a.configmap_uid]
+        if isinstance(a, MarkIdle):
+            for c in cms:
+                if c["metadata"]["name"] == a.name:
+                    ann = c["metadata"]["annotations"]
+                    ann.pop(builders.ANNOTATION_IDLE_SINCE, None)
+                    if a.since is not None:
+                        ann[builders.ANNOTATION_IDLE_SINCE] = str(a.since)
+    return Observed(snap.nodes, pods, cms), d.actions
+
+
+def gateway_instances(actions) -> set[int]:
+    cm = next(a.obj for a in actions if isinstance(a, Apply) and a.obj["metadata"]["name"].endswith("wiring"))
+    return {int(k.split("-")[1]) for k in cm["data"]}
+
+
+def cli_plan_fps(nodes: list[tuple[str, list[str]]], model="mobilenetv1") -> float:
+    cluster = cluster_from_spec(ClusterSpec(nodes=[NodeSpec(name=n, cards=c) for n, c in nodes]), CATALOG)
+    return solve(load_model(model), cluster).total_fps
+
+
+def test_card_pods_host_the_plan_and_predicted_fps_equals_the_cli_plan():
+    snap = Observed([node("a", ["u280", "u280"])], [], [])
+    plan_fps = cli_plan_fps([("a", ["u280", "u280"])])
+    snap, actions = run(snap, spec(replicas=100))
+    groups = [c for c in snap.configmaps]
+    planned = sum(i["fps"] for g in groups for i in builders.record_of(g)["instances"])
+    assert planned == pytest.approx(plan_fps, rel=1e-3), "the operator deploys the whole CLI plan"
+    cards = [p["metadata"]["annotations"][ANNOTATION_CARD] for p in snap.pods]
+    assert sorted(cards) == ["a/0", "a/1"], "one pod per card in use"
+    instances = {}
+    for g in groups:
+        for card in builders.card_wirings_of(g):
+            ports = [w.listen.port for w in card.segments]
+            assert len(set(ports)) == len(ports)
+            for w in card.segments:
+                instances.setdefault(w.instance, []).append(w)
+    assert len(instances) > len(cards), "several instances share the cards"
+    assert all(check_chain(ws) == [] for ws in instances.values())
+
+
+def test_scaling_inside_a_group_moves_no_pod_and_standby_leaves_the_rotation():
+    snap = Observed([node("a", ["u280", "u280"])], [], [])
+    snap, actions = run(snap, spec(replicas=1))
+    (cm,) = snap.configmaps
+    held = [i["index"] for i in builders.record_of(cm)["instances"]]
+    assert len(held) > 1 and gateway_instances(actions) == {held[0]}
+    pods = {p["metadata"]["uid"] for p in snap.pods}
+    after, actions = run(snap, spec(replicas=len(held)))
+    assert {p["metadata"]["uid"] for p in after.pods} == pods
+    assert not [a for a in actions if isinstance(a, Create) and a.obj["kind"] == "Pod"]
+    assert gateway_instances(actions) == set(held)
+
+
+def test_scale_beyond_the_group_adds_a_group_and_an_idle_group_is_released_after_the_window():
+    snap = Observed([node("a", ["u280"]), node("b", ["u280"])], [], [])
+    s1 = spec(replicas=1, autoscaling={"minReplicas": 1, "maxReplicas": 9, "targetFPS": 100,
+                                       "scaleDownStabilizationSeconds": 60})
+    snap, _ = run(snap, s1)
+    first = len(builders.record_of(snap.configmaps[0])["instances"])
+    s2 = s1.model_copy(update={"replicas": first + 1})
+    snap, actions = run(snap, s2)
+    assert len(snap.configmaps) == 2 and any(isinstance(a, Emit) and a.reason == "GroupPlaced" for a in actions)
+    snap, actions = run(snap, s1, now=1000.0)
+    assert any(isinstance(a, MarkIdle) and a.since == 1000.0 for a in actions)
+    snap, actions = run(snap, s1, now=1030.0)
+    assert len(snap.configmaps) == 2, "released before the scale-down window ended"
+    snap, actions = run(snap, s1, now=1061.0)
+    assert len(snap.configmaps) == 1 and any(isinstance(a, Emit) and a.reason == "GroupReleased" for a in actions)
+
+
+def test_node_lost_moves_only_its_groups_and_notready_waits_for_the_grace_period():
+    nodes = [node("a", ["u280"]), node("b", ["u280"]), node("c", ["u280"])]
+    snap = Observed(nodes, [], [])
+    per_card = len(builders.record_of(run(snap, spec(1))[0].configmaps[0])["instances"])
+    snap, _ = run(snap, spec(2 * per_card))
+    assert len(snap.configmaps) == 2
+    on_a = [c for c in snap.configmaps if "a" in {x["node"] for x in builders.cards_of(c)}]
+    other = {c["metadata"]["uid"] for c in snap.configmaps} - {c["metadata"]["uid"] for c in on_a}
+    notready = [node("a", ["u280"], ready=False, since="1970-01-01T00:16:30Z")] + nodes[1:]  # t=990
+    still, _ = run(Observed(notready, snap.pods, snap.configmaps), spec(2 * per_card), now=1000.0,
+                   settings=Settings(not_ready_grace_seconds=30))
+    assert {c["metadata"]["uid"] for c in still.configmaps} == {c["metadata"]["uid"] for c in snap.configmaps}
+    moved, _ = run(Observed(notready, snap.pods, snap.configmaps), spec(2 * per_card), now=1021.0,
+                   settings=Settings(not_ready_grace_seconds=30))
+    assert other <= {c["metadata"]["uid"] for c in moved.configmaps}, "the other group was touched"
+    used = {x["node"] for c in moved.configmaps for x in builders.cards_of(c)}
+    assert used == {"b", "c"}
+
+
+def test_two_resources_never_book_the_same_card():
+    snap = Observed([node("a", ["u280", "u280"])], [], [])
+    snap, _ = run(snap, spec(1))
+    other = builders.Owner("other", "ns", "u2")
+    snap, _ = run(snap, spec(1), owner=other)
+    cards = [p["metadata"]["annotations"][ANNOTATION_CARD] for p in snap.pods]
+    assert sorted(cards) == ["a/0", "a/1"]
+
+
+def test_xrt_holds_the_group_until_its_build_has_a_bitstream():
+    s = spec(1, runtime={"mode": "xrt"})
+    snap, actions = run(Observed([node("a", ["u280"])], [], []), s)
+    assert snap.configmaps and not snap.pods, "cards held, no pod before the build exists"
+    (cm,) = snap.configmaps
+    digest = next(iter(builders.record_of(cm)["builds"]))
+    assert digest.startswith("sha256:")
+    with_build = ElasticInferenceSpec.model_validate(
+        {"model": {"artifacts": {"onnx": "file:///m.onnx", "bitstreams": {digest: "file:///b.xclbin"}}},
+         "replicas": 1, "runtime": {"mode": "xrt"}})
+    # the group is keyed by build digest only: the same wiring with the bitstream now known gets its pod
+    from elasticdf_operator.decide import Decision, GroupRecord, repair
+    d = Decision()
+    repair(OWNER, with_build, GroupRecord.parse(cm), {}, CATALOG, d, Settings())
+    (pod,) = [a.obj for a in d.actions if isinstance(a, Create)]
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert env["ELASTICDF_XCLBIN"] == "file:///b.xclbin" and not d.pending_builds
+
+
+@pytest.mark.parametrize("name", ["a" * 253, "x.y.z-" + "b" * 200, "net", "9lives", "a" * 63])
+def test_derived_names_are_valid_for_every_legal_name(name):
+    import re
+
+    label = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    for derived in (card_pod_name(name, 12, 3), dns_label(name, "-gateway"), dns_label(name, "-cards"),
+                    label_value(name)):
+        assert len(derived) <= 63 and label.match(derived), derived
+    assert card_pod_name(name, 0, 0) != card_pod_name(name + "x", 0, 0)
