@@ -2,7 +2,9 @@
 
 Fair by construction: "segment alone" and "pipeline" are measured the same way. Every segment runs as its own
 `python -m elasticdf_segment` process (1 onnxruntime thread), and this program plays the gateway with the raw
-frame protocol (send_frame / FrameReader, the segment runtime's own framing) in both cases: a segment alone is a
+frame protocol (send_frame / FrameReader, the segment runtime's own framing) in both cases, exactly as a gateway
+replica connects: requests into the first segment, results from the last one over a connection it opens with a
+results hello (framing.results_hello; request ids carry its origin). A segment alone is a
 one-segment pipeline client -> s_i -> client fed with that segment's real inputs; the pipeline is
 client -> s0 -> ... -> client. All those processes are started once per case and the measurements are interleaved
 (alone s0, alone s1, ..., pipeline; repeated REPS times), so load from other work on the machine hits both sides
@@ -26,14 +28,25 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 from elasticdf_contract.wiring import Endpoint, SegmentWiring
 from elasticdf_segment import split, testmodels
-from elasticdf_segment.framing import KIND_HELLO, KIND_TENSOR, Frame, FrameReader, connect, send_frame
+from elasticdf_segment.framing import (
+    KIND_TENSOR,
+    ORIGIN_SHIFT,
+    Frame,
+    FrameReader,
+    connect,
+    encode,
+    results_hello,
+    send_frame,
+)
 
 WARMUP = 100  # results dropped before the clock starts (pipeline fill, onnxruntime first runs)
 DISTINCT = 64  # distinct input frames, cycled
+ORIGIN = 1  # this client's gateway origin: the last segment returns request ids carrying it over our results hello
 
 
 def free_port() -> int:
@@ -68,13 +81,23 @@ def compute_ms(model: onnx.ModelProto, frames) -> float:
     return (time.perf_counter() - start) / len(frames) * 1e3
 
 
+def dial(host: str, port: int, attempts: int = 100) -> socket.socket:
+    """Connect once the segment process listens (it starts in the background)."""
+    for _ in range(attempts - 1):
+        try:
+            return connect(host, port)
+        except OSError:
+            time.sleep(0.1)
+    return connect(host, port)
+
+
 class Chain:
-    """Segment processes wired client -> s0 -> ... -> client, and the client's two connections."""
+    """Segment processes wired client -> s0 -> ... -> client, and the client's two connections: requests to the
+    first segment, results from the last one (subscribed with a results hello, as a gateway replica does)."""
 
     def __init__(self, parts: list[onnx.ModelProto], ranges: list[list[int]], workdir: Path, tag: str,
                  env: dict[str, str] | None = None):
-        self.results = socket.create_server(("127.0.0.1", 0))
-        gateway = Endpoint(kind="gateway", host="127.0.0.1", port=self.results.getsockname()[1])
+        gateway = Endpoint(kind="gateway", host="gateway.invalid", port=8000)  # the Service; nobody dials it
         listens = [Endpoint(kind="pod", host="127.0.0.1", port=free_port()) for _ in parts]
         self.procs = []
         for i, part in enumerate(parts):
@@ -90,21 +113,33 @@ class Chain:
                 [sys.executable, "-m", "elasticdf_segment", "--wiring", str(workdir / f"{tag}-s{i}.json"),
                  "--onnx", str(path), "--threads", "1", "--health-port", str(free_port())],
                 stderr=subprocess.DEVNULL, env=env))
-        self.entry = listens[0].port
+        self.entry, self.exit = listens[0].port, listens[-1].port
 
-    def connect(self) -> None:
-        self.results.settimeout(60)
-        conn, _ = self.results.accept()
-        conn.settimeout(None)
-        self.reader = FrameReader(conn)
-        assert self.reader.read().kind == KIND_HELLO  # the last segment introduces itself first
-        for _ in range(100):
+    def connect(self, probe: np.ndarray) -> None:
+        results = dial("127.0.0.1", self.exit)
+        results.sendall(encode(results_hello(ORIGIN, "dataplane_bench")))
+        self.reader = FrameReader(results)
+        self.sender = dial("127.0.0.1", self.entry)
+        self._probe(results, probe)
+
+    def _probe(self, results: socket.socket, probe: np.ndarray) -> None:
+        """One frame through: the last segment has registered our results hello (it drops results it cannot
+        route, so a frame sent before that would be lost)."""
+        results.settimeout(2.0)
+        for _ in range(30):
+            send_frame(self.sender, Frame.of_tensor(self.request_id(0), probe))
             try:
-                self.sender = connect("127.0.0.1", self.entry)
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("first segment did not come up")
+                self._receive()
+                break
+            except TimeoutError:
+                continue
+        else:
+            raise RuntimeError("no result from the pipeline after 30 probes")
+        results.settimeout(None)
+
+    @staticmethod
+    def request_id(i: int) -> int:
+        return (ORIGIN << ORIGIN_SHIFT) | i
 
     def _receive(self) -> None:
         frame = self.reader.read()
@@ -116,7 +151,7 @@ class Chain:
         times = []
         for i in range(n):
             start = time.perf_counter()
-            send_frame(self.sender, Frame.of_tensor(i, frames[i % len(frames)]))
+            send_frame(self.sender, Frame.of_tensor(self.request_id(i), frames[i % len(frames)]))
             self._receive()
             times.append(time.perf_counter() - start)
         return statistics.median(times) * 1e3
@@ -125,7 +160,7 @@ class Chain:
         """Frames per second with the chain kept full, and the CPU cores each process used meanwhile."""
         def feed() -> None:
             for i in range(count + WARMUP):
-                send_frame(self.sender, Frame.of_tensor(i, frames[i % len(frames)]))
+                send_frame(self.sender, Frame.of_tensor(self.request_id(i), frames[i % len(frames)]))
 
         sender = threading.Thread(target=feed, daemon=True)
         sender.start()
@@ -147,7 +182,9 @@ class Chain:
         for p in self.procs:
             p.kill()
             p.wait()
-        self.results.close()
+        for sock in (getattr(self, "sender", None), getattr(getattr(self, "reader", None), "sock", None)):
+            if sock is not None:
+                sock.close()
 
 
 def run(model: onnx.ModelProto, ranges: list[list[int]], workdir: Path, reps: int, count: int,
@@ -161,8 +198,9 @@ def run(model: onnx.ModelProto, ranges: list[list[int]], workdir: Path, reps: in
     chains = [Chain([p], [ranges[i]], workdir, f"alone{i}", env) for i, p in enumerate(parts)]
     pipeline = Chain(parts, ranges, workdir, "pipeline", env)
     try:
-        for c in [*chains, pipeline]:
-            c.connect()
+        for i, c in enumerate(chains):
+            c.connect(inputs[i][0])
+        pipeline.connect(inputs[0][0])
         rtt = pipeline.rtt_ms(inputs[0])
         alone_runs, pipe_runs, ratios, cores = [[] for _ in parts], [], [], []
         for _ in range(reps):

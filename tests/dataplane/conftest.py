@@ -131,12 +131,18 @@ class Pipeline:
     workdir: Path
     model_path: Path
     wirings: list
-    gateway_ip: str
+    gateway_ips: list[str]  # one per gateway replica (each in its own namespace)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
-        return f"http://{self.gateway_ip}:8000"
+        return self.url_of(0)
+
+    def url_of(self, replica: int) -> str:
+        return f"http://{self.gateway_ips[replica]}:8000"
+
+    def grpc_target(self, replica: int = 0) -> str:
+        return f"{self.gateway_ips[replica]}:8001"
 
     def start_segment(self, index: int) -> None:
         pod = f"s{index}"
@@ -147,10 +153,11 @@ class Pipeline:
             ["ip", "netns", "exec", self.fabric.namespaces[pod], PYTHON, "-m", "elasticdf_segment"],
             env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
-    def start_gateway(self) -> None:
-        log = open(self.workdir / "gateway.log", "ab")  # noqa: SIM115
-        self.procs["gateway"] = subprocess.Popen(
-            ["ip", "netns", "exec", self.fabric.namespaces["gateway"], PYTHON, "-m", "elasticdf_gateway",
+    def start_gateway(self, replica: int = 0) -> None:
+        pod = gateway_pod(replica)
+        log = open(self.workdir / f"{pod}.log", "ab")  # noqa: SIM115
+        self.procs[pod] = subprocess.Popen(
+            ["ip", "netns", "exec", self.fabric.namespaces[pod], PYTHON, "-m", "elasticdf_gateway",
              "--model", "testnet", "--wiring", str(self.workdir / "wiring"), "--timeout", "10"],
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
@@ -160,14 +167,13 @@ class Pipeline:
         proc.wait()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
+        """Every running gateway replica answers ready."""
         deadline = time.monotonic() + timeout
+        waiting = [i for i in range(len(self.gateway_ips)) if gateway_pod(i) in self.procs]
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as reply:
-                    if reply.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            waiting = [i for i in waiting if not _ready(self.url_of(i))]
+            if not waiting:
+                return
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited: {(self.workdir / f'{name}.log').read_text()[-2000:]}")
@@ -180,6 +186,18 @@ class Pipeline:
             proc.kill()
             proc.wait()
         self.procs.clear()
+
+
+def gateway_pod(replica: int) -> str:
+    return "gateway" if replica == 0 else f"gateway{replica}"
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def operator_wirings(model_path: Path, ranges: list[list[int]], names: list[str]) -> list:
@@ -200,7 +218,8 @@ def operator_wirings(model_path: Path, ranges: list[list[int]], names: list[str]
     return builders, owner, wirings
 
 
-def build_pipeline(fabric: Fabric, workdir: Path, model: onnx.ModelProto, ranges: list[list[int]]) -> Pipeline:
+def build_pipeline(fabric: Fabric, workdir: Path, model: onnx.ModelProto, ranges: list[list[int]],
+                   gateways: int = 1) -> Pipeline:
     from elasticdf_contract.wiring import check_chain
     from elasticdf_segment.split import layer_names
 
@@ -212,11 +231,13 @@ def build_pipeline(fabric: Fabric, workdir: Path, model: onnx.ModelProto, ranges
     (workdir / "wiring").mkdir()
     for key, text in configmap["data"].items():  # what the ConfigMap volume mount shows the pod
         (workdir / "wiring" / key).write_text(text)
-    gateway_ip = fabric.add_pod("gateway", [wirings[0].upstream.host])
+    # replica 0 holds the Service name (nothing dials it since results hellos; kept as the cluster has it)
+    gateway_ips = [fabric.add_pod(gateway_pod(i), [wirings[0].upstream.host] if i == 0 else [])
+                   for i in range(gateways)]
     for w in wirings:
         fabric.add_pod(f"s{w.segment}", [w.listen.host])
     fabric.write_hosts()
-    return Pipeline(fabric, workdir, model_path, wirings, gateway_ip)
+    return Pipeline(fabric, workdir, model_path, wirings, gateway_ips)
 
 
 @pytest.fixture
@@ -236,10 +257,11 @@ def fabric() -> Iterator[Fabric]:
 def pipeline_factory(fabric: Fabric, tmp_path: Path):
     made: list[Pipeline] = []
 
-    def make(model: onnx.ModelProto, ranges: list[list[int]]) -> Pipeline:
-        p = build_pipeline(fabric, tmp_path, model, ranges)
+    def make(model: onnx.ModelProto, ranges: list[list[int]], gateways: int = 1) -> Pipeline:
+        p = build_pipeline(fabric, tmp_path, model, ranges, gateways)
         made.append(p)
-        p.start_gateway()
+        for replica in range(gateways):
+            p.start_gateway(replica)
         for w in p.wirings:
             p.start_segment(w.segment)
         p.wait_ready()
@@ -250,9 +272,10 @@ def pipeline_factory(fabric: Fabric, tmp_path: Path):
         p.stop()
 
 
-def infer(url: str, frame, timeout: float = 30.0) -> tuple[int, dict]:
-    body = json.dumps({"inputs": [{"name": "x", "shape": list(frame.shape), "datatype": "FP32",
-                                   "data": frame.ravel().tolist()}]}).encode()
+def infer(url: str, frame, timeout: float = 30.0, request_id: str = "") -> tuple[int, dict]:
+    """One JSON request (the protocol echoes `id`: each reply can be matched to its request)."""
+    body = json.dumps({"id": request_id, "inputs": [{"name": "x", "shape": list(frame.shape), "datatype": "FP32",
+                                                     "data": frame.ravel().tolist()}]}).encode()
     request = urllib.request.Request(f"{url}/v2/models/testnet/infer", body, {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:

@@ -33,9 +33,12 @@ def free_port(host: str = GATEWAY_HOST) -> int:
         return s.getsockname()[1]
 
 
-def wirings(model_path: Path, instance: int, ranges: list[list[int]], data_port: int) -> list[SegmentWiring]:
+SERVICE = Endpoint(kind="gateway", host="gateway.invalid", port=8000)  # the gateway Service; nobody dials it
+
+
+def wirings(model_path: Path, instance: int, ranges: list[list[int]], data_port: int,
+            gateway: Endpoint = SERVICE) -> list[SegmentWiring]:
     hosts = [f"127.0.{40 + instance}.{1 + s}" for s in range(len(ranges))]
-    gateway = Endpoint(kind="gateway", host="gateway.invalid", port=8000)  # the Service name; nobody dials it
     listens = [Endpoint(kind="pod", host=h, port=data_port) for h in hosts]
     return [SegmentWiring(instance_id=f"test/{MODEL}-{instance}", instance=instance, segment=s, segments=len(ranges),
                           mode="emulation", model=MODEL, node="n", card=s, card_type="u280", slrs=[0],
@@ -52,6 +55,10 @@ class Stack:
     ranges: list[list[int]]
     instances: int = 1
     gateway_args: tuple[str, ...] = ()
+    # the gateway endpoint in the wiring: a runtime from before results hellos (benchmarks/gateway_bench.py's
+    # old gateway) has its last segment dial it, so there it is the one gateway's real address
+    gateway: Endpoint = field(default_factory=lambda: SERVICE)
+    env: dict[str, str] | None = None  # of every process (PYTHONPATH of another source tree)
     health_port: int = field(default_factory=lambda: free_port("127.0.40.1"))
     data_port: int = field(default_factory=lambda: free_port("127.0.40.1"))
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -62,18 +69,18 @@ class Stack:
         onnx.save(self.model, str(model_path))
         (self.workdir / "wiring").mkdir(exist_ok=True)
         for i in range(self.instances):
-            for w in wirings(model_path, i, self.ranges, self.data_port):
+            for w in wirings(model_path, i, self.ranges, self.data_port, self.gateway):
                 path = self.workdir / "wiring" / f"instance-{i}-segment-{w.segment}.json"
                 path.write_text(w.model_dump_json())
                 cut = self.workdir / f"segment-{w.segment}.onnx"  # what the segment would cut from the model
                 onnx.save(split.cut(self.model, *w.layer_range), str(cut))
-                self._spawn(f"i{i}s{w.segment}", "elasticdf_segment", "--wiring", str(path), "--mode", "emulation",
+                self.spawn(f"i{i}s{w.segment}", "elasticdf_segment", "--wiring", str(path), "--mode", "emulation",
                             "--onnx", str(cut), "--bind", w.listen.host, "--health-port", str(self.health_port))
 
     def start_gateway(self, name: str = "gw0", *extra: str) -> str:
         http, grpc = free_port(), free_port()
         self.ports[name] = (http, grpc)
-        self._spawn(name, "elasticdf_gateway", "--model", MODEL, "--wiring", str(self.workdir / "wiring"),
+        self.spawn(name, "elasticdf_gateway", "--model", MODEL, "--wiring", str(self.workdir / "wiring"),
                     "--host", GATEWAY_HOST, "--port", str(http), "--grpc-port", str(grpc),
                     "--segment-health-port", str(self.health_port), *self.gateway_args, *extra)
         return name
@@ -84,10 +91,10 @@ class Stack:
     def grpc_url(self, name: str = "gw0") -> str:
         return f"{GATEWAY_HOST}:{self.ports[name][1]}"
 
-    def _spawn(self, name: str, module: str, *argv: str) -> None:
+    def spawn(self, name: str, module: str, *argv: str) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the process owns it
         self.procs[name] = subprocess.Popen([sys.executable, "-m", module, *argv], stdout=log,
-                                            stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+                                            stderr=subprocess.STDOUT, preexec_fn=die_with_parent, env=self.env)
 
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")

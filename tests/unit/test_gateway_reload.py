@@ -7,10 +7,12 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from elasticdf_contract.wiring import Endpoint, SegmentWiring
 from elasticdf_gateway.__main__ import WiringWatcher, load_wirings, reload
-from elasticdf_gateway.pipeline import Pipeline
+from elasticdf_gateway.pipeline import Pipeline, RequestFailed
 from elasticdf_gateway.service import UNKNOWN_INPUT, Model, Service
+from elasticdf_gateway.tensors import from_bytes, from_list
 
 
 def wirings(instance: int, segments: int = 2, host: str = "p") -> list[SegmentWiring]:
@@ -94,3 +96,13 @@ def test_unparsable_change_keeps_the_old_wiring_and_is_retried(tmp_path):
     assert watcher.poll() is False and not seen
     path.write_text(json.dumps({**json.loads(good.model_dump_json()), "card": 5}))
     assert watcher.poll() is True and seen[0][0].card == 5
+
+
+def test_a_gateway_that_cannot_read_the_model_takes_any_frame_shape():
+    """The operator's gateway Deployment does not fetch file:// or oci:// models: the segments check shapes."""
+    assert from_bytes("x", "UINT8", [2, 3, 4, 4], bytes(96), UNKNOWN_INPUT, 8).shape == (2, 3, 4, 4)
+    assert from_list("x", "FP32", [1, 3], [1.0, 2.0, 3.0], UNKNOWN_INPUT, 8).shape == (1, 3)
+    with pytest.raises(RequestFailed, match="holds 9 frames; this gateway takes 1 to 8"):
+        from_bytes("x", "UINT8", [9, 1], bytes(9), UNKNOWN_INPUT, 8)
+    with pytest.raises(RequestFailed, match="holds 0 frames"):
+        from_list("x", "FP32", [], [1.0], UNKNOWN_INPUT, 8)

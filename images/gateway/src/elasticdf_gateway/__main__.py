@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import uvloop
 from elasticdf_contract.wiring import SegmentWiring
 
 from .pipeline import Pipeline
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print("elasticdf-gateway: no wiring (--wiring or env ELASTICDF_WIRING_DIR)", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(args))
+        uvloop.run(serve(args))  # libuv's loop: socket writes and callbacks in C, the gateway's hot path
     except OSError as exc:  # a port in use, an unreadable wiring
         print(f"elasticdf-gateway: {exc}", file=sys.stderr)
         return 1

@@ -9,9 +9,8 @@ protocol's status; nothing a client sends can break the connection or the server
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -24,8 +23,14 @@ SERVICE = web.AppKey("service", Service)
 MAX_BODY = web.AppKey("max_body", int)
 
 
+def to_json(body: dict) -> bytes:
+    """orjson: several times faster than the json module, and it writes numpy arrays' values in C (the JSON
+    outputs), so no per-element Python list is built on the hot path."""
+    return orjson.dumps(body, default=lambda value: value.tolist(), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def json_reply(status: int, body: dict) -> web.Response:
-    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
+    return web.Response(status=status, body=to_json(body), content_type="application/json")
 
 
 @web.middleware
@@ -93,8 +98,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict, memoryview
             raise RequestFailed(400, f"{HEADER_LENGTH} {header_length!r} is not a length within the body "
                                      f"({len(body)} bytes)")
     try:
-        request = json.loads(view[:size].tobytes() if size != len(body) else body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        request = orjson.loads(view[:size])
+    except orjson.JSONDecodeError as exc:
         raise RequestFailed(400, f"request JSON is malformed: {exc}") from exc
     if not isinstance(request, dict):
         raise RequestFailed(400, "request JSON must be an object with \"inputs\"")
@@ -154,9 +159,9 @@ def encode_reply(service: Service, request: dict, wanted: list[tuple[str, bool]]
             tensor["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)
         else:
-            tensor["data"] = result.ravel().tolist()
+            tensor["data"] = np.ascontiguousarray(result).ravel()  # written by orjson (to_json)
         reply["outputs"].append(tensor)
-    head = json.dumps(reply).encode()
+    head = to_json(reply)
     if not chunks:
         return web.Response(body=head, content_type="application/json")
     return web.Response(body=b"".join([head, *chunks]), content_type="application/octet-stream",

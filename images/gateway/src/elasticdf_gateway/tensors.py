@@ -53,12 +53,12 @@ def checked_shape(name: str, shape: object, spec: TensorSpec, max_rows: int) -> 
     """The request's shape when it fits the model input: same rank, same frame dims, 1..max_rows frames."""
     if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise bad(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
-    want = spec.shape
-    fits = len(shape) == len(want) and all(w < 0 or w == d for w, d in zip(want[1:], shape[1:]))
+    want = spec.shape  # () when the gateway cannot read the model: any frame shape, the segments check it
+    fits = not want or (len(shape) == len(want) and all(w < 0 or w == d for w, d in zip(want[1:], shape[1:])))
     if not fits:
         raise bad(f"input {name!r}: shape {list(shape)} does not match the model input {list(want)} "
                   "(-1: any size; the first axis counts frames)")
-    if not want or not 1 <= shape[0] <= max_rows:
+    if not shape or not 1 <= shape[0] <= max_rows:
         raise bad(f"input {name!r}: shape {list(shape)} holds {shape[0] if shape else 0} frames; "
                   f"this gateway takes 1 to {max_rows} per request")
     return tuple(shape)

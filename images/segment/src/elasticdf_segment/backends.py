@@ -44,6 +44,7 @@ class EmulationBackend:
 
     def start(self) -> None:
         import onnxruntime as ort
+        from onnx import helper
 
         model = segment_model(self.wiring, self.onnx_path)
         options = ort.SessionOptions()
@@ -57,10 +58,13 @@ class EmulationBackend:
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.input_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(model.graph.input[0].type.tensor_type.elem_type))
         self.output_names = [self.session.get_outputs()[0].name]
 
     def process(self, tensor: np.ndarray) -> np.ndarray:
-        return self.session.run(self.output_names, {self.input_name: tensor})[0]
+        """The gateway sends frames in the request's datatype (its values already checked to convert exactly):
+        the cast to the model's input happens here, on the segment's core, not in the gateway."""
+        return self.session.run(self.output_names, {self.input_name: tensor.astype(self.input_dtype, copy=False)})[0]
 
     def ready(self) -> tuple[bool, str]:
         return (self.session is not None, "" if self.session else "model not loaded")

@@ -21,7 +21,8 @@ odma completes, and starts odma for a batch before waiting on it.
 
 Assumptions (not verifiable without a card and the segment's bitstream):
   - the segment bitstream keeps FINN's names `idma0` / `odma0` (overridable) and a batch of 1 frame per run;
-  - the bytes a DMA moves are the tensor's bytes as framed (C order, the frame's dtype): the ONNX input/output
+  - the bytes a DMA moves are the tensor's bytes in the segment ONNX's input/output dtype (C order; a frame in
+    another dtype, as the gateway sends a request's own datatype, is cast first): the ONNX input/output
     shapes and dtypes of the segment give the buffer sizes. A bitstream with FINN's bit-packed IO needs its
     packing applied by the client — the relay checks sizes, it does not repack;
   - `run.wait()` returning `ert_cmd_state.ERT_CMD_STATE_COMPLETED` (or the value 4 when the enum is absent)
@@ -92,8 +93,8 @@ class XrtRelay:
 
     def _write(self, tensor: np.ndarray) -> None:
         spec = self.idma.spec
-        array = np.ascontiguousarray(tensor)
-        if array.nbytes != spec.nbytes or array.dtype != spec.dtype:
+        array = np.ascontiguousarray(tensor, dtype=spec.dtype)  # frames come in the request's datatype
+        if array.nbytes != spec.nbytes:
             raise RelayError(f"frame {array.shape} {array.dtype} ({array.nbytes} bytes) does not fit "
                              f"{self.idma.name}: expects {spec.shape} {spec.dtype} ({spec.nbytes} bytes)")
         self.idma.host[:] = array.reshape(-1).view(np.uint8)
