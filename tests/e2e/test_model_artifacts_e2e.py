@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cardpods import GROUP, PLURAL, VERSION, card_pods, condition, groups
 from elasticdf_operator.local import local_operator
-from test_operator import GROUP, PLURAL, VERSION, condition, segment_pods
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from modelserver import ModelServer, Route  # noqa: E402
@@ -81,9 +81,9 @@ def test_a_finn_dataflow_onnx_by_http_and_file_plans(operator, models, custom, c
     for name in ("web", "disk"):
         c = wait_for(lambda name=name: settled(custom, namespace, name), 60, f"{name}: PartitionSolved")
         assert (c["status"], c["reason"]) == ("True", "Solved"), c
-    (pod,) = wait_for(lambda: segment_pods(core_v1, namespace, "web") or None, 30, "web: segment pod")
-    cm = core_v1.read_namespaced_config_map(f"{pod.metadata.name.rsplit('-s', 1)[0]}-wiring", namespace)
-    assert f'"onnx_sha256":"{sha(GOOD)}"' in cm.data["segment-0.json"]
+    pod = wait_for(lambda: card_pods(core_v1, namespace, "web") or None, 30, "web: card pod")[0]
+    wirings = [w for group in groups(core_v1, namespace, "web") for card in group.cards for w in card.segments]
+    assert wirings and all(w.artifacts.onnx_sha256 == sha(GOOD) for w in wirings)
     env = {e.name: e.value for e in pod.spec.containers[0].env}
     assert env["ELASTICDF_MODEL_MAX_BYTES"] == str(MAX_BYTES)
     assert {v.name for v in pod.spec.volumes} >= {"wiring", "model-cache"}
