@@ -146,7 +146,7 @@ class Pipeline:
 
     def start_segment(self, index: int) -> None:
         pod = f"s{index}"
-        env = {**os.environ, "ELASTICDF_WIRING": str(self.workdir / "wiring" / f"segment-{index}.json"),
+        env = {**os.environ, "ELASTICDF_WIRING": str(self.workdir / "cards" / f"card-{index}.json"),
                "ELASTICDF_ORT_THREADS": "1", "ELASTICDF_MODEL_FILE_ROOT": str(self.workdir)}
         log = open(self.workdir / f"{pod}.log", "ab")  # noqa: SIM115 - owned by the process
         self.procs[pod] = subprocess.Popen(
@@ -166,7 +166,7 @@ class Pipeline:
         proc.kill()
         proc.wait()
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 90.0) -> None:
         """Every running gateway replica answers ready."""
         deadline = time.monotonic() + timeout
         waiting = [i for i in range(len(self.gateway_ips)) if gateway_pod(i) in self.procs]
@@ -200,8 +200,8 @@ def _ready(url: str) -> bool:
         return False
 
 
-def operator_wirings(model_path: Path, ranges: list[list[int]], names: list[str]) -> list:
-    """SegmentWiring per segment exactly as the operator builds them (emulation mode)."""
+def operator_wirings(model_path: Path, ranges: list[list[int]], names: list[str]):
+    """The card wirings exactly as the operator builds them (emulation mode): one group, one card per segment."""
     sys.path.insert(0, str(ROOT / "operator" / "src"))
     from elasticdf_operator import builders
     from elasticdf_operator.api import ElasticInferenceSpec
@@ -214,8 +214,10 @@ def operator_wirings(model_path: Path, ranges: list[list[int]], names: list[str]
     spec = ElasticInferenceSpec.model_validate(
         {"model": {"artifacts": {"onnx": f"file://{model_path}"}}, "runtime": {"mode": "emulation"}})
     owner = builders.Owner(name="testnet", namespace="default", uid="0")
-    wirings = builders.wiring(owner, spec, 0, instance, "emulation", {"alveo-0": 0}, list(range(len(ranges))))
-    return builders, owner, wirings
+    places = [builders.CardPlace("alveo-0", i, "u280", 0, f"sha256:{i}") for i in range(len(ranges))]
+    cards = builders.group_wiring(owner, spec, 0, "emulation", places, [(0, instance)],
+                                  {("alveo-0", i): i for i in range(len(ranges))})
+    return builders, owner, cards
 
 
 def build_pipeline(fabric: Fabric, workdir: Path, model: onnx.ModelProto, ranges: list[list[int]],
@@ -225,12 +227,15 @@ def build_pipeline(fabric: Fabric, workdir: Path, model: onnx.ModelProto, ranges
 
     model_path = workdir / "model.onnx"
     onnx.save(model, str(model_path))
-    builders, owner, wirings = operator_wirings(model_path, ranges, layer_names(model))
+    builders, owner, cards = operator_wirings(model_path, ranges, layer_names(model))
+    wirings = [w for card in cards for w in card.segments]
     assert check_chain(wirings) == []
-    configmap = builders.instance_configmap(owner, 0, wirings, 1000.0, 1.0)
-    (workdir / "wiring").mkdir()
-    for key, text in configmap["data"].items():  # what the ConfigMap volume mount shows the pod
-        (workdir / "wiring" / key).write_text(text)
+    # what the ConfigMap volume mounts show the card pods and the gateway
+    for folder, configmap in (("cards", builders.group_configmap(owner, 0, cards, {}, 1000.0, 1.0)),
+                              ("wiring", builders.gateway_configmap(owner, wirings))):
+        (workdir / folder).mkdir()
+        for key, text in configmap["data"].items():
+            (workdir / folder / key).write_text(text)
     # replica 0 holds the Service name (nothing dials it since results hellos; kept as the cluster has it)
     gateway_ips = [fabric.add_pod(gateway_pod(i), [wirings[0].upstream.host] if i == 0 else [])
                    for i in range(gateways)]
