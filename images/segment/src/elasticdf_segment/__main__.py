@@ -12,7 +12,7 @@ import threading
 from elasticdf_partitioner.wiring import SegmentWiring
 
 from .backends import BackendError, EmulationBackend, XrtBackend, choose
-from .observe import SegmentMetrics, serve_health
+from .observe import SegmentMetrics, card_from_env, serve_health
 from .stream import StreamNode
 
 HEALTH_PORT = 8080  # the operator's readinessProbe port (builders.HEALTH_PORT)
@@ -35,6 +35,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def log_card(wiring: SegmentWiring, card: dict[str, str]) -> None:
+    """Say which card this segment was given: the device plugin's allocation, next to the planned card."""
+    log = logging.getLogger("elasticdf.segment")
+    if card:
+        log.info("%s segment %d: card index=%s bdf=%s type=%s (planned %s/%d, %s)", wiring.instance_id,
+                 wiring.segment, card.get("index", "?"), card.get("bdf", "?"), card.get("type", "?"),
+                 wiring.node, wiring.card, wiring.card_type)
+    else:
+        log.info("%s segment %d: no card from a device plugin (ELASTICDF_CARD_INDEX unset); planned %s/%d, %s",
+                 wiring.instance_id, wiring.segment, wiring.node, wiring.card, wiring.card_type)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse(argv)
@@ -43,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with open(args.wiring) as fh:
         wiring = SegmentWiring.model_validate_json(fh.read())
-    metrics = SegmentMetrics(wiring.instance_id, wiring.segment)
+    card = card_from_env(os.environ)
+    log_card(wiring, card)
+    metrics = SegmentMetrics(wiring.instance_id, wiring.segment, card)
     started = threading.Event()
     try:
         mode = choose(args.mode or wiring.mode)
