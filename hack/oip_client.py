@@ -34,15 +34,16 @@ def reference(model_name: str, frames: int, seed: int = 0) -> tuple[list[np.ndar
 
 
 class Client:
-    """One model behind a gateway: input name from its metadata, tensors sent as binary."""
+    """One model behind a gateway: input name from its metadata, tensors sent as binary. One per thread:
+    tritonclient's HTTP client runs on gevent, whose connections belong to the thread that made them."""
 
-    def __init__(self, url: str, model: str, concurrency: int = 1, timeout: float = 60.0):
+    def __init__(self, url: str, model: str, timeout: float = 60.0):
         import tritonclient.http as thttp
 
         self.thttp = thttp
+        self.url = url
         self.model = model
-        self.client = thttp.InferenceServerClient(url, concurrency=concurrency, connection_timeout=timeout,
-                                                  network_timeout=timeout)
+        self.client = thttp.InferenceServerClient(url, connection_timeout=timeout, network_timeout=timeout)
         self.metadata = self.client.get_model_metadata(model)
         self.input = self.metadata["inputs"][0]
 
@@ -68,13 +69,16 @@ class Outcome:
 
 @dataclass
 class Traffic:
-    """Requests from `workers` threads, each answer checked against the expected output of its frame, until
-    stop(); every request gets exactly one Outcome."""
+    """Requests from `workers` threads (each with its own Client for `url`), each answer checked against the
+    expected output of its frame, until stop(); every request gets exactly one Outcome. After a failure a
+    thread waits `backoff` seconds, as a client does, rather than spinning on an unavailable endpoint."""
 
-    client: Client
+    url: str
+    model: str
     inputs: list[np.ndarray]
     expected: list[np.ndarray]
     workers: int = 2
+    backoff: float = 0.05
     outcomes: list[Outcome] = field(default_factory=list)
 
     def __post_init__(self):
@@ -106,21 +110,31 @@ class Traffic:
             return self._next - 1
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            request = self._ticket()
-            frame = request % len(self.inputs)
-            outcome = Outcome(request, frame)
-            try:
-                answer = self.client.infer(self.inputs[frame], request_id=f"r{request}")
-                outcome.correct = bool(np.array_equal(answer, self.expected[frame]))
-            except Exception as exc:  # noqa: BLE001 - a protocol error or a broken connection: both are outcomes
-                outcome.error = f"{type(exc).__name__}: {exc}"
-            with self._lock:
-                self.outcomes.append(outcome)
+        client = Client(self.url, self.model)
+        try:
+            while not self._stop.is_set():
+                outcome = self._one(client)
+                with self._lock:
+                    self.outcomes.append(outcome)
+                if outcome.error:
+                    time.sleep(self.backoff)
+        finally:
+            client.close()
+
+    def _one(self, client: Client) -> Outcome:
+        request = self._ticket()
+        frame = request % len(self.inputs)
+        outcome = Outcome(request, frame)
+        try:
+            answer = client.infer(self.inputs[frame], request_id=f"r{request}")
+            outcome.correct = bool(np.array_equal(answer, self.expected[frame]))
+        except Exception as exc:  # noqa: BLE001 - a protocol error or a broken connection: both are outcomes
+            outcome.error = f"{type(exc).__name__}: {exc}"
+        return outcome
 
 
 def measure(client: Client, inputs, expected, seconds: float, concurrency: int) -> tuple[float, list[Outcome]]:
-    traffic = Traffic(client, inputs, expected, workers=concurrency).start()
+    traffic = Traffic(client.url, client.model, inputs, expected, workers=concurrency).start()
     time.sleep(seconds)
     outcomes = traffic.stop()
     return sum(o.correct for o in outcomes) / traffic.seconds, outcomes
@@ -147,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight while measuring")
     args = p.parse_args(argv)
     inputs, expected = reference(args.model, 16)
-    client = Client(args.url, args.model, concurrency=args.concurrency)
+    client = Client(args.url, args.model)
     try:
         out = client.metadata["outputs"][0]
         print(f"model {args.model}: input {client.input['name']} {client.input['datatype']} {client.input['shape']}"

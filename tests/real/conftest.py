@@ -16,6 +16,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -134,8 +135,10 @@ def helm(cluster, *args: str) -> str:
 def operator(real_cluster) -> str:
     """The operator in the cluster, as a user installs it: the Helm chart (CRDs, ServiceAccount, RBAC,
     Deployment with probes and metrics) with the locally built image, on the real node. Returns its namespace."""
+    started = time.monotonic()
     helm(real_cluster, "install", "elastic-df", str(CHART), "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
          "--set", "operator.image.pullPolicy=Never", "--set", "operator.resyncSeconds=2",
          "--set-string", r"operator.nodeSelector.elasticdf\.io/dev-runtime=real",  # devcluster.LABEL_DEV_RUNTIME
          "--wait", "--timeout", "5m")
+    print(f"helm install (operator pod Ready): {time.monotonic() - started:.1f}s")
     return OPERATOR_NAMESPACE

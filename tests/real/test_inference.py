@@ -49,6 +49,10 @@ class Served:
         assert res.returncode == 0, f"kubectl {' '.join(args)}: {res.stderr}"
         return res.stdout
 
+    def traffic(self) -> oip_client.Traffic:
+        """Two clients sending requests through the gateway (start() it)."""
+        return oip_client.Traffic(self.client.url, MODEL, self.inputs, self.expected, workers=2)
+
     @property
     def instance_id(self) -> str:  # how the gateway names instance i: f"{instance_id}-{i}"
         return f"{self.namespace}/{MODEL}"
@@ -103,7 +107,7 @@ def served(real_cluster, operator, core_v1, apis):
     ports = devcluster.port_forward(real_cluster.state_dir, real_cluster.kubeconfig, ns, f"svc/{MODEL}-gateway",
                                     [8000, 8001], name=FORWARD, tie_to_parent=True)
     inputs, expected = oip_client.reference(MODEL, 8)
-    client = oip_client.Client(f"127.0.0.1:{ports[8000]}", MODEL, concurrency=4)
+    client = oip_client.Client(f"127.0.0.1:{ports[8000]}", MODEL)
     yield Served(real_cluster, ns, client, f"127.0.0.1:{ports[8001]}", inputs, expected)
     client.close()
     devcluster.stop_process(real_cluster.state_dir, FORWARD)
@@ -197,7 +201,7 @@ def test_segment_runs_as_non_root_and_logs_its_card(served, core_v1):
 def test_segment_pod_deleted_under_traffic(served, core_v1):
     before = gateway_requests(served, core_v1)
     (old,) = ready_pods(core_v1, served.namespace, SEGMENTS)
-    traffic = oip_client.Traffic(served.client, served.inputs, served.expected, workers=2).start()
+    traffic = served.traffic().start()
     try:
         until_healthy(traffic, 10, 60)
         core_v1.delete_namespaced_pod(old.metadata.name, served.namespace)
@@ -216,7 +220,7 @@ def test_segment_pod_deleted_under_traffic(served, core_v1):
 def test_scale_1_2_1_under_traffic(served, core_v1, apis):
     custom, _ = apis
     before = gateway_requests(served, core_v1)
-    traffic = oip_client.Traffic(served.client, served.inputs, served.expected, workers=2).start()
+    traffic = served.traffic().start()
     try:
         until_healthy(traffic, 10, 60)
         served.kubectl("scale", f"ei/{MODEL}", "--replicas=2")
@@ -252,7 +256,7 @@ def test_operator_pod_killed_nothing_duplicated(served, core_v1, apis, operator)
     objects = owned()
     before = gateway_requests(served, core_v1)
     (old,) = ready_pods(core_v1, operator, OPERATOR)
-    traffic = oip_client.Traffic(served.client, served.inputs, served.expected, workers=2).start()
+    traffic = served.traffic().start()
     try:
         until_healthy(traffic, 10, 60)
         core_v1.delete_namespaced_pod(old.metadata.name, operator, grace_period_seconds=0)
