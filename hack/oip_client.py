@@ -47,6 +47,15 @@ class Client:
         self.metadata = self.client.get_model_metadata(model)
         self.input = self.metadata["inputs"][0]
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Until the gateway has a pipeline instance in rotation (its own health checks, not the API's view)."""
+        deadline = time.monotonic() + timeout
+        while not self.client.is_model_ready(self.model):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
     def infer(self, frame: np.ndarray, request_id: str = "") -> np.ndarray:
         inp = self.thttp.InferInput(self.input["name"], list(frame.shape), self.input["datatype"])
         inp.set_data_from_numpy(frame, binary_data=True)
@@ -159,10 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--answers", type=int, default=4, help="answers to print")
     p.add_argument("--seconds", type=float, default=5.0, help="how long to measure fps")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight while measuring")
+    p.add_argument("--wait", type=float, default=180.0, help="seconds to wait for the model to be ready")
     args = p.parse_args(argv)
     inputs, expected = reference(args.model, 16)
     client = Client(args.url, args.model)
     try:
+        if not client.wait_ready(args.wait):
+            print(f"model {args.model} at {args.url} not ready after {args.wait:.0f} s", file=sys.stderr)
+            return 1
         out = client.metadata["outputs"][0]
         print(f"model {args.model}: input {client.input['name']} {client.input['datatype']} {client.input['shape']}"
               f" -> output {out['name']} {out['datatype']} {out['shape']}")
