@@ -51,8 +51,8 @@ test: lint
 demo: tools
 	hack/demo.sh
 
+# Stops the demo's port-forward, the real nodes (restoring the host) and the control plane.
 down:
-	-[ -f .cache/run/operator.pid ] && kill $$(cat .cache/run/operator.pid) && rm -f .cache/run/operator.pid
 	hack/dev-cluster.sh down
 
 bench: venv

@@ -1,55 +1,70 @@
 #!/usr/bin/env bash
-# The quickstart: a local control plane with simulated Alveo nodes, the CRDs, the operator (a local process,
-# since images cannot be built here), examples/resnet50.yaml applied, then `kubectl get ei` and the plan.
-# Everything keeps running afterwards; `make down` stops it.
+# The quickstart, cold start to a served model: a local control plane, two real kubelet nodes with simulated
+# Alveo cards next to kwok nodes (examples/clusters/demo.yaml), our images (built from this tree; a no-op when
+# they are current), the Helm chart (the operator runs in the cluster), examples/cnv.yaml in emulation mode,
+# then real Open Inference Protocol requests through the gateway Service. It ends with the endpoint, which
+# keeps serving (a background port-forward) until `make down`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-CLUSTER="${DEMO_CLUSTER:-examples/clusters/mixed-rack.yaml}"
-RUN=.cache/run
-mkdir -p "$RUN"
+CLUSTER="${DEMO_CLUSTER:-examples/clusters/demo.yaml}"
+EXAMPLE=examples/cnv.yaml
+NAME=cnv
+RELEASE=elastic-df
+OPERATOR_NS=elastic-system
+IMAGES=(segment gateway operator)
+export HELM_CACHE_HOME="$ROOT/.cache/helm/cache" HELM_CONFIG_HOME="$ROOT/.cache/helm/config" \
+  HELM_DATA_HOME="$ROOT/.cache/helm/data"
+T0=$SECONDS
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+step() { printf '\n\033[1m==> %s\033[0m  (%ds)\n' "$*" "$((SECONDS - T0))"; }
 
-step "control plane on 127.0.0.1 (binaries from .cache/bin)"
-hack/dev-cluster.sh up
+step "control plane on 127.0.0.1"
+hack/dev-cluster.sh up --no-build
 eval "$(hack/dev-cluster.sh env)"
 
-step "simulated Alveo nodes from $CLUSTER"
+step "images ${IMAGES[*]} from this tree (hack/images.sh: cold ~7 min; nothing rebuilt when nothing changed)"
+hack/images.sh build "${IMAGES[@]}"
+
+step "nodes from $CLUSTER (real ones import the images)"
 hack/dev-cluster.sh nodes "$CLUSTER" --prune
-kubectl get nodes -L elasticdf.io/card-types,elasticdf.io/switch
+kubectl get nodes -L elasticdf.io/dev-runtime,elasticdf.io/card-types,elasticdf.io/switch
 
-step "CRDs (the Helm chart's copies; a unit test keeps them identical to crds/)"
-kubectl apply -f charts/elastic-df/crds/
-kubectl wait --for condition=established --timeout=60s crd/elasticinferences.elasticdf.io crd/fabrics.elasticdf.io
+step "helm upgrade --install $RELEASE charts/elastic-df (operator image from the nodes, on a real node)"
+helm upgrade --install "$RELEASE" charts/elastic-df --namespace "$OPERATOR_NS" --create-namespace \
+  --set operator.image.pullPolicy=Never --set-string 'operator.nodeSelector.elasticdf\.io/dev-runtime=real' \
+  --wait --timeout 5m
+kubectl -n "$OPERATOR_NS" get pods -o wide
 
-step "operator (log: $RUN/operator.log)"
-if [ -f "$RUN/operator.pid" ] && kill -0 "$(cat "$RUN/operator.pid")" 2>/dev/null; then
-  echo "already running (pid $(cat "$RUN/operator.pid"))"
-else
-  nohup .venv/bin/python -m elasticdf_operator --metrics-port 9090 > "$RUN/operator.log" 2>&1 &
-  echo $! > "$RUN/operator.pid"
-  echo "started (pid $!), metrics on http://127.0.0.1:9090/metrics"
-fi
-
-step "kubectl apply -f examples/resnet50.yaml"
-kubectl apply -f examples/resnet50.yaml
-want=$(kubectl get ei resnet50 -o jsonpath='{.spec.replicas}')
-for _ in $(seq 1 120); do
-  phase=$(kubectl get ei resnet50 -o jsonpath='{.status.phase}' 2>/dev/null || true)
-  ready=$(kubectl get ei resnet50 -o jsonpath='{.status.readyReplicas}' 2>/dev/null || true)
+step "kubectl apply -f $EXAMPLE"
+kubectl apply -f "$EXAMPLE"
+want=$(kubectl get ei "$NAME" -o jsonpath='{.spec.replicas}')
+ready=0
+for _ in $(seq 1 300); do
+  phase=$(kubectl get ei "$NAME" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+  ready=$(kubectl get ei "$NAME" -o jsonpath='{.status.readyReplicas}' 2>/dev/null || true)
   printf '\r  phase=%-12s ready=%s/%s ' "${phase:-?}" "${ready:-0}" "$want"
   [ "${ready:-0}" = "$want" ] && break
   sleep 1
 done
 echo
+if [ "${ready:-0}" != "$want" ]; then
+  kubectl get ei "$NAME" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
+  kubectl get pods -o wide
+  echo "demo: $NAME is not Ready; see kubectl describe ei/$NAME and kubectl logs of its pods" >&2
+  exit 1
+fi
+kubectl get pods -o wide -l "elasticdf.io/name=$NAME"
+kubectl get pods -o wide -l "elasticdf.io/gateway=$NAME"
+
+step "the gateway Service on 127.0.0.1 (kubectl port-forward in the background until make down)"
+port=$(hack/dev-cluster.sh port-forward default "svc/$NAME-gateway" 8000)
+
+step "Open Inference Protocol requests (tritonclient) through the gateway, checked against the unsplit model"
+.venv/bin/python hack/oip_client.py --url "127.0.0.1:$port" --model "$NAME" --answers 4 --seconds 5 --concurrency 4
+
+step "kubectl get ei"
 kubectl get ei
-kubectl get pods -o wide -l elasticdf.io/name=resnet50
-echo "instances placed by the operator (status.plan):"
-kubectl get ei resnet50 -o jsonpath='{range .status.plan.instances[*]}  instance {.index}: {.fps} fps on {range .segments[*]}{.node}/{.card} {.cardType} layers {.layers}; {end}{"\n"}{end}'
 
-step "what the whole rack could run, one instance per card as the operator deploys (picture: .cache/demo-plan.png)"
-.venv/bin/elasticdf plan --model resnet50 --cluster "$CLUSTER" --exclusive-cards \
-  --json .cache/demo-plan.json --picture .cache/demo-plan.png
-
-step "done: the control plane and operator keep running; \`make down\` stops them"
+printf '\ndemo: ready in %ds; `make down` stops the cluster and the port-forward\n' "$((SECONDS - T0))"
+echo "endpoint: http://127.0.0.1:$port/v2/models/$NAME"

@@ -1,6 +1,7 @@
 """Fixtures for the real-node tier: a fresh control plane (hack/devcluster.py, as tests/e2e does) plus ONE
 real worker node (containerd + kubelet + simulated Alveo device plugin, kube-proxy, CoreDNS) with its state
-in a temporary directory. Pods really run here.
+in a temporary directory. Pods really run here: our own images (segment, gateway, operator, built from this
+tree by hack/images.sh before the node starts and imports them) and the operator installed by the Helm chart.
 
 Needs root and cgroup v1 controllers (skipped otherwise, with the reason). Installs the node's Debian
 packages and builds the node programs and images when missing (hack/install-node-packages.sh,
@@ -15,6 +16,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,6 +33,10 @@ NODE = "real-0"
 CARD = "u280"
 CLUSTER = {"nodes": [{"name": NODE, "cards": [CARD, CARD], "runtime": "real", "switch": "leaf-r"}]}
 PROBE_IMAGE = "localhost/elasticdf/probe:test"
+IMAGES = ("segment", "gateway", "operator")  # what the operator, its segments and gateways run
+CHART = ROOT / "charts" / "elastic-df"
+OPERATOR_NAMESPACE = "elastic-system"
+LAST = ("test_down_leaves_nothing",)  # takes the node down: after every other test of the tier
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,6 +48,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.real)
+    items.sort(key=lambda item: item.name in LAST)  # stable: the rest keep file order
 
 
 @contextlib.contextmanager
@@ -64,6 +71,9 @@ def real_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     with _uncaptured(request.config):
         devcluster.build_tools()
         devcluster.ensure_node_software()
+        # before the node starts, which imports every .cache/images/*.tar: the pods run this tree's code
+        # (nothing is rebuilt when nothing changed, ~20 s; cold ~7 min, see benchmarks/results/images.md)
+        subprocess.run(["bash", str(ROOT / "hack" / "images.sh"), "build", *IMAGES], check=True)
     state = tmp_path_factory.mktemp("real")
     cluster = devcluster.up(state, state / "kubeconfig", tie_to_parent=True)
     try:
@@ -108,3 +118,27 @@ def other_namespace(core_v1) -> Iterator[str]:
 @pytest.fixture(name="wait_until")
 def wait_until_fixture() -> Callable[..., object]:
     return wait_until
+
+
+def helm(cluster, *args: str) -> str:
+    """helm (built into .cache/bin with the control plane) against the tier's cluster, its state in there."""
+    home = cluster.state_dir / "helm"
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), HELM_CACHE_HOME=str(home / "cache"),
+               HELM_CONFIG_HOME=str(home / "config"), HELM_DATA_HOME=str(home / "data"))
+    res = subprocess.run([str(cluster.bin_dir / "helm"), *args], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, f"helm {' '.join(args)}:\n{res.stdout}\n{res.stderr}"
+    return res.stdout
+
+
+@pytest.fixture(scope="session")
+def operator(real_cluster) -> str:
+    """The operator in the cluster, as a user installs it: the Helm chart (CRDs, ServiceAccount, RBAC,
+    Deployment with probes and metrics) with the locally built image, on the real node. Returns its namespace."""
+    started = time.monotonic()
+    helm(real_cluster, "install", "elastic-df", str(CHART), "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
+         "--set", "operator.image.pullPolicy=Never", "--set", "operator.resyncSeconds=2",
+         "--set-string", r"operator.nodeSelector.elasticdf\.io/dev-runtime=real",  # devcluster.LABEL_DEV_RUNTIME
+         "--wait", "--timeout", "5m")
+    print(f"helm install (operator pod Ready): {time.monotonic() - started:.1f}s")
+    return OPERATOR_NAMESPACE

@@ -64,9 +64,13 @@ def test_service_selects_the_gateway_pods_on_the_port_results_go_to():
     assert svc["metadata"]["name"] == builders.gateway_service("net")
     assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     (container,) = pod_spec(dep)["containers"]
-    (port,) = container["ports"]
-    assert svc["spec"]["ports"][0]["port"] == port["containerPort"] == builders.GATEWAY_PORT
-    assert svc["spec"]["ports"][0]["targetPort"] == port["name"]
+    http, grpc = container["ports"]
+    assert svc["spec"]["ports"][0]["port"] == http["containerPort"] == builders.GATEWAY_PORT
+    assert svc["spec"]["ports"][0]["targetPort"] == http["name"]
+    # the protocol's gRPC endpoint next to REST, on the port the gateway is told to serve it on
+    assert svc["spec"]["ports"][1]["port"] == grpc["containerPort"] == builders.GATEWAY_GRPC_PORT
+    assert svc["spec"]["ports"][1]["targetPort"] == grpc["name"]
+    assert f"--grpc-port={builders.GATEWAY_GRPC_PORT}" in container["args"]
     # every instance's first segment receives from, and its last sends to, exactly this Service and port
     ws = active_wirings(1)
     for end in (ws[0].upstream, ws[-1].downstream):
@@ -102,6 +106,13 @@ def test_gateway_image_from_the_spec():
     assert spec.runtime.image == DEFAULT_SEGMENT_IMAGE, "the segment image keeps its default"
     (c,) = pod_spec(builders.gateway_deployment(OWNER, spec))["containers"]
     assert c["image"] == "registry.local/gw:1.2"
+
+
+def test_gateway_runs_where_the_placement_node_selector_allows():
+    assert "nodeSelector" not in pod_spec(builders.gateway_deployment(OWNER, SPEC))
+    spec = ElasticInferenceSpec.model_validate({"model": {"name": "cnv"},
+                                                "placement": {"nodeSelector": {"elasticdf.io/dev-runtime": "real"}}})
+    assert pod_spec(builders.gateway_deployment(OWNER, spec))["nodeSelector"] == {"elasticdf.io/dev-runtime": "real"}
 
 
 def test_wiring_configmap_holds_the_active_instances_and_the_gateway_reads_it(tmp_path: Path):

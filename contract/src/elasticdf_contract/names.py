@@ -41,6 +41,7 @@ ANNOTATION_WIRING_DIGEST = f"{GROUP}/wiring-digest"  # on gateway pods: the wiri
 # ports and paths
 DATA_PORT = 7000  # emulation: TCP port of a card's first hosted segment (+k for the k-th); xrt: UDP port base
 GATEWAY_PORT = 8000
+GATEWAY_GRPC_PORT = 8001  # the Open Inference Protocol's gRPC port (images/gateway: --grpc-port)
 HEALTH_PORT = 8080
 WIRING_DIR = "/etc/elasticdf"
 GATEWAY_WIRING_DIR = f"{WIRING_DIR}/gateway"

@@ -19,6 +19,7 @@ from elasticdf_contract.names import (
     ANNOTATION_OWNER,
     AUTOSCALE_HISTORY_KEY,
     DATA_PORT,
+    GATEWAY_GRPC_PORT,
     GATEWAY_PORT,
     GATEWAY_WIRING_DIR,
     GROUP,
@@ -305,12 +306,14 @@ def gateway_selector(owner: str) -> dict:
 
 
 def gateway_service_object(owner: Owner) -> dict:
-    """Where clients and the last segments reach the gateway pods (GATEWAY_PORT, REST and results)."""
+    """Where clients and the last segments reach the gateway pods (GATEWAY_PORT: REST and results;
+    GATEWAY_GRPC_PORT: gRPC)."""
     return {
         "apiVersion": "v1", "kind": "Service",
         "metadata": _meta(owner, gateway_service(owner.name), labels(owner.name, "gateway")),
         "spec": {"selector": gateway_selector(owner.name),
-                 "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}]},
+                 "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"},
+                           {"name": "grpc", "port": GATEWAY_GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"}]},
     }
 
 
@@ -329,11 +332,14 @@ def gateway_configmap(owner: Owner, active: list[SegmentWiring]) -> dict:
 
 
 def gateway_deployment(owner: Owner, spec: ElasticInferenceSpec) -> dict:
-    """The inference endpoint: KServe v2 REST on GATEWAY_PORT, in front of the instances of `owner`.
+    """The inference endpoint: KServe v2 REST on GATEWAY_PORT (gRPC on GATEWAY_GRPC_PORT), in front of the
+    instances of `owner`. It runs where spec.placement.nodeSelector allows, like the segments: a selector that
+    keeps the model off some nodes (e.g. simulated ones whose pods never run) keeps its endpoint off them too.
 
     `replicas` is left out: the Deployment starts with one and whoever scales it (a user, an HPA) keeps it."""
     image = spec.runtime.gateway_image if spec.runtime else DEFAULT_GATEWAY_IMAGE
     model = served_model(owner.name, spec.model.name)
+    node_selector = spec.placement.node_selector if spec.placement else None
     pod_labels = {**gateway_selector(owner.name), "app.kubernetes.io/name": "elasticdf-gateway"}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -353,8 +359,10 @@ def gateway_deployment(owner: Owner, spec: ElasticInferenceSpec) -> dict:
                     "containers": [{
                         "name": "gateway", "image": image,
                         "args": [f"--model={model}", f"--wiring={GATEWAY_WIRING_DIR}", f"--port={GATEWAY_PORT}",
-                                 f"--segment-health-port={HEALTH_PORT}", "--reload-seconds=1"],
-                        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+                                 f"--grpc-port={GATEWAY_GRPC_PORT}", f"--segment-health-port={HEALTH_PORT}",
+                                 "--reload-seconds=1"],
+                        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"},
+                                  {"name": "grpc", "containerPort": GATEWAY_GRPC_PORT, "protocol": "TCP"}],
                         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
                                            "periodSeconds": 5},
                         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"},
@@ -366,6 +374,7 @@ def gateway_deployment(owner: Owner, spec: ElasticInferenceSpec) -> dict:
                         "volumeMounts": [{"name": "wiring", "mountPath": GATEWAY_WIRING_DIR, "readOnly": True}],
                     }],
                     "volumes": [{"name": "wiring", "configMap": {"name": gateway_configmap_name(owner.name)}}],
+                    **({"nodeSelector": dict(node_selector)} if node_selector else {}),
                 },
             },
         },

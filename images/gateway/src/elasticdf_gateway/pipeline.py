@@ -187,7 +187,7 @@ class Pipeline:
                 boot = await self._boot_id(w)
             except (aiohttp.ClientError, OSError, TimeoutError, IndexError) as exc:
                 if inst.up or inst.reason.startswith("not checked"):
-                    self.fail_instance(inst, f"{where} is down: {exc or type(exc).__name__}")
+                    self.fail_instance(inst, f"{where} is down: {str(exc) or type(exc).__name__}")
                 return
             previous, inst.boot_ids[w.segment] = inst.boot_ids.get(w.segment), boot
             if previous is not None and previous != boot and inst.up:

@@ -18,7 +18,7 @@ import threading
 from elasticdf_contract.wiring import CardWiring, SegmentWiring, load_card
 
 from .backends import BackendError, EmulationBackend, XrtBackend, choose
-from .observe import SegmentFamilies, SegmentMetrics, serve_health
+from .observe import SegmentFamilies, SegmentMetrics, card_from_env, serve_health
 from .stream import StreamNode
 
 HEALTH_PORT = 8080  # the operator's readinessProbe port (builders.HEALTH_PORT)
@@ -82,6 +82,17 @@ def read_card(args: argparse.Namespace) -> CardWiring:
     return card
 
 
+def log_card(card: CardWiring, allocated: dict[str, str]) -> None:
+    """Say which card this pod was given: the device plugin's allocation, next to the planned card."""
+    log = logging.getLogger("elasticdf.segment")
+    if allocated:
+        log.info("card index=%s bdf=%s type=%s (planned %s/%d, %s)", allocated.get("index", "?"),
+                 allocated.get("bdf", "?"), allocated.get("type", "?"), card.node, card.card, card.card_type)
+    else:
+        log.info("no card from a device plugin (ELASTICDF_CARD_INDEX unset); planned %s/%d, %s", card.node,
+                 card.card, card.card_type)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse(argv)
@@ -89,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         print("elasticdf-segment: no wiring (--wiring FILE or env ELASTICDF_WIRING)", file=sys.stderr)
         return 2
     card = read_card(args)
-    families = SegmentFamilies()
+    allocated = card_from_env(os.environ)
+    log_card(card, allocated)
+    families = SegmentFamilies(card=allocated)
     started = threading.Event()
     try:
         mode = choose(args.mode or card.mode)

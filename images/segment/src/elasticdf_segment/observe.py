@@ -6,12 +6,14 @@ import collections
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LABELS = ("instance", "segment")
+# what the (simulated or AMD) device plugin hands the container for its card
+CARD_ENV = {"index": "ELASTICDF_CARD_INDEX", "bdf": "ELASTICDF_CARD_BDF", "type": "ELASTICDF_CARD_TYPE"}
 # segment compute ranges from ~50 us (tiny emulated layers) to seconds (big models on a CPU)
 LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5)
 
@@ -42,11 +44,20 @@ class RateWindow:
         return (len(self.times) - 1) / max(now - self.times[0], 1e-9)
 
 
+def card_from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The card the device plugin allocated to this container ({} when no plugin handed one)."""
+    return {key: environ[var] for key, var in CARD_ENV.items() if environ.get(var)}
+
+
 class SegmentFamilies:
     """The metric families of one process; a card pod hosting several segments labels them per segment."""
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, card: Mapping[str, str] | None = None):
         self.registry = registry or CollectorRegistry()
+        card = card or {}
+        Gauge("elasticdf_segment_card_info", "The card the device plugin allocated to this card pod (value 1)",
+              ["card_index", "card_bdf", "card_type"], registry=self.registry).labels(
+            card_index=card.get("index", ""), card_bdf=card.get("bdf", ""), card_type=card.get("type", "")).set(1)
         self.frames = Counter("elasticdf_segment_frames", "Frames processed by this segment", LABELS,
                               registry=self.registry)
         self.errors = Counter("elasticdf_segment_errors", "Frames this segment failed (error frames sent)",
