@@ -27,7 +27,7 @@ from kube_helpers import fresh_namespace, wait_until
 
 MODEL = "cnv"  # emulates at ~90 frames/s per core: fast enough for a 2-core machine
 GROUP, VERSION, PLURAL = "elasticdf.io", "v1alpha1", "elasticinferences"
-SEGMENTS = f"elasticdf.io/name={MODEL},elasticdf.io/role=segment"
+SEGMENTS = f"elasticdf.io/name={MODEL},elasticdf.io/role=card"  # the card pods running the segments
 GATEWAY = f"elasticdf.io/gateway={MODEL}"
 KUBECTL = Path(sys.executable).parent / "kubectl"
 FORWARD = "port-forward-inference"
