@@ -1167,8 +1167,9 @@ def _import_images(node: RealNode) -> None:
         stamp.write_text(version)
 
 
-def _start_node(cluster: Cluster, node: RealNode, tie_to_parent: bool, deadline: float) -> None:
-    state, pki, bins = cluster.state_dir, cluster.pki, cluster.bin_dir
+def _start_containerd(cluster: Cluster, node: RealNode, tie_to_parent: bool, deadline: float) -> None:
+    """The node's folders, bridge, cgroup parent, certificates and configuration files, and its containerd."""
+    state, pki = cluster.state_dir, cluster.pki
     for sub in ("containerd", "runc", "cni/net.d", "cni/ipam", "pod-logs", "kubelet"):
         (node.dir / sub).mkdir(parents=True, exist_ok=True)
     _ensure_bridge(node)
@@ -1187,8 +1188,11 @@ def _start_node(cluster: Cluster, node: RealNode, tie_to_parent: bool, deadline:
     _wait(f"containerd of {node.name}", lambda: subprocess.run(
         ["ctr", "--address", str(node.socket), "version"], capture_output=True).returncode == 0,
         deadline, state, node.proc("containerd"))
-    _timed(f"{node.name}: image import", _import_images, node)
 
+
+def _start_kubelet(cluster: Cluster, node: RealNode, tie_to_parent: bool, deadline: float) -> None:
+    """kubelet and the device plugin of a node whose containerd runs and holds the images."""
+    state, bins = cluster.state_dir, cluster.bin_dir
     labels = {k: v for k, v in node.entry.labels.items() if not k.startswith("kubernetes.io/")}
     if running_pid(state, node.proc("kubelet")) is None:
         _start(state, node.proc("kubelet"), [
@@ -1200,8 +1204,10 @@ def _start_node(cluster: Cluster, node: RealNode, tie_to_parent: bool, deadline:
         ], None, tie_to_parent)
     if node.entry.cards and running_pid(state, node.proc("device-plugin")) is None:
         cards = [f"--card={c}={r}" for c, r in zip(node.entry.cards, node.entry.resources, strict=True)]
+        registry = node.dir / "kubelet" / "plugins_registry"
+        registry.mkdir(parents=True, exist_ok=True)  # kubelet makes it too, but maybe after the plugin binds there
         _start(state, node.proc("device-plugin"), [
-            _binary(bins, "alveo-device-plugin"), f"--registry-dir={node.dir / 'kubelet' / 'plugins_registry'}", *cards,
+            _binary(bins, "alveo-device-plugin"), f"--registry-dir={registry}", *cards,
         ], None, tie_to_parent)
     _wait(f"kubelet of {node.name} /healthz", lambda: _healthy(f"http://{node.ip}:10248/healthz"),
           deadline, state, node.proc("kubelet"))
@@ -1377,10 +1383,15 @@ def start_real_nodes(
     nodes = [RealNode(state, e) for e in entries]
     _claim_host(state)
     try:
-        # side by side: most of a cold start is each node's containerd importing the image archives
+        for node in nodes:
+            _start_containerd(cluster, node, tie_to_parent, deadline)
+        # side by side: most of a cold start is each node's containerd importing the image archives. Only `ctr`
+        # runs in the threads: a process started from a thread with PR_SET_PDEATHSIG dies when that thread ends.
         with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
-            for started in [pool.submit(_start_node, cluster, node, tie_to_parent, deadline) for node in nodes]:
-                started.result()
+            for imported in [pool.submit(_timed, f"{n.name}: image import", _import_images, n) for n in nodes]:
+                imported.result()
+        for node in nodes:
+            _start_kubelet(cluster, node, tie_to_parent, deadline)
         _start_host_services(cluster, nodes[0], tie_to_parent)
         apply_objects(cluster.kubeconfig, [_apiserver_endpoint(nodes[0]), *_cluster_dns_objects()])
         _wait_real_nodes(cluster.kubeconfig, nodes, max(1.0, deadline - time.monotonic()))
