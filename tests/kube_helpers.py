@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,3 +44,14 @@ def _has_default_sa(core_v1, ns: str) -> bool:
             return False
         raise
     return True
+
+
+@contextlib.contextmanager
+def uncaptured(config: pytest.Config) -> Iterator[None]:
+    """Let install and build progress reach the terminal (a cold build takes minutes)."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        yield
+        return
+    with capman.global_and_fixture_disabled():
+        yield

@@ -9,7 +9,6 @@ get SIGKILL when the pytest process dies).
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import devcluster  # noqa: E402
 from cardpods import POOL_LABEL  # noqa: E402
-from kube_helpers import fresh_namespace, wait_until  # noqa: E402
+from kube_helpers import fresh_namespace, uncaptured, wait_until  # noqa: E402
 
 # A small simulated Alveo cluster (DESIGN §5.2) that every session gets; tests that need exact card
 # counts create their own nodes with a switch label of their own and select them.
@@ -41,20 +40,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@contextlib.contextmanager
-def _uncaptured(config: pytest.Config) -> Iterator[None]:
-    """Let build progress reach the terminal (a cold build takes minutes)."""
-    capman = config.pluginmanager.getplugin("capturemanager")
-    if capman is None:
-        yield
-        return
-    with capman.global_and_fixture_disabled():
-        yield
-
-
 @pytest.fixture(scope="session")
 def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    with _uncaptured(request.config):
+    with uncaptured(request.config):
         devcluster.build_tools()
     state = tmp_path_factory.mktemp("control-plane")
     cluster = devcluster.up(state, state / "kubeconfig", tie_to_parent=True)

@@ -12,7 +12,6 @@ iptables chains, sysctls and the bridge stay until `dev-cluster.sh --state-dir D
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT / "hack"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import devcluster  # noqa: E402
-from kube_helpers import fresh_namespace, wait_until  # noqa: E402
+from kube_helpers import fresh_namespace, uncaptured, wait_until  # noqa: E402
 
 NODE = "real-0"
 CARD = "u280"
@@ -51,24 +50,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.name in LAST)  # stable: the rest keep file order
 
 
-@contextlib.contextmanager
-def _uncaptured(config: pytest.Config) -> Iterator[None]:
-    """Let install/build progress reach the terminal (a cold build takes minutes)."""
-    capman = config.pluginmanager.getplugin("capturemanager")
-    if capman is None:
-        yield
-        return
-    with capman.global_and_fixture_disabled():
-        yield
-
-
 @pytest.fixture(scope="session")
 def real_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """(Cluster, state dir) with the control plane and node real-0 Ready with 2 simulated U280 cards."""
     reason = devcluster.real_nodes_unsupported()
     if reason:
         pytest.skip(reason)
-    with _uncaptured(request.config):
+    with uncaptured(request.config):
         devcluster.build_tools()
         devcluster.ensure_node_software()
         # before the node starts, which imports every .cache/images/*.tar: the pods run this tree's code
