@@ -171,3 +171,4 @@ def test_status_names_the_endpoint():
     ei = {"metadata": {"name": "net", "namespace": "ns", "generation": 1}, "spec": {"model": {"name": "cnv"}}}
     status = build_status(ei, OWNER, 0, [], [], Decision(), {"name": "cnv"})
     assert status.endpoint == "http://net-gateway.ns.svc:8000/v2/models/cnv"
+    assert status.grpc_endpoint == "net-gateway.ns.svc:8001"

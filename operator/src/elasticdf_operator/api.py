@@ -189,6 +189,8 @@ class ElasticInferenceStatus(_Model):
     fps_per_dollar_hour: float = 0
     endpoint: str | None = Field(None, description="KServe v2 REST base URL of the model, served by the gateway "
                                                    "(in-cluster Service <name>-gateway)")
+    grpc_endpoint: str | None = Field(None, description="host:port of the gateway's Open Inference Protocol gRPC "
+                                                        "service (inference.GRPCInferenceService), same Service")
     observed_generation: int | None = None
 
 

@@ -101,6 +101,10 @@ def endpoint(owner: Owner, model: str) -> str:
     return f"http://{gateway_service(owner.name)}.{owner.namespace}.svc:{GATEWAY_PORT}/v2/models/{model}"
 
 
+def grpc_endpoint(owner: Owner) -> str:
+    return f"{gateway_service(owner.name)}.{owner.namespace}.svc:{GATEWAY_GRPC_PORT}"
+
+
 def selector(owner: str) -> str:
     return f"{LABEL_NAME}={label_value(owner)},{LABEL_ROLE}=card"
 

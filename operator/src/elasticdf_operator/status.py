@@ -112,6 +112,7 @@ def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], po
         predicted_fps=round(fps, 3), cost_per_hour=round(cost, 4),
         fps_per_dollar_hour=round(fps / cost, 3) if cost else 0.0,
         endpoint=builders.endpoint(owner, builders.served_model(owner.name, spec_model.get("name"))),
+        grpc_endpoint=builders.grpc_endpoint(owner),
         observed_fps=(ei.get("status") or {}).get("observedFPS"),
         observed_generation=ei["metadata"].get("generation"))
 
