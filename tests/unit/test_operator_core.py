@@ -8,18 +8,11 @@ from elasticdf_operator import autoscale, inventory, state
 from elasticdf_operator import decide as decide_
 from elasticdf_operator.autoscale import History, Policy, decide
 from elasticdf_partitioner.catalog import load_catalog
+from test_operator_decide import node
 
 CATALOG = load_catalog()
 
 
-def node(name, cards, ready=True):
-    alloc = {}
-    for c in cards:
-        res = CATALOG.card(c).device_plugin_resource
-        alloc[res] = str(int(alloc.get(res, 0)) + 1)
-    return {"metadata": {"name": name, "labels": {inventory.LABEL_CARD_TYPES: "x"},
-                         "annotations": {inventory.ANNOTATION_CARDS: ",".join(cards)}},
-            "status": {"allocatable": alloc, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
 
 
 def ei(replicas=1, **spec):
