@@ -75,7 +75,6 @@ def _floor_tradeoff(args: argparse.Namespace, plan: Plan) -> str:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     plan, graph = plan_for(args)
-    catalog = load_catalog(args.catalog)
     console.print(plan_table(plan))
     console.print(summary(plan))
     if args.min_instance_fps:
@@ -92,7 +91,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.picture:
         from .picture import draw
 
-        draw(plan, args.picture, {name: c.n_slrs for name, c in catalog.cards.items()})
+        draw(plan, args.picture, {name: c.n_slrs for name, c in load_catalog(args.catalog).cards.items()})
         console.print(f"floorplan picture: {args.picture}")
     return 0
 
