@@ -1,0 +1,79 @@
+"""`elasticdf build`: card builds from the command line (docs/builds.md).
+
+- `elasticdf build bundle --record build.json [--model URI] [--sha256 HEX] -o DIR`: record + model -> bundle;
+- `elasticdf build run BUNDLE -o OUT`: the emulation builder, bundle -> artifact files.
+
+Each action is a pair (add_arguments, run) in ACTIONS, like the top-level commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from .errors import InputError
+
+
+def _bundle_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--record", required=True, help="the build record (build.json, a BuildRecord)")
+    parser.add_argument("--model", help="zoo name or URI of the model (default: the record's model)")
+    parser.add_argument("--sha256", help="digest the fetched model must have (required for http(s) URIs)")
+    parser.add_argument("--catalog", help="extra card types YAML")
+    parser.add_argument("-o", "--output", required=True, help="the bundle directory to write")
+
+
+def _bundle_run(args: argparse.Namespace, console: Console) -> int:
+    from elasticdf_contract.builds import BuildRecord
+
+    from .builds import identity_reference, read_document
+    from .bundle import write_bundle
+    from .catalog import load_catalog
+
+    record = read_document(BuildRecord, Path(args.record))
+    files = write_bundle(record, args.model or identity_reference(record.model), args.output, args.sha256,
+                         load_catalog(args.catalog))
+    console.print(f"wrote bundle of build {record.digest} ({record.card_type}, {len(record.segments)} segment(s)) "
+                  f"to {args.output}: {len(files)} files")
+    return 0
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", help="the bundle directory (elasticdf build bundle / plan --build-out)")
+    parser.add_argument("-o", "--output", required=True, help="the artifact directory to write")
+    parser.add_argument("--model", help="a local copy of the bundle's model (default: the bundle's reference)")
+
+
+def _run_run(args: argparse.Namespace, console: Console) -> int:
+    from .emulation_build import run_emulation_build
+
+    report = run_emulation_build(args.bundle, args.output, args.model)
+    console.print(f"built {report.digest} (emulation) in {report.seconds:.1f} s: {', '.join(report.files)}; "
+                  f"clock {report.clock_mhz:g} MHz ({report.clock_source}), "
+                  + ", ".join(f"{k} {v:,.0f}" for k, v in report.resources.items()))
+    return 0
+
+
+ACTIONS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, Console], int]]] = {
+    "bundle": (_bundle_arguments, _bundle_run),
+    "run": (_run_arguments, _run_run),
+}
+HELP = {
+    "bundle": "write the build bundle (FINN dataflow ONNX, folding, floorplan, DataflowBuildConfig, VNx layout) "
+              "of a build record",
+    "run": "emulation builder: build a bundle into runnable segment ONNX files and a build report",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, (add, _run) in ACTIONS.items():
+        add(actions.add_parser(name, help=HELP[name], description=HELP[name]))
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    if args.action not in ACTIONS:
+        raise InputError("build", f"unknown action {args.action!r}", sorted(ACTIONS))
+    return ACTIONS[args.action][1](args, console)
