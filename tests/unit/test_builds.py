@@ -45,7 +45,7 @@ FINN_STEPS = [  # default_build_dataflow_steps
     "step_specialize_layers", "step_target_fps_parallelization", "step_apply_folding_config",
     "step_minimize_bit_width", "step_generate_estimate_reports", "step_hw_codegen", "step_hw_ipgen",
     "step_set_fifo_depths", "step_create_stitched_ip", "step_measure_rtlsim_performance",
-    "step_out_of_context_synth", "step_synthesize_bitfile", "step_make_pynq_driver", "step_deployment_package"]
+    "step_out_of_context_synthesis", "step_synthesize_bitfile", "step_make_pynq_driver", "step_deployment_package"]
 FINN_BOARDS = {"U50", "U200", "U250", "U280", "U55C"}  # finn.util.basic.alveo_part_map keys
 
 
