@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from elasticdf_contract.builds import BuildRecord, BuildReport, build_tag, segment_file
+from elasticdf_contract.builds import RECORD_ENV, BuildRecord, BuildReport, build_tag, segment_file
 from elasticdf_operator.groups import card_builds, plan_groups
 from elasticdf_partitioner import bundle
 from elasticdf_partitioner.builds import card_records, plan_builds, reference_identity, report_clocks
@@ -130,8 +130,10 @@ def assert_finn_build_config(config: dict, directory: Path) -> None:
 
 def test_bundle_refuses_a_record_of_another_model(tmp_path):
     record = plan_builds("zoo:mobilenetv1", plan_of("mobilenetv1", "2xU280.yaml"))[0]
+    with pytest.raises(InputError, match="is zoo:cnv, the record is a build of zoo:mobilenetv1"):
+        bundle.write_bundle(record, "cnv", tmp_path)
     with pytest.raises(InputError, match="outside the model's"):
-        bundle.write_bundle(record.model_copy(update={"folding": {}}), "cnv", tmp_path)
+        bundle.write_bundle(record.model_copy(update={"model": "zoo:cnv", "folding": {}}), "cnv", tmp_path)
     with pytest.raises(InputError, match="unknown card type"):
         bundle.write_bundle(record.model_copy(update={"card_type": "k80"}), "mobilenetv1", tmp_path)
 
@@ -174,16 +176,16 @@ def test_emulation_build_segments_chain_to_the_unsplit_model_bit_exactly(tmp_pat
     np.testing.assert_array_equal(got, expected)
 
 
-def test_cli_plan_build_out_then_build_run_then_plan_from_reports(tmp_path, capsys):
+def test_cli_plan_build_out_then_build_run_then_plan_from_reports(tmp_path, capsys, monkeypatch):
     cluster = str(CLUSTERS / "2xU280.yaml")
     assert main(["plan", "--model", "cnv", "--cluster", cluster, "--exclusive-cards",
                  "--build-out", str(tmp_path / "bundles")]) == 0
     (tag,) = [p.name for p in (tmp_path / "bundles").iterdir()]
     record = BuildRecord.model_validate_json((tmp_path / "bundles" / tag / "build.json").read_text())
     assert build_tag(record.digest) == tag and record.model == "zoo:cnv"
-    # the same bundle again from the record alone (what a builder Job's first step does)
-    assert main(["build", "bundle", "--record", str(tmp_path / "bundles" / tag / "build.json"),
-                 "-o", str(tmp_path / "again")]) == 0
+    # the same bundle again from the record alone, given as a builder Job gets it (in the environment)
+    monkeypatch.setenv(RECORD_ENV, (tmp_path / "bundles" / tag / "build.json").read_text())
+    assert main(["build", "bundle", "-o", str(tmp_path / "again")]) == 0
     source = tmp_path / "bundles" / tag
     for path in source.rglob("*.json"):
         first = json.loads(path.read_text())
@@ -210,6 +212,7 @@ def test_cli_plan_build_out_then_build_run_then_plan_from_reports(tmp_path, caps
 @pytest.mark.parametrize("argv,needle", [
     (["build", "run", "/nonexistent/bundle", "-o", "/tmp/x"], "not a build bundle"),
     (["build", "bundle", "--record", "/nonexistent/build.json", "-o", "/tmp/x"], "file not found"),
+    (["build", "bundle", "-o", "/tmp/x"], "give the build record file, or its JSON in $ELASTICDF_BUILD_RECORD"),
     (["plan", "--model", "cnv", "--cluster", str(CLUSTERS / "2xU280.yaml"), "--build-reports", "/nonexistent"],
      "no report.json"),
 ])

@@ -1,6 +1,7 @@
 """`elasticdf build`: card builds from the command line (docs/builds.md).
 
-- `elasticdf build bundle --record build.json [--model URI] [--sha256 HEX] -o DIR`: record + model -> bundle;
+- `elasticdf build bundle [--record build.json] [--model URI] [--sha256 HEX] -o DIR`: record + model -> bundle
+  (the record from $ELASTICDF_BUILD_RECORD without --record);
 - `elasticdf build run BUNDLE -o OUT`: the emulation builder, bundle -> artifact files.
 
 Each action is a pair (add_arguments, run) in ACTIONS, like the top-level commands.
@@ -9,16 +10,19 @@ Each action is a pair (add_arguments, run) in ACTIONS, like the top-level comman
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
+from elasticdf_contract.builds import RECORD_ENV, BuildRecord
 from rich.console import Console
 
 from .errors import InputError
 
 
 def _bundle_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--record", required=True, help="the build record (build.json, a BuildRecord)")
+    parser.add_argument("--record", help=f"the build record (build.json, a BuildRecord); default: the JSON in "
+                                         f"${RECORD_ENV} (how a builder Job gets it)")
     parser.add_argument("--model", help="zoo name or URI of the model (default: the record's model)")
     parser.add_argument("--sha256", help="digest the fetched model must have (required for http(s) URIs)")
     parser.add_argument("--catalog", help="extra card types YAML")
@@ -26,18 +30,29 @@ def _bundle_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bundle_run(args: argparse.Namespace, console: Console) -> int:
-    from elasticdf_contract.builds import BuildRecord
-
     from .builds import identity_reference, read_document
     from .bundle import write_bundle
     from .catalog import load_catalog
 
-    record = read_document(BuildRecord, Path(args.record))
+    record = read_document(BuildRecord, Path(args.record)) if args.record else _record_from_env()
     files = write_bundle(record, args.model or identity_reference(record.model), args.output, args.sha256,
                          load_catalog(args.catalog))
     console.print(f"wrote bundle of build {record.digest} ({record.card_type}, {len(record.segments)} segment(s)) "
                   f"to {args.output}: {len(files)} files")
     return 0
+
+
+def _record_from_env() -> BuildRecord:
+    from pydantic import ValidationError
+
+    text = os.environ.get(RECORD_ENV)
+    if not text:
+        raise InputError("--record", f"give the build record file, or its JSON in ${RECORD_ENV}")
+    try:
+        return BuildRecord.model_validate_json(text)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise InputError(f"${RECORD_ENV}: {'.'.join(map(str, first['loc']))}", first["msg"]) from None
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from elasticdf_contract.builds import RECORD_FILE, BuildRecord
 
+from .builds import ZOO_IDENTITY, read_document, reference_identity
 from .catalog import CardType, Catalog, load_catalog
 from .errors import InputError
 
@@ -120,6 +121,9 @@ def write_bundle(record: BuildRecord, model: str, out_dir: str | Path, sha256: s
     from .finn_io import dataflow_ranges
 
     card = (catalog or load_catalog()).card(record.card_type, "build.json: cardType")
+    given = reference_identity(model)
+    if given.startswith(ZOO_IDENTITY) and given != record.model:
+        raise InputError("model", f"{model!r} is {given}, the record is a build of {record.model}")
     dataflow = dataflow or model_dataflow(model, sha256)
     names = _layer_names(dataflow, record)
     out = Path(out_dir)
@@ -176,8 +180,6 @@ def _save_onnx(model: onnx.ModelProto, path: Path) -> Path:
 
 def read_bundle(bundle_dir: str | Path) -> tuple[BuildRecord, dict]:
     """The record and index of a bundle directory; a missing or malformed file is an InputError."""
-    from .builds import read_document
-
     bundle = Path(bundle_dir)
     index_path = bundle / BUNDLE_FILE
     try:
