@@ -99,8 +99,12 @@ def test_bundle_holds_finn_files_for_every_hosted_segment(tmp_path):
             for attr, value in record.folding.get(node.name, {}).items():
                 assert attrs[attr] == (value.encode() if isinstance(value, str) else value), (node.name, attr)
     vnx = json.loads((tmp_path / "vnx.json").read_text())
-    assert len(vnx["sockets"]) == len(record.segments)
-    assert {s["txSocket"] for s in vnx["sockets"]}.isdisjoint({s["rxSocket"] for s in vnx["sockets"]})
+    assert [s["layers"] for s in vnx["sockets"]] == [s.layers for s in record.segments]
+    for entry in vnx["sockets"]:  # a socket toward each neighbour on another card; the host end takes none
+        assert (entry["txSocket"] is None, entry["rxSocket"] is None) == (entry["layers"][1] == len(names) - 1,
+                                                                          entry["layers"][0] == 0)
+    used = [s[key] for s in vnx["sockets"] for key in ("txSocket", "rxSocket") if s[key] is not None]
+    assert len(used) == len(set(used)) and all(0 <= u < vnx["maxSockets"] for u in used)
     for k, seg in enumerate(record.segments):
         directory = tmp_path / f"segment-{k}"
         assert (directory / "model.onnx").resolve() == (tmp_path / bundle.dataflow_file(*seg.layers)).resolve()
@@ -114,6 +118,18 @@ def test_bundle_holds_finn_files_for_every_hosted_segment(tmp_path):
         assert_finn_build_config(config, directory)
         assert config["board"] == "U280" and config["vitis_platform"] == "xilinx_u280_gen3x16_xdma_1_202211_1"
         assert config["synth_clk_period_ns"] == pytest.approx(1000 / record.fclk_mhz)
+
+
+def test_whole_pipelines_on_one_card_take_no_network_socket(tmp_path):
+    """cnv is small: many whole instances share one card, streaming to and from the host, not over VNx."""
+    layers = len(load_model("cnv").layers)
+    record = hand_record("zoo:cnv", "u250", [(0, layers - 1)] * 20 + [(0, 5), (6, layers - 1)])
+    bundle.write_bundle(record, "cnv", tmp_path)
+    sockets = json.loads((tmp_path / "vnx.json").read_text())["sockets"]
+    assert sum(s["txSocket"] is None and s["rxSocket"] is None for s in sockets) == 20
+    assert {(s["txSocket"], s["rxSocket"]) for s in sockets if s["layers"] != [0, layers - 1]} == \
+        {(0, None), (None, 3)}
+    assert len(list(tmp_path.glob("dataflow-*.onnx"))) == 3  # one graph per distinct range
 
 
 def assert_finn_build_config(config: dict, directory: Path) -> None:

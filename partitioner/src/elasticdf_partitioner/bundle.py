@@ -89,17 +89,27 @@ def dataflow_build_config(record: BuildRecord, segment: int, card: CardType) -> 
     }
 
 
-def vnx_layout(record: BuildRecord, card: CardType) -> dict:
-    """The VNx kernels the card's segments link against and the socket table: hosted segment k sends on socket
-    2k (TX `dest`) and receives on socket 2k+1 (the segment runtime's SOCKET_DOWNSTREAM/UPSTREAM for k = 0)."""
-    sockets = [{"segment": k, "layers": s.layers, "txSocket": 2 * k, "rxSocket": 2 * k + 1}
-               for k, s in enumerate(record.segments)]
-    if 2 * len(sockets) > VNX_MAX_SOCKETS:
-        raise InputError(f"build {record.digest}", f"{len(sockets)} hosted segments need {2 * len(sockets)} VNx "
-                         f"sockets; the networklayer has {VNX_MAX_SOCKETS}")
+def vnx_layout(record: BuildRecord, card: CardType, layer_count: int) -> dict:
+    """The VNx kernels the card's segments link against and the socket table. One entry per hosted segment: a
+    segment with a neighbour on another card gets a socket pair, TX `dest` 2j to its downstream and 2j+1 for its
+    upstream (j numbers the networked segments; j = 0 is the segment runtime's SOCKET_DOWNSTREAM/UPSTREAM, and
+    the entry of a missing neighbour stays invalid); a whole pipeline on the card streams to and from the host
+    and takes no socket."""
+    entries, pairs = [], 0
+    for k, seg in enumerate(record.segments):
+        first, last = seg.layers
+        entry = {"segment": k, "layers": seg.layers, "txSocket": None, "rxSocket": None}
+        if first > 0 or last < layer_count - 1:
+            entry.update(txSocket=2 * pairs if last < layer_count - 1 else None,
+                         rxSocket=2 * pairs + 1 if first > 0 else None)
+            pairs += 1
+        entries.append(entry)
+    if 2 * pairs > VNX_MAX_SOCKETS:
+        raise InputError(f"build {record.digest}", f"{pairs} hosted segments stream to other cards and need "
+                         f"{2 * pairs} VNx sockets; the networklayer has {VNX_MAX_SOCKETS}")
     return {"source": VNX_SOURCE, "kernels": {"networklayer": "networklayer_0", "cmac": "cmac_0"},
             "interface": 0, "slr": card.eth_slr, "streamWidthBits": VNX_STREAM_BITS, "maxSockets": VNX_MAX_SOCKETS,
-            "sockets": sockets}
+            "sockets": entries}
 
 
 def model_dataflow(model: str, sha256: str | None = None) -> onnx.ModelProto:
@@ -131,7 +141,8 @@ def write_bundle(record: BuildRecord, model: str, out_dir: str | Path, sha256: s
     written = []
     for (first, last), graph in dataflow_ranges(dataflow, layer_ranges(record), record.folding).items():
         written.append(_save_onnx(graph, out / dataflow_file(first, last)))
-    files: dict[str, object] = {FOLDING_FILE: {"Defaults": {}, **record.folding}, VNX_FILE: vnx_layout(record, card)}
+    files: dict[str, object] = {FOLDING_FILE: {"Defaults": {}, **record.folding},
+                                VNX_FILE: vnx_layout(record, card, len(names))}
     for k, seg in enumerate(record.segments):
         (out / segment_dir(k)).mkdir(exist_ok=True)
         link = out / segment_dir(k) / FINN_MODEL_FILE
