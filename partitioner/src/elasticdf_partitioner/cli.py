@@ -194,11 +194,29 @@ def _emulate_run(args: argparse.Namespace, console: Console) -> int:
     return run(args, console)
 
 
+def _build_subcommands() -> dict[str, tuple[str, AddArguments, Run]]:
+    """`elasticdf build SUBCOMMAND`: each module of the group lists its subcommands (help, arguments, run)."""
+    from .build_oci_command import SUBCOMMANDS as oci
+
+    return {**oci}
+
+
+def _build_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="build_command", required=True, metavar="SUBCOMMAND")
+    for name, (text, add_arguments, _run) in _build_subcommands().items():
+        add_arguments(sub.add_parser(name, help=text, description=text))
+
+
+def _build_run(args: argparse.Namespace, console: Console) -> int:
+    return _build_subcommands()[args.build_command][2](args, console)
+
+
 COMMANDS: dict[str, tuple[AddArguments, Run]] = {
     "cards": (_cards_arguments, _cards_run),
     "zoo": (_zoo_arguments, _zoo_run),
     "plan": (_plan_arguments, _plan_run),
     "emulate": (_emulate_arguments, _emulate_run),
+    "build": (_build_arguments, _build_run),
 }
 HELP = {
     "cards": "list the Alveo card catalog",
@@ -206,6 +224,7 @@ HELP = {
            "`zoo export MODEL -o FILE.onnx` writes one as a FINN dataflow ONNX with seeded weights",
     "plan": "fold, segment, place and replicate a model on a cluster",
     "emulate": "plan, run every instance as local segment processes behind a gateway, check every answer",
+    "build": "card builds: push an artifact to an OCI registry, pull one verified",
 }
 
 
