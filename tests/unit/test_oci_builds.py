@@ -179,6 +179,9 @@ def test_pull_needs_a_manifest_digest_and_a_known_one(tmp_path, store, policy):
     by_tag = refused(lambda: pull_build(f"oci://{registry}/{BUILD_REPOSITORY}:{build_tag(rec.digest)}", rec.digest,
                                         tmp_path / "p", policy))
     assert by_tag.reason == INVALID_SPEC and "pulled by manifest digest" in str(by_tag)
+    not_a_build = refused(lambda: pull_build(build_reference(registry, "sha256:" + "0" * 64), "latest",
+                                             tmp_path / "p", policy))
+    assert not_a_build.reason == INVALID_SPEC and "'latest' is not a build digest" in str(not_a_build)
     missing = refused(lambda: pull_build(build_reference(registry, "sha256:" + "0" * 64), rec.digest,
                                          tmp_path / "p", policy))
     assert missing.reason == FETCH_FAILED and "manifest not found (HTTP 404)" in str(missing)

@@ -279,6 +279,8 @@ def build_reference(registry: str, manifest_digest: str) -> str:
 def pull_build(uri: str, build_digest: str, directory: Path, policy: FetchPolicy) -> BuildRecord:
     """Pull the artifact at `uri` (oci://REGISTRY/REPO@sha256:MANIFEST) into `directory`, verified (module doc);
     returns its build record. A refused artifact raises ModelError and leaves no file in `directory`."""
+    if not re.fullmatch(r"sha256:[0-9a-f]{32,64}", build_digest):
+        raise ModelError(INVALID_SPEC, "build", f"{build_digest!r} is not a build digest", "sha256:<hex>")
     ref = OciReference.parse(uri, BUILD_FIELD)
     if not ref.reference.startswith("sha256:"):
         raise ModelError(INVALID_SPEC, BUILD_FIELD, f"{uri!r}: a build is pulled by manifest digest",
