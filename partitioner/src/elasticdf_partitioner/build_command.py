@@ -2,9 +2,10 @@
 
 - `elasticdf build bundle [--record build.json] [--model URI] [--sha256 HEX] -o DIR`: record + model -> bundle
   (the record from $ELASTICDF_BUILD_RECORD without --record);
-- `elasticdf build run BUNDLE -o OUT`: the emulation builder, bundle -> artifact files.
+- `elasticdf build run BUNDLE -o OUT`: the emulation builder, bundle -> artifact files;
+- `elasticdf build push|pull`: the artifact to/from an OCI registry (build_oci_command).
 
-Each action is a pair (add_arguments, run) in ACTIONS, like the top-level commands.
+Each action is (help, add_arguments, run) in SUBCOMMANDS.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from elasticdf_contract.builds import RECORD_ENV, BuildRecord
 from rich.console import Console
 
+from .build_oci_command import SUBCOMMANDS as OCI_SUBCOMMANDS
 from .errors import InputError
 
 
@@ -71,24 +73,23 @@ def _run_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-ACTIONS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, Console], int]]] = {
-    "bundle": (_bundle_arguments, _bundle_run),
-    "run": (_run_arguments, _run_run),
-}
-HELP = {
-    "bundle": "write the build bundle (FINN dataflow ONNX, folding, floorplan, DataflowBuildConfig, VNx layout) "
-              "of a build record",
-    "run": "emulation builder: build a bundle into runnable segment ONNX files and a build report",
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
+                             Callable[[argparse.Namespace, Console], int]]] = {
+    "bundle": ("write the build bundle (FINN dataflow ONNX, folding, floorplan, DataflowBuildConfig, VNx layout) "
+               "of a build record", _bundle_arguments, _bundle_run),
+    "run": ("emulation builder: build a bundle into runnable segment ONNX files and a build report",
+            _run_arguments, _run_run),
+    **OCI_SUBCOMMANDS,
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, (add, _run) in ACTIONS.items():
-        add(actions.add_parser(name, help=HELP[name], description=HELP[name]))
+    for name, (text, add, _run) in SUBCOMMANDS.items():
+        add(actions.add_parser(name, help=text, description=text))
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    if args.action not in ACTIONS:
-        raise InputError("build", f"unknown action {args.action!r}", sorted(ACTIONS))
-    return ACTIONS[args.action][1](args, console)
+    if args.action not in SUBCOMMANDS:
+        raise InputError("build", f"unknown action {args.action!r}", sorted(SUBCOMMANDS))
+    return SUBCOMMANDS[args.action][2](args, console)

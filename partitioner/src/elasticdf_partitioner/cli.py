@@ -219,7 +219,8 @@ HELP = {
            "`zoo export MODEL -o FILE.onnx` writes one as a FINN dataflow ONNX with seeded weights",
     "plan": "fold, segment, place and replicate a model on a cluster",
     "emulate": "plan, run every instance as local segment processes behind a gateway, check every answer",
-    "build": "card builds: `build bundle` (record -> FINN build bundle), `build run` (emulation builder)",
+    "build": "card builds: `build bundle` (record -> FINN build bundle), `build run` (emulation builder), "
+             "`build push` / `build pull` (OCI registry, verified)",
 }
 
 
