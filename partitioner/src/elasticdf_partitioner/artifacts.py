@@ -22,7 +22,8 @@ dance, and it must share the size limit, timeouts, deadline, retries and digest 
 oras-py pulls through `requests` without a size limit or per-request timeouts and writes whole layers to a
 directory, so wrapping it would mean re-checking everything after the fact (and a stalled registry could hang
 it). urllib3 (already in every image through the kubernetes client) gives pooled connections, timeouts and
-streaming; the policy on top is this module.
+streaming; the policy on top is this module. Card build artifacts (oci_builds) push and pull through the same
+Registry client, retries and verified writes.
 """
 
 from __future__ import annotations
