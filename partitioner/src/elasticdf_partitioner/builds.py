@@ -69,20 +69,28 @@ def plan_builds(model: str, plan: Plan) -> list[BuildRecord]:
 
 def report_clocks(directory: str | Path) -> dict[str, tuple[float, str]]:
     """Card type -> (clock MHz, its source) from the build reports under `directory` (every report.json beside
-    its build.json, as a builder writes them): per card type the lowest reported clock, which every build of
-    that type reached."""
-    found: dict[str, tuple[float, str]] = {}
+    its build.json, as a builder writes an artifact)."""
+    pairs = []
     for path in sorted(Path(directory).rglob(REPORT_FILE)):
         report = read_document(BuildReport, path)
         record = read_document(BuildRecord, path.with_name(RECORD_FILE))
         if record.digest != report.digest:
             raise InputError(str(path), f"reports build {report.digest} but {RECORD_FILE} beside it is build "
                              f"{record.digest}")
+        pairs.append((record, report))
+    if not pairs:
+        raise InputError(str(directory), f"no {REPORT_FILE} with a {RECORD_FILE} beside it found below it")
+    return lowest_clocks(pairs)
+
+
+def lowest_clocks(reports: list[tuple[BuildRecord, BuildReport]]) -> dict[str, tuple[float, str]]:
+    """Card type -> (clock MHz, its source): per card type the lowest clock its builds report, which every build
+    of that type reached (input of catalog.with_clocks)."""
+    found: dict[str, tuple[float, str]] = {}
+    for record, report in reports:
         source = f"{report.clock_source} (build report {report.mode}, {report.digest[:19]})"
         if record.card_type not in found or report.clock_mhz < found[record.card_type][0]:
             found[record.card_type] = (report.clock_mhz, source)
-    if not found:
-        raise InputError(str(directory), f"no {REPORT_FILE} with a {RECORD_FILE} beside it found below it")
     return found
 
 
