@@ -20,7 +20,9 @@ from elasticdf_partitioner.cli import main
 from elasticdf_partitioner.cluster import load_cluster
 from elasticdf_partitioner.emulation_build import run_emulation_build
 from elasticdf_partitioner.errors import InputError
+from elasticdf_partitioner.finn_io import export_finn
 from elasticdf_partitioner.modelio import runnable_model
+from elasticdf_partitioner.segment_cut import PACKED_INPUT
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.zoo import load_model
 
@@ -190,6 +192,17 @@ def test_emulation_build_segments_chain_to_the_unsplit_model_bit_exactly(tmp_pat
     expected = np.concatenate([chained([tmp_path / "whole.onnx"], frame[None]) for frame in frames])  # batch 1
     got = chained([tmp_path / "out" / f for f in report.files], frames)
     np.testing.assert_array_equal(got, expected)
+    inputs = [onnx.load(str(tmp_path / "out" / f)).graph.input[0].name for f in report.files]
+    assert (PACKED_INPUT in inputs) == (name == "resnet50")  # cuts inside residual blocks carry packed tensors
+
+
+def test_emulation_build_refuses_another_model_than_the_bundled_one(tmp_path):
+    layers = len(load_model("cnv").layers)
+    bundle.write_bundle(hand_record("zoo:cnv", "u250", [(0, layers - 1)]), "cnv", tmp_path / "bundle")
+    other = tmp_path / "other.onnx"
+    onnx.save(export_finn(load_model("mobilenetv1")), str(other))
+    with pytest.raises(InputError, match="not the bundled model"):
+        run_emulation_build(tmp_path / "bundle", tmp_path / "out", str(other))
 
 
 def test_cli_plan_build_out_then_build_run_then_plan_from_reports(tmp_path, capsys, monkeypatch):
