@@ -103,3 +103,12 @@ def read_document(model: type[_Doc], path: Path) -> _Doc:
     except ValidationError as err:
         first = err.errors()[0]
         raise InputError(f"{path}: {'.'.join(map(str, first['loc']))}", first["msg"]) from None
+
+
+def hosted_ranges(record: BuildRecord) -> str:
+    """The layer ranges a build hosts, for people: "0-18 x24" for 24 replicas of one range."""
+    counts: dict[str, int] = {}
+    for seg in record.segments:
+        key = f"{seg.layers[0]}-{seg.layers[1]}"
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(key if n == 1 else f"{key} x{n}" for key, n in counts.items())

@@ -129,13 +129,15 @@ def write_build_bundles(plan: Plan, model: str, out_dir: str, catalog: str | Non
 
 
 def builds_table(bundles: dict[Path, list]) -> Table:
+    from .builds import hosted_ranges
+
     table = Table(title=f"{len(bundles)} card build bundle(s)")
     for column in ("bundle", "card type", "MHz", "hosted layer ranges", "cards"):
         table.add_column(column, justify="right" if column == "MHz" else "left")
     for directory, cards in bundles.items():
         record = cards[0][1]
         table.add_row(str(directory), record.card_type, f"{record.fclk_mhz:g}",
-                      " ".join(f"{s.layers[0]}-{s.layers[1]}" for s in record.segments),
+                      hosted_ranges(record),
                       ", ".join(f"{node}/{card}" for (node, card), _ in cards))
     return table
 
