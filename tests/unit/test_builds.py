@@ -249,3 +249,34 @@ def test_build_user_errors_exit_2(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+def test_user_model_by_uri_is_fetched_and_checked_as_a_builder_job_does(tmp_path, monkeypatch, capsys):
+    """A record of an ONNX artifact (identity onnx:URI): bundle and build fetch the model with the card pods'
+    fetch policy (here file:// below the configured root) and refuse a wrong digest."""
+    models = tmp_path / "models"
+    models.mkdir()
+    onnx.save(export_finn(load_model("cnv"), seed=3), str(models / "cnv.onnx"))
+    monkeypatch.setenv("ELASTICDF_MODEL_FILE_ROOT", str(models))
+    monkeypatch.setenv("ELASTICDF_MODEL_CACHE", str(tmp_path / "cache"))
+    uri = f"file://{models}/cnv.onnx"
+    assert main(["plan", "--model", uri, "--cluster", str(CLUSTERS / "1xU250.yaml"),
+                 "--build-out", str(tmp_path / "bundles")]) == 0
+    (record_path,) = (tmp_path / "bundles").glob("*/build.json")
+    assert BuildRecord.model_validate_json(record_path.read_text()).model == f"onnx:{uri}"
+    digest = "sha256:" + hashlib.sha256((models / "cnv.onnx").read_bytes()).hexdigest()
+    capsys.readouterr()
+    assert main(["build", "bundle", "--record", str(record_path), "--sha256", "sha256:" + "0" * 64,
+                 "-o", str(tmp_path / "bad")]) == 2
+    assert "digest mismatch" in capsys.readouterr().err
+    assert main(["build", "bundle", "--record", str(record_path), "--sha256", digest,
+                 "-o", str(tmp_path / "bundle")]) == 0
+    index = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert (index["model"], index["sha256"]) == (uri, digest)
+    assert main(["build", "run", str(tmp_path / "bundle"), "-o", str(tmp_path / "out")]) == 0
+    (segment,) = (tmp_path / "out").glob("segment-*.onnx")
+    whole, runnable = tmp_path / "whole.onnx", runnable_model(str(models / "cnv.onnx"))
+    onnx.save(runnable, str(whole))
+    shape = [d.dim_value for d in runnable.graph.input[0].type.tensor_type.shape.dim]
+    frames = np.random.default_rng(0).integers(0, 256, shape).astype(np.float32)
+    np.testing.assert_array_equal(chained([segment], frames), chained([whole], frames))
