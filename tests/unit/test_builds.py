@@ -14,7 +14,13 @@ import pytest
 from elasticdf_contract.builds import RECORD_ENV, BuildRecord, BuildReport, build_tag, segment_file
 from elasticdf_operator.groups import card_builds, plan_groups
 from elasticdf_partitioner import bundle
-from elasticdf_partitioner.builds import card_records, plan_builds, reference_identity, report_clocks
+from elasticdf_partitioner.builds import (
+    card_records,
+    identity_reference,
+    plan_builds,
+    reference_identity,
+    report_clocks,
+)
 from elasticdf_partitioner.catalog import load_catalog
 from elasticdf_partitioner.cli import main
 from elasticdf_partitioner.cluster import load_cluster
@@ -75,6 +81,15 @@ def test_records_are_the_operators_and_follow_the_documented_digest():
         for card, build in card_builds(model, group).items():
             assert build == records[card].model_dump(by_alias=True)
             assert build["digest"] == documented_digest(build, model)
+
+
+@pytest.mark.parametrize("reference,identity", [
+    ("resnet50", "zoo:resnet50"), ("zoo://resnet50", "zoo:resnet50"), ("m/cnv.onnx", "onnx:m/cnv.onnx"),
+    ("oci://reg:5000/models/cnv@sha256:" + "a" * 64, "onnx:oci://reg:5000/models/cnv@sha256:" + "a" * 64),
+    ("https://example.org/cnv", "onnx:https://example.org/cnv")])
+def test_model_identities_round_trip_to_the_reference_a_builder_fetches(reference, identity):
+    assert reference_identity(reference) == identity
+    assert reference_identity(identity_reference(identity)) == identity
 
 
 def test_cards_doing_the_same_work_share_one_build():

@@ -28,10 +28,11 @@ def model_identity(name: str | None = None, onnx: str | None = None) -> str:
 
 
 def reference_identity(reference: str) -> str:
-    """The identity of a CLI model reference: a zoo name (or zoo:// URI), or a path / URI of an ONNX file."""
-    if reference.lower().endswith(".onnx"):
-        return model_identity(onnx=reference)
-    return model_identity(name=reference.removeprefix(ZOO_SCHEME))
+    """The identity of a model reference: a zoo name or zoo:// URI, else an ONNX file's path or URI (https://,
+    oci://REG/REPO@sha256:..., file://, pvc://)."""
+    if reference.startswith(ZOO_SCHEME) or ("://" not in reference and not reference.lower().endswith(".onnx")):
+        return model_identity(name=reference.removeprefix(ZOO_SCHEME))
+    return model_identity(onnx=reference)
 
 
 def identity_reference(identity: str) -> str:
