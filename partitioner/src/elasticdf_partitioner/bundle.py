@@ -2,7 +2,7 @@
 
 Files (docs/builds.md; FINN field names follow FINN v0.10.1, src/finn/builder/build_dataflow_config.py):
 - `build.json`                    the BuildRecord;
-- `bundle.json`                   the index: model reference, card, and per hosted segment its files and sockets;
+- `bundle.json`                   the index: model reference, card, and per hosted segment its files;
 - `dataflow-<first>-<last>.onnx`  FINN dataflow ONNX of each distinct hosted layer range, folding set as node
                                   attributes (PE, SIMD, ram_style, ...);
 - `folding_config.json`           FINN folding config of all hosted layers ({"Defaults": {}, node: {attr: v}});
