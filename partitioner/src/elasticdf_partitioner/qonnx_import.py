@@ -346,6 +346,16 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return out
 
 
+def _annotated_datatype(graph: onnx.GraphProto, tensor: str) -> str | None:
+    """The integer FINN datatype a tensor annotation (quantization_annotation, key finn_datatype) declares."""
+    for annotation in graph.quantization_annotation:
+        if annotation.tensor_name == tensor:
+            for entry in annotation.quant_parameter_tensor_names:
+                if entry.key == "finn_datatype" and re.fullmatch(r"U?INT\d+|BINARY|BIPOLAR", entry.value.upper()):
+                    return entry.value
+    return None
+
+
 def declared_input(datatype: str) -> Quantizer:
     """The identity quantizer of a FINN datatype name (UINT8, INT4, BIPOLAR, ...): what an input declared
     integer carries."""
@@ -389,9 +399,16 @@ class Converter:
 
     def stream(self, tensor: str, node: onnx.NodeProto) -> Stream:
         value = self.value(tensor, node)
+        declared = _annotated_datatype(self.model.graph, tensor)
+        if isinstance(value, Source) and not value.prepare and declared:
+            # FINN's build declares the integers of an input that a layer reads unquantized (UINT8 pixels) with
+            # a tensor annotation: ModelWrapper.set_tensor_datatype
+            where = f"input {tensor} (annotated finn_datatype {declared})"
+            value = self.values[tensor] = _dataflow_input(self, where, value, declared_input(declared))
         if isinstance(value, Source):
             raise InputError(_where(node), f"input {tensor!r} is the float model input; quantize it with a Quant "
-                                           "node, or declare its integers with input_datatype (e.g. UINT8)")
+                                           "node, or declare its integers with input_datatype (e.g. UINT8) or a "
+                                           "finn_datatype tensor annotation, as FINN's build does")
         if not isinstance(value, Stream):
             raise InputError(_where(node), f"input {tensor!r} is a constant where an activation stream is needed")
         return value
@@ -1048,6 +1065,75 @@ def _avgpool(conv: Converter, node: onnx.NodeProto) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# handlers: upsampling
+
+
+@handles("Resize", "Upsample")
+def _upsample(conv: Converter, node: onnx.NodeProto) -> None:
+    """UpsampleNearestNeighbour, as FINN's InferUpsample maps a nearest-neighbour Resize by an integer factor of
+    a square image; it moves integers, so the stream's map to real values stays."""
+    x = conv.stream(node.input[0], node)
+    where = _where(node)
+    if len(x.shape) != 4 or x.shape[1] != x.shape[2]:
+        raise InputError(where, f"upsampling a stream of shape {list(_qonnx_shape(x))}: FINN's "
+                                "UpsampleNearestNeighbour takes square NCHW images")
+    if str(_attrs(node).get("mode", "nearest")) != "nearest":
+        raise InputError(where + ".mode", f"mode {_attrs(node)['mode']!r} is not supported", ["nearest"])
+    _, h, _, c = x.shape
+    factor = _upsample_factor(conv, node, h, c)
+    out = conv.flow.add("UpsampleNearestNeighbour", [x.tensor], (1, h * factor, h * factor, c), OFMDim=h * factor,
+                        IFMDim=h, NumChannels=c, inputDataType=x.datatype, numInputVectors=1, DimMode=0)
+    conv.values[node.output[0]] = replace(x, tensor=out.output, shape=(1, h * factor, h * factor, c), producer=None)
+
+
+def _upsample_factor(conv: Converter, node: onnx.NodeProto, size: int, channels: int) -> int:
+    """The integer factor s by which the node upsamples a size x size NCHW image, checked to map pixel
+    (y // s, x // s) to (y, x) by running the node itself (its coordinate transformation and rounding modes, its
+    roi) on an image of pixel indices with ONNX's reference implementation."""
+    from onnx.reference import ReferenceEvaluator
+
+    where = _where(node)
+    # Resize: X, roi, scales, sizes (opset 11+) or X, scales (opset 10); Upsample: X, scales (or an attribute)
+    inputs = list(node.input)
+    sizes_at = 3 if node.op_type == "Resize" and len(inputs) > 3 and inputs[3] else None
+    scales_at = 2 if node.op_type == "Resize" and len(inputs) > 2 else 1
+    if sizes_at is not None:
+        sizes = conv.const(inputs[sizes_at], node).reshape(-1)
+        factors = sizes / np.array([1, channels, size, size]) if sizes.size == 4 else sizes
+    elif scales_at < len(inputs) and inputs[scales_at]:
+        factors = conv.const(inputs[scales_at], node).reshape(-1)
+    else:
+        factors = np.asarray(_attrs(node).get("scales", []), dtype=np.float64)
+    if (factors.size != 4 or np.any(factors[:2] != 1) or factors[2] != factors[3] or factors[2] != int(factors[2])
+            or factors[2] < 2):
+        raise InputError(where, f"scales {factors.tolist()}: FINN's UpsampleNearestNeighbour needs one integer "
+                                "factor >= 2 for height and width, and 1 for batch and channels")
+    factor = int(factors[2])
+    pixels = np.arange(size * size, dtype=np.float32).reshape(1, 1, size, size)
+    feeds, names = {"x": pixels}, ["x"]
+    for k, tensor in enumerate(inputs[1:], start=1):
+        if not tensor:
+            names.append("")
+            continue
+        value = conv.const(tensor, node)
+        if k == sizes_at:  # one channel of pixel indices stands for all channels
+            value = np.array([1, 1, size * factor, size * factor])
+        names.append(f"c{k}")
+        feeds[f"c{k}"] = value.astype(np.int64 if k == sizes_at else np.float32)
+    single = helper.make_node(node.op_type, names, ["y"])
+    single.attribute.extend(node.attribute)
+    graph = helper.make_graph([single], "upsample", [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None)
+                                                     for n in names if n],
+                              [helper.make_tensor_value_info("y", TensorProto.UNDEFINED, None)])
+    opset = [o for o in conv.model.opset_import if o.domain in ("", "ai.onnx")] or [helper.make_opsetid("", 13)]
+    got = ReferenceEvaluator(helper.make_model(graph, opset_imports=opset)).run(None, feeds)[0]
+    if not np.array_equal(got, pixels.repeat(factor, axis=2).repeat(factor, axis=3)):
+        raise InputError(where, "its coordinate transformation and rounding modes do not copy pixel (y // s, x // s) "
+                                "to (y, x): FINN's UpsampleNearestNeighbour repeats each pixel s x s times")
+    return factor
+
+
+# ---------------------------------------------------------------------------------------------------------
 # handlers: label selection
 
 
@@ -1116,7 +1202,7 @@ def _output_type(node: DataflowNode) -> str:
         return node.attrs["dataType"]
     if node.op in ("AddStreams",):
         return _add_output_type(node.attrs["inputDataType"])
-    if node.op in ("FMPadding", "DownSampler", "ConvolutionInputGenerator"):
+    if node.op in ("FMPadding", "DownSampler", "ConvolutionInputGenerator", "UpsampleNearestNeighbour"):
         return node.attrs["inputDataType"]
     return node.attrs["outputDataType"]
 

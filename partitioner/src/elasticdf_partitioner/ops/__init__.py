@@ -20,12 +20,13 @@ from .resample import DownSampler, FMPadding
 from .streams import AddStreams, DuplicateStreams
 from .swg import ConvolutionInputGenerator
 from .thresholding import Thresholding
+from .upsample import UpsampleNearestNeighbour
 from .vvau import VVAU
 
 OP_CLASSES: dict[str, type[FinnLayer]] = {cls.op: cls for cls in (
     MVAU, ConvDoublePacked, VVAU, ConvolutionInputGenerator, Thresholding, StreamingFIFO, AddStreams,
     DuplicateStreams, DownSampler, FMPadding, Pool, ChannelwiseOp, LabelSelect, StreamingDataWidthConverter,
-    StreamingMaxPool,
+    StreamingMaxPool, UpsampleNearestNeighbour,
 )}
 
 # FINN op type (v0.6, today's generic and specialised _hls/_rtl names) -> canonical op
@@ -49,6 +50,7 @@ def op_class(op_type: str, node: str = "node") -> type[FinnLayer]:
 __all__ = [
     "FINN_OP_TYPES", "OP_CLASSES", "AddStreams", "ChannelwiseOp", "ConvDoublePacked", "ConvolutionInputGenerator",
     "DownSampler", "DuplicateStreams", "FMPadding", "FinnLayer", "LabelSelect", "MVAU", "Pool",
-    "StreamingDataWidthConverter", "StreamingFIFO", "StreamingMaxPool", "Thresholding", "VVAU", "canonical_op",
+    "StreamingDataWidthConverter", "StreamingFIFO", "StreamingMaxPool", "Thresholding", "UpsampleNearestNeighbour",
+    "VVAU", "canonical_op",
     "divisors", "op_class",
 ]
