@@ -835,6 +835,10 @@ def _conv(conv: Converter, node: onnx.NodeProto) -> None:
         raise InputError(where + ".group", f"grouped convolution with group={group}: only depthwise "
                                             f"(group = channels = {x.channels}) or group=1 are supported")
     w_scale = _out_scale(weight, oc, 0, where)
+    subpixel = _depth_to_space_reader(conv, node)
+    if subpixel is not None and not depthwise:
+        conv.values[subpixel.output[0]] = _subpixel(conv, x, weight, w_scale, bias, kh, stride, pads, subpixel)
+        return
     if depthwise:
         conv.values[node.output[0]] = _vvau(conv, x, weight, w_scale, bias, kh, stride, pads, where)
         return
@@ -851,6 +855,65 @@ def _conv(conv: Converter, node: onnx.NodeProto) -> None:
         tensor, oh, ow = _swg(conv, x, tensor, h, w, kh, stride, False)
     out = _mvau(conv, x, matrix, weight.datatype, in_scale, in_bias, w_scale, bias, (1, oh, ow, oc), tensor)
     conv.values[node.output[0]] = out
+
+
+def _depth_to_space_reader(conv: Converter, node: onnx.NodeProto) -> onnx.NodeProto | None:
+    """The DepthToSpace that alone reads this Conv's output (together: a sub-pixel convolution), if any."""
+    readers = [n for n in conv.model.graph.node if node.output[0] in n.input]
+    return readers[0] if len(readers) == 1 and readers[0].op_type == "DepthToSpace" else None
+
+
+def _subpixel(conv: Converter, x: Stream, weight: Weight, w_scale: np.ndarray, bias: np.ndarray, k: int, stride: int,
+              pads: list[int], d2s: onnx.NodeProto) -> Stream:
+    """Conv + DepthToSpace(b) as FINN builds it: qonnx's SubPixelToDeconvolution turns it into a transposed
+    convolution (kernel k·b, stride b), FINN's InferPixelPaddingDeconv that into FMPadding_Pixel (stride b) +
+    FMPadding + SWG (k·b, stride 1) + MVAU, whose weights are the sub-pixel kernels spread over the k·b window:
+    W[c, :, b·kh + b-1-i, b·kw + b-1-j] = sub-pixel kernel (kh, kw) of output pixel offset (i, j) of channel c."""
+    where = f"{_where(d2s)} after {x.tensor}"
+    b, mode = int(_attrs(d2s).get("blocksize", 0)), str(_attrs(d2s).get("mode", "DCR")).upper()
+    oc, ic = weight.ints.shape[:2]
+    if b < 2 or oc % (b * b) or mode not in ("CRD", "DCR"):
+        raise InputError(where, f"blocksize {b}, mode {mode} for {oc} channels: needs blocksize >= 2 dividing the "
+                                "channels as b², mode CRD or DCR")
+    if stride != 1 or len(set(pads)) != 1 or 2 * pads[0] != k - 1:
+        raise InputError(where, f"the convolution before it (kernel {k}, stride {stride}, pads {pads}) must be "
+                                "same-padded with stride 1 to be a sub-pixel convolution (as qonnx's "
+                                "SubPixelToDeconvolution requires)")
+    c = oc // (b * b)
+    # sub-pixel channel of (c, i, j): CRD c·b² + i·b + j, DCR (i·b + j)·C + c
+    order = np.arange(oc).reshape(c, b, b) if mode == "CRD" else np.arange(oc).reshape(b, b, c).transpose(2, 0, 1)
+    order = order.reshape(-1)
+    scale, offset = w_scale[order].reshape(c, b * b), bias[order].reshape(c, b * b)
+    if not (np.allclose(scale, scale[:, :1], rtol=1e-6, atol=0) and np.all(offset == offset[:, :1])):
+        raise InputError(where, "weight scales or biases differ between the sub-pixels of one output channel; a "
+                                "transposed convolution has one per channel")
+    kernels = weight.ints[order].reshape(c, b, b, ic, k, k)
+    spread = np.zeros((c, ic, k * b, k * b))
+    for i in range(b):
+        for j in range(b):
+            spread[:, :, b - 1 - i::b, b - 1 - j::b] = kernels[:, i, j]
+    in_scale, in_bias = _input_scale(x, where)
+    if np.any(in_bias != 0):
+        raise InputError(where, "pixel padding an input with a zero point (or bias) is not supported: the inserted "
+                                "integer 0 would not mean 0")
+    _, h, w, _ = x.shape
+    size = h + (h - 1) * (b - 1)
+    spaced = conv.flow.add("FMPadding_Pixel", [x.tensor], (1, size, size, ic), ImgDim=[h, w], Stride=[b, b],
+                           NumChannels=ic, SIMD=1, inputDataType=x.datatype, numInputVectors=1)
+    x = replace(x, tensor=spaced.output, shape=(1, size, size, ic), producer=None)
+    tensor, ph, pw = _pad(conv, x, [k * b - 1 - pads[0] * b] * 4, where)
+    tensor, oh, ow = _swg(conv, x, tensor, ph, pw, k * b, 1, False)
+    matrix = spread.transpose(2, 3, 1, 0).reshape(k * b * k * b * ic, c)  # rows in SWG order (kh, kw, c)
+    return _mvau(conv, x, matrix, weight.datatype, in_scale, in_bias, scale[:, 0], offset[:, 0], (1, oh, ow, c),
+                 tensor)
+
+
+@handles("DepthToSpace")
+def _depth_to_space(conv: Converter, node: onnx.NodeProto) -> None:
+    """Computed with the Conv before it (see _subpixel); anywhere else FINN has no layer for it."""
+    if node.output[0] not in conv.values:
+        raise InputError(_where(node), "DepthToSpace is supported only right after a Conv that nothing else reads "
+                                       "(a sub-pixel convolution, which FINN builds as a transposed convolution)")
 
 
 def _vvau(conv: Converter, x: Stream, weight: Weight, w_scale: np.ndarray, bias: np.ndarray, k: int, stride: int,
@@ -1202,7 +1265,8 @@ def _output_type(node: DataflowNode) -> str:
         return node.attrs["dataType"]
     if node.op in ("AddStreams",):
         return _add_output_type(node.attrs["inputDataType"])
-    if node.op in ("FMPadding", "DownSampler", "ConvolutionInputGenerator", "UpsampleNearestNeighbour"):
+    if node.op in ("FMPadding", "FMPadding_Pixel", "DownSampler", "ConvolutionInputGenerator",
+                   "UpsampleNearestNeighbour"):
         return node.attrs["inputDataType"]
     return node.attrs["outputDataType"]
 
