@@ -1102,10 +1102,8 @@ def _maxpool(conv: Converter, node: onnx.NodeProto) -> None:
 
 def _pool_node(conv: Converter, tensor: str, c: int, k: int, oh: int, ow: int, function: str, in_type: str,
                out_type: str) -> DataflowNode:
-    # FINN today spells OutImgDims/InputDataType/OutputDataType; finn_io reads OutImgDim/inputDataType: write both
     return conv.flow.add("Pool", [tensor], (1, oh, ow, c), Channels=c, PE=1, KernelSize=[k, k], Function=function,
-                         OutImgDims=[oh, ow], InputDataType=in_type, OutputDataType=out_type, OutImgDim=oh,
-                         inputDataType=in_type, outputDataType=out_type)
+                         OutImgDims=[oh, ow], InputDataType=in_type, OutputDataType=out_type)
 
 
 @handles("AveragePool", "GlobalAveragePool")
@@ -1268,7 +1266,7 @@ def _output_type(node: DataflowNode) -> str:
     if node.op in ("FMPadding", "FMPadding_Pixel", "DownSampler", "ConvolutionInputGenerator",
                    "UpsampleNearestNeighbour"):
         return node.attrs["inputDataType"]
-    return node.attrs["outputDataType"]
+    return node.attrs["OutputDataType" if node.op == "Pool" else "outputDataType"]
 
 
 def _add_output_type(in_type: str) -> str:
