@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import finn_reference
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -20,7 +21,7 @@ from elasticdf_partitioner.artifacts import ModelError
 from elasticdf_partitioner.cluster import load_cluster
 from elasticdf_partitioner.emulation import lower_model
 from elasticdf_partitioner.errors import InputError
-from elasticdf_partitioner.finn_io import import_onnx
+from elasticdf_partitioner.finn_io import export_finn, import_onnx
 from elasticdf_partitioner.modelio import load_model
 from elasticdf_partitioner.qonnx_import import (
     conversion_metadata,
@@ -427,6 +428,26 @@ def test_resize_maps_to_upsample_nearest_neighbour():
     attrs = {a.name: helper.get_attribute_value(a) for a in up.attribute}
     assert (attrs["IFMDim"], attrs["OFMDim"], attrs["NumChannels"], attrs["DimMode"]) == (5, 15, 4, 0)
     assert attrs["inputDataType"] == b"UINT4"
+
+
+@pytest.mark.parametrize("make", [resize_upscaler, lambda: subpixel_upscaler("DCR")], ids=["resize", "subpixel"])
+def test_upsampling_layers_export_to_finn_and_import_again(make):
+    """to_finn/from_finn of UpsampleNearestNeighbour and FMPadding_Pixel keep every field and the costs; the
+    exported model (seeded weights) runs like the reference of FINN's semantics."""
+    graph = import_onnx(import_qonnx(make()), name="up")
+    exported = export_finn(graph, seed=3)
+    again = import_onnx(exported, name="up")
+    for old, new in zip(graph.layers, again.layers, strict=True):
+        assert (new.op, new.describe(), new.options()) == (old.op, old.describe(), old.options())
+    x = np.random.default_rng(1).integers(0, 256, (1, *finn_shape(exported))).astype(np.float32)
+    session = ort.InferenceSession(lower_model(exported).SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_array_equal(got, finn_reference.run(exported, x)[exported.graph.output[0].name]
+                                  .reshape(got.shape))
+
+
+def finn_shape(model: onnx.ModelProto) -> list[int]:
+    return [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
 
 
 @pytest.mark.parametrize("resize, message", [
