@@ -73,7 +73,9 @@ def main() -> None:
         models.append((Path(path).stem, Path(path), datatype or None))
     rows = [measure(name, path, datatype, args.reps, args.max_instances) for name, path, datatype in models]
     lines = ["# QONNX import (Brevitas exports with seeded random weights; the qonnx package's trained models)", "",
-             f"Planning with at most {args.max_instances} instances: plan time, instances, total fps.", "",
+             f"Planning with at most {args.max_instances} instances: plan time, instances, total fps. Inputs a "
+             "conv reads unquantized are declared: "
+             + ", ".join(f"{name} {datatype}" for name, _, datatype in models if datatype) + ".", "",
              "| model | QONNX nodes | import s | FINN layers | FINN ops | plan on 1xU250 | plan on 2xU280 |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['qonnx_nodes']} | {r['import_s']:.2f} | {r['layers']} | {r['ops']} | "
