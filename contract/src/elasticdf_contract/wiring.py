@@ -6,6 +6,12 @@ pod, path also in env ELASTICDF_WIRING); it lists one SegmentWiring per hosted s
 data endpoint (emulation: one TCP port per segment; xrt: one UDP socket-table entry on the card's QSFP).
 An instance is a chain of segments across card pods: the first segment receives from the gateway, the last
 returns to it; every other segment receives from the previous segment and sends to the next.
+
+xrt: a card has one QSFP address (ip, mac) and one VNx socket table for all its hosted segments. The k-th hosted
+segment (its position in CardWiring.segments; UDP port listen.port) owns the socket pair `vnx_sockets(k)`:
+entry 2k is where its kernel sends (TX dest: the next segment), entry 2k+1 is what it receives (RX match: the
+previous segment). An entry whose peer is the gateway is left invalid: that side goes over TCP through the
+host (first and last segments).
 """
 
 from __future__ import annotations
@@ -90,6 +96,11 @@ def check_chain(wirings: list[SegmentWiring]) -> list[str]:
     return problems
 
 
+def vnx_sockets(position: int) -> tuple[int, int]:
+    """(send, receive) entries of the card's VNx socket table owned by the hosted segment at `position`."""
+    return 2 * position, 2 * position + 1
+
+
 class CardWiring(BaseModel):
     """One card's build and the segments it hosts (what one card pod runs)."""
 
@@ -107,6 +118,9 @@ class CardWiring(BaseModel):
             raise ValueError(f"hosted segments share a data port: {ports}")
         if any((w.node, w.card) != (self.node, self.card) for w in self.segments):
             raise ValueError("every hosted segment must name this card")
+        if self.mode == "xrt" and len({(w.listen.kind, w.listen.ip, w.listen.mac) for w in self.segments}) > 1:
+            raise ValueError("xrt: hosted segments must listen on the card's one QSFP address (ip, mac), "
+                             f"got {sorted({(w.listen.ip, w.listen.mac) for w in self.segments}, key=str)}")
         return self
 
     @classmethod
