@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from elasticdf_contract.wiring import check_chain
+from elasticdf_contract.wiring import check_chain, vnx_sockets
 from elasticdf_operator import builders, crdgen, inventory
 from elasticdf_operator.api import ElasticInferenceSpec
 from elasticdf_operator.builders import Owner
@@ -13,6 +13,8 @@ from elasticdf_operator.decide import Decision
 from elasticdf_operator.status import build_status
 from elasticdf_partitioner.catalog import load_catalog
 from elasticdf_partitioner.plan import Instance, Segment
+from elasticdf_segment.backends import socket_table
+from elasticdf_segment.vnx import Socket
 from pydantic import ValidationError
 
 CATALOG = load_catalog()
@@ -165,3 +167,22 @@ def test_status_conditions_are_typed_and_ready_is_derived():
                          short, {"name": "cnv"})
     assert {c.type: c.last_transition_time for c in again.conditions} == \
         {c.type: c.last_transition_time for c in status.conditions}
+
+
+def test_xrt_group_socket_tables_send_where_the_next_card_receives():
+    """Cards hosting segments of several instances (xrt): the socket table each card pod programs from its
+    wiring (the segment runtime's socket_table) has, for every hop of every instance, a send entry on the
+    sending card that the receiving card's receive entry matches (ip, ports)."""
+    _, cards = group_of_two_cards("xrt")
+    tables = [socket_table(c) for c in cards]
+    where = {(w.instance, w.segment): (c, p) for c, card in enumerate(cards) for p, w in enumerate(card.segments)}
+    hops = 0
+    for (instance, segment), (c, p) in where.items():
+        if (instance, segment + 1) not in where:
+            continue
+        (d, q), w, nxt = where[instance, segment + 1], cards[c].segments[p], cards[where[instance, segment + 1][0]]
+        sent, received = tables[c][vnx_sockets(p)[0]], tables[d][vnx_sockets(q)[1]]
+        assert sent == Socket(nxt.segments[q].listen.ip, nxt.segments[q].listen.port, w.listen.port)
+        assert received == Socket(w.listen.ip, w.listen.port, nxt.segments[q].listen.port)
+        hops += 1
+    assert hops == 2 and all(len(t) == 4 for t in tables)
