@@ -251,7 +251,9 @@ class ParetoTable:
         rank = np.empty(len(options), dtype=int)
         self.order = np.lexsort([np.array(self.cycles, dtype=float), *reversed(keys)])  # stable, like sorted()
         rank[self.order] = np.arange(len(options))
-        dominates = (vectors[:, None, :] <= vectors[None, :, :]).all(axis=2) & (rank[:, None] < rank[None, :])
+        dominates = rank[:, None] < rank[None, :]  # [j, i]: j comes first and is <= i in every coordinate
+        for column in vectors.T:
+            dominates &= column[:, None] <= column[None, :]
         never = np.ones((1, len(options)), dtype=bool)  # a row "index len(options)": dominated by nothing
         self.first_dominator = np.vstack([dominates, never]).argmax(axis=0)
 
