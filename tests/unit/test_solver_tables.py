@@ -7,6 +7,7 @@ from elasticdf_partitioner.catalog import load_catalog
 from elasticdf_partitioner.cluster import ClusterSpec, NodeSpec, cluster_from_spec
 from elasticdf_partitioner.resources import Resources
 from elasticdf_partitioner.solver import solve
+from elasticdf_partitioner.solver.pack import GroupPacker
 from elasticdf_partitioner.solver.stages import StageOption, build_pipeline, pareto
 from elasticdf_partitioner.zoo import load_model
 from hypothesis import given, settings
@@ -49,18 +50,26 @@ def test_pipeline_tables_equal_their_definitions_at_every_level(model):
         assert pipeline.least_resources(level) == least
 
 
-def test_replanning_on_other_cards_of_the_same_types_reuses_the_pattern_search():
-    """Patterns are kept on the pipeline by content: a second solve on other nodes gives the same plan."""
-    catalog, graph = load_catalog(), load_model("mobilenetv1")
+def two_nodes(prefix: str):
+    return cluster_from_spec(ClusterSpec(nodes=[NodeSpec(name=f"{prefix}-{i}", cards=["u280", "u250"])
+                                                for i in range(2)]), load_catalog())
 
-    def cluster(prefix):
-        return cluster_from_spec(ClusterSpec(nodes=[NodeSpec(name=f"{prefix}-{i}", cards=["u280", "u250"])
-                                                    for i in range(2)]), catalog)
 
-    first = solve(graph, cluster("a"))
-    kept = {k: v for k, v in build_pipeline(graph).memo.items() if k[0] == "pattern"}
-    second = solve(graph, cluster("b"))
-    assert kept and {k: v for k, v in build_pipeline(graph).memo.items() if k[0] == "pattern"} == kept
-    assert [(i.fps, [(s.card_type, s.layer_range) for s in i.segments]) for i in first.instances] == \
-        [(i.fps, [(s.card_type, s.layer_range) for s in i.segments]) for i in second.instances]
+def summary(plan) -> list:
+    return [(i.fps, [(s.card_type, s.layer_range, s.slrs, s.folding) for s in i.segments]) for i in plan.instances]
+
+
+def test_pattern_searches_are_kept_by_content_in_memory_and_in_the_plan_cache(tmp_path, monkeypatch):
+    """A second solve on other nodes, and a solve in a 'new process' (a fresh graph: the pipeline and the
+    pattern searches read back from the plan cache), give the same plan without searching again."""
+    monkeypatch.setenv("ELASTICDF_PLAN_CACHE", str(tmp_path))
+    first = solve(load_model("mobilenetv1"), two_nodes("a"))
+    assert list(tmp_path.glob("pipelines/*.searches-*.pickle")), "the searches are kept next to the pipeline"
+
+    def no_search(*_args, **_kw):
+        raise AssertionError("a kept pattern was searched again")
+
+    monkeypatch.setattr(GroupPacker, "solve", no_search)
+    second = solve(load_model("mobilenetv1"), two_nodes("b"))
+    assert summary(second) == summary(first)
     assert {s.node for i in second.instances for s in i.segments} <= {"b-0", "b-1"}

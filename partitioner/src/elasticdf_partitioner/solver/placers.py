@@ -240,7 +240,7 @@ class GreedyPlacer(InstancePlacer):
                 end -= 1
             if not last_slot and not self._cut_ok(k, end) or k == 0 and end == s:
                 return None
-            self.state.take(card, slr, Resources(*(self.prefix[end] - self.prefix[s])))
+            self.state.take(card, slr, Resources(*(self.prefix[end] - self.prefix[s]).tolist()))
             self.pieces.append([card, slr, s, list(self.choice[s:end])])
             if not last_slot:
                 self._cross(k, end)

@@ -19,7 +19,7 @@ from ortools.sat.python import cp_model
 from ..catalog import Limits
 from ..cluster import Card, Cluster
 from .pack import GroupPacker, GroupResult, PackSettings
-from .stages import Pipeline
+from .stages import Pipeline, kept_search
 
 SMALL_CLUSTER = 2
 EXHAUSTIVE_STAGES = 8
@@ -86,13 +86,13 @@ def _pattern(shape, by_type, pipeline, cluster, limits, ratios, levels, settings
     for t in shape:
         cards.append(by_type[t][taken[t]])
         taken[t] += 1
-    # the search depends only on what is in this key (not on which cards of the cluster): kept on the pipeline,
-    # which lives as long as the model's graph, so re-planning on other free cards reuses it
+    # the search depends only on what is in this key (not on which cards of the cluster), so re-planning on
+    # other free cards, and later processes, reuse it
     key = ("pattern", tuple(c.type.model_dump_json() for c in cards), cluster.catalog.ip_costs.model_dump_json(),
-           limits.model_dump_json(), tuple(levels), ratios, tuple(sorted(vars(settings).items())), floor)
-    if key not in pipeline.memo:
-        pipeline.memo[key] = _packer(pipeline, cards, cluster, limits, ratios, settings).solve(levels, floor)
-    return Pattern(shape, pipeline.memo[key], sum(cluster.cost_per_hour(t) for t in shape))
+           limits.model_dump_json(), tuple(levels), tuple(ratios), tuple(sorted(vars(settings).items())), floor)
+    result = kept_search(pipeline, key,
+                         lambda: _packer(pipeline, cards, cluster, limits, ratios, settings).solve(levels, floor))
+    return Pattern(shape, result, sum(cluster.cost_per_hour(t) for t in shape))
 
 
 def choose_patterns(cluster: Cluster, found: list[Pattern], target_fps: float | None) -> dict[str, Counter]:

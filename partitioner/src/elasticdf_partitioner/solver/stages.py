@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -60,6 +61,7 @@ class Pipeline:
     _pareto: dict[tuple[int, int], list[StageOption]] = field(default_factory=dict, repr=False)
     ratios: dict[float, Resources] = field(default_factory=dict, repr=False)  # fps per resource, by clock
     memo: dict = field(default_factory=dict, repr=False)  # per-level results the search steps reuse
+    cache_path: Path | None = field(default=None, repr=False)  # its file in the plan cache (None: not kept)
 
     def crossing(self, position: int) -> list[StageEdge]:
         """Stage edges a cut before stage `position` crosses."""
@@ -187,19 +189,53 @@ def _cached_on_disk(graph: ModelGraph) -> Pipeline:
     except (pickle.PicklingError, TypeError, AttributeError):
         return _build_pipeline(graph)  # a graph we cannot digest is simply built
     path = _cache_dir() / f"{hashlib.sha256(state + _code_digest().encode()).hexdigest()}.pickle"
+    pipeline = _read(path)
+    if pipeline is None:
+        pipeline = _build_pipeline(graph)
+        _write(path, pipeline)
+    pipeline.cache_path = path
+    return pipeline
+
+
+def _read(path: Path):
     try:
         return pickle.loads(path.read_bytes())
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-        pass
-    pipeline = _build_pipeline(graph)
+        return None
+
+
+def _write(path: Path, value) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_bytes(pickle.dumps(pipeline))
+        partial.write_bytes(pickle.dumps(value))
         partial.replace(path)  # atomic: a concurrent reader sees the whole file or none
     except OSError:
         pass  # a read-only home only costs the rebuild
-    return pipeline
+
+
+@cache
+def _search_digest() -> str:
+    """The search code's source (solver/*.py): kept search results are only served to the code that made them."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def kept_search(pipeline: Pipeline, key: tuple, search: Callable[[], object]):
+    """The result of a deterministic search over this pipeline, by a key that holds everything else it depends
+    on: from memory, else from the plan cache next to the pipeline's file, else searched and kept in both (a
+    restarted operator, or the next CLI run, re-plans a model without searching again)."""
+    if "searches" not in pipeline.memo:
+        path = pipeline.cache_path and pipeline.cache_path.with_suffix(f".searches-{_search_digest()}.pickle")
+        pipeline.memo["searches"] = (path, (_read(path) if path else None) or {})
+    path, kept = pipeline.memo["searches"]
+    if key not in kept:
+        kept[key] = search()
+        if path:
+            _write(path, kept)
+    return kept[key]
 
 
 def _build_pipeline(graph: ModelGraph) -> Pipeline:
