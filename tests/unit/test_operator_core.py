@@ -152,15 +152,3 @@ def test_autoscale_history_survives_a_restart():
     assert step.replicas == 2 and restarted.scaled == [2], "the window started at t=0, not at the restart"
     fresh = ScaleKube()
     assert autoscale.autoscale(fresh, body, [], src, {}, now=61.0).replicas == 4  # without it: a new window
-
-
-def test_act_batches_only_consecutive_pod_creations_keeping_the_order():
-    from elasticdf_operator.act import _batched
-    from elasticdf_operator.decide import Apply, Create, Emit
-
-    cm, svc = Create({"kind": "ConfigMap", "n": 0}), Create({"kind": "Service", "n": 1})
-    pods = [Create({"kind": "Pod", "n": i}) for i in range(4)]
-    gateway, event = Apply({"kind": "Deployment"}), Emit("Normal", "GroupPlaced", "")
-    actions = [svc, cm, pods[0], pods[1], event, cm, pods[2], pods[3], gateway]
-    assert _batched(actions) == [svc, cm, [pods[0], pods[1]], event, cm, [pods[2], pods[3]], gateway]
-    assert _batched([pods[0]]) == [[pods[0]]] and _batched([]) == []

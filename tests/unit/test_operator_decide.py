@@ -179,11 +179,3 @@ def test_derived_names_are_valid_for_every_legal_name(name):
                     label_value(name)):
         assert len(derived) <= 63 and label.match(derived), derived
     assert card_pod_name(name, 0, 0) != card_pod_name(name + "x", 0, 0)
-
-
-def test_new_groups_reserve_their_cards_before_any_card_pod_is_created():
-    """All new group ConfigMaps come before all their card pods (the executor then creates the pods at once)."""
-    snap = Observed([node(f"n{i}", ["u280", "u280"]) for i in range(4)], [], [])
-    d = decide(OWNER, spec(replicas=4, model="resnet50"), snap, 1000.0, CATALOG, zoo_graph, DEFAULTS)
-    kinds = [a.obj["kind"] for a in d.actions if isinstance(a, Create) and a.obj["kind"] in ("ConfigMap", "Pod")]
-    assert kinds.count("ConfigMap") >= 2 and kinds == sorted(kinds)  # "ConfigMap" < "Pod"

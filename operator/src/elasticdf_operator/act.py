@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor, wait
 
 from elasticdf_contract.names import LABEL_ROLE
 
@@ -18,18 +17,12 @@ from .builders import Owner
 from .decide import Action, Apply, Create, DeleteGroup, DeletePod, Emit, MarkIdle
 from .state import Ledger
 
-POD_WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="create-pods")
-
 
 def execute(kube, ledger: Ledger, owner: Owner, actions: list[Action]) -> list[Emit]:
-    """Apply everything but events (returned: the status step decides which to post). The card pods a run of
-    Create actions makes are created at once (each API round trip is mostly waiting); everything else, and
-    the order between a group's ConfigMap (its reservation) and its pods, stays sequential."""
+    """Apply everything but events (returned: the status step decides which to post)."""
     events = []
-    for action in _batched(actions):
+    for action in actions:
         match action:
-            case list():
-                create_pods(kube, ledger, [a.obj for a in action])
             case Create(obj):
                 created = kube.create(obj)
                 if created is not None and obj["kind"] in ("Pod", "ConfigMap"):
@@ -56,31 +49,3 @@ def execute(kube, ledger: Ledger, owner: Owner, actions: list[Action]) -> list[E
             case Emit():
                 events.append(action)
     return events
-
-
-def _is_pod(action: Action) -> bool:
-    return isinstance(action, Create) and action.obj["kind"] == "Pod"
-
-
-def _batched(actions: list[Action]) -> list[Action | list[Create]]:
-    """Consecutive pod creations as one list, every other action as it is, in order."""
-    out: list = []
-    for action in actions:
-        if _is_pod(action) and out and isinstance(out[-1], list):
-            out[-1].append(action)
-        else:
-            out.append([action] if _is_pod(action) else action)
-    return out
-
-
-def create_pods(kube, ledger: Ledger, pods: list[dict]) -> None:
-    """Create `pods` concurrently; every pod created is in the ledger before the first error is raised."""
-    futures = [POD_WRITERS.submit(kube.create, pod) for pod in pods]
-    wait(futures)
-    for future in futures:
-        if future.exception() is None and future.result() is not None:
-            ledger.created(future.result())
-    for future in futures:
-        if future.exception() is not None:
-            raise future.exception()
-

@@ -313,18 +313,7 @@ def resolve_graph(load_model: Callable, source: ModelSource, decision: Decision)
 
 def place(owner, spec, snap: Observed, groups: list[GroupRecord], gone: set[int], missing: int, catalog,
           load_model, decision: Decision, settings: Settings) -> list[GroupRecord]:
-    """New groups over the free cards until `missing` more instances exist; returns their records. Every new
-    group's ConfigMap (its reservation) comes before all of their card pods, so the executor can create the
-    pods of all new groups at once."""
-    new_pods: list[Create] = []
-    try:
-        return _place(owner, spec, snap, groups, gone, missing, catalog, load_model, decision, settings, new_pods)
-    finally:
-        decision.actions += new_pods
-
-
-def _place(owner, spec, snap, groups, gone, missing, catalog, load_model, decision, settings,
-           new_pods: list[Create]) -> list[GroupRecord]:
+    """New groups over the free cards until `missing` more instances exist; returns their records."""
     kept = {g.index for g in groups}
     cms = [c for c in snap.configmaps if not _is_gone(c, owner, gone)]
     pods = [p for p in snap.pods if not _is_gone(p, owner, gone)]
@@ -365,7 +354,7 @@ def _place(owner, spec, snap, groups, gone, missing, catalog, load_model, decisi
             if missing <= 0:
                 break
             record = new_group(owner, spec, pg, next_group, taken, fc, catalog, labels, ordinals,
-                               fabric.pool or builders.DEFAULT_POOL, decision, settings, new_pods)
+                               fabric.pool or builders.DEFAULT_POOL, decision, settings)
             made.append(record)
             next_group += 1
             missing -= len(pg.instances)
@@ -385,9 +374,7 @@ def _is_gone(obj: dict, owner: Owner, gone: set[int]) -> bool:
 
 
 def new_group(owner, spec, pg: PlannedGroup, index: int, taken: set[int], fc, catalog, labels, ordinals, pool,
-              decision: Decision, settings: Settings, new_pods: list[Create]) -> GroupRecord:
-    """The group's ConfigMap goes into the decision now, its card pods into `new_pods` (the caller's, after
-    every new group's ConfigMap)."""
+              decision: Decision, settings: Settings) -> GroupRecord:
     builds = card_builds(model_identity(spec.model), pg)
     places = [CardPlace(node, fc.physical[(node, card)], type_, ordinals.get(node, 0), builds[(node, card)]["digest"])
               for node, card, type_ in pg.cards]
@@ -409,8 +396,8 @@ def new_group(owner, spec, pg: PlannedGroup, index: int, taken: set[int], fc, ca
     decision.pending_builds |= pending
     for p, card in enumerate(cards):
         if card.build not in pending:
-            new_pods.append(Create(builders.card_pod(owner, spec, index, p, card, catalog, _xclbin(spec, card),
-                                                     settings.pod_fetch)))
+            decision.actions.append(Create(builders.card_pod(owner, spec, index, p, card, catalog,
+                                                             _xclbin(spec, card), settings.pod_fetch)))
     where = ", ".join(f"{c.node}/{c.card} ({c.card_type})" for c in cards)
     decision.emit("Normal", "GroupPlaced", f"group {index}: instances {[n for n, _ in numbered]} on {where}, "
                   f"{pg.fps:.0f} fps predicted")
