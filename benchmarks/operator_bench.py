@@ -278,7 +278,7 @@ def main() -> int:
               "restarted operator, do not search again. Before this run the plan cache held the models' option",
               "tables but no pattern search for ResNet-50 on U280: the first apply includes that search; the",
               "1000-node placements found it kept by the operator. With an empty plan cache the first plan of a",
-              "model also builds its option tables (about 10 s for ResNet-50 on this loaded machine). On this",
+              "model also builds its option tables (a run that had to: first apply 25 s on this machine). On this",
               "2-core machine, shared with the API server, etcd and kwok heart-beating 1000 nodes (and with other",
               "agents' tests), wall time is a multiple of the operator's CPU time: it is mostly API round trips.",
               "",
