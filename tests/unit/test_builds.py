@@ -295,3 +295,26 @@ def test_user_model_by_uri_is_fetched_and_checked_as_a_builder_job_does(tmp_path
     shape = [d.dim_value for d in runnable.graph.input[0].type.tensor_type.shape.dim]
     frames = np.random.default_rng(0).integers(0, 256, shape).astype(np.float32)
     np.testing.assert_array_equal(chained([segment], frames), chained([whole], frames))
+
+
+def test_a_card_pods_wiring_lists_its_segments_in_the_builds_order():
+    """Kernel chain k of a card's bitstream (build record order, with its VNx socket pair) is the k-th hosted
+    segment of the card pod's wiring, whatever order the plan listed the instances in."""
+    from elasticdf_operator import builders
+    from elasticdf_operator.api import ElasticInferenceSpec
+
+    plan = plan_of("mobilenetv1", "2xU280.yaml")
+    spec = ElasticInferenceSpec.model_validate({"model": {"name": "mobilenetv1"}})
+    owner = builders.Owner("r", "ns", "uid-1")
+    mixed = 0
+    for group in plan_groups(plan):
+        records = card_records("zoo:mobilenetv1", group.instances)
+        mixed += sum(len({(tuple(s.layers), tuple(s.slrs)) for s in r.segments}) > 1 for r in records.values())
+        places = [builders.CardPlace(n, c, t, 0, records[(n, c)].digest) for n, c, t in group.cards]
+        position = {(n, c): p for p, (n, c, _) in enumerate(group.cards)}
+        for instances in (group.instances, group.instances[::-1]):
+            cards = builders.group_wiring(owner, spec, 0, "emulation", places, list(enumerate(instances)), position)
+            for card in cards:
+                assert [(w.layer_range, w.slrs) for w in card.segments] == \
+                    [(s.layers, s.slrs) for s in records[(card.node, card.card)].segments]
+    assert mixed, "the case needs a card hosting different segments"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from elasticdf_contract.wiring import check_chain
+from elasticdf_contract.wiring import check_chain, vnx_socket_pairs
 from elasticdf_operator import builders, crdgen, inventory
 from elasticdf_operator.api import ElasticInferenceSpec
 from elasticdf_operator.builders import Owner
@@ -13,6 +13,8 @@ from elasticdf_operator.decide import Decision
 from elasticdf_operator.status import build_status
 from elasticdf_partitioner.catalog import load_catalog
 from elasticdf_partitioner.plan import Instance, Segment
+from elasticdf_segment.backends import socket_table
+from elasticdf_segment.vnx import Socket
 from pydantic import ValidationError
 
 CATALOG = load_catalog()
@@ -186,3 +188,23 @@ def test_a_card_wired_with_a_build_pulls_it_in_an_init_container():
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["build"] == {"name": "build", "emptyDir": {}}
     assert volumes["build-pull-secret"]["secret"]["secretName"] == "regcred"
+
+
+def test_xrt_group_socket_tables_send_where_the_next_card_receives():
+    """Cards hosting segments of several instances (xrt): the socket table each card pod programs from its
+    wiring (the segment runtime's socket_table) has, for every hop of every instance, a send entry on the
+    sending card that the receiving card's receive entry matches (ip, ports)."""
+    _, cards = group_of_two_cards("xrt")
+    tables = [socket_table(c) for c in cards]
+    pairs = [vnx_socket_pairs([not (w.first and w.last) for w in c.segments]) for c in cards]
+    where = {(w.instance, w.segment): (c, p) for c, card in enumerate(cards) for p, w in enumerate(card.segments)}
+    hops = 0
+    for (instance, segment), (c, p) in where.items():
+        if (instance, segment + 1) not in where:
+            continue
+        (d, q), w, nxt = where[instance, segment + 1], cards[c].segments[p], cards[where[instance, segment + 1][0]]
+        sent, received = tables[c][pairs[c][p][0]], tables[d][pairs[d][q][1]]
+        assert sent == Socket(nxt.segments[q].listen.ip, nxt.segments[q].listen.port, w.listen.port)
+        assert received == Socket(w.listen.ip, w.listen.port, nxt.segments[q].listen.port)
+        hops += 1
+    assert hops == 2 and all(len(t) == 4 for t in tables)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from elasticdf_contract.wiring import CardWiring
 from elasticdf_segment import relay, testmodels
-from elasticdf_segment.backends import XrtBackend
+from elasticdf_segment.backends import BackendError, XrtBackend, XrtCard
 from test_segment_vnx import wiring
 
 TO, FROM = "XCL_BO_SYNC_BO_TO_DEVICE", "XCL_BO_SYNC_BO_FROM_DEVICE"
@@ -81,7 +82,7 @@ class FakePyxrt:
 
             def group_id(self, arg):
                 fake.calls.append(("group_id", self.name, arg))
-                return {"idma0": 1, "odma0": 2}[self.name]
+                return 1 if self.name.startswith("idma") else 2  # memory bank of the DMA buffer
 
             def __call__(self, *args):
                 fake.calls.append(("start", self.name, *(f"bo{a.id}" if isinstance(a, bo) else a for a in args)))
@@ -145,8 +146,8 @@ def test_failed_run_state_is_an_error():
 
 
 def test_backend_first_and_last_on_one_card(tmp_path):
-    """XrtBackend end to end on the fake: xclbin loaded, no VNx for a one-card instance, buffers sized from the
-    segment ONNX, process() returns the card's result; readiness is reported."""
+    """XrtCard + XrtBackend end to end on the fake: xclbin loaded, no VNx for a one-card instance, buffers sized
+    from the segment ONNX, process() returns the card's result; readiness is reported."""
     model = testmodels.plain_cnn(channels=2, size=4)
     path = tmp_path / "seg.onnx"
     path.write_bytes(model.SerializeToString())
@@ -154,14 +155,49 @@ def test_backend_first_and_last_on_one_card(tmp_path):
     w = wiring(0, segments=1).model_copy(update={"artifacts": wiring(0).artifacts.model_copy(
         update={"xclbin": str(tmp_path / "seg.xclbin")})})
     fake = FakePyxrt()
-    backend = XrtBackend(w, device_index=0, onnx_path=str(path))
-    backend.start(fake)
+    card = XrtCard(CardWiring.of_segment(w), device_index=0)
+    backend = XrtBackend(w, card, 0, onnx_path=str(path))
+    with pytest.raises(BackendError, match="not flashed"):
+        backend.start()
+    card.start(fake)
+    backend.start()
     assert backend.ready() == (True, "")
     assert ("bo", 1 * 3 * 4 * 4 * 4, "normal", 1) in fake.calls and ("bo", 10 * 4, "normal", 2) in fake.calls
     assert not any(c[0] == "kernel" and "networklayer" in c[2] for c in fake.calls)
 
 
+def test_card_hosting_several_segments_is_flashed_once_and_each_segment_drives_its_own_dma(tmp_path):
+    """Two one-card instances on one card: one load_xclbin, no VNx (no QSFP peers), idma0/odma0 and idma1/odma1."""
+    model = testmodels.plain_cnn(channels=2, size=4)
+    path = tmp_path / "seg.onnx"
+    path.write_bytes(model.SerializeToString())
+    artifacts = wiring(0).artifacts.model_copy(update={"xclbin": str(tmp_path / "build.xclbin")})
+    (tmp_path / "build.xclbin").write_bytes(b"x")
+    segments = [wiring(0, segments=1).model_copy(update={
+        "instance": i, "instance_id": f"default/net-{i}", "artifacts": artifacts,
+        "listen": wiring(0).listen.model_copy(update={"port": 7000 + i})}) for i in range(2)]
+    card = XrtCard(CardWiring(node="alveo-0", card=0, card_type="u280", mode="xrt", build="sha256:b",
+                              segments=segments), device_index=0)
+    fake = FakePyxrt()
+    card.start(fake)
+    backends = [XrtBackend(w, card, p, onnx_path=str(path)) for p, w in enumerate(segments)]
+    for b in backends:
+        b.start()
+    assert [c for c in fake.calls if c[0] == "load_xclbin"] == [("load_xclbin",)]
+    assert [c[2] for c in fake.calls if c[0] == "kernel"] == ["idma0", "odma0", "idma1", "odma1"]
+    assert all(b.ready() == (True, "") for b in backends)
+
+
+def test_a_card_whose_segments_name_different_bitstreams_is_refused():
+    segments = [wiring(0, segments=1).model_copy(update={
+        "instance": i, "artifacts": wiring(0).artifacts.model_copy(update={"xclbin": f"/b{i}.xclbin"}),
+        "listen": wiring(0).listen.model_copy(update={"port": 7000 + i})}) for i in range(2)]
+    card = CardWiring(node="alveo-0", card=0, card_type="u280", mode="xrt", build="sha256:b", segments=segments)
+    with pytest.raises(BackendError, match="one bitstream"):
+        XrtCard(card, device_index=0).start(FakePyxrt())
+
+
 def test_which_segments_relay_tcp():
-    first, middle, last = (XrtBackend(wiring(i), device_index=0) for i in range(3))
+    first, middle, last = (XrtBackend(wiring(i), XrtCard(CardWiring.of_segment(wiring(i))), 0) for i in range(3))
     assert first.relays_tcp and not first.returns_tcp  # gateway -> idma; results continue over VNx
     assert not middle.relays_tcp and not last.relays_tcp  # pure VNx in; the last sends odma results itself

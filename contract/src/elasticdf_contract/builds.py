@@ -49,6 +49,13 @@ def build_tag(digest: str) -> str:
     return digest.removeprefix("sha256:")
 
 
+def segment_order(layers: list[int], slrs: list[int], floorplan: dict) -> str:
+    """Sort key of a card's hosted segments: a build lists them by content (so its digest does not depend on
+    which instance came first) and a card pod's wiring lists them in the same order, so the k-th kernel chain of
+    a bitstream is the k-th hosted segment of the card pod."""
+    return json.dumps({"layers": list(layers), "slrs": list(slrs), "floorplan": floorplan}, sort_keys=True)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 

@@ -6,6 +6,13 @@ pod, path also in env ELASTICDF_WIRING); it lists one SegmentWiring per hosted s
 data endpoint (emulation: one TCP port per segment; xrt: one UDP socket-table entry on the card's QSFP).
 An instance is a chain of segments across card pods: the first segment receives from the gateway, the last
 returns to it; every other segment receives from the previous segment and sends to the next.
+
+xrt: a card has one QSFP address (ip, mac) and one VNx socket table for all its hosted segments. Hosted segments
+are listed in the card build's order (builds.segment_order). The j-th hosted segment that streams to or from
+another card (UDP port listen.port) owns the socket pair `vnx_socket_pairs(...)[k] = (2j, 2j+1)`: entry 2j is
+where its kernel sends (TX dest: the next segment), entry 2j+1 is what it receives (RX match: the previous
+segment). An entry whose peer is the gateway is left invalid: that side goes over TCP through the host (first
+and last segments); a whole pipeline on one card takes no socket (the card build's vnx.json says the same).
 """
 
 from __future__ import annotations
@@ -93,6 +100,17 @@ def check_chain(wirings: list[SegmentWiring]) -> list[str]:
     return problems
 
 
+def vnx_socket_pairs(networked: list[bool]) -> list[tuple[int, int] | None]:
+    """Per hosted segment (in card order), the (send, receive) entries of the card's VNx socket table it owns, or
+    None for a segment that streams only with the host (a whole pipeline on the card)."""
+    pairs: list[tuple[int, int] | None] = []
+    j = 0
+    for net in networked:
+        pairs.append((2 * j, 2 * j + 1) if net else None)
+        j += net
+    return pairs
+
+
 class CardWiring(BaseModel):
     """One card's build and the segments it hosts (what one card pod runs)."""
 
@@ -110,6 +128,9 @@ class CardWiring(BaseModel):
             raise ValueError(f"hosted segments share a data port: {ports}")
         if any((w.node, w.card) != (self.node, self.card) for w in self.segments):
             raise ValueError("every hosted segment must name this card")
+        if self.mode == "xrt" and len({(w.listen.kind, w.listen.ip, w.listen.mac) for w in self.segments}) > 1:
+            raise ValueError("xrt: hosted segments must listen on the card's one QSFP address (ip, mac), "
+                             f"got {sorted({(w.listen.ip, w.listen.mac) for w in self.segments}, key=str)}")
         return self
 
     @classmethod

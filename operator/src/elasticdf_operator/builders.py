@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from elasticdf_contract.builds import BUILD_DIR
+from elasticdf_contract.builds import BUILD_DIR, segment_order
 from elasticdf_contract.names import (
     ANNOTATION_CARD,
     ANNOTATION_CARDS,
@@ -206,7 +206,7 @@ def group_wiring(owner: Owner, spec: ElasticInferenceSpec, group: int, mode: str
     model = spec.model.name or spec.model.artifacts.onnx
     onnx = spec.model.artifacts.onnx if spec.model.artifacts else zoo_uri(model)
     digest = spec.model.artifacts.sha256 if spec.model.artifacts else None
-    hosted: dict[int, list[SegmentWiring]] = {p: [] for p in range(len(cards))}
+    hosted: dict[int, list[tuple[str, SegmentWiring]]] = {p: [] for p in range(len(cards))}  # (build order, ..)
     slots = dict.fromkeys(range(len(cards)), 0)  # next free data port (offset) per card
     for index, inst in instances:
         where = [position[(s.node, s.card)] for s in inst.segments]
@@ -216,15 +216,16 @@ def group_wiring(owner: Owner, spec: ElasticInferenceSpec, group: int, mode: str
             slots[p] += 1
         n = len(inst.segments)
         for i, (seg, p) in enumerate(zip(inst.segments, where)):
-            hosted[p].append(SegmentWiring(
+            hosted[p].append((segment_order(seg.layer_range, seg.slrs, seg.slr_layers), SegmentWiring(
                 instance_id=f"{owner.namespace}/{owner.name}-{index}", instance=index, segment=i, segments=n,
                 mode=mode, model=model, node=cards[p].node, card=cards[p].card, card_type=seg.card_type,
                 slrs=seg.slrs, layer_range=seg.layer_range, layers=seg.layers,
                 artifacts=Artifacts(onnx=onnx, onnx_sha256=digest),
                 listen=listens[i], upstream=listens[i - 1] if i else gateway,
-                downstream=listens[i + 1] if i + 1 < n else gateway))
+                downstream=listens[i + 1] if i + 1 < n else gateway)))
     return [CardWiring(node=c.node, card=c.card, card_type=c.card_type, mode=mode, build=c.build,
-                       segments=hosted[p]) for p, c in enumerate(cards) if hosted[p]]
+                       segments=[w for _, w in sorted(hosted[p], key=lambda kw: kw[0])])
+            for p, c in enumerate(cards) if hosted[p]]
 
 
 def group_configmap(owner: Owner, group: int, cards: list[CardWiring], record: dict, fps: float,

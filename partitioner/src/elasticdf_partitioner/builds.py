@@ -7,11 +7,10 @@ instances they are is not part of it, so every card doing the same work shares o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TypeVar
 
-from elasticdf_contract.builds import RECORD_FILE, REPORT_FILE, BuildRecord, BuildReport
+from elasticdf_contract.builds import RECORD_FILE, REPORT_FILE, BuildRecord, BuildReport, segment_order
 from pydantic import BaseModel, ValidationError
 
 from .errors import InputError
@@ -54,7 +53,7 @@ def card_records(model: str, instances: list[Instance]) -> dict[tuple[str, int],
 def _record(model: str, hosted: list) -> BuildRecord:
     # sorted by content so the digest does not depend on which instance came first
     segments = sorted(({"layers": s.layer_range, "slrs": s.slrs, "floorplan": s.slr_layers} for _, s in hosted),
-                      key=lambda d: json.dumps(d, sort_keys=True))
+                      key=lambda d: segment_order(**d))
     folding = {name: cfg for _, s in hosted for name, cfg in sorted(s.folding.items())}
     card_type = hosted[0][1].card_type
     fclk = min(inst.fclk_mhz for inst, _ in hosted)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from elasticdf_contract.builds import RECORD_FILE, BuildRecord
+from elasticdf_contract.wiring import vnx_socket_pairs
 
 from .builds import ZOO_IDENTITY, read_document, reference_identity
 from .catalog import CardType, Catalog, load_catalog
@@ -92,15 +93,14 @@ def vnx_layout(record: BuildRecord, card: CardType, layer_count: int) -> dict:
     upstream (j numbers the networked segments; j = 0 is the segment runtime's SOCKET_DOWNSTREAM/UPSTREAM, and
     the entry of a missing neighbour stays invalid); a whole pipeline on the card streams to and from the host
     and takes no socket."""
-    entries, pairs = [], 0
-    for k, seg in enumerate(record.segments):
+    networked = [seg.layers[0] > 0 or seg.layers[1] < layer_count - 1 for seg in record.segments]
+    entries = []
+    for k, (seg, pair) in enumerate(zip(record.segments, vnx_socket_pairs(networked))):
         first, last = seg.layers
-        entry = {"segment": k, "layers": seg.layers, "txSocket": None, "rxSocket": None}
-        if first > 0 or last < layer_count - 1:
-            entry.update(txSocket=2 * pairs if last < layer_count - 1 else None,
-                         rxSocket=2 * pairs + 1 if first > 0 else None)
-            pairs += 1
-        entries.append(entry)
+        entries.append({"segment": k, "layers": seg.layers,
+                        "txSocket": pair[0] if pair and last < layer_count - 1 else None,
+                        "rxSocket": pair[1] if pair and first > 0 else None})
+    pairs = sum(networked)
     if 2 * pairs > VNX_MAX_SOCKETS:
         raise InputError(f"build {record.digest}", f"{pairs} hosted segments stream to other cards and need "
                          f"{2 * pairs} VNx sockets; the networklayer has {VNX_MAX_SOCKETS}")

@@ -17,7 +17,7 @@ import threading
 
 from elasticdf_contract.wiring import CardWiring, SegmentWiring, load_card
 
-from .backends import BackendError, EmulationBackend, XrtBackend, choose
+from .backends import BackendError, EmulationBackend, XrtBackend, XrtCard, choose
 from .observe import SegmentFamilies, SegmentMetrics, card_from_env, serve_health
 from .stream import StreamNode
 
@@ -47,14 +47,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 class SegmentRunner:
     """One hosted segment: its backend and, where frames pass through this process, its StreamNode."""
 
-    def __init__(self, wiring: SegmentWiring, mode: str, args: argparse.Namespace, families: SegmentFamilies):
+    def __init__(self, wiring: SegmentWiring, position: int, xrt_card: XrtCard | None, args: argparse.Namespace,
+                 families: SegmentFamilies):
         self.wiring = wiring
         metrics = SegmentMetrics(wiring.instance_id, wiring.segment, families=families)
-        if mode == "emulation":
+        if xrt_card is None:
             self.backend = EmulationBackend(wiring, args.onnx, args.threads)
             self.node = StreamNode(wiring, self.backend.process, metrics, args.queue_depth, bind=args.bind)
         else:  # middle segments are pure VNx; the first (and a one-card last) relay TCP frames to the card
-            self.backend = XrtBackend(wiring, onnx_path=args.onnx)
+            self.backend = XrtBackend(wiring, xrt_card, position, onnx_path=args.onnx)
             self.node = (StreamNode(wiring, self.backend.process, metrics, args.queue_depth, bind=args.bind,
                                     send=self.backend.returns_tcp)
                          if self.backend.relays_tcp else None)
@@ -106,10 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     started = threading.Event()
     try:
         mode = choose(args.mode or card.mode)
-        if mode == "xrt" and len(card.segments) > 1:
-            raise BackendError(f"card {card.node}/{card.card} hosts {len(card.segments)} segments: the xrt backend "
-                               "programs one segment per card so far (several need one shared socket table)")
-        runners = [SegmentRunner(w, mode, args, families) for w in card.segments]
+        xrt_card = XrtCard(card) if mode == "xrt" else None  # one flash and one socket table for every segment
+        runners = [SegmentRunner(w, p, xrt_card, args, families) for p, w in enumerate(card.segments)]
 
         def ready() -> tuple[bool, str]:
             for runner in runners:
@@ -119,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             return True, ""
 
         serve_health(args.health_port, started.is_set, ready, families.registry, host=args.bind)
+        if xrt_card is not None:
+            xrt_card.start()
         for runner in runners:
             runner.start()
     except (BackendError, ValueError, OSError) as exc:

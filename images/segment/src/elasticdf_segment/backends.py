@@ -1,5 +1,6 @@
-"""Segment backends. `emulation` runs the segment's layers with onnxruntime; `xrt` flashes the segment's
-bitstream on the card the device plugin handed to the container and programs its VNx network layer."""
+"""Segment backends. `emulation` runs the segment's layers with onnxruntime; `xrt` flashes the card build's
+bitstream on the card the device plugin handed to the container, programs its VNx network layer with every
+hosted segment's sockets, and relays frames between TCP and the card for first and last segments."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from elasticdf_contract.builds import BUILD_DIR, XCLBIN_FILE, segment_file
-from elasticdf_contract.wiring import Endpoint, SegmentWiring
+from elasticdf_contract.wiring import CardWiring, Endpoint, SegmentWiring, vnx_socket_pairs
 
 from . import relay, split, vnx
 
@@ -121,23 +122,31 @@ class PyxrtRegisters:
         self.handle.write_register(offset, value)
 
 
-def sockets_for(wiring: SegmentWiring) -> list[vnx.Socket | None]:
-    """Socket 0 sends to the next segment, socket 1 receives from the previous one (QSFP peers only)."""
-    def peer(endpoint: Endpoint) -> vnx.Socket | None:
-        if endpoint.kind != "qsfp":
-            return None
-        return vnx.Socket(endpoint.ip, endpoint.port, wiring.listen.port)
-    return [peer(wiring.downstream), peer(wiring.upstream)]
+def _peer(endpoint: Endpoint, my_port: int) -> vnx.Socket | None:
+    """A socket-table entry for a QSFP peer; None for the gateway (that side goes over TCP through the host)."""
+    return vnx.Socket(endpoint.ip, endpoint.port, my_port) if endpoint.kind == "qsfp" else None
 
 
-def bring_up(wiring: SegmentWiring, netlayer: vnx.Registers, cmac: vnx.Registers,
+def socket_table(card: CardWiring) -> list[vnx.Socket | None]:
+    """The card's whole VNx socket table: the (send, receive) pair of every hosted segment that streams to or
+    from another card (wiring.vnx_socket_pairs)."""
+    pairs = vnx_socket_pairs([not (w.first and w.last) for w in card.segments])
+    table: list[vnx.Socket | None] = [None] * (2 * sum(p is not None for p in pairs))
+    for w, pair in zip(card.segments, pairs):
+        if pair:
+            table[pair[0]], table[pair[1]] = _peer(w.downstream, w.listen.port), _peer(w.upstream, w.listen.port)
+    return table
+
+
+def bring_up(card: CardWiring, netlayer: vnx.Registers, cmac: vnx.Registers,
              sleep: Callable[[float], None] = time.sleep, link_timeout: float = 10.0) -> dict[str, str]:
-    """Program the network layer, wait for the link, resolve the peers by ARP; returns peer IP -> MAC."""
-    own = wiring.listen
+    """Program the network layer once for every hosted segment, wait for the link, resolve the peers by ARP;
+    returns peer IP -> MAC."""
+    own = card.segments[0].listen  # CardWiring checks every hosted segment listens on this address
     if own.kind != "qsfp" or not own.ip or not own.mac:
-        raise BackendError(f"xrt segment {wiring.segment} listens on {own}, not on a QSFP ip+mac")
-    sockets = sockets_for(wiring)
-    peers = [s.their_ip for s in sockets if s]
+        raise BackendError(f"xrt card {card.node}/{card.card} listens on {own}, not on a QSFP ip+mac")
+    sockets = socket_table(card)
+    peers = sorted({s.their_ip for s in sockets if s})
     subnet = ipaddress.ip_network(f"{own.ip}/24", strict=False)
     outside = [p for p in peers if ipaddress.ip_address(p) not in subnet]
     if outside:  # the VNx ARP table is indexed by the last octet: one /24 only
@@ -146,7 +155,7 @@ def bring_up(wiring: SegmentWiring, netlayer: vnx.Registers, cmac: vnx.Registers
     waited = 0.0
     while not vnx.link_up(cmac):
         if waited >= link_timeout:
-            raise BackendError(f"QSFP link of card {wiring.card} is down after {link_timeout:.0f} s "
+            raise BackendError(f"QSFP link of card {card.node}/{card.card} is down after {link_timeout:.0f} s "
                                "(cable, switch port, or RS-FEC mismatch)")
         sleep(0.5)
         waited += 0.5
@@ -166,19 +175,55 @@ def onnx_specs(model) -> tuple[relay.TensorSpec, relay.TensorSpec]:
     return spec(model.graph.input[0]), spec(model.graph.output[0])
 
 
+class XrtCard:
+    """The card of an xrt card pod: flashed once with its build's bitstream, then one VNx socket table for all
+    hosted segments (skipped when no hosted segment has a QSFP peer: one-card instances)."""
+
+    def __init__(self, card: CardWiring, device_index: int | None = None):
+        self.card = card
+        # the device plugin exposes only the allocated card, so inside the container it is device 0
+        self.device_index = int(os.environ.get("ELASTICDF_XRT_DEVICE", "0")) if device_index is None else device_index
+        self.pyxrt = self.device = self.uuid = None
+
+    def start(self, pyxrt=None) -> None:
+        pyxrt = pyxrt or import_pyxrt()
+        device = pyxrt.device(self.device_index)
+        uuid = device.load_xclbin(pyxrt.xclbin(self.bitstream()))
+        if any(socket_table(self.card)):
+            netlayer = PyxrtRegisters(pyxrt, device, uuid, "networklayer:{networklayer_0}")
+            cmac = PyxrtRegisters(pyxrt, device, uuid, "cmac_0:{cmac_0}")
+            peers = bring_up(self.card, netlayer, cmac)
+            log.info("card %s/%d: VNx up on %s for %d segment(s), peers %s", self.card.node, self.card.card,
+                     self.card.segments[0].listen.ip, len(self.card.segments), peers)
+        self.pyxrt, self.device, self.uuid = pyxrt, device, uuid
+
+
+    def bitstream(self) -> str:
+        """The card build's one bitstream: card.xclbin of the pulled build, else the URI the operator took from
+        spec.model.artifacts.bitstreams."""
+        if any(w.artifacts.build for w in self.card.segments):
+            return build_file(self.card.segments[0], XCLBIN_FILE)
+        xclbins = {w.artifacts.xclbin for w in self.card.segments}
+        if len(xclbins) != 1 or None in xclbins:
+            raise BackendError(f"card {self.card.node}/{self.card.card}: mode xrt needs the card build's one "
+                               f"bitstream (a pulled card build, or spec.model.artifacts.bitstreams"
+                               f"[{self.card.build!r}]); the hosted segments name {sorted(map(str, xclbins))}")
+        return split.local_path(xclbins.pop())
+
+
 class XrtBackend:
-    """Flash, bring up VNx, and for the first/last segment relay frames between TCP and the card (relay.py)."""
+    """One hosted segment on a started XrtCard: for the first/last segment, the host relay between TCP frames
+    and its DMA kernels (relay.py); the k-th hosted segment drives `idma<k>` / `odma<k>` (prefixes from env
+    ELASTICDF_IDMA / ELASTICDF_ODMA)."""
 
     mode = "xrt"
 
-    def __init__(self, wiring: SegmentWiring, device_index: int | None = None, onnx_path: str | None = None,
-                 idma: str | None = None, odma: str | None = None):
+    def __init__(self, wiring: SegmentWiring, card: XrtCard, position: int, onnx_path: str | None = None):
         self.wiring = wiring
-        # the device plugin exposes only the allocated card, so inside the container it is device 0
-        self.device_index = int(os.environ.get("ELASTICDF_XRT_DEVICE", "0")) if device_index is None else device_index
+        self.card = card
         self.onnx_path = onnx_path
-        self.idma = idma or os.environ.get("ELASTICDF_IDMA", "idma0")
-        self.odma = odma or os.environ.get("ELASTICDF_ODMA", "odma0")
+        self.idma = f"{os.environ.get('ELASTICDF_IDMA', 'idma')}{position}"
+        self.odma = f"{os.environ.get('ELASTICDF_ODMA', 'odma')}{position}"
         self.relay: relay.XrtRelay | None = None
         self.state = "not started"
 
@@ -192,26 +237,13 @@ class XrtBackend:
         """True when this segment sends results over TCP (first and last on one card)."""
         return self.wiring.first and self.wiring.last
 
-    def start(self, pyxrt=None) -> None:
-        pyxrt = pyxrt or import_pyxrt()
-        if self.wiring.artifacts.xclbin:
-            path = split.local_path(self.wiring.artifacts.xclbin)
-        elif self.wiring.artifacts.build:
-            path = build_file(self.wiring, XCLBIN_FILE)
-        else:
-            raise BackendError(f"segment {self.wiring.segment}: mode xrt needs a bitstream "
-                               "(spec.model.artifacts.bitstreams or a card build) but the wiring has none")
-        device = pyxrt.device(self.device_index)
-        uuid = device.load_xclbin(pyxrt.xclbin(path))
-        self.device, self.uuid = device, uuid
-        if not (self.wiring.first and self.wiring.last):  # a one-card instance has no VNx peers
-            netlayer = PyxrtRegisters(pyxrt, device, uuid, "networklayer:{networklayer_0}")
-            cmac = PyxrtRegisters(pyxrt, device, uuid, "cmac_0:{cmac_0}")
-            peers = bring_up(self.wiring, netlayer, cmac)
-            log.info("segment %d: VNx up on %s, peers %s", self.wiring.segment, self.wiring.listen.ip, peers)
+    def start(self) -> None:
+        if self.card.device is None:
+            raise BackendError(f"segment {self.wiring.segment}: its card is not flashed (XrtCard.start first)")
         if self.wiring.first or self.wiring.last:
             inputs, outputs = onnx_specs(segment_model(self.wiring, self.onnx_path))
-            self.relay = relay.XrtRelay(pyxrt, device, uuid, inputs if self.wiring.first else None,
+            self.relay = relay.XrtRelay(self.card.pyxrt, self.card.device, self.card.uuid,
+                                        inputs if self.wiring.first else None,
                                         outputs if self.wiring.last else None, self.idma, self.odma)
         self.state = "ready"
         if self.wiring.last and not self.wiring.first:

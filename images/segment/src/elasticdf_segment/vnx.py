@@ -25,7 +25,6 @@ ARP_VALID = 0x1100
 ARP_IP = 0x1400
 ARP_MAC = 0x1800
 CMAC_STAT_RX_STATUS = 0x0204  # CMAC (PG203) STAT_RX_STATUS_REG; bit 0 = link up, bit 1 = aligned
-SOCKET_DOWNSTREAM, SOCKET_UPSTREAM = 0, 1  # socket indices the segment kernels use as TX dest / RX match
 
 
 class Registers(Protocol):

@@ -29,7 +29,8 @@ MAX_LEVELS = 32
 def candidate_levels(pipeline: Pipeline, max_levels: int = MAX_LEVELS, max_cycles: float = float("inf")) -> list[int]:
     """Cycle budgets worth trying, ascending; thinned geometrically when there are many. `max_cycles` drops
     the levels too slow for a latency floor."""
-    levels = [lv for lv in pipeline.levels() if pipeline.min_level() <= lv <= max_cycles]
+    fastest = pipeline.min_level()
+    levels = [lv for lv in pipeline.levels() if fastest <= lv <= max_cycles]
     if len(levels) <= max_levels:
         return levels
     ratio = (levels[-1] / levels[0]) ** (1 / (max_levels - 1))

@@ -63,13 +63,21 @@ def balanced_order(opts: list[list[StageOption]], capacity: Resources) -> list[l
     rows = np.arange(len(opts))
     demand = table[rows, choice].sum(axis=0)
     score = _score(demand / cap)
+    columns = [np.ascontiguousarray(table[:, :, k]) for k in range(5)]  # per resource: stages x options
     for _ in range(4 * len(opts)):
-        candidates = (demand - table[rows, choice])[:, None, :] + table
-        scores = _score(candidates / cap)
+        # every single-stage switch at once: the utilisation of each resource as whole (stages x options)
+        # arrays, the same arithmetic as _score over the candidates' demand vectors, but without a 5-wide
+        # last axis (reductions over it dominate otherwise)
+        base = demand - table[rows, choice]
+        util = [(base[:, k, None] + columns[k]) / cap[k] for k in range(5)]
+        worst, total = util[0], util[0]
+        for u in util[1:]:
+            worst, total = np.maximum(worst, u), total + u
+        scores = worst + 1e-6 * total
         s, o = np.unravel_index(np.nan_to_num(scores, nan=np.inf).argmin(), scores.shape)
         if not scores[s, o] < score - 1e-12:
             break
-        choice[s], demand, score = o, candidates[s, o], scores[s, o]
+        choice[s], demand, score = o, base[s] + table[s, o], scores[s, o]
     cheap = np.nan_to_num(relative.sum(axis=2), nan=np.inf)
     return [[options[choice[s]]] + [options[i] for i in np.argsort(cheap[s, :len(options)]) if i != choice[s]]
             for s, options in enumerate(opts)]
@@ -232,7 +240,7 @@ class GreedyPlacer(InstancePlacer):
                 end -= 1
             if not last_slot and not self._cut_ok(k, end) or k == 0 and end == s:
                 return None
-            self.state.take(card, slr, Resources(*(self.prefix[end] - self.prefix[s])))
+            self.state.take(card, slr, Resources(*(self.prefix[end] - self.prefix[s]).tolist()))
             self.pieces.append([card, slr, s, list(self.choice[s:end])])
             if not last_slot:
                 self._cross(k, end)

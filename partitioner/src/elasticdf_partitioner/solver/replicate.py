@@ -19,7 +19,7 @@ from ortools.sat.python import cp_model
 from ..catalog import Limits
 from ..cluster import Card, Cluster
 from .pack import GroupPacker, GroupResult, PackSettings
-from .stages import Pipeline
+from .stages import Pipeline, kept_search
 
 SMALL_CLUSTER = 2
 EXHAUSTIVE_STAGES = 8
@@ -86,7 +86,12 @@ def _pattern(shape, by_type, pipeline, cluster, limits, ratios, levels, settings
     for t in shape:
         cards.append(by_type[t][taken[t]])
         taken[t] += 1
-    result = _packer(pipeline, cards, cluster, limits, ratios, settings).solve(levels, floor)
+    # the search depends only on what is in this key (not on which cards of the cluster), so re-planning on
+    # other free cards, and later processes, reuse it
+    key = ("pattern", tuple(c.type.model_dump_json() for c in cards), cluster.catalog.ip_costs.model_dump_json(),
+           limits.model_dump_json(), tuple(levels), tuple(ratios), tuple(sorted(vars(settings).items())), floor)
+    result = kept_search(pipeline, key,
+                         lambda: _packer(pipeline, cards, cluster, limits, ratios, settings).solve(levels, floor))
     return Pattern(shape, result, sum(cluster.cost_per_hour(t) for t in shape))
 
 

@@ -12,9 +12,12 @@ import hashlib
 import itertools
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import InputError
 from ..graph import ModelGraph
@@ -58,6 +61,7 @@ class Pipeline:
     _pareto: dict[tuple[int, int], list[StageOption]] = field(default_factory=dict, repr=False)
     ratios: dict[float, Resources] = field(default_factory=dict, repr=False)  # fps per resource, by clock
     memo: dict = field(default_factory=dict, repr=False)  # per-level results the search steps reuse
+    cache_path: Path | None = field(default=None, repr=False)  # its file in the plan cache (None: not kept)
 
     def crossing(self, position: int) -> list[StageEdge]:
         """Stage edges a cut before stage `position` crosses."""
@@ -71,21 +75,43 @@ class Pipeline:
     def pareto(self, stage: int, max_cycles: int) -> list[StageOption]:
         key = (stage, max_cycles)
         if key not in self._pareto:
-            self._pareto[key] = pareto(self.stages[stage].options, max_cycles)
+            tables = self.memo.setdefault("pareto_tables", {})
+            if stage not in tables:
+                tables[stage] = ParetoTable(self.stages[stage].options)
+            self._pareto[key] = tables[stage].front(max_cycles)
         return self._pareto[key]
 
     def least_resources(self, max_cycles: int) -> Resources | None:
-        """Per resource, the least any instance within `max_cycles` can use (None: no folding is that fast)."""
+        """Per resource, the least any instance within `max_cycles` can use (None: no folding is that fast).
+        The least a stage can use of a resource within the budget is the least over its options within it
+        (some Pareto-optimal option attains it), so a prefix minimum over the cycle-sorted options answers it
+        without building the Pareto fronts."""
         key = ("least", max_cycles)
         if key not in self.memo:
-            fronts = [self.pareto(s, max_cycles) for s in range(len(self.stages))]
-            self.memo[key] = None if not all(fronts) else Resources(
-                *(sum(min(o.res[k] for o in front) for front in fronts) for k in range(5)))
+            least = []
+            for cycles, prefix_min in self._least_tables():
+                cut = bisect.bisect_right(cycles, max_cycles)
+                if cut == 0:
+                    break
+                least.append(prefix_min[cut - 1])
+            self.memo[key] = None if len(least) < len(self.stages) else Resources(
+                *(sum(row[k] for row in least) for k in range(5)))
         return self.memo[key]
+
+    def _least_tables(self) -> list[tuple[list[int], list[list[float]]]]:
+        """Per stage: its options' cycles (ascending) and, per option, the least of each resource so far."""
+        if "least_tables" not in self.memo:
+            self.memo["least_tables"] = [
+                ([o.cycles for o in s.options],
+                 np.minimum.accumulate(np.array([o.res for o in s.options], dtype=float), axis=0).tolist())
+                for s in self.stages]
+        return self.memo["least_tables"]
 
     def levels(self) -> list[int]:
         """Every distinct cycles-per-frame value an option can have, ascending."""
-        return sorted({o.cycles for s in self.stages for o in s.options})
+        if "levels" not in self.memo:
+            self.memo["levels"] = sorted({o.cycles for s in self.stages for o in s.options})
+        return list(self.memo["levels"])
 
     def min_level(self) -> int:
         """The fastest bottleneck any folding reaches (each stage at its fastest option)."""
@@ -163,19 +189,53 @@ def _cached_on_disk(graph: ModelGraph) -> Pipeline:
     except (pickle.PicklingError, TypeError, AttributeError):
         return _build_pipeline(graph)  # a graph we cannot digest is simply built
     path = _cache_dir() / f"{hashlib.sha256(state + _code_digest().encode()).hexdigest()}.pickle"
+    pipeline = _read(path)
+    if pipeline is None:
+        pipeline = _build_pipeline(graph)
+        _write(path, pipeline)
+    pipeline.cache_path = path
+    return pipeline
+
+
+def _read(path: Path):
     try:
         return pickle.loads(path.read_bytes())
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-        pass
-    pipeline = _build_pipeline(graph)
+        return None
+
+
+def _write(path: Path, value) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_bytes(pickle.dumps(pipeline))
+        partial.write_bytes(pickle.dumps(value))
         partial.replace(path)  # atomic: a concurrent reader sees the whole file or none
     except OSError:
         pass  # a read-only home only costs the rebuild
-    return pipeline
+
+
+@cache
+def _search_digest() -> str:
+    """The search code's source (solver/*.py): kept search results are only served to the code that made them."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def kept_search(pipeline: Pipeline, key: tuple, search: Callable[[], object]):
+    """The result of a deterministic search over this pipeline, by a key that holds everything else it depends
+    on: from memory, else from the plan cache next to the pipeline's file, else searched and kept in both (a
+    restarted operator, or the next CLI run, re-plans a model without searching again)."""
+    if "searches" not in pipeline.memo:
+        path = pipeline.cache_path and pipeline.cache_path.with_suffix(f".searches-{_search_digest()}.pickle")
+        pipeline.memo["searches"] = (path, (_read(path) if path else None) or {})
+    path, kept = pipeline.memo["searches"]
+    if key not in kept:
+        kept[key] = search()
+        if path:
+            _write(path, kept)
+    return kept[key]
 
 
 def _build_pipeline(graph: ModelGraph) -> Pipeline:
@@ -209,14 +269,37 @@ def _published(graph: ModelGraph, group: list[int]) -> StageOption | None:
         return None
 
 
+class ParetoTable:
+    """The Pareto fronts of one stage's options (sorted by cycles) for every cycle budget, from one pass.
+
+    In the order (res, out_widths, cycles), an option is on the front of a budget unless an option earlier in
+    that order and within the budget beats or equals it in every resource and output stream width (whoever
+    dominates a dominated option dominates what it dominates). So per option, the lowest option index that
+    dominates it from earlier in the order decides for every budget at once: the option is on the fronts of
+    budgets that admit it but not that one."""
+
+    def __init__(self, options: list[StageOption]):
+        self.options = options
+        self.cycles = [o.cycles for o in options]
+        width = 5 + (len(options[0].out_widths) if options else 0)
+        vectors = np.array([(*o.res, *o.out_widths) for o in options], dtype=float).reshape(len(options), width)
+        keys = [vectors[:, k] for k in range(vectors.shape[1])]
+        rank = np.empty(len(options), dtype=int)
+        self.order = np.lexsort([np.array(self.cycles, dtype=float), *reversed(keys)])  # stable, like sorted()
+        rank[self.order] = np.arange(len(options))
+        dominates = rank[:, None] < rank[None, :]  # [j, i]: j comes first and is <= i in every coordinate
+        for column in vectors.T:
+            dominates &= column[:, None] <= column[None, :]
+        never = np.ones((1, len(options)), dtype=bool)  # a row "index len(options)": dominated by nothing
+        self.first_dominator = np.vstack([dominates, never]).argmax(axis=0)
+
+    def front(self, max_cycles: int) -> list[StageOption]:
+        cut = bisect.bisect_right(self.cycles, max_cycles)
+        kept = self.order[(self.order < cut) & (self.first_dominator[self.order] >= cut)]
+        return [self.options[i] for i in kept]
+
+
 def pareto(options: list[StageOption], max_cycles: int) -> list[StageOption]:
     """Options within the cycle budget that no other such option beats or equals in every resource and in
-    every output stream width (a narrower stream is cheaper to cut)."""
-    cut = bisect.bisect_right([o.cycles for o in options], max_cycles)
-    candidates = sorted(options[:cut], key=lambda o: (o.res, o.out_widths, o.cycles))
-    front: list[StageOption] = []
-    for option in candidates:
-        vector = (*option.res, *option.out_widths)
-        if not any(all(a <= b for a, b in zip((*f.res, *f.out_widths), vector)) for f in front):
-            front.append(option)
-    return front
+    every output stream width (a narrower stream is cheaper to cut), in the order (res, out_widths, cycles)."""
+    return ParetoTable(options).front(max_cycles)
