@@ -101,6 +101,8 @@ def test_progress_follows_the_builder_pods_steps():
     job = builders.build_job(BuildRecord.model_validate({"model": "zoo:mobilenetv1", **builders.record_of(
         snap.configmaps[0])["builds"][digest]}), spec(), "emulation", 0, BUILDS)
     for steps, phase, step in [([], "Pending", None),
+                               ([("bundle", False, None), ("build", False, None), ("push", False, None)], "Pending",
+                                None),  # the pod waits for a node
                                ([("bundle", True, None), ("build", False, None), ("push", False, None)], "Building",
                                 "bundle"),
                                ([("bundle", False, 0), ("build", True, None), ("push", False, None)], "Building",

@@ -208,11 +208,13 @@ def failed_step(job_name: str, pods: list[dict]) -> tuple[str | None, str | None
 
 
 def current_step(job_name: str, pods: list[dict]) -> str | None:
-    """The step the latest pod of a running Job is in: the first of bundle, build, push not yet done."""
+    """The step the latest pod of a running Job is in: the first of bundle, build, push not yet done; None
+    before its first step started (e.g. the pod waits for a node)."""
     mine = _job_pods(job_name, pods)
-    if not mine:
+    steps = mine[-1]["status"]["steps"] if mine else []
+    if not any(s["running"] or s["exitCode"] is not None for s in steps):
         return None
-    done = {s["name"] for s in mine[-1]["status"]["steps"] if s["exitCode"] == 0}
+    done = {s["name"] for s in steps if s["exitCode"] == 0}
     return next((s for s in STEPS if s not in done), None)
 
 
