@@ -93,8 +93,10 @@ def test_one_job_per_build_across_namespaces_then_pods_pull_the_pushed_artifact(
         built = status(custom, ns, "mnv")["builds"][0]
         assert (built["phase"], built["artifact"]) == ("Ready", artifact)
     assert len(build_jobs(k8s_client, builds_ns, digest)) == 1, "one build for both namespaces"
-    reasons = {e.reason for e in core_v1.list_namespaced_event(namespace).items}
-    assert "BuildSucceeded" in reasons
+    reasons = {ns: [e.reason for e in core_v1.list_namespaced_event(ns).items]
+               for ns in (namespace, second_namespace)}
+    assert sum(r.count("BuildStarted") for r in reasons.values()) == 1, "only the Job's creator says it started"
+    assert all("BuildSucceeded" in r for r in reasons.values())
 
 
 def test_a_builder_that_pushes_nothing_is_retried_once_then_build_failed(

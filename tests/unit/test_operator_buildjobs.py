@@ -10,9 +10,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from elasticdf_contract.builds import BUILD_REPOSITORY, BuildRecord, build_tag
+from elasticdf_contract.builds import BUILD_REPOSITORY, RECORD_ENV, BuildRecord, build_tag
 from elasticdf_contract.names import LABEL_BUILD, build_job_name
 from elasticdf_operator import builders
+from elasticdf_operator.api import ElasticInferenceSpec
 from elasticdf_operator.buildjobs import BuildIndex, BuildSettings, BuildsSeen, build_state, manifest_digest
 from elasticdf_operator.decide import Create, CreateBuildJob, Decision, Settings, UpdateWiring, decide
 from elasticdf_operator.state import Observed
@@ -165,8 +166,8 @@ def test_job_spec_emulation_and_xrt():
     assert [c["name"] for c in pod["initContainers"]] == ["bundle", "build"] and pod["containers"][0]["name"] == "push"
     bundle = pod["initContainers"][0]
     env = {e["name"]: e["value"] for e in bundle["env"]}
-    assert BuildRecord.model_validate_json(env["ELASTICDF_BUILD_RECORD"]) == record
-    assert bundle["args"] == ["--model", "zoo://mobilenetv1", "-o", "/bundle"]
+    assert BuildRecord.model_validate_json(env[RECORD_ENV]) == record
+    assert bundle["command"] == ["elasticdf", "build", "bundle", "-o", "/bundle"]  # the record names the zoo model
     assert pod["initContainers"][1]["command"] == ["elasticdf", "build", "run", "/bundle", "-o", "/out"]
     assert pod["containers"][0]["command"] == ["elasticdf", "build", "push", "/out", "--registry", REG, "--insecure"]
     assert job["metadata"]["labels"][LABEL_BUILD] == build_tag(record.digest)
@@ -180,6 +181,22 @@ def test_job_spec_emulation_and_xrt():
     assert pod["nodeSelector"] == {"vivado": "yes"}
     assert any(m["name"] == "license" for m in build["volumeMounts"])
     assert any(v.get("secret", {}).get("secretName") == "xilinx" for v in pod["volumes"])
+
+
+def test_job_of_a_users_model_fetches_it_like_card_pods():
+    record = BuildRecord(digest="sha256:" + "2" * 32, model="onnx:oci://models.example:5000/net:v1",
+                         card_type="u280", fclk_mhz=200.0, segments=[{"layers": [0, 3], "slrs": [0]}])
+    s = ElasticInferenceSpec.model_validate(
+        {"model": {"artifacts": {"onnx": "oci://models.example:5000/net:v1", "sha256": "a" * 64}}})
+    fetch = builders.PodFetch(env=(("ELASTICDF_MODEL_MAX_BYTES", "100"),), pull_secret="models-auth")
+    pod = builders.build_job(record, s, "emulation", 0, dataclasses.replace(BUILDS, pull_secret="reg-auth"),
+                             fetch)["spec"]["template"]["spec"]
+    bundle, build = pod["initContainers"]
+    assert bundle["command"][3:7] == ["--model", "oci://models.example:5000/net:v1", "--sha256", "a" * 64]
+    for step in (bundle, build):  # the build step reads the model from the cache the bundle step filled
+        assert {"ELASTICDF_MODEL_MAX_BYTES", "ELASTICDF_MODEL_DOCKER_CONFIG"} <= {e["name"] for e in step["env"]}
+        assert "model-cache" in {m["name"] for m in step["volumeMounts"]}
+    assert pod["containers"][0]["command"][-2:] == ["--docker-config", f"{builders.PULL_SECRET_DIR}/config.json"]
 
 
 def test_xrt_without_a_builder_image_is_a_failed_build_not_a_job():

@@ -36,6 +36,7 @@ RECORD_FILE = "build.json"
 REPORT_FILE = "report.json"
 XCLBIN_FILE = "card.xclbin"
 BUILD_DIR = "/var/lib/elasticdf/build"  # where a card pod's init container puts the pulled artifact
+RECORD_ENV = "ELASTICDF_BUILD_RECORD"  # a builder Job's record (BuildRecord JSON) when no --record file is given
 
 
 def segment_file(first: int, last: int) -> str:

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from elasticdf_contract.builds import BuildRecord, build_tag
+from elasticdf_contract.builds import RECORD_ENV, BuildRecord, build_tag
 from elasticdf_contract.names import (
     ANNOTATION_BUILD_ATTEMPT,
     ANNOTATION_CARD,
@@ -66,7 +66,6 @@ PULL_SECRET_DIR = "/var/run/secrets/elasticdf/registry"
 # builder Jobs: the bundle the `bundle` step writes, the artifact the `build` step writes and `push` pushes
 BUNDLE_DIR, OUT_DIR = "/bundle", "/out"
 LICENSE_DIR = "/var/run/secrets/elasticdf/license"
-RECORD_FILE = "/tmp/build.json"
 
 
 @dataclass(frozen=True)
@@ -409,30 +408,33 @@ def build_job(record: BuildRecord, spec: ElasticInferenceSpec, mode: str, attemp
     """The builder Job of one card build (operator namespace; shared by every resource needing the digest).
 
     Steps (init containers run in order, each only after the previous one exited 0): `bundle` turns the record
-    (env ELASTICDF_BUILD_RECORD) and the model into a FINN build directory at BUNDLE_DIR; `build` turns it into
-    the artifact at OUT_DIR (emulation: our builder; xrt: the user's FINN + Vivado image, builds.xrtImage); the
-    container `push` stores it in the registry under build_tag(digest)."""
+    (env RECORD_ENV) and the model into a FINN build directory at BUNDLE_DIR; `build` turns it into the artifact
+    at OUT_DIR (emulation: our builder; xrt: the user's FINN + Vivado image, builds.xrtImage); the container
+    `push` stores it in the registry under build_tag(digest)."""
     ours = builds.builder_image or (spec.runtime.image if spec.runtime else DEFAULT_SEGMENT_IMAGE)
     fetch_env, fetch_volumes, fetch_mounts = model_fetch_mounts(spec, fetch)
     work = [{"name": "bundle", "mountPath": BUNDLE_DIR}, {"name": "out", "mountPath": OUT_DIR}]
-    sha = ["--sha256", spec.model.artifacts.sha256] if spec.model.artifacts and spec.model.artifacts.sha256 else []
-    bundle = {"name": "bundle", "image": ours, "command": ["sh", "-c",
-              f'printf %s "$ELASTICDF_BUILD_RECORD" > {RECORD_FILE} && exec elasticdf build bundle '
-              f'--record {RECORD_FILE} "$@"', "bundle"], "args": ["--model", model_uri(spec), *sha, "-o", BUNDLE_DIR],
-              "env": _env({"ELASTICDF_BUILD_RECORD": record.model_dump_json(by_alias=True), **fetch_env}),
+    model = []  # a zoo model: the record names it
+    if spec.model.artifacts:
+        model = ["--model", spec.model.artifacts.onnx]
+        model += ["--sha256", spec.model.artifacts.sha256] if spec.model.artifacts.sha256 else []
+    bundle = {"name": "bundle", "image": ours, "command": ["elasticdf", "build", "bundle", *model, "-o", BUNDLE_DIR],
+              "env": _env({RECORD_ENV: record.model_dump_json(by_alias=True), **fetch_env}),
               "volumeMounts": work + fetch_mounts}
-    push_args = ["elasticdf", "build", "push", OUT_DIR, "--registry", builds.registry]
     volumes = [{"name": "bundle", "emptyDir": {}}, {"name": "out", "emptyDir": {}}, *fetch_volumes]
-    push = {"name": "push", "image": ours, "command": push_args + (["--insecure"] if builds.insecure else []),
-            "volumeMounts": list(work)}
+    build = _build_step(mode, ours, builds, volumes)
+    if mode != "xrt":  # our builder reads the model again: from the cache the bundle step filled
+        build |= {"env": _env(fetch_env), "volumeMounts": build["volumeMounts"] + fetch_mounts}
+    push_command = ["elasticdf", "build", "push", OUT_DIR, "--registry", builds.registry]
+    push_command += ["--insecure"] if builds.insecure else []
+    push = {"name": "push", "image": ours, "command": push_command, "volumeMounts": list(work)}
     if builds.pull_secret:
         volumes.append({"name": "registry-auth", "secret": {"secretName": builds.pull_secret, "items": [
             {"key": ".dockerconfigjson", "path": "config.json"}]}})
         push["volumeMounts"].append({"name": "registry-auth", "mountPath": PULL_SECRET_DIR, "readOnly": True})
-        push["env"] = _env({"DOCKER_CONFIG": PULL_SECRET_DIR})
+        push["command"] += ["--docker-config", f"{PULL_SECRET_DIR}/config.json"]
     pod = {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
-           "initContainers": [bundle, _build_step(mode, ours, builds, volumes)], "containers": [push],
-           "volumes": volumes}
+           "initContainers": [bundle, build], "containers": [push], "volumes": volumes}
     if builds.node_selector:
         pod["nodeSelector"] = dict(builds.node_selector)
     tag = build_tag(record.digest)
