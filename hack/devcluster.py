@@ -871,7 +871,7 @@ def wait_nodes_ready(api, names: list[str], timeout: float = 60.0) -> None:
 REAL_POD_NET = ipaddress.ip_network("10.250.0.0/16")
 CLUSTER_DNS_IP = "10.96.0.10"
 APISERVER_RELAY_PORT = 6443
-NODE_IMAGES = CACHE / "node-images"  # pause and coredns archives built here
+NODE_IMAGES = CACHE / "node-images"  # pause, coredns and registry archives built here
 EXTRA_IMAGES = CACHE / "images"  # any *.tar here (project images) is imported into every real node
 PAUSE_IMAGE = "localhost/elasticdf/pause:1"
 HOST_LOCK = Path("/run/elasticdf-real-nodes.json")
@@ -887,11 +887,22 @@ HOST_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kern
                 "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/ipv4/ip_forward",
                 "net/ipv4/conf/all/route_localnet")
 OUR_CHAIN_PREFIXES = ("KUBE-", "CNI-")
+# The card build registry (issue 15): the CNCF distribution registry on a real node; builders push card build
+# artifacts to it and card pods pull them (artifacts, not images: containerd never pulls from it).
+BUILD_REGISTRY_NAMESPACE = "elasticdf-system"
+BUILD_REGISTRY_PORT = 5000
+BUILD_REGISTRY = f"registry.{BUILD_REGISTRY_NAMESPACE}.svc.cluster.local:{BUILD_REGISTRY_PORT}"  # builds.registry
+BUILD_REGISTRY_STORAGE = "/var/lib/registry"
 
 
 def coredns_image() -> str:
     match = re.search(r"github.com/coredns/coredns (v\S+)", (HACK / "coredns" / "go.mod").read_text())
     return f"localhost/elasticdf/coredns:{match.group(1) if match else 'dev'}"
+
+
+def registry_image() -> str:
+    match = re.search(r"github.com/distribution/distribution/v3 (v\S+)", (HACK / "registry" / "go.mod").read_text())
+    return f"localhost/elasticdf/registry:{match.group(1) if match else 'dev'}"
 
 
 def real_nodes_unsupported() -> str | None:
@@ -923,11 +934,12 @@ def ensure_node_software(bin_dir: Path = DEFAULT_BIN) -> None:
     _timed("node packages", _run, ["bash", str(HACK / "install-node-packages.sh")], "install-node-packages.sh")
     env = dict(os.environ, ELASTICDF_CACHE=str(bin_dir.parent))
     t0 = time.monotonic()
-    if subprocess.run(["nice", "bash", str(HACK / "build-tools.sh"), "node"], env=env).returncode != 0:
-        raise ClusterError("hack/build-tools.sh node failed")
+    if subprocess.run(["nice", "bash", str(HACK / "build-tools.sh"), "node", "registry"], env=env).returncode != 0:
+        raise ClusterError("hack/build-tools.sh node registry failed")
     log(f"node programs: {time.monotonic() - t0:.1f}s")
     _timed("pause image", build_scratch_image, bin_dir / "pause", PAUSE_IMAGE, NODE_IMAGES / "pause.tar")
     _timed("coredns image", build_scratch_image, bin_dir / "coredns", coredns_image(), NODE_IMAGES / "coredns.tar")
+    _timed("registry image", build_scratch_image, bin_dir / "registry", registry_image(), NODE_IMAGES / "registry.tar")
 
 
 def build_scratch_image(binary: Path, name: str, archive: Path) -> None:
@@ -1300,6 +1312,41 @@ def _cluster_dns_objects() -> list[dict[str, Any]]:
     ]
 
 
+def build_registry_objects() -> list[dict[str, Any]]:
+    """The card build registry: a one-replica Deployment on a real node (filesystem storage on an emptyDir: the
+    dev cluster's builds live as long as its pod) and the Service BUILD_REGISTRY names. Plain http inside the
+    cluster (chart value builds.insecure), no auth (builds.pullSecret empty)."""
+    ns, labels = BUILD_REGISTRY_NAMESPACE, {"app.kubernetes.io/name": "registry",
+                                            "app.kubernetes.io/part-of": "elasticdf-dev-cluster"}
+    config = {"version": 0.1, "log": {"level": "info", "accesslog": {"disabled": True}},
+              "storage": {"filesystem": {"rootdirectory": BUILD_REGISTRY_STORAGE}, "delete": {"enabled": True}},
+              "http": {"addr": f":{BUILD_REGISTRY_PORT}"}}
+    meta = {"name": "registry", "namespace": ns, "labels": labels}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"config.yml": json.dumps(config)}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+         "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": labels}, "template": {
+             "metadata": {"labels": labels},
+             "spec": {
+                 "nodeSelector": {LABEL_DEV_RUNTIME: "real"},
+                 "containers": [{
+                     "name": "registry", "image": registry_image(), "imagePullPolicy": "Never",
+                     "args": ["serve", "/etc/distribution/config.yml"],
+                     "ports": [{"name": "registry", "containerPort": BUILD_REGISTRY_PORT}],
+                     "readinessProbe": {"httpGet": {"path": "/v2/", "port": BUILD_REGISTRY_PORT}, "periodSeconds": 2},
+                     "volumeMounts": [{"name": "config", "mountPath": "/etc/distribution", "readOnly": True},
+                                      {"name": "storage", "mountPath": BUILD_REGISTRY_STORAGE}],
+                 }],
+                 "volumes": [{"name": "config", "configMap": {"name": "registry"}},
+                             {"name": "storage", "emptyDir": {}}],
+             }}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+         "spec": {"selector": labels, "ports": [{"name": "registry", "port": BUILD_REGISTRY_PORT,
+                                                 "targetPort": BUILD_REGISTRY_PORT, "protocol": "TCP"}]}},
+    ]
+
+
 def _apiserver_endpoint(first: RealNode) -> dict[str, Any]:
     """The `kubernetes` Service's endpoint (the apiserver runs with --endpoint-reconciler-type=none)."""
     return {
@@ -1393,7 +1440,8 @@ def start_real_nodes(
         for node in nodes:
             _start_kubelet(cluster, node, tie_to_parent, deadline)
         _start_host_services(cluster, nodes[0], tie_to_parent)
-        apply_objects(cluster.kubeconfig, [_apiserver_endpoint(nodes[0]), *_cluster_dns_objects()])
+        apply_objects(cluster.kubeconfig, [_apiserver_endpoint(nodes[0]), *_cluster_dns_objects(),
+                                           *build_registry_objects()])
         _wait_real_nodes(cluster.kubeconfig, nodes, max(1.0, deadline - time.monotonic()))
     except BaseException:
         down_real_nodes(state)

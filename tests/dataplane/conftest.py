@@ -133,6 +133,7 @@ class Pipeline:
     wirings: list
     gateway_ips: list[str]  # one per gateway replica (each in its own namespace)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    cards: list = field(default_factory=list)  # the CardWirings (one card per segment)
 
     @property
     def url(self) -> str:
@@ -144,10 +145,10 @@ class Pipeline:
     def grpc_target(self, replica: int = 0) -> str:
         return f"{self.gateway_ips[replica]}:8001"
 
-    def start_segment(self, index: int) -> None:
+    def start_segment(self, index: int, extra_env: dict[str, str] | None = None) -> None:
         pod = f"s{index}"
         env = {**os.environ, "ELASTICDF_WIRING": str(self.workdir / "cards" / f"card-{index}.json"),
-               "ELASTICDF_ORT_THREADS": "1", "ELASTICDF_MODEL_FILE_ROOT": str(self.workdir)}
+               "ELASTICDF_ORT_THREADS": "1", "ELASTICDF_MODEL_FILE_ROOT": str(self.workdir), **(extra_env or {})}
         log = open(self.workdir / f"{pod}.log", "ab")  # noqa: SIM115 - owned by the process
         self.procs[pod] = subprocess.Popen(
             ["ip", "netns", "exec", self.fabric.namespaces[pod], PYTHON, "-m", "elasticdf_segment"],
@@ -221,13 +222,15 @@ def operator_wirings(model_path: Path, ranges: list[list[int]], names: list[str]
 
 
 def build_pipeline(fabric: Fabric, workdir: Path, model: onnx.ModelProto, ranges: list[list[int]],
-                   gateways: int = 1) -> Pipeline:
+                   gateways: int = 1, rewire=None) -> Pipeline:
+    """`rewire(cards) -> cards`: changes the operator's card wirings before they are written (e.g. a build)."""
     from elasticdf_contract.wiring import check_chain
     from elasticdf_segment.split import layer_names
 
     model_path = workdir / "model.onnx"
     onnx.save(model, str(model_path))
     builders, owner, cards = operator_wirings(model_path, ranges, layer_names(model))
+    cards = rewire(cards) if rewire else cards
     wirings = [w for card in cards for w in card.segments]
     assert check_chain(wirings) == []
     # what the ConfigMap volume mounts show the card pods and the gateway
@@ -242,7 +245,7 @@ def build_pipeline(fabric: Fabric, workdir: Path, model: onnx.ModelProto, ranges
     for w in wirings:
         fabric.add_pod(f"s{w.segment}", [w.listen.host])
     fabric.write_hosts()
-    return Pipeline(fabric, workdir, model_path, wirings, gateway_ips)
+    return Pipeline(fabric, workdir, model_path, wirings, gateway_ips, cards=cards)
 
 
 @pytest.fixture

@@ -165,3 +165,24 @@ def test_status_conditions_are_typed_and_ready_is_derived():
                          short, {"name": "cnv"})
     assert {c.type: c.last_transition_time for c in again.conditions} == \
         {c.type: c.last_transition_time for c in status.conditions}
+
+
+def test_a_card_wired_with_a_build_pulls_it_in_an_init_container():
+    spec, cards = group_of_two_cards("emulation")
+    assert "initContainers" not in builders.card_pod(OWNER, spec, 5, 0, cards[0], CATALOG)["spec"]
+    reference = "oci://registry.elasticdf-system.svc:5000/elasticdf/builds@sha256:" + "ab" * 32
+    card = cards[0].model_copy(update={"build": "sha256:" + "cd" * 16}, deep=True)
+    for w in card.segments:
+        w.artifacts.build = reference
+    pull = builders.BuildPull(insecure=True, pull_secret="regcred")
+    pod = builders.card_pod(OWNER, spec, 5, 0, card, CATALOG, pull=pull)
+    [init] = pod["spec"]["initContainers"]
+    assert init["image"] == pod["spec"]["containers"][0]["image"]
+    assert init["command"] == ["elasticdf", "build", "pull", reference, "--build", card.build, "-o",
+                               builders.BUILD_DIR, "--insecure", "--docker-config",
+                               f"{builders.BUILD_PULL_SECRET_DIR}/config.json"]
+    segments = pod["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "build", "mountPath": builders.BUILD_DIR, "readOnly": True} in segments
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["build"] == {"name": "build", "emptyDir": {}}
+    assert volumes["build-pull-secret"]["secret"]["secretName"] == "regcred"

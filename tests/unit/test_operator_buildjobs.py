@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
-from pathlib import Path
 
 import pytest
 from elasticdf_contract.builds import BUILD_REPOSITORY, RECORD_ENV, BuildRecord, build_tag
 from elasticdf_contract.names import LABEL_BUILD, build_job_name
 from elasticdf_operator import builders
 from elasticdf_operator.api import ElasticInferenceSpec
-from elasticdf_operator.buildjobs import BuildIndex, BuildSettings, BuildsSeen, build_state, manifest_digest
+from elasticdf_operator.buildjobs import BuildIndex, BuildSettings, BuildsSeen, build_state, lookup_policy
 from elasticdf_operator.decide import Create, CreateBuildJob, Decision, Settings, UpdateWiring, decide
 from elasticdf_operator.state import Observed
 from elasticdf_operator.status import build_status
+from elasticdf_partitioner.artifacts import FetchPolicy
+from elasticdf_partitioner.oci_builds import build_exists
 from test_artifacts import REGISTRY, push, running_registry
 from test_operator_decide import CATALOG, OWNER, node, run, spec, zoo_graph
 
@@ -151,6 +151,9 @@ def test_build_in_registry_goes_into_the_wiring_before_the_card_pods():
     assert {w["artifacts"]["build"] for v in update.data.values() for w in json.loads(v)["segments"]} == {uri}
     pods = [a.obj for a in d.actions if isinstance(a, Create) and a.obj["kind"] == "Pod"]
     assert len(pods) == len(snap.configmaps[0]["data"]) - 1  # one per card (the ConfigMap also holds group.json)
+    for pod in pods:  # the card pod pulls the artifact (verified) before its segments start
+        (init,) = pod["spec"]["initContainers"]
+        assert init["command"][:4] == ["elasticdf", "build", "pull", uri] and "--insecure" in init["command"]
 
 
 def test_without_a_registry_emulation_runs_at_once_as_before():
@@ -229,17 +232,19 @@ class NoJobs:
 
 
 @pytest.mark.skipif(not REGISTRY.exists(), reason="the registry binary is not built (hack/build-tools.sh registry)")
-def test_lookup_finds_a_pushed_build_and_remembers_it():
+def test_lookup_finds_a_pushed_build_and_remembers_it(tmp_path):
     digest = "sha256:" + "c" * 32
-    with tempfile.TemporaryDirectory() as tmp, running_registry(Path(tmp), {}) as reg:
-        assert manifest_digest(reg, digest, insecure=True) is None
+    policy = FetchPolicy(cache_dir=tmp_path / "cache")
+    index = BuildIndex()
+    other = "sha256:" + "d" * 32
+    with running_registry(tmp_path, {}) as reg:
+        settings = dataclasses.replace(BUILDS, registry=reg)
+        assert build_exists(reg, digest, lookup_policy(policy, settings)) is None
         pushed = push(reg, BUILD_REPOSITORY, build_tag(digest), [(b"{}", "application/json", "build.json")],
                       authorization="")  # no auth configured: the header is ignored
-        assert manifest_digest(reg, digest, insecure=True) == f"sha256:{pushed}"
-        index = BuildIndex()
-        settings = dataclasses.replace(BUILDS, registry=reg)
-        other = "sha256:" + "d" * 32
-        got = index.observe(NoJobs(), settings, {digest, other})
+        got = index.observe(NoJobs(), settings, {digest, other}, policy)
         assert got.manifests == {digest: f"sha256:{pushed}", other: None} and got.error is None
-    down = index.observe(NoJobs(), settings, {digest, other})  # the registry is gone: found stays found
+        # what card pods are wired with: the manifest digest, in the registry the operator was given
+        assert settings.artifact(got.manifests[digest]) == f"oci://{reg}/{BUILD_REPOSITORY}@sha256:{pushed}"
+    down = index.observe(NoJobs(), settings, {digest, other}, policy)  # the registry is gone: found stays found
     assert down.manifests == {digest: f"sha256:{pushed}"} and "did not answer" in down.error

@@ -39,8 +39,9 @@ class Artifacts(BaseModel):
                              "the segment fetches it with elasticdf_partitioner.artifacts and cuts its layer range")
     onnx_sha256: str | None = Field(None, description="its digest (spec.model.artifacts.sha256)")
     xclbin: str | None = Field(None, description="URI of this segment's bitstream (xrt)")
-    build: str | None = Field(None, description="the card build's artifact, oci://REGISTRY/elasticdf/builds@sha256:"
-                              "MANIFEST: pulled and verified by the card pod before it runs (docs/builds.md)")
+    build: str | None = Field(None, description="the card build artifact the pod pulled into BUILD_DIR "
+                              "(oci://REGISTRY/elasticdf/builds@sha256:MANIFEST, docs/builds.md): the segment loads "
+                              "its segment-<first>-<last>.onnx (emulation) or card.xclbin (xrt) from there")
 
 
 class SegmentWiring(BaseModel):

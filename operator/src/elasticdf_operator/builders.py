@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from elasticdf_contract.builds import RECORD_ENV, BuildRecord, build_tag
+from elasticdf_contract.builds import BUILD_DIR, RECORD_ENV, BuildRecord, build_tag
 from elasticdf_contract.names import (
     ANNOTATION_BUILD_ATTEMPT,
     ANNOTATION_CARD,
@@ -63,6 +63,7 @@ GATEWAY_USER = 10001  # the gateway image's non-root user (images/gateway/Docker
 MODEL_CACHE_DIR = "/var/cache/elasticdf/models"
 PVC_ROOT = "/var/lib/elasticdf/pvc"
 PULL_SECRET_DIR = "/var/run/secrets/elasticdf/registry"
+BUILD_PULL_SECRET_DIR = "/var/run/secrets/elasticdf/build-registry"
 # builder Jobs: the bundle the `bundle` step writes, the artifact the `build` step writes and `push` pushes
 BUNDLE_DIR, OUT_DIR = "/bundle", "/out"
 LICENSE_DIR = "/var/run/secrets/elasticdf/license"
@@ -94,6 +95,36 @@ class PodFetch:
     @classmethod
     def of(cls, policy: FetchPolicy, pull_secret: str | None) -> PodFetch:
         return cls(tuple(sorted(policy.env().items())), policy.max_bytes, pull_secret or None)
+
+
+@dataclass(frozen=True)
+class BuildPull:
+    """How card pods pull their card build (chart values builds.insecure, builds.pullSecret): plain http to the
+    registry, and the dockerconfigjson secret in the ElasticInference's namespace (optional, as for models)."""
+
+    insecure: bool = False
+    pull_secret: str | None = None
+
+
+def build_pull(card: CardWiring, image: str, pull: BuildPull) -> tuple[list[dict], list[dict], list[dict]]:
+    """(init containers, volumes, main container mounts) that put the card's build into BUILD_DIR, verified,
+    before the segments start (`elasticdf build pull`); nothing when the wiring names no build artifact."""
+    reference = card.segments[0].artifacts.build
+    if not reference:
+        return [], [], []
+    command = ["elasticdf", "build", "pull", reference, "--build", card.build, "-o", BUILD_DIR]
+    volumes = [{"name": "build", "emptyDir": {}}]
+    mounts = [{"name": "build", "mountPath": BUILD_DIR}]
+    if pull.insecure:
+        command.append("--insecure")
+    if pull.pull_secret:
+        volumes.append({"name": "build-pull-secret", "secret": {
+            "secretName": pull.pull_secret, "optional": True,
+            "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}})
+        mounts.append({"name": "build-pull-secret", "mountPath": BUILD_PULL_SECRET_DIR, "readOnly": True})
+        command += ["--docker-config", f"{BUILD_PULL_SECRET_DIR}/config.json"]
+    init = {"name": "build", "image": image, "command": command, "volumeMounts": mounts}
+    return [init], volumes, [{**mounts[0], "readOnly": True}]
 
 
 def gateway_service(owner: str) -> str:
@@ -261,12 +292,15 @@ def model_fetch_mounts(spec: ElasticInferenceSpec, fetch: PodFetch) -> tuple[dic
 
 
 def card_pod(owner: Owner, spec: ElasticInferenceSpec, group: int, position: int, card: CardWiring,
-             catalog: Catalog, xclbin: str | None = None, fetch: PodFetch = PodFetch()) -> dict:
-    """The pod of one card: holds exactly that card's device-plugin resource and runs its build."""
+             catalog: Catalog, xclbin: str | None = None, fetch: PodFetch = PodFetch(),
+             pull: BuildPull = BuildPull()) -> dict:
+    """The pod of one card: holds exactly that card's device-plugin resource and runs its build (pulled by an
+    init container when the wiring names a build artifact)."""
     resource = catalog.card(card.card_type).device_plugin_resource
     image = spec.runtime.image if spec.runtime else DEFAULT_SEGMENT_IMAGE
     name = card_pod_name(owner.name, group, position)
     fetch_env, fetch_volumes, fetch_mounts = model_fetch_mounts(spec, fetch)
+    init_containers, build_volumes, build_mounts = build_pull(card, image, pull)
     env = {"ELASTICDF_WIRING": f"{WIRING_DIR}/{card_wiring_key(position)}", "ELASTICDF_MODE": card.mode,
            "ELASTICDF_CARD": str(card.card), "ELASTICDF_BUILD": card.build, **fetch_env}
     if xclbin:
@@ -282,16 +316,18 @@ def card_pod(owner: Owner, spec: ElasticInferenceSpec, group: int, position: int
             "restartPolicy": "Always",
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [card.node]}]}]}}},
+            **({"initContainers": init_containers} if init_containers else {}),
             "containers": [{
                 "name": "segments", "image": image,
                 "env": [{"name": k, "value": v} for k, v in env.items()],
                 "ports": ports + [{"name": "health", "containerPort": HEALTH_PORT}],
                 "resources": {"limits": {resource: "1"}, "requests": {resource: "1"}},
                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "periodSeconds": 5},
-                "volumeMounts": [{"name": "wiring", "mountPath": WIRING_DIR, "readOnly": True}, *fetch_mounts],
+                "volumeMounts": [{"name": "wiring", "mountPath": WIRING_DIR, "readOnly": True}, *fetch_mounts,
+                                 *build_mounts],
             }],
             "volumes": [{"name": "wiring", "configMap": {"name": group_configmap_name(owner.name, group)}},
-                        *fetch_volumes],
+                        *fetch_volumes, *build_volumes],
         },
     }
 

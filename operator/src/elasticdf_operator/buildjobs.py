@@ -4,8 +4,8 @@ and how a build's Jobs read as a phase.
 With a registry configured (chart value builds.registry -> ELASTICDF_BUILD_REGISTRY), a card build exists when the
 registry has the tag `build_tag(digest)` in BUILD_REPOSITORY; a missing one is made by a builder Job in the
 operator's namespace (`builders.build_job`), one per digest and attempt, shared by every resource that needs it.
-Looking a tag up is I/O, so it happens in the observe step (`BuildIndex.observe`); `decide` and `status` only read
-the resulting `BuildsSeen` and the Jobs' projections through `build_state`.
+Looking a tag up (oci_builds.build_exists) is I/O, so it happens in the observe step (`BuildIndex.observe`);
+`decide` and `status` only read the resulting `BuildsSeen` and the Jobs' projections through `build_state`.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import datetime as dt
 import json
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-import urllib3
-from elasticdf_contract.builds import BUILD_REPOSITORY, build_tag
+from elasticdf_contract.builds import build_tag
 from elasticdf_contract.names import ANNOTATION_BUILD_ATTEMPT, LABEL_BUILD
+from elasticdf_partitioner.artifacts import FetchPolicy, ModelError
+from elasticdf_partitioner.oci_builds import build_exists, build_reference, plain_http
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-LOOKUP_TIMEOUT = urllib3.Timeout(connect=2.0, read=3.0)
 LOG_TAIL_LINES = 20
 STEPS = ("bundle", "build", "push")  # the builder pod's init containers, then its container, in order
 
@@ -65,7 +64,7 @@ class BuildSettings:
 
     def artifact(self, manifest: str) -> str:
         """The URI card pods pull a build from (by manifest digest: what was verified is what runs)."""
-        return f"oci://{self.registry}/{BUILD_REPOSITORY}@{manifest}"
+        return build_reference(self.registry, manifest)
 
 
 NO_BUILDS = BuildSettings()  # no registry: builds are not the operator's business
@@ -74,22 +73,11 @@ NO_BUILDS = BuildSettings()  # no registry: builds are not the operator's busine
 # ---- observing -----------------------------------------------------------------------------------------
 
 
-def manifest_digest(registry: str, digest: str, insecure: bool = False) -> str | None:
-    """The manifest digest of build `digest` in `registry` (HOST:PORT), None when the registry has no such tag.
-
-    The one place the operator asks a registry (a HEAD of the tag, OCI distribution spec); helper `registry`'s
-    OCI client replaces its body when it lands. Raises OSError/HTTPError when the registry cannot answer."""
-    scheme = "http" if insecure else "https"
-    url = f"{scheme}://{registry}/v2/{BUILD_REPOSITORY}/manifests/{build_tag(digest)}"
-    response = _POOL.request("HEAD", url, headers={"Accept": OCI_MANIFEST}, timeout=LOOKUP_TIMEOUT, retries=False)
-    if response.status == 404:
-        return None
-    if response.status != 200:
-        raise OSError(f"HEAD {url}: HTTP {response.status}")
-    return response.headers.get("Docker-Content-Digest")
-
-
-_POOL = urllib3.PoolManager(num_pools=4)
+def lookup_policy(policy: FetchPolicy, settings: BuildSettings) -> FetchPolicy:
+    """The operator's fetch policy (credentials, CAs) for registry lookups: short timeouts and no retries, as they
+    run on the reconcile path (the next reconcile asks again); plain http with builds.insecure."""
+    quick = replace(policy, retries=0, connect_timeout=2.0, read_timeout=3.0)
+    return plain_http(quick, settings.registry) if settings.insecure else quick
 
 
 @dataclass
@@ -108,13 +96,13 @@ class BuildIndex:
     """The operator's memory of builds: a build found in the registry stays found (content-addressed, never
     rebuilt), a failed Job's log tail is read once. Absent builds are asked again on every observe."""
 
-    def __init__(self, lookup=manifest_digest):
+    def __init__(self, lookup=build_exists):
         self.lookup = lookup
         self.found: dict[str, str] = {}
         self.logs: dict[str, str] = {}
         self.lock = threading.Lock()
 
-    def observe(self, kube, settings: BuildSettings, digests: set[str]) -> BuildsSeen:
+    def observe(self, kube, settings: BuildSettings, digests: set[str], policy: FetchPolicy) -> BuildsSeen:
         """Jobs first, then the registry: a Job seen Succeeded has pushed before the lookup below."""
         if not settings.registry:
             return BuildsSeen()
@@ -123,10 +111,11 @@ class BuildIndex:
         seen = BuildsSeen(jobs=jobs, pods=pods)
         with self.lock:
             seen.manifests.update(self.found)
+        quick = lookup_policy(policy, settings)
         for digest in sorted(digests - set(seen.manifests)):
             try:
-                seen.manifests[digest] = self.lookup(settings.registry, digest, settings.insecure)
-            except (OSError, urllib3.exceptions.HTTPError) as err:
+                seen.manifests[digest] = self.lookup(settings.registry, digest, quick)
+            except ModelError as err:
                 seen.error = f"registry {settings.registry} did not answer: {err}"
                 break
         with self.lock:

@@ -263,6 +263,11 @@ def _xclbin(spec: ElasticInferenceSpec, card: CardWiring) -> str | None:
     return (spec.model.artifacts.bitstreams if spec.model.artifacts else {}).get(card.build)
 
 
+def _pull(settings: Settings) -> builders.BuildPull:
+    """How card pods pull their build: builds.insecure, and builds.pullSecret (in the resource's namespace)."""
+    return builders.BuildPull(settings.builds.insecure, settings.builds.pull_secret or None)
+
+
 def with_artifact(card: CardWiring, snap: Observed, settings: Settings) -> CardWiring:
     """The card's wiring naming its build's artifact in the registry (unchanged when there is none)."""
     manifest = snap.builds.manifests.get(card.build)
@@ -321,7 +326,8 @@ def repair(owner, spec, group: GroupRecord, pods_by_name, snap: Observed, catalo
             pod = None
         if pod is None and card.build not in pending:
             decision.actions.append(Create(builders.card_pod(owner, spec, group.index, position, card, catalog,
-                                                             _xclbin(spec, card), settings.pod_fetch)))
+                                                             _xclbin(spec, card), settings.pod_fetch,
+                                                             _pull(settings))))
 
 
 # ---- placement --------------------------------------------------------------------------------------
@@ -474,7 +480,8 @@ def new_group(owner, spec, snap: Observed, pg: PlannedGroup, index: int, taken: 
     for p, card in enumerate(cards):
         if card.build not in pending:
             decision.actions.append(Create(builders.card_pod(owner, spec, index, p, card, catalog,
-                                                             _xclbin(spec, card), settings.pod_fetch)))
+                                                             _xclbin(spec, card), settings.pod_fetch,
+                                                             _pull(settings))))
     where = ", ".join(f"{c.node}/{c.card} ({c.card_type})" for c in cards)
     decision.emit("Normal", "GroupPlaced", f"group {index}: instances {[n for n, _ in numbered]} on {where}, "
                   f"{pg.fps:.0f} fps predicted")

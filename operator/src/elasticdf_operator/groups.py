@@ -10,10 +10,9 @@ so every card with the same work shares one build and one bitstream).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 
+from elasticdf_partitioner import builds
 from elasticdf_partitioner.plan import Instance, Plan
 
 from .api import ModelSource
@@ -57,23 +56,11 @@ def plan_groups(plan: Plan) -> list[PlannedGroup]:
 
 def model_identity(source: ModelSource) -> str:
     """What a build's digest says about the model (a zoo name or the ONNX artifact's URI)."""
-    return f"zoo:{source.name}" if source.name else f"onnx:{source.artifacts.onnx}"
+    return builds.model_identity(source.name, source.artifacts.onnx if source.artifacts else None)
 
 
 def card_builds(model: str, group: PlannedGroup) -> dict[tuple[str, int], dict]:
-    """(node, card) -> build record {digest, cardType, fclkMhz, segments[{layers, slrs, floorplan}], folding}."""
-    hosted: dict[tuple[str, int], list] = {(n, c): [] for n, c, _ in group.cards}
-    for inst in group.instances:
-        for seg in inst.segments:
-            hosted[(seg.node, seg.card)].append((inst, seg))
-    types = {(n, c): t for n, c, t in group.cards}
-    out = {}
-    for card, segs in hosted.items():
-        segments = sorted(({"layers": s.layer_range, "slrs": s.slrs, "floorplan": s.slr_layers} for _, s in segs),
-                          key=lambda d: json.dumps(d, sort_keys=True))
-        folding = {name: cfg for _, s in segs for name, cfg in sorted(s.folding.items())}
-        record = {"cardType": types[card], "fclkMhz": min(i.fclk_mhz for i, _ in segs), "segments": segments,
-                  "folding": folding}
-        digest = hashlib.sha256(json.dumps({"model": model, **record}, sort_keys=True).encode()).hexdigest()
-        out[card] = {"digest": f"sha256:{digest[:32]}", **record}
-    return out
+    """(node, card) -> build record {digest, model, cardType, fclkMhz, segments[{layers, slrs, floorplan}],
+    folding} (elasticdf_partitioner.builds computes it, the operator keeps it as JSON in the group record)."""
+    records = builds.card_records(model, group.instances)
+    return {(node, card): records[(node, card)].model_dump(by_alias=True) for node, card, _ in group.cards}

@@ -57,7 +57,7 @@ def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, led
         spec, want = None, 0
     with ledger.lock:
         raw = observe()
-        raw.builds = builds.observe(kube, settings.builds, needed_builds(ledger.view(raw), owner))
+        raw.builds = builds.observe(kube, settings.builds, needed_builds(ledger.view(raw), owner), models.policy)
         if spec is not None:
             want = desired_replicas(spec)
             decision = decide(owner, spec, ledger.view(raw), time.time(), catalog, models.graph, settings)

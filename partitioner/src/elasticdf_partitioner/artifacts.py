@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 from urllib.parse import unquote, urlencode, urlsplit
 
 import urllib3
@@ -59,6 +60,7 @@ MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json", "application/vnd
 MAX_MANIFEST_BYTES = 4 << 20  # registries cap manifests at 4 MiB
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 class ModelError(InputError):
@@ -154,11 +156,17 @@ def _cached(digest: str, policy: FetchPolicy) -> Path | None:
 
 
 def _store(chunks: Iterator[bytes], expected: str, policy: FetchPolicy, where: str) -> Path:
-    """Stream `chunks` into a temp file beside the cache, check size and digest, rename into the cache."""
-    target_dir = policy.cache_dir / "sha256"
-    target_dir.mkdir(parents=True, exist_ok=True)
+    """Stream `chunks` into the cache, verified (see write_verified)."""
+    return write_verified(chunks, expected, cache_path(expected, policy), policy, where, DIGEST_FIELD)
+
+
+def write_verified(chunks: Iterator[bytes], expected: str, target: Path, policy: FetchPolicy, where: str,
+                   field: str) -> Path:
+    """Stream `chunks` into a temp file beside `target`, check size and sha256 (hex `expected`), rename to
+    `target`: a reader sees the whole verified file or none. A mismatch is a ModelError naming `field`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     hasher, size = hashlib.sha256(), 0
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=target_dir)
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             for chunk in chunks:
@@ -169,11 +177,10 @@ def _store(chunks: Iterator[bytes], expected: str, policy: FetchPolicy, where: s
                 out.write(chunk)
         got = hasher.hexdigest()
         if got != expected:
-            raise ModelError(FETCH_FAILED, DIGEST_FIELD, f"digest mismatch: expected sha256:{expected}, "
+            raise ModelError(FETCH_FAILED, field, f"digest mismatch: expected sha256:{expected}, "
                              f"got sha256:{got} ({size} bytes from {where})")
-        final = cache_path(got, policy)
-        os.replace(tmp, final)  # atomic: a reader sees the whole verified file or none
-        return final
+        os.replace(tmp, target)
+        return target
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -200,36 +207,38 @@ def _pool(policy: FetchPolicy) -> urllib3.PoolManager:
     return _POOLS[key]
 
 
-class _Transient(Exception):
+class Transient(Exception):
     """A failure worth another attempt (the message says what happened)."""
 
 
-def _retrying(what: str, policy: FetchPolicy, attempt: Callable[[], Path | bytes]):
-    """Run `attempt` up to 1 + retries times, sleeping backoff, 2·backoff, … (at most backoff_max) between."""
+def retrying(what: str, policy: FetchPolicy, attempt: Callable[[], T], field: str = ONNX_FIELD) -> T:
+    """Run `attempt` up to 1 + retries times, sleeping backoff, 2·backoff, … (at most backoff_max) between;
+    when all fail, a ModelError naming `field`."""
     for n in range(policy.retries + 1):
         try:
             return attempt()
-        except _Transient as err:
+        except Transient as err:
             if n == policy.retries:
-                raise ModelError(FETCH_FAILED, ONNX_FIELD, f"{what}: {err} (gave up after {n + 1} attempts)",
+                raise ModelError(FETCH_FAILED, field, f"{what}: {err} (gave up after {n + 1} attempts)",
                                  transient=True) from None
             policy.sleep(min(policy.backoff * 2 ** n, policy.backoff_max))
     raise AssertionError("unreachable")
 
 
-def _get(url: str, policy: FetchPolicy, headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
-    """GET with a streamed body; connection failures and 5xx/429 become _Transient."""
+def _request(method: str, url: str, policy: FetchPolicy, headers: dict[str, str] | None = None,
+             body: bytes | BinaryIO | None = None) -> urllib3.BaseHTTPResponse:
+    """One request with a streamed response body; connection failures and 5xx/429 become Transient."""
     try:
-        response = _pool(policy).request("GET", url, headers=headers or {}, preload_content=False)
+        response = _pool(policy).request(method, url, headers=headers or {}, body=body, preload_content=False)
     except (urllib3.exceptions.HTTPError, OSError) as err:
-        raise _Transient(_describe(err)) from None
+        raise Transient(_describe(err)) from None
     if response.status in TRANSIENT_STATUS:
-        _discard(response)
-        raise _Transient(f"HTTP {response.status}")
+        discard(response)
+        raise Transient(f"HTTP {response.status}")
     return response
 
 
-def _discard(response: urllib3.BaseHTTPResponse) -> None:
+def discard(response: urllib3.BaseHTTPResponse) -> None:
     """Close the connection of a response whose body is not read to its end (a half-read connection must never
     go back to the pool: the next request on it would read this body's rest)."""
     response.close()
@@ -246,11 +255,11 @@ def _describe(err: Exception) -> str:
     return text
 
 
-def _body(response: urllib3.BaseHTTPResponse, where: str, policy: FetchPolicy) -> Iterator[bytes]:
-    """The response body in chunks; a body cut short, a stalled read or a too slow transfer is _Transient."""
+def body_chunks(response: urllib3.BaseHTTPResponse, where: str, policy: FetchPolicy) -> Iterator[bytes]:
+    """The response body in chunks; a body cut short, a stalled read or a too slow transfer is Transient."""
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > policy.max_bytes:
-        _discard(response)
+        discard(response)
         raise _too_large(where, f"{declared} bytes", policy)
     deadline = time.monotonic() + policy.attempt_seconds
     received, complete = 0, False
@@ -259,26 +268,26 @@ def _body(response: urllib3.BaseHTTPResponse, where: str, policy: FetchPolicy) -
             received += len(chunk)
             yield chunk
             if time.monotonic() > deadline:
-                raise _Transient(f"transfer took longer than {policy.attempt_seconds:.0f} s")
+                raise Transient(f"transfer took longer than {policy.attempt_seconds:.0f} s")
         complete = True
     except (urllib3.exceptions.HTTPError, OSError) as err:
-        raise _Transient(f"connection broke after {received} of {declared or '?'} bytes ({_describe(err)})") from None
+        raise Transient(f"connection broke after {received} of {declared or '?'} bytes ({_describe(err)})") from None
     finally:
         if complete:
             response.release_conn()
         else:
-            _discard(response)
+            discard(response)
 
 
 def _download(uri: str, digest: str, policy: FetchPolicy) -> Path:
     def attempt() -> Path:
-        response = _get(uri, policy)
+        response = _request("GET", uri, policy)
         if response.status != 200:
-            _discard(response)
+            discard(response)
             raise ModelError(FETCH_FAILED, ONNX_FIELD, f"GET {uri}: HTTP {response.status}")
-        return _store(_body(response, uri, policy), digest, policy, uri)
+        return _store(body_chunks(response, uri, policy), digest, policy, uri)
 
-    return _retrying(f"GET {uri}", policy, attempt)
+    return retrying(f"GET {uri}", policy, attempt)
 
 
 # ---- oci:// ---------------------------------------------------------------------------------------------
@@ -290,8 +299,9 @@ class OciReference:
     reference: str  # a tag or sha256:HEX
 
     @classmethod
-    def parse(cls, uri: str) -> OciReference:
-        rest = uri[len("oci://"):]
+    def parse(cls, uri: str, field: str = ONNX_FIELD) -> OciReference:
+        """`uri` split; a malformed one is an InvalidSpec error naming `field`."""
+        rest = uri[len("oci://"):] if uri.lower().startswith("oci://") else ""
         registry, _, path = rest.partition("/")
         if "@" in path:
             repository, _, reference = path.partition("@")
@@ -299,7 +309,7 @@ class OciReference:
             repository, _, reference = path.rpartition(":") if ":" in path else (path, "", "latest")
         if not registry or not repository or not re.fullmatch(r"[a-z0-9]+([._/-][a-z0-9]+)*", repository) \
                 or not re.fullmatch(r"sha256:[0-9a-f]{64}|[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", reference):
-            raise ModelError(INVALID_SPEC, ONNX_FIELD, f"{uri!r} is not an OCI reference",
+            raise ModelError(INVALID_SPEC, field, f"{uri!r} is not an OCI reference",
                              "oci://REGISTRY/REPOSITORY:TAG or oci://REGISTRY/REPOSITORY@sha256:HEX")
         return cls(registry, repository, reference)
 
@@ -309,27 +319,37 @@ class OciReference:
         return f"{'http' if plain else 'https'}://{self.registry}/v2/{self.repository}"
 
 
-class _Registry:
-    """GETs against one repository of a registry v2 API, answering 401 challenges (basic or bearer)."""
+class Registry:
+    """Requests against one repository of a registry v2 API, answering 401 challenges (basic or bearer).
+    `field` and `secret_value` name, in errors, the spec field the reference came from and the chart value that
+    holds the pull secret."""
 
-    def __init__(self, ref: OciReference, policy: FetchPolicy):
-        self.ref, self.policy = ref, policy
+    def __init__(self, ref: OciReference, policy: FetchPolicy, field: str = ONNX_FIELD,
+                 secret_value: str = "modelFetch.pullSecret"):
+        self.ref, self.policy, self.field, self.secret_value = ref, policy, field, secret_value
         self.base = ref.base(policy)
         self.credentials = _credentials(ref.registry, policy)
         self.authorization: str | None = None
+        self.answered: str | None = None  # the challenge `authorization` answers
 
     def get(self, url: str, accept: str | None = None) -> urllib3.BaseHTTPResponse:
-        headers = {"Accept": accept} if accept else {}
-        response = _get(url, self.policy, {**headers, **self._auth()})
-        if response.status == 401 and self.authorization is None:
-            challenge = response.headers.get("WWW-Authenticate", "")
-            _discard(response)
-            self.authorization = self._answer(challenge)
-            response = _get(url, self.policy, {**headers, **self._auth()})
+        return self.request("GET", url, {"Accept": accept} if accept else {})
+
+    def request(self, method: str, url: str, headers: dict[str, str] | None = None,
+                body: Callable[[], bytes | BinaryIO | None] = lambda: None) -> urllib3.BaseHTTPResponse:
+        """`method url`, authorized; `body()` is called per send (a file must be reopened for the second)."""
+        headers = headers or {}
+        response = _request(method, url, self.policy, {**headers, **self._auth()}, body())
+        challenge = response.headers.get("WWW-Authenticate", "")
+        # a push needs a token of a wider scope than the pull before it: a new challenge gets a new answer
+        if response.status == 401 and challenge != self.answered:
+            discard(response)
+            self.authorization, self.answered = self._answer(challenge), challenge
+            response = _request(method, url, self.policy, {**headers, **self._auth()}, body())
         if response.status in (401, 403):
-            _discard(response)
-            hint = "" if self.credentials else " (no credentials for it: chart value modelFetch.pullSecret)"
-            raise ModelError(FETCH_FAILED, ONNX_FIELD, f"registry {self.ref.registry} refused access to "
+            discard(response)
+            hint = "" if self.credentials else f" (no credentials for it: chart value {self.secret_value})"
+            raise ModelError(FETCH_FAILED, self.field, f"registry {self.ref.registry} refused access to "
                              f"{self.ref.repository} (HTTP {response.status}){hint}")
         return response
 
@@ -340,29 +360,29 @@ class _Registry:
         scheme, _, params = challenge.partition(" ")
         if scheme.lower() == "basic":
             if not self.credentials:
-                raise ModelError(FETCH_FAILED, ONNX_FIELD, f"registry {self.ref.registry} wants credentials; "
-                                 "none found (chart value modelFetch.pullSecret)")
+                raise ModelError(FETCH_FAILED, self.field, f"registry {self.ref.registry} wants credentials; "
+                                 f"none found (chart value {self.secret_value})")
             return "Basic " + base64.b64encode(f"{self.credentials[0]}:{self.credentials[1]}".encode()).decode()
         if scheme.lower() != "bearer":
-            raise ModelError(FETCH_FAILED, ONNX_FIELD, f"registry {self.ref.registry}: unsupported auth {scheme!r}")
+            raise ModelError(FETCH_FAILED, self.field, f"registry {self.ref.registry}: unsupported auth {scheme!r}")
         fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
         if "realm" not in fields:
-            raise ModelError(FETCH_FAILED, ONNX_FIELD, f"registry {self.ref.registry}: bearer challenge has no realm")
+            raise ModelError(FETCH_FAILED, self.field, f"registry {self.ref.registry}: bearer challenge has no realm")
         query = urlencode({k: v for k, v in fields.items() if k in ("service", "scope")}
                           or {"scope": f"repository:{self.ref.repository}:pull"})
         headers = {}
         if self.credentials:
             token = base64.b64encode(f"{self.credentials[0]}:{self.credentials[1]}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
-        response = _get(f"{fields['realm']}?{query}", self.policy, headers)
-        body = _small_body(response, "token", self.policy)
+        response = _request("GET", f"{fields['realm']}?{query}", self.policy, headers)
+        body = small_body(response, "token", self.policy)
         try:
             answer = json.loads(body)
         except ValueError:
             answer = {}
         token = answer.get("token") or answer.get("access_token") if isinstance(answer, dict) else None
         if response.status != 200 or not token:
-            raise ModelError(FETCH_FAILED, ONNX_FIELD, f"registry {self.ref.registry}: token service answered "
+            raise ModelError(FETCH_FAILED, self.field, f"registry {self.ref.registry}: token service answered "
                              f"HTTP {response.status} without a token")
         return f"Bearer {token}"
 
@@ -388,13 +408,13 @@ def _credentials(registry: str, policy: FetchPolicy) -> tuple[str, str] | None:
     return None
 
 
-def _small_body(response: urllib3.BaseHTTPResponse, what: str, policy: FetchPolicy) -> bytes:
+def small_body(response: urllib3.BaseHTTPResponse, what: str, policy: FetchPolicy) -> bytes:
     try:
         data = response.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
     except (urllib3.exceptions.HTTPError, OSError) as err:
-        raise _Transient(f"reading the {what}: {_describe(err)}") from None
+        raise Transient(f"reading the {what}: {_describe(err)}") from None
     finally:
-        _discard(response)  # cheap: small bodies, and a fresh connection per manifest is fine
+        discard(response)  # cheap: small bodies, and a fresh connection per manifest is fine
     if len(data) > MAX_MANIFEST_BYTES:
         raise ModelError(FETCH_FAILED, ONNX_FIELD, f"the {what} is larger than {MAX_MANIFEST_BYTES} bytes")
     return data
@@ -420,16 +440,16 @@ def _pull_oci(uri: str, digest: str | None, policy: FetchPolicy) -> Path:
     ref = OciReference.parse(uri)
     if digest and _cached(digest, policy):
         return cache_path(digest, policy)
-    registry = _Registry(ref, policy)
+    registry = Registry(ref, policy)
 
     def manifest() -> bytes:
         response = registry.get(f"{registry.base}/manifests/{ref.reference}", ", ".join(MANIFEST_TYPES))
         if response.status != 200:
-            _discard(response)
+            discard(response)
             raise ModelError(FETCH_FAILED, ONNX_FIELD, f"{uri}: manifest not found (HTTP {response.status})")
-        return _small_body(response, "manifest", policy)
+        return small_body(response, "manifest", policy)
 
-    raw = _retrying(f"{uri}: manifest", policy, manifest)
+    raw = retrying(f"{uri}: manifest", policy, manifest)
     if ref.reference.startswith("sha256:") and hashlib.sha256(raw).hexdigest() != ref.reference[7:]:
         raise ModelError(FETCH_FAILED, ONNX_FIELD, f"{uri}: the registry served a manifest of another digest")
     try:
@@ -448,11 +468,11 @@ def _pull_oci(uri: str, digest: str | None, policy: FetchPolicy) -> Path:
     def blob() -> Path:
         response = registry.get(f"{registry.base}/blobs/sha256:{layer_digest}")
         if response.status != 200:
-            _discard(response)
+            discard(response)
             raise ModelError(FETCH_FAILED, ONNX_FIELD, f"{uri}: layer blob not found (HTTP {response.status})")
-        return _store(_body(response, uri, policy), layer_digest, policy, uri)
+        return _store(body_chunks(response, uri, policy), layer_digest, policy, uri)
 
-    return _retrying(f"{uri}: layer sha256:{layer_digest[:12]}", policy, blob)
+    return retrying(f"{uri}: layer sha256:{layer_digest[:12]}", policy, blob)
 
 
 # ---- file:// and pvc:// -----------------------------------------------------------------------------------

@@ -52,6 +52,9 @@ class CardType(BaseModel):
     fclk_source: str = Field("modelled default", description="where fclk_mhz came from (shown in every plan)")
     cost_per_hour: float = Field(1.65, ge=0)
     device_plugin_resources: list[str] = []
+    board: str | None = Field(None, description="FINN board name (DataflowBuildConfig.board), e.g. U280")
+    vitis_platform: str | None = Field(None, description="AMD Vitis platform the card's shell runs, e.g. "
+                                                          "xilinx_u280_gen3x16_xdma_1_202211_1")
 
     @field_validator("slrs")
     @classmethod

@@ -194,11 +194,24 @@ def _emulate_run(args: argparse.Namespace, console: Console) -> int:
     return run(args, console)
 
 
+def _build_arguments(parser: argparse.ArgumentParser) -> None:
+    from .build_command import add_arguments
+
+    add_arguments(parser)
+
+
+def _build_run(args: argparse.Namespace, console: Console) -> int:
+    from .build_command import run
+
+    return run(args, console)
+
+
 COMMANDS: dict[str, tuple[AddArguments, Run]] = {
     "cards": (_cards_arguments, _cards_run),
     "zoo": (_zoo_arguments, _zoo_run),
     "plan": (_plan_arguments, _plan_run),
     "emulate": (_emulate_arguments, _emulate_run),
+    "build": (_build_arguments, _build_run),
 }
 HELP = {
     "cards": "list the Alveo card catalog",
@@ -206,6 +219,8 @@ HELP = {
            "`zoo export MODEL -o FILE.onnx` writes one as a FINN dataflow ONNX with seeded weights",
     "plan": "fold, segment, place and replicate a model on a cluster",
     "emulate": "plan, run every instance as local segment processes behind a gateway, check every answer",
+    "build": "card builds: `build bundle` (record -> FINN build bundle), `build run` (emulation builder), "
+             "`build push` / `build pull` (OCI registry, verified)",
 }
 
 

@@ -294,40 +294,54 @@ def segment_models(plan: Plan, source: str | Path) -> dict[str, onnx.ModelProto]
 
     Folding attributes of the plan (instance 0's folding config) are written onto the nodes.
     """
+    model, _ = load_onnx(source)
+    index = _layer_index(model)
+    name = Path(model.graph.name or "model").stem
+    return {f"instance{i}/segment{s}_{segment.node}-card{segment.card}.onnx":
+            _cut(model, index, *segment.layer_range, plan.folding, f"{name}_i{i}_s{s}")
+            for i, instance in enumerate(plan.instances) for s, segment in enumerate(instance.segments)}
+
+
+def dataflow_ranges(model: onnx.ModelProto, ranges: list[tuple[int, int]],
+                    folding: dict[str, dict]) -> dict[tuple[int, int], onnx.ModelProto]:
+    """(first, last) -> the FINN dataflow model of layers first..last (import_onnx's layer order), cut at tensor
+    boundaries, with `folding` (FINN folding config: node -> {PE, SIMD, ...}) set as node attributes."""
+    index = _layer_index(model)
+    return {(first, last): _cut(model, index, first, last, folding, f"{model.graph.name}_layers{first}_{last}")
+            for first, last in ranges}
+
+
+def _layer_index(model: onnx.ModelProto) -> dict[str, int]:
+    return {layer.name: i for i, layer in enumerate(import_onnx(model).layers)}
+
+
+def _cut(model: onnx.ModelProto, index: dict[str, int], first: int, last: int, folding: dict[str, dict],
+         name: str) -> onnx.ModelProto:
     from onnx import helper
 
-    model, where = load_onnx(source)
-    graph = import_onnx(model)
-    index = {layer.name: i for i, layer in enumerate(graph.layers)}
     nodes = [n for n in model.graph.node if n.name in index]
     value_info = {v.name: v for v in [*model.graph.input, *model.graph.output, *model.graph.value_info]}
-    out: dict[str, onnx.ModelProto] = {}
-    for i, instance in enumerate(plan.instances):
-        for s, segment in enumerate(instance.segments):
-            first, last = segment.layer_range
-            inside = [n for n in nodes if first <= index[n.name] <= last]
-            produced = {t for n in inside for t in n.output}
-            consumed = {t for n in inside for t in n.input}
-            outside_consumed = {t for n in nodes if not first <= index[n.name] <= last for t in n.input}
-            graph_outputs = {o.name for o in model.graph.output}
-            inputs = [t for n in inside for t in n.input if t not in produced and _is_stream(t, model)]
-            outputs = [t for t in produced if t in outside_consumed or t in graph_outputs or t not in consumed]
-            new_nodes = []
-            for n in inside:
-                copy = type(n)()
-                copy.CopyFrom(n)
-                for attr, value in plan.folding.get(n.name, {}).items():
-                    _set_attr(copy, attr, value)
-                new_nodes.append(copy)
-            sub = helper.make_graph(
-                new_nodes, f"{graph.name}_i{i}_s{s}",
-                [value_info.get(t) or helper.make_empty_tensor_value_info(t) for t in dict.fromkeys(inputs)],
-                [value_info.get(t) or helper.make_empty_tensor_value_info(t) for t in sorted(outputs)],
-                initializer=[init for init in model.graph.initializer if init.name in consumed],
-            )
-            out[f"instance{i}/segment{s}_{segment.node}-card{segment.card}.onnx"] = helper.make_model(
-                sub, opset_imports=list(model.opset_import))
-    return out
+    inside = [n for n in nodes if first <= index[n.name] <= last]
+    produced = {t for n in inside for t in n.output}
+    consumed = {t for n in inside for t in n.input}
+    outside_consumed = {t for n in nodes if not first <= index[n.name] <= last for t in n.input}
+    graph_outputs = {o.name for o in model.graph.output}
+    inputs = [t for n in inside for t in n.input if t not in produced and _is_stream(t, model)]
+    outputs = [t for t in produced if t in outside_consumed or t in graph_outputs or t not in consumed]
+    new_nodes = []
+    for n in inside:
+        copy = type(n)()
+        copy.CopyFrom(n)
+        for attr, value in folding.get(n.name, {}).items():
+            _set_attr(copy, attr, value)
+        new_nodes.append(copy)
+    sub = helper.make_graph(
+        new_nodes, name,
+        [value_info.get(t) or helper.make_empty_tensor_value_info(t) for t in dict.fromkeys(inputs)],
+        [value_info.get(t) or helper.make_empty_tensor_value_info(t) for t in sorted(outputs)],
+        initializer=[init for init in model.graph.initializer if init.name in consumed],
+    )
+    return helper.make_model(sub, opset_imports=list(model.opset_import))
 
 
 def _is_stream(tensor: str, model: onnx.ModelProto) -> bool:

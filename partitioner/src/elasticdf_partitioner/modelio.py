@@ -18,7 +18,7 @@ from pathlib import Path
 
 import onnx
 
-from .artifacts import MODEL_INVALID, ONNX_FIELD, ModelError
+from .artifacts import MODEL_INVALID, ONNX_FIELD, FetchPolicy, ModelError, fetch
 from .errors import InputError
 from .finn_io import DATAFLOW_DOMAIN, import_onnx
 from .finn_node import DataType
@@ -91,6 +91,14 @@ def _as_dataflow(model: onnx.ModelProto) -> onnx.ModelProto | None:
 
 # ---------------------------------------------------------------------------------------------------------
 # runnable models
+
+
+def fetched_reference(reference: str, sha256: str | None = None) -> str:
+    """A zoo reference or a plain path as it is; a URI fetched (and its digest checked) with the fetch policy of
+    the environment (the ELASTICDF_MODEL_* variables the operator sets on card pods and builder Jobs)."""
+    if reference.startswith(ZOO_SCHEME) or "://" not in reference:
+        return reference
+    return str(fetch(reference, sha256, FetchPolicy.from_env()))
 
 
 def dataflow_model(reference: str, seed: int = ZOO_SEED) -> onnx.ModelProto | None:

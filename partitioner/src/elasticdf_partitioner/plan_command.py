@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="latency floor: no instance slower than this (prints the fps it costs)")
     parser.add_argument("--clock", action="append", default=[], metavar="TYPE=MHZ",
                         help="achieved kernel clock of a card type, e.g. a build report's Fmax (repeatable)")
+    parser.add_argument("--build-out", metavar="DIR",
+                        help="write DIR/<build tag>/, the build bundle of every distinct card build of the plan")
+    parser.add_argument("--build-reports", metavar="DIR",
+                        help="take each card type's clock from the build reports below DIR (report.json beside "
+                             "build.json; the lowest per card type); --clock still overrides")
     parser.add_argument("--certify", action="store_true",
                         help="also prove the LP bound over instance configurations (slower; plans that reach "
                              "it are marked optimal)")
@@ -52,7 +57,14 @@ def plan_for(args: argparse.Namespace) -> tuple[Plan, ModelGraph]:
 
 
 def _catalog(args: argparse.Namespace):
-    """The catalog with the --clock overrides (a measured clock replaces the modelled default)."""
+    """The catalog with the build reports' clocks, then the --clock overrides (a measured clock replaces the
+    modelled default)."""
+    catalog = load_catalog(args.catalog)
+    if getattr(args, "build_reports", None):
+        from .builds import report_clocks
+
+        for card_type, (mhz, source) in report_clocks(args.build_reports).items():
+            catalog = with_clocks(catalog, {card_type: mhz}, source)
     clocks = {}
     for text in args.clock:
         name, _, mhz = text.partition("=")
@@ -60,7 +72,7 @@ def _catalog(args: argparse.Namespace):
             clocks[name.strip()] = float(mhz)
         except ValueError:
             raise InputError("--clock", f"expected TYPE=MHZ, e.g. u280=240, got {text!r}") from None
-    return with_clocks(load_catalog(args.catalog), clocks, "measured (--clock)")
+    return with_clocks(catalog, clocks, "measured (--clock)")
 
 
 def _floor_tradeoff(args: argparse.Namespace, plan: Plan) -> str:
@@ -88,12 +100,29 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
             files += write_segment_onnx(plan, args.model, args.finn_out)
         console.print(f"wrote {len(files)} FINN files to {args.finn_out}")
+    if args.build_out:
+        count = write_build_bundles(plan, args.model, args.build_out, args.catalog)
+        console.print(f"wrote {count} build bundle(s) to {args.build_out}")
     if args.picture:
         from .picture import draw
 
         draw(plan, args.picture, {name: c.n_slrs for name, c in load_catalog(args.catalog).cards.items()})
         console.print(f"floorplan picture: {args.picture}")
     return 0
+
+
+def write_build_bundles(plan: Plan, model: str, out_dir: str, catalog: str | None) -> int:
+    """DIR/<build tag>/: the bundle of every distinct card build of the plan; how many."""
+    from elasticdf_contract.builds import build_tag
+
+    from .builds import plan_builds, reference_identity
+    from .bundle import model_dataflow, write_bundle
+
+    records = plan_builds(reference_identity(model), plan)
+    cards, dataflow = load_catalog(catalog), model_dataflow(model)
+    for record in records:
+        write_bundle(record, model, Path(out_dir) / build_tag(record.digest), catalog=cards, dataflow=dataflow)
+    return len(records)
 
 
 def _limits(text: str | None) -> Limits:

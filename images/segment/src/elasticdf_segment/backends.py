@@ -8,8 +8,10 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+from elasticdf_contract.builds import BUILD_DIR, XCLBIN_FILE, segment_file
 from elasticdf_contract.wiring import Endpoint, SegmentWiring
 
 from . import relay, split, vnx
@@ -21,11 +23,25 @@ class BackendError(RuntimeError):
     """The backend cannot run here; the message says why and what to do."""
 
 
+def build_file(wiring: SegmentWiring, name: str) -> str:
+    """File `name` of the card build the pod's init container pulled and verified (`elasticdf build pull` into
+    $ELASTICDF_BUILD_DIR, default BUILD_DIR)."""
+    path = Path(os.environ.get("ELASTICDF_BUILD_DIR") or BUILD_DIR) / name
+    if not path.is_file():
+        present = sorted(p.name for p in path.parent.iterdir()) if path.parent.is_dir() else []
+        raise BackendError(f"{wiring.instance_id} segment {wiring.segment}: the card build {wiring.artifacts.build} "
+                           f"has no {name} in {path.parent} (it holds {', '.join(present) or 'nothing'})")
+    return str(path)
+
+
 def segment_model(wiring: SegmentWiring, onnx_path: str | None = None):
-    """This segment's standard ONNX: an already cut file, or the wiring's model made runnable (a zoo model
-    built from its seed, a FINN dataflow or QONNX model lowered to standard ops) and cut to the layer range."""
+    """This segment's standard ONNX: an already cut file, the segment file of the pulled card build, or the
+    wiring's model made runnable (a zoo model built from its seed, a FINN dataflow or QONNX model lowered to
+    standard ops) and cut to the layer range."""
     if onnx_path:
         return split.load(onnx_path)
+    if wiring.artifacts.build:
+        return split.load(build_file(wiring, segment_file(*wiring.layer_range)))
     if not wiring.artifacts.onnx:
         raise BackendError(f"{wiring.instance_id} segment {wiring.segment}: needs the model's ONNX "
                            "(spec.model.name or spec.model.artifacts.onnx) but the wiring has none")
@@ -178,10 +194,13 @@ class XrtBackend:
 
     def start(self, pyxrt=None) -> None:
         pyxrt = pyxrt or import_pyxrt()
-        if not self.wiring.artifacts.xclbin:
+        if self.wiring.artifacts.xclbin:
+            path = split.local_path(self.wiring.artifacts.xclbin)
+        elif self.wiring.artifacts.build:
+            path = build_file(self.wiring, XCLBIN_FILE)
+        else:
             raise BackendError(f"segment {self.wiring.segment}: mode xrt needs a bitstream "
-                               "(spec.model.artifacts.bitstreams) but the wiring has none")
-        path = split.local_path(self.wiring.artifacts.xclbin)
+                               "(spec.model.artifacts.bitstreams or a card build) but the wiring has none")
         device = pyxrt.device(self.device_index)
         uuid = device.load_xclbin(pyxrt.xclbin(path))
         self.device, self.uuid = device, uuid

@@ -1,0 +1,97 @@
+"""Card builds of a plan (pure): the BuildRecord of every card, the unit a builder makes one artifact for.
+
+A card runs one build: the segments of the instances it hosts (layer ranges, SLRs, floorplan), their folding,
+its card type and the lowest clock of those instances, identified by `BuildRecord.content_digest`. Which
+instances they are is not part of it, so every card doing the same work shares one build (docs/builds.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TypeVar
+
+from elasticdf_contract.builds import RECORD_FILE, REPORT_FILE, BuildRecord, BuildReport
+from pydantic import BaseModel, ValidationError
+
+from .errors import InputError
+from .plan import Instance, Plan
+from .zoo import ZOO_SCHEME
+
+ZOO_IDENTITY, ONNX_IDENTITY = "zoo:", "onnx:"
+_Doc = TypeVar("_Doc", bound=BaseModel)
+
+
+def model_identity(name: str | None = None, onnx: str | None = None) -> str:
+    """What a build's digest says about the model: `zoo:NAME` or `onnx:URI` (the artifact's URI as given)."""
+    return f"{ZOO_IDENTITY}{name}" if name else f"{ONNX_IDENTITY}{onnx}"
+
+
+def reference_identity(reference: str) -> str:
+    """The identity of a CLI model reference: a zoo name (or zoo:// URI), or a path / URI of an ONNX file."""
+    if reference.lower().endswith(".onnx"):
+        return model_identity(onnx=reference)
+    return model_identity(name=reference.removeprefix(ZOO_SCHEME))
+
+
+def identity_reference(identity: str) -> str:
+    """The model reference (zoo:// URI, or the ONNX URI) an identity names: where a builder gets the model."""
+    if identity.startswith(ZOO_IDENTITY):
+        return ZOO_SCHEME + identity.removeprefix(ZOO_IDENTITY)
+    return identity.removeprefix(ONNX_IDENTITY)
+
+
+def card_records(model: str, instances: list[Instance]) -> dict[tuple[str, int], BuildRecord]:
+    """(node, card) -> the BuildRecord of every card the instances use, in order of first use."""
+    hosted: dict[tuple[str, int], list] = {}
+    for inst in instances:
+        for seg in inst.segments:
+            hosted.setdefault((seg.node, seg.card), []).append((inst, seg))
+    return {card: _record(model, segs) for card, segs in hosted.items()}
+
+
+def _record(model: str, hosted: list) -> BuildRecord:
+    # sorted by content so the digest does not depend on which instance came first
+    segments = sorted(({"layers": s.layer_range, "slrs": s.slrs, "floorplan": s.slr_layers} for _, s in hosted),
+                      key=lambda d: json.dumps(d, sort_keys=True))
+    folding = {name: cfg for _, s in hosted for name, cfg in sorted(s.folding.items())}
+    card_type = hosted[0][1].card_type
+    fclk = min(inst.fclk_mhz for inst, _ in hosted)
+    digest = BuildRecord.content_digest(model, card_type, fclk, segments, folding)
+    return BuildRecord(digest=digest, model=model, card_type=card_type, fclk_mhz=fclk, segments=segments,
+                       folding=folding)
+
+
+def plan_builds(model: str, plan: Plan) -> list[BuildRecord]:
+    """The distinct builds of a plan (one per digest), in order of first use."""
+    return list({r.digest: r for r in card_records(model, plan.instances).values()}.values())
+
+
+def report_clocks(directory: str | Path) -> dict[str, tuple[float, str]]:
+    """Card type -> (clock MHz, its source) from the build reports under `directory` (every report.json beside
+    its build.json, as a builder writes them): per card type the lowest reported clock, which every build of
+    that type reached."""
+    found: dict[str, tuple[float, str]] = {}
+    for path in sorted(Path(directory).rglob(REPORT_FILE)):
+        report = read_document(BuildReport, path)
+        record = read_document(BuildRecord, path.with_name(RECORD_FILE))
+        if record.digest != report.digest:
+            raise InputError(str(path), f"reports build {report.digest} but {RECORD_FILE} beside it is build "
+                             f"{record.digest}")
+        source = f"{report.clock_source} (build report {report.mode}, {report.digest[:19]})"
+        if record.card_type not in found or report.clock_mhz < found[record.card_type][0]:
+            found[record.card_type] = (report.clock_mhz, source)
+    if not found:
+        raise InputError(str(directory), f"no {REPORT_FILE} with a {RECORD_FILE} beside it found below it")
+    return found
+
+
+def read_document(model: type[_Doc], path: Path) -> _Doc:
+    """A JSON file as a contract model; missing or invalid: an InputError naming the file and field."""
+    try:
+        return model.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        raise InputError(str(path), "file not found") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise InputError(f"{path}: {'.'.join(map(str, first['loc']))}", first["msg"]) from None
