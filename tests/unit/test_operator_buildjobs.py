@@ -12,7 +12,14 @@ from elasticdf_contract.builds import BUILD_REPOSITORY, RECORD_ENV, BuildRecord,
 from elasticdf_contract.names import LABEL_BUILD, build_job_name
 from elasticdf_operator import builders
 from elasticdf_operator.api import ElasticInferenceSpec
-from elasticdf_operator.buildjobs import BuildIndex, BuildSettings, BuildsSeen, build_state, lookup_policy
+from elasticdf_operator.buildjobs import (
+    BuildIndex,
+    BuildSettings,
+    BuildsSeen,
+    build_state,
+    failed_step,
+    lookup_policy,
+)
 from elasticdf_operator.decide import Create, CreateBuildJob, Decision, Settings, UpdateWiring, decide
 from elasticdf_operator.state import Observed
 from elasticdf_operator.status import build_status
@@ -54,8 +61,8 @@ def as_observed(job: dict, conditions=(), start="2026-01-01T00:00:00Z") -> dict:
 def pod_of(job: dict, steps: list[tuple[str, bool, int | None]]) -> dict:
     return {"metadata": {"name": job["metadata"]["name"] + "-x", "creationTimestamp": "2026-01-01T00:00:01Z",
                          "labels": {**job["metadata"]["labels"], "job-name": job["metadata"]["name"]}},
-            "status": {"phase": "Running", "steps": [{"name": n, "running": r, "exitCode": c, "reason": None}
-                                                     for n, r, c in steps]}}
+            "status": {"phase": "Running", "steps": [{"name": n, "running": r, "exitCode": c, "reason": None,
+                                                      "message": None} for n, r, c in steps]}}
 
 
 def decide_with(snap: Observed, owner=OWNER, s=None) -> Decision:
@@ -159,6 +166,15 @@ def test_build_in_registry_goes_into_the_wiring_before_the_card_pods():
 def test_without_a_registry_emulation_runs_at_once_as_before():
     snap, _ = run(Observed([node("a", ["u280", "u280"])], [], []), spec())
     assert snap.pods and not snap.builds.jobs
+
+
+def test_failed_step_says_how_a_step_without_log_ended():
+    job = {"metadata": {"name": "j", "labels": {}}}
+    pod = pod_of(job, [("bundle", False, 128), ("build", False, None), ("push", False, None)])
+    pod["status"]["steps"][0] |= {"reason": "StartError", "message": 'exec: "elasticdf": not found'}
+    assert failed_step("j", [pod]) == ("j-x", "bundle", 'exit code 128 (StartError: exec: "elasticdf": not found)')
+    running = pod_of(job, [("bundle", False, 0), ("build", True, None), ("push", False, None)])
+    assert failed_step("j", [running]) == ("j-x", "build", "")  # stopped by the deadline while building
 
 
 def test_job_spec_emulation_and_xrt():

@@ -128,10 +128,10 @@ class BuildIndex:
             name = job["metadata"]["name"]
             if job_outcome(job) != "Failed" or name in self.logs:
                 continue
-            pod, step = failed_step(name, pods)
-            text = kube.pod_log_tail(namespace, pod, step, LOG_TAIL_LINES) if pod else ""
+            pod, step, how = failed_step(name, pods)
+            text = kube.pod_log_tail(namespace, pod, step, LOG_TAIL_LINES).strip() if pod else ""
             with self.lock:
-                self.logs[name] = f"step {step}: {text.strip()}" if step else text.strip()
+                self.logs[name] = f"step {step}, {how}: {text}" if step else text
         with self.lock:
             return {j["metadata"]["name"]: self.logs[j["metadata"]["name"]] for j in jobs
                     if j["metadata"]["name"] in self.logs}
@@ -153,7 +153,8 @@ def _states(statuses: list[dict] | None) -> list[dict]:
         state = s.get("state") or {}
         term = state.get("terminated")
         out.append({"name": s.get("name"), "running": "running" in state,
-                    "exitCode": term.get("exitCode") if term else None, "reason": (term or {}).get("reason")})
+                    "exitCode": term.get("exitCode") if term else None, "reason": (term or {}).get("reason"),
+                    "message": (term or {}).get("message")})
     return out
 
 
@@ -183,17 +184,23 @@ def _job_pods(job_name: str, pods: list[dict]) -> list[dict]:
                   key=lambda p: p["metadata"].get("creationTimestamp") or "")
 
 
-def failed_step(job_name: str, pods: list[dict]) -> tuple[str | None, str | None]:
-    """(pod, step) of the latest pod of a failed Job: the step that exited non-zero, else the one running when
-    the Job was stopped (deadline)."""
+def failed_step(job_name: str, pods: list[dict]) -> tuple[str | None, str | None, str]:
+    """(pod, step, how it ended) of the latest pod of a failed Job: the step that exited non-zero, else the one
+    running when the Job was stopped (deadline). "How" is the container runtime's word (e.g. StartError: the
+    image has no such command), for a step that wrote no log."""
     mine = _job_pods(job_name, pods)
     if not mine:
-        return None, None
+        return None, None, ""
     pod = mine[-1]
     steps = pod["status"]["steps"]
     bad = next((s for s in steps if s["exitCode"] not in (None, 0)), None)
     step = bad or next((s for s in steps if s["running"] or s["exitCode"] is None), None)
-    return pod["metadata"]["name"], step["name"] if step else None
+    if step is None:
+        return pod["metadata"]["name"], None, ""
+    how = ": ".join(x for x in (step.get("reason"), step.get("message")) if x)
+    if step["exitCode"] not in (None, 0):
+        how = f"exit code {step['exitCode']}" + (f" ({how})" if how else "")
+    return pod["metadata"]["name"], step["name"], how
 
 
 def current_step(job_name: str, pods: list[dict]) -> str | None:
