@@ -149,6 +149,29 @@ def fmpadding(attrs, ins, params):
     return [np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))]
 
 
+def fmpadding_pixel(attrs, ins, params):
+    """FINN's execute_node: pixel (h, w) goes to (h·s, w·s), zeros elsewhere."""
+    (h, w), (sh, sw) = attrs["ImgDim"], attrs["Stride"]
+    x = ins[0].reshape(1, h, w, attrs["NumChannels"])
+    out = np.zeros((1, h + (h - 1) * (sh - 1), w + (w - 1) * (sw - 1), x.shape[-1]), dtype=x.dtype)
+    for y in range(h):
+        for z in range(w):
+            out[:, y * sh, z * sw] = x[:, y, z]
+    return [out]
+
+
+def upsample(attrs, ins, params):
+    """finn-hlslib UpsampleNearestNeighbour (OFMDim a multiple of IFMDim): output pixel (y, x) repeats
+    input pixel (y // s, x // s); DimMode 1 upsamples along H only."""
+    ifm, ofm, c = attrs["IFMDim"], attrs["OFMDim"], attrs["NumChannels"]
+    s = ofm // ifm
+    if attrs.get("DimMode", 0) == 1:
+        x = ins[0].reshape(1, ifm, 1, c)
+        return [np.stack([x[:, y // s] for y in range(ofm)], axis=1)]
+    x = ins[0].reshape(1, ifm, ifm, c)
+    return [np.array([[[x[0, y // s, z // s] for z in range(ofm)] for y in range(ofm)]])]
+
+
 def downsampler(attrs, ins, params):
     s, ifm = attrs["Stride"], attrs["ImgDim"]
     return [ins[0].reshape(1, ifm, ifm, attrs["NumChannels"])[:, ::s, ::s]]
@@ -163,7 +186,8 @@ def labelselect(attrs, ins, params):
 REFERENCE = {
     "MVAU": mvau, "ConvDoublePacked": conv_double_packed, "VVAU": vvau, "ConvolutionInputGenerator": swg,
     "Thresholding": thresholding, "ChannelwiseOp": channelwise, "Pool": pool, "StreamingMaxPool": maxpool,
-    "FMPadding": fmpadding, "DownSampler": downsampler, "AddStreams": lambda a, ins, p: [ins[0] + ins[1]],
+    "FMPadding": fmpadding, "FMPadding_Pixel": fmpadding_pixel, "UpsampleNearestNeighbour": upsample,
+    "DownSampler": downsampler, "AddStreams": lambda a, ins, p: [ins[0] + ins[1]],
     "DuplicateStreams": lambda a, ins, p: [ins[0]] * a["NumOutputStreams"], "LabelSelect": labelselect,
     "StreamingFIFO": lambda a, ins, p: [ins[0]], "StreamingDataWidthConverter": lambda a, ins, p: [ins[0]],
 }

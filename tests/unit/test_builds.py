@@ -14,13 +14,21 @@ import pytest
 from elasticdf_contract.builds import RECORD_ENV, BuildRecord, BuildReport, build_tag, segment_file
 from elasticdf_operator.groups import card_builds, plan_groups
 from elasticdf_partitioner import bundle
-from elasticdf_partitioner.builds import card_records, plan_builds, reference_identity, report_clocks
+from elasticdf_partitioner.builds import (
+    card_records,
+    identity_reference,
+    plan_builds,
+    reference_identity,
+    report_clocks,
+)
 from elasticdf_partitioner.catalog import load_catalog
 from elasticdf_partitioner.cli import main
 from elasticdf_partitioner.cluster import load_cluster
 from elasticdf_partitioner.emulation_build import run_emulation_build
 from elasticdf_partitioner.errors import InputError
+from elasticdf_partitioner.finn_io import export_finn
 from elasticdf_partitioner.modelio import runnable_model
+from elasticdf_partitioner.segment_cut import PACKED_INPUT
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.zoo import load_model
 
@@ -73,6 +81,15 @@ def test_records_are_the_operators_and_follow_the_documented_digest():
         for card, build in card_builds(model, group).items():
             assert build == records[card].model_dump(by_alias=True)
             assert build["digest"] == documented_digest(build, model)
+
+
+@pytest.mark.parametrize("reference,identity", [
+    ("resnet50", "zoo:resnet50"), ("zoo://resnet50", "zoo:resnet50"), ("m/cnv.onnx", "onnx:m/cnv.onnx"),
+    ("oci://reg:5000/models/cnv@sha256:" + "a" * 64, "onnx:oci://reg:5000/models/cnv@sha256:" + "a" * 64),
+    ("https://example.org/cnv", "onnx:https://example.org/cnv")])
+def test_model_identities_round_trip_to_the_reference_a_builder_fetches(reference, identity):
+    assert reference_identity(reference) == identity
+    assert reference_identity(identity_reference(identity)) == identity
 
 
 def test_cards_doing_the_same_work_share_one_build():
@@ -190,6 +207,17 @@ def test_emulation_build_segments_chain_to_the_unsplit_model_bit_exactly(tmp_pat
     expected = np.concatenate([chained([tmp_path / "whole.onnx"], frame[None]) for frame in frames])  # batch 1
     got = chained([tmp_path / "out" / f for f in report.files], frames)
     np.testing.assert_array_equal(got, expected)
+    inputs = [onnx.load(str(tmp_path / "out" / f)).graph.input[0].name for f in report.files]
+    assert (PACKED_INPUT in inputs) == (name == "resnet50")  # cuts inside residual blocks carry packed tensors
+
+
+def test_emulation_build_refuses_another_model_than_the_bundled_one(tmp_path):
+    layers = len(load_model("cnv").layers)
+    bundle.write_bundle(hand_record("zoo:cnv", "u250", [(0, layers - 1)]), "cnv", tmp_path / "bundle")
+    other = tmp_path / "other.onnx"
+    onnx.save(export_finn(load_model("mobilenetv1")), str(other))
+    with pytest.raises(InputError, match="not the bundled model"):
+        run_emulation_build(tmp_path / "bundle", tmp_path / "out", str(other))
 
 
 def test_cli_plan_build_out_then_build_run_then_plan_from_reports(tmp_path, capsys, monkeypatch):
@@ -236,3 +264,34 @@ def test_build_user_errors_exit_2(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+def test_user_model_by_uri_is_fetched_and_checked_as_a_builder_job_does(tmp_path, monkeypatch, capsys):
+    """A record of an ONNX artifact (identity onnx:URI): bundle and build fetch the model with the card pods'
+    fetch policy (here file:// below the configured root) and refuse a wrong digest."""
+    models = tmp_path / "models"
+    models.mkdir()
+    onnx.save(export_finn(load_model("cnv"), seed=3), str(models / "cnv.onnx"))
+    monkeypatch.setenv("ELASTICDF_MODEL_FILE_ROOT", str(models))
+    monkeypatch.setenv("ELASTICDF_MODEL_CACHE", str(tmp_path / "cache"))
+    uri = f"file://{models}/cnv.onnx"
+    assert main(["plan", "--model", uri, "--cluster", str(CLUSTERS / "1xU250.yaml"),
+                 "--build-out", str(tmp_path / "bundles")]) == 0
+    (record_path,) = (tmp_path / "bundles").glob("*/build.json")
+    assert BuildRecord.model_validate_json(record_path.read_text()).model == f"onnx:{uri}"
+    digest = "sha256:" + hashlib.sha256((models / "cnv.onnx").read_bytes()).hexdigest()
+    capsys.readouterr()
+    assert main(["build", "bundle", "--record", str(record_path), "--sha256", "sha256:" + "0" * 64,
+                 "-o", str(tmp_path / "bad")]) == 2
+    assert "digest mismatch" in capsys.readouterr().err
+    assert main(["build", "bundle", "--record", str(record_path), "--sha256", digest,
+                 "-o", str(tmp_path / "bundle")]) == 0
+    index = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert (index["model"], index["sha256"]) == (uri, digest)
+    assert main(["build", "run", str(tmp_path / "bundle"), "-o", str(tmp_path / "out")]) == 0
+    (segment,) = (tmp_path / "out").glob("segment-*.onnx")
+    whole, runnable = tmp_path / "whole.onnx", runnable_model(str(models / "cnv.onnx"))
+    onnx.save(runnable, str(whole))
+    shape = [d.dim_value for d in runnable.graph.input[0].type.tensor_type.shape.dim]
+    frames = np.random.default_rng(0).integers(0, 256, shape).astype(np.float32)
+    np.testing.assert_array_equal(chained([segment], frames), chained([whole], frames))

@@ -45,3 +45,17 @@ def test_brevitas_qonnx_export_plans_and_answers_like_the_unsplit_model(capsys):
                         "--instances", "2")
     assert code == 0, out
     assert out.count("identical") == 2
+
+
+def test_qonnx_espcn_split_over_two_cards_at_its_upsampler_answers_like_the_unsplit_model(capsys, tmp_path):
+    """qonnx's ESPCN (nearest-neighbour resize) on two U50s with a LUT limit so tight that no card holds it: the
+    plan cuts it between the cards right before UpsampleNearestNeighbour."""
+    import qonnx
+
+    model = Path(qonnx.__file__).parent / "data" / "onnx" / "bsd300x3-espcn" / "nn_resize" / "quant_model.onnx"
+    cluster = tmp_path / "2xU50.yaml"
+    cluster.write_text("nodes:\n  - {name: alveo-0, cards: [u50]}\n  - {name: alveo-1, cards: [u50]}\n")
+    code, out = emulate(capsys, "--model", str(model), "--cluster", str(cluster), "--limits", '{"lut": 0.04}',
+                        "--frames", "2")
+    assert code == 0, out
+    assert "alveo-0/0, alveo-1/0" in out and out.count("identical") == 1

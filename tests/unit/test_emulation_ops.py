@@ -257,6 +257,37 @@ def test_padding_and_downsampler_match_reference(ifm, pad, stride, seed):
     assert_equal_to_reference(model, x)
 
 
+@SETTINGS
+@given(st.integers(1, 6), st.integers(2, 4), st.sampled_from([0, 1]), st.sampled_from(["UINT2", "INT3", "UINT8"]),
+       st.integers(1, 5), st.integers(0, 2 ** 16))
+def test_upsample_nearest_neighbour_matches_reference(ifm, scale, dim_mode, idt, channels, seed):
+    rng = np.random.default_rng(seed)
+    shape = (1, ifm, ifm if dim_mode == 0 else 1, channels)
+    x = values(rng, idt, shape)
+    model = finn_model([node("UpsampleNearestNeighbour_hls", ["x"], ["y"], "up", OFMDim=ifm * scale, IFMDim=ifm,
+                             NumChannels=channels, inputDataType=idt, numInputVectors=1, DimMode=dim_mode)],
+                       {}, shape)
+    assert_equal_to_reference(model, x)
+
+
+def test_upsample_by_a_non_integer_factor_names_the_node():
+    model = finn_model([node("UpsampleNearestNeighbour_hls", ["x"], ["y"], "up", OFMDim=5, IFMDim=3, NumChannels=1,
+                             inputDataType="UINT2")], {}, (1, 3, 3, 1))
+    with pytest.raises(InputError, match=r"node up \(UpsampleNearestNeighbour_hls\).OFMDim.*multiple"):
+        lower_model(model)
+
+
+@SETTINGS
+@given(st.integers(1, 6), st.integers(1, 4), st.sampled_from(["UINT4", "INT3"]), st.integers(1, 4),
+       st.integers(0, 2 ** 16))
+def test_pixel_padding_matches_reference(ifm, stride, idt, channels, seed):
+    rng = np.random.default_rng(seed)
+    x = values(rng, idt, (1, ifm, ifm, channels))
+    model = finn_model([node("FMPadding_Pixel_hls", ["x"], ["y"], "pix", ImgDim=[ifm, ifm], Stride=[stride, stride],
+                             NumChannels=channels, SIMD=1, inputDataType=idt, numInputVectors=1)], {}, x.shape)
+    assert_equal_to_reference(model, x)
+
+
 # --- streams, channelwise, label select, FIFOs and width converters -----------------------------------------
 
 

@@ -102,6 +102,28 @@ def test_import_small_net(names, tmp_path):
     assert model.max_cycles() == max(layer.current().cycles for layer in model.layers)
 
 
+POOL_SPELLINGS = {  # FINN v0.6 Pool_Batch: ints as scalars, OutImgDim; today's Pool_hls: lists, OutImgDims
+    "finn-v0.6": ("Pool_Batch", "", dict(KernelSize=3, OutImgDim=4)),
+    "finn-today": ("Pool_hls", ".hls", dict(KernelSize=[3, 3], OutImgDims=[4, 4])),
+}
+
+
+@pytest.mark.parametrize("spelling", sorted(POOL_SPELLINGS))
+def test_pool_reads_finn_attribute_spellings_of_then_and_now(spelling):
+    op_type, sub, attrs = POOL_SPELLINGS[spelling]
+    swg = helper.make_node("ConvolutionInputGenerator", ["in0"], ["w"], name="SWG_0",
+                           domain="finn.custom_op.fpgadataflow", IFMDim=[6, 6], OFMDim=[4, 4], ConvKernelDim=[3, 3],
+                           IFMChannels=8, SIMD=2, Stride=[1, 1], depthwise=1, inputDataType="UINT4")
+    pool = helper.make_node(op_type, ["w"], ["out0"], name="Pool_0", domain="finn.custom_op.fpgadataflow" + sub,
+                            Channels=8, PE=2, Function="QuantAvgPool", InputDataType="UINT4", OutputDataType="UINT6",
+                            **attrs)
+    graph = helper.make_graph([swg, pool], "pool", [helper.make_tensor_value_info("in0", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("out0", TensorProto.FLOAT, None)])
+    layer = import_onnx(helper.make_model(graph)).layers[1]
+    assert (layer.op, layer.kernel, layer.ofm, layer.ibits, layer.obits) == ("Pool", 3, 4, 4, 6)
+    assert layer.current().cycles == 8 * 9 // 2 * 4 * 4
+
+
 def test_load_model_accepts_onnx_path(tmp_path):
     path = tmp_path / "net.onnx"
     onnx.save(small_net(V06), str(path))

@@ -9,11 +9,13 @@ from elasticdf_partitioner.ops import (
     DownSampler,
     DuplicateStreams,
     FMPadding,
+    FMPaddingPixel,
     LabelSelect,
     Pool,
     StreamingDataWidthConverter,
     StreamingFIFO,
     Thresholding,
+    UpsampleNearestNeighbour,
     canonical_op,
     op_class,
 )
@@ -94,7 +96,25 @@ def test_small_ops():
     assert [f["PE"] for f in top.foldings()][:4] == [1, 2, 4, 5]
 
 
+def test_upsampling_ops():
+    up = UpsampleNearestNeighbour("u", channels=32, ifm=128, scale=2, ibits=8)
+    # FINN get_exp_cycles: OFMDim² per frame; no folding
+    assert up.ofm == 256 and up.foldings() == [{}] and up.cycles({}) == 256 * 256
+    # row buffer of 128 pixels × 256 bits: RAMB18 rule, depth <= 512 and width > 18: ceil(128/512)·ceil(256/36)
+    r = up.resources({}, {})
+    assert (r.lut, r.bram18) == (50 + 256, 8)
+    assert up.out_width({}) == 256 and up.out_bits_per_frame == 256 * 256 * 256
+    line = UpsampleNearestNeighbour("u1", channels=4, ifm=10, scale=3, ibits=2, dim_mode=1)
+    assert line.cycles({}) == 30 and line.resources({}, {}).bram18 == 0  # 1D: one pixel held in registers
+    pix = FMPaddingPixel("p", channels=64, ifm=128, ibits=4, stride=2)
+    # FINN get_exp_cycles: (C/SIMD)·OFM², OFM = 128 + 127·1
+    assert pix.ofm == 255 and pix.cycles({"SIMD": 16}) == 4 * 255 * 255
+    assert pix.resources({"SIMD": 16}, {}).lut == 50 + 16 * 4
+
+
 def test_registry_maps_old_and_new_names():
+    assert canonical_op("UpsampleNearestNeighbour_Batch") == canonical_op("UpsampleNearestNeighbour_hls")
+    assert canonical_op("FMPadding_Pixel_hls") == "FMPadding_Pixel"
     assert canonical_op("StreamingFCLayer_Batch") == canonical_op("MVAU_rtl") == "MVAU"
     assert canonical_op("Vector_Vector_Activate_Batch") == canonical_op("VVAU_hls") == "VVAU"
     assert canonical_op("ConvDoublePacked_Batch") == "ConvDoublePacked"

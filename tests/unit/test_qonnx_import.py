@@ -8,17 +8,21 @@ semantics in test_emulation_ops.py) on onnxruntime. Outputs are compared after t
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import finn_reference
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import qonnx
+from elasticdf_partitioner.artifacts import ModelError
 from elasticdf_partitioner.cluster import load_cluster
 from elasticdf_partitioner.emulation import lower_model
 from elasticdf_partitioner.errors import InputError
-from elasticdf_partitioner.finn_io import import_onnx
+from elasticdf_partitioner.finn_io import export_finn, import_onnx
+from elasticdf_partitioner.modelio import load_model
 from elasticdf_partitioner.qonnx_import import (
     conversion_metadata,
     import_qonnx,
@@ -28,7 +32,9 @@ from elasticdf_partitioner.qonnx_import import (
 )
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.solver.pack import PackSettings
+from elasticdf_segment import split
 from onnx import TensorProto, helper, numpy_helper
+from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from qonnx.transformation.infer_shapes import InferShapes
@@ -167,11 +173,42 @@ def mobilenet_like() -> onnx.ModelProto:
     return model
 
 
+def subpixel_upscaler(mode: str) -> onnx.ModelProto:
+    """ESPCN's sub-pixel tail: a same-padded conv with b²·C outputs (one bias per channel C) and DepthToSpace,
+    ReLU, 8-bit output quantizer."""
+    b = Builder(8)
+    x = b.quant("x", 1 / 255, 8, signed=False)
+    y = b.conv(x, b.weight((6, 3, 3, 3), 4), b.rng.normal(0, 0.2, 6), pads=[1, 1, 1, 1])
+    y = b.quant(b.op("Relu", [b.bn(y, 6)]), 0.3, 4, signed=False)
+    bias = b.rng.normal(0, 0.3, 2)  # channel c's bias on each of its 4 sub-pixel channels
+    y = b.conv(y, b.weight((8, 6, 3, 3), 8, per_channel=False), np.repeat(bias, 4) if mode == "CRD" else
+               np.tile(bias, 4), pads=[1, 1, 1, 1])
+    y = b.op("DepthToSpace", [y], blocksize=2, mode=mode)
+    return b.model((1, 3, 6, 6), b.quant(b.op("Relu", [y]), 1 / 255, 8, signed=False))
+
+
+def resize_upscaler(**resize) -> onnx.ModelProto:
+    """ESPCN's nearest-neighbour variant: a quantized activation upsampled x3 by Resize, then a padded conv."""
+    b = Builder(9)
+    x = b.quant("x", 1 / 255, 8, signed=False)
+    y = b.quant(b.op("Relu", [b.conv(x, b.weight((4, 3, 3, 3), 4), pads=[1, 1, 1, 1])]), 0.2, 4, signed=False)
+    attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor") | resize
+    y = b.op("Resize", [y, b.const(np.zeros(0)), b.const([1, 1, 3, 3])], **attrs)
+    y = b.conv(y, b.weight((3, 4, 3, 3), 4), pads=[1, 1, 1, 1])
+    return b.model((1, 3, 5, 5), b.quant(b.op("Relu", [y]), 1 / 255, 8, signed=False))
+
+
 # name -> (builder, input shape, input range, declared input datatype)
 SYNTHETIC = {"convnet": (convnet, (1, 3, 16, 16), (0, 1), None),
              "pooled_classifier": (pooled_classifier, (1, 2, 18, 18), (-2, 2), None),
              "bnn_mlp": (bnn_mlp, (1, 64), (-1, 1), None),
-             "mobilenet_like": (mobilenet_like, (1, 3, 15, 15), (0, 255), "UINT8")}
+             "mobilenet_like": (mobilenet_like, (1, 3, 15, 15), (0, 255), "UINT8"),
+             "subpixel_crd": (lambda: subpixel_upscaler("CRD"), (1, 3, 6, 6), (0, 1), None),
+             "subpixel_dcr": (lambda: subpixel_upscaler("DCR"), (1, 3, 6, 6), (0, 1), None),
+             "resize_nearest": (resize_upscaler, (1, 3, 5, 5), (0, 1), None),
+             "resize_half_pixel": (lambda: resize_upscaler(coordinate_transformation_mode="half_pixel",
+                                                           nearest_mode="round_prefer_floor"), (1, 3, 5, 5), (0, 1),
+                                   None)}
 
 
 def qonnx_outputs(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -280,19 +317,153 @@ def test_synthetic_models_plan_on_a_u250(name):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# the quantized models the qonnx package ships
+
+
+# name -> (path under qonnx/data/onnx, finn_datatype to annotate the input with (FINN's build does this for an
+# input a conv reads unquantized; None: the file quantizes or annotates it), input value range)
+SHIPPED = {
+    "espcn_nn_resize": ("bsd300x3-espcn/nn_resize/quant_model.onnx", None, (0, 1)),
+    "espcn_subpixel": ("bsd300x3-espcn/subpixel/quant_model.onnx", "UINT8", (0, 255)),
+    "eltwise_chanlast": ("eltwise_chanlast_testcase.onnx", None, (0, 255)),  # the file annotates UINT8
+}
+CLUSTER_2XU280 = ROOT / "examples" / "clusters" / "2xU280.yaml"
+
+
+def shipped(name: str) -> onnx.ModelProto:
+    path, declared, _ = SHIPPED[name]
+    model = onnx.load(QONNX_DATA / path)
+    if declared:
+        wrapped = ModelWrapper(model)
+        wrapped.set_tensor_datatype(model.graph.input[0].name, DataType[declared])
+        model = wrapped.model
+    return model
+
+
+def shipped_frame(name: str, seed: int = 5) -> np.ndarray:
+    model, (lo, hi) = shipped(name), SHIPPED[name][2]
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(seed)
+    return rng.integers(lo, hi + 1, shape).astype(np.float32) if hi > 1 else rng.uniform(lo, hi, shape)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_qonnx_shipped_models_give_qonnx_results(name):
+    """QONNX computes in float32, our thresholds are exact for integers times float64 scales. Where a value lies
+    within float32 error of a rounding boundary the two round apart, and the flip spreads through later layers:
+    ESPCN nn_resize, frame seed 5: two of 1M first-layer activations (5.4999999886 and 0.4999997973 exactly,
+    6 and 1 in QONNX's float32) make 187 of 196,608 outputs differ. Everything else must be equal."""
+    model, x = shipped(name), shipped_frame(name)
+    dataflow = import_qonnx(model)
+    want, got = qonnx_outputs(model, x), finn_outputs(dataflow, x)
+    for meta in conversion_metadata(dataflow)["outputs"]:
+        diff = np.abs(got[meta["qonnx_output"]] - want[meta["qonnx_output"]])
+        assert np.mean(diff > float(np.max(meta["scale"])) / 2) <= 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+@pytest.mark.parametrize("cluster", [CLUSTER, CLUSTER_2XU280], ids=["1xU250", "2xU280"])
+def test_qonnx_shipped_models_plan(name, cluster):
+    graph = import_onnx(import_qonnx(shipped(name)), name=name)
+    plan = solve(graph, load_cluster(cluster), settings=PackSettings(max_instances=1))
+    assert plan.total_fps > 0 and len(plan.instances) == 1
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_qonnx_shipped_models_cut_anywhere_answer_like_the_unsplit_model(name):
+    """Cut after the first layer, around the upsampling layer and before the last (one pipeline run covers all
+    cuts): every output bit equals the unsplit lowered model's."""
+    dataflow = import_qonnx(shipped(name))
+    lowered = lower_model(dataflow)
+    layers = split.layer_names(lowered)
+    upsampling = [i for i, layer in enumerate(layers) if layer.startswith(("UpsampleNearest", "FMPadding_Pixel"))]
+    cuts = sorted({1, len(layers) - 1, *upsampling, *(i + 1 for i in upsampling)} - {0, len(layers)})
+    bounds = [0, *cuts, len(layers)]
+    parts = split.split(lowered, [[a, b - 1] for a, b in zip(bounds, bounds[1:])])
+    frame = input_to_integers(dataflow, shipped_frame(name)).astype(np.float32)
+    tensor = frame
+    for part in parts:
+        session = ort.InferenceSession(part.SerializeToString(), providers=["CPUExecutionProvider"])
+        tensor = session.run(None, {session.get_inputs()[0].name: tensor})[0]
+    whole = ort.InferenceSession(lowered.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert len(parts) >= 2
+    np.testing.assert_array_equal(tensor, whole.run(None, {whole.get_inputs()[0].name: frame})[0])
+
+
+UNQUANTIZED = {"residual_block_clean.onnx": "'Conv_0' (op Conv", "mnist-conv/model.onnx": "(op Reshape",
+               "matmul_update/sdp.onnx": "'/Constant' (op Constant",
+               "bsd300x3-espcn/subpixel/float_model.onnx": "'Conv_0' (op Conv"}
+
+
+@pytest.mark.parametrize("path", sorted(UNQUANTIZED))
+def test_qonnx_shipped_float_models_are_refused_as_unquantized(path):
+    with pytest.raises(ModelError, match=re.escape(UNQUANTIZED[path]) + r".*unquantized float network"):
+        load_model(QONNX_DATA / path)
+
+
+def test_qonnx_shipped_minifloat_model_names_its_float_quantizer():
+    with pytest.raises(ModelError, match=r"FloatQuant' \(op FloatQuant, domain onnx.brevitas\) is neither"):
+        load_model(QONNX_DATA / "floatquant_exec" / "qonnx_act_weight_fp8.onnx")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # clear errors
 
 
-def test_depth_to_space_in_the_qonnx_espcn_is_named():
-    model = onnx.load(QONNX_DATA / "bsd300x3-espcn" / "subpixel" / "quant_model.onnx")
-    with pytest.raises(InputError, match=r"Conv.*float model input"):
-        import_qonnx(model)
+def test_subpixel_convolution_maps_to_pixel_padding_and_a_window_of_k_times_b():
+    """FINN's transposed convolution: FMPadding_Pixel (stride b), FMPadding (k·b - 1 - pad·b), SWG of k·b."""
+    dataflow = import_qonnx(subpixel_upscaler("CRD"))
+    assert op_types(dataflow)[3:] == ["FMPadding_Pixel_hls", "FMPadding_hls", "ConvolutionInputGenerator_hls",
+                                      "MVAU_hls"]
+    attrs = {n.name: {a.name: helper.get_attribute_value(a) for a in n.attribute} for n in dataflow.graph.node}
+    assert attrs["FMPadding_Pixel_hls_0"]["Stride"] == [2, 2] and attrs["FMPadding_hls_1"]["Padding"] == [3] * 4
+    assert attrs["ConvolutionInputGenerator_hls_1"]["ConvKernelDim"] == [6, 6]
+    assert attrs["ConvolutionInputGenerator_hls_1"]["OFMDim"] == [12, 12]
+    assert (attrs["MVAU_hls_1"]["MW"], attrs["MVAU_hls_1"]["MH"]) == (6 * 6 * 6, 2)
 
 
-def test_resize_in_the_qonnx_espcn_is_named_with_what_is_supported():
-    model = onnx.load(QONNX_DATA / "bsd300x3-espcn" / "nn_resize" / "quant_model.onnx")
-    with pytest.raises(InputError, match=r"node Resize_42 \(Resize\).*not supported.*allowed: \[.*'Conv'"):
-        import_qonnx(model)
+def test_resize_maps_to_upsample_nearest_neighbour():
+    dataflow = import_qonnx(resize_upscaler())
+    up = next(n for n in dataflow.graph.node if n.op_type == "UpsampleNearestNeighbour_hls")
+    attrs = {a.name: helper.get_attribute_value(a) for a in up.attribute}
+    assert (attrs["IFMDim"], attrs["OFMDim"], attrs["NumChannels"], attrs["DimMode"]) == (5, 15, 4, 0)
+    assert attrs["inputDataType"] == b"UINT4"
+
+
+@pytest.mark.parametrize("make", [resize_upscaler, lambda: subpixel_upscaler("DCR")], ids=["resize", "subpixel"])
+def test_upsampling_layers_export_to_finn_and_import_again(make):
+    """to_finn/from_finn of UpsampleNearestNeighbour and FMPadding_Pixel keep every field and the costs; the
+    exported model (seeded weights) runs like the reference of FINN's semantics."""
+    graph = import_onnx(import_qonnx(make()), name="up")
+    exported = export_finn(graph, seed=3)
+    again = import_onnx(exported, name="up")
+    for old, new in zip(graph.layers, again.layers, strict=True):
+        assert (new.op, new.describe(), new.options()) == (old.op, old.describe(), old.options())
+    x = np.random.default_rng(1).integers(0, 256, (1, *finn_shape(exported))).astype(np.float32)
+    session = ort.InferenceSession(lower_model(exported).SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_array_equal(got, finn_reference.run(exported, x)[exported.graph.output[0].name]
+                                  .reshape(got.shape))
+
+
+def finn_shape(model: onnx.ModelProto) -> list[int]:
+    return [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
+
+
+@pytest.mark.parametrize("resize, message", [
+    (dict(mode="linear"), r"Resize.*mode.*'linear'.*allowed: \['nearest'\]"),
+    (dict(coordinate_transformation_mode="half_pixel", nearest_mode="floor"), r"do not copy pixel"),
+])
+def test_resize_that_is_not_a_pixel_repeat_is_named(resize, message):
+    with pytest.raises(InputError, match=message):
+        import_qonnx(resize_upscaler(**resize))
+
+
+def test_depth_to_space_without_its_conv_is_named():
+    b = Builder(10)
+    y = b.op("DepthToSpace", [b.quant("x", 0.1, 4, signed=False)], blocksize=2, mode="CRD")
+    with pytest.raises(InputError, match=r"DepthToSpace.*only right after a Conv"):
+        import_qonnx(b.model((1, 4, 3, 3), y))
 
 
 def test_mobilenet_like_maps_to_finn_layers():

@@ -22,7 +22,8 @@ dance, and it must share the size limit, timeouts, deadline, retries and digest 
 oras-py pulls through `requests` without a size limit or per-request timeouts and writes whole layers to a
 directory, so wrapping it would mean re-checking everything after the fact (and a stalled registry could hang
 it). urllib3 (already in every image through the kubernetes client) gives pooled connections, timeouts and
-streaming; the policy on top is this module.
+streaming; the policy on top is this module. Card build artifacts (oci_builds) push and pull through the same
+Registry client, retries and verified writes.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 from urllib.parse import unquote, urlencode, urlsplit
 
 import urllib3
@@ -226,7 +227,7 @@ def retrying(what: str, policy: FetchPolicy, attempt: Callable[[], T], field: st
 
 
 def _request(method: str, url: str, policy: FetchPolicy, headers: dict[str, str] | None = None,
-             body: bytes | BinaryIO | None = None) -> urllib3.BaseHTTPResponse:
+             body: bytes | None = None) -> urllib3.BaseHTTPResponse:
     """One request with a streamed response body; connection failures and 5xx/429 become Transient."""
     try:
         response = _pool(policy).request(method, url, headers=headers or {}, body=body, preload_content=False)
@@ -336,8 +337,8 @@ class Registry:
         return self.request("GET", url, {"Accept": accept} if accept else {})
 
     def request(self, method: str, url: str, headers: dict[str, str] | None = None,
-                body: Callable[[], bytes | BinaryIO | None] = lambda: None) -> urllib3.BaseHTTPResponse:
-        """`method url`, authorized; `body()` is called per send (a file must be reopened for the second)."""
+                body: Callable[[], bytes | None] = lambda: None) -> urllib3.BaseHTTPResponse:
+        """`method url`, authorized (answering a 401 challenge once); `body()` gives the body of each send."""
         headers = headers or {}
         response = _request(method, url, self.policy, {**headers, **self._auth()}, body())
         challenge = response.headers.get("WWW-Authenticate", "")

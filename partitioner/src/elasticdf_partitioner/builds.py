@@ -28,10 +28,11 @@ def model_identity(name: str | None = None, onnx: str | None = None) -> str:
 
 
 def reference_identity(reference: str) -> str:
-    """The identity of a CLI model reference: a zoo name (or zoo:// URI), or a path / URI of an ONNX file."""
-    if reference.lower().endswith(".onnx"):
-        return model_identity(onnx=reference)
-    return model_identity(name=reference.removeprefix(ZOO_SCHEME))
+    """The identity of a model reference: a zoo name or zoo:// URI, else an ONNX file's path or URI (https://,
+    oci://REG/REPO@sha256:..., file://, pvc://)."""
+    if reference.startswith(ZOO_SCHEME) or ("://" not in reference and not reference.lower().endswith(".onnx")):
+        return model_identity(name=reference.removeprefix(ZOO_SCHEME))
+    return model_identity(onnx=reference)
 
 
 def identity_reference(identity: str) -> str:
@@ -69,20 +70,28 @@ def plan_builds(model: str, plan: Plan) -> list[BuildRecord]:
 
 def report_clocks(directory: str | Path) -> dict[str, tuple[float, str]]:
     """Card type -> (clock MHz, its source) from the build reports under `directory` (every report.json beside
-    its build.json, as a builder writes them): per card type the lowest reported clock, which every build of
-    that type reached."""
-    found: dict[str, tuple[float, str]] = {}
+    its build.json, as a builder writes an artifact)."""
+    pairs = []
     for path in sorted(Path(directory).rglob(REPORT_FILE)):
         report = read_document(BuildReport, path)
         record = read_document(BuildRecord, path.with_name(RECORD_FILE))
         if record.digest != report.digest:
             raise InputError(str(path), f"reports build {report.digest} but {RECORD_FILE} beside it is build "
                              f"{record.digest}")
+        pairs.append((record, report))
+    if not pairs:
+        raise InputError(str(directory), f"no {REPORT_FILE} with a {RECORD_FILE} beside it found below it")
+    return lowest_clocks(pairs)
+
+
+def lowest_clocks(reports: list[tuple[BuildRecord, BuildReport]]) -> dict[str, tuple[float, str]]:
+    """Card type -> (clock MHz, its source): per card type the lowest clock its builds report, which every build
+    of that type reached (input of catalog.with_clocks)."""
+    found: dict[str, tuple[float, str]] = {}
+    for record, report in reports:
         source = f"{report.clock_source} (build report {report.mode}, {report.digest[:19]})"
         if record.card_type not in found or report.clock_mhz < found[record.card_type][0]:
             found[record.card_type] = (report.clock_mhz, source)
-    if not found:
-        raise InputError(str(directory), f"no {REPORT_FILE} with a {RECORD_FILE} beside it found below it")
     return found
 
 
@@ -95,3 +104,12 @@ def read_document(model: type[_Doc], path: Path) -> _Doc:
     except ValidationError as err:
         first = err.errors()[0]
         raise InputError(f"{path}: {'.'.join(map(str, first['loc']))}", first["msg"]) from None
+
+
+def hosted_ranges(record: BuildRecord) -> str:
+    """The layer ranges a build hosts, for people: "0-18 x24" for 24 replicas of one range."""
+    counts: dict[str, int] = {}
+    for seg in record.segments:
+        key = f"{seg.layers[0]}-{seg.layers[1]}"
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(key if n == 1 else f"{key} x{n}" for key, n in counts.items())

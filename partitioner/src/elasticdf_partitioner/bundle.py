@@ -2,7 +2,7 @@
 
 Files (docs/builds.md; FINN field names follow FINN v0.10.1, src/finn/builder/build_dataflow_config.py):
 - `build.json`                    the BuildRecord;
-- `bundle.json`                   the index: model reference, card, and per hosted segment its files and sockets;
+- `bundle.json`                   the index: model reference, card, and per hosted segment its files;
 - `dataflow-<first>-<last>.onnx`  FINN dataflow ONNX of each distinct hosted layer range, folding set as node
                                   attributes (PE, SIMD, ram_style, ...);
 - `folding_config.json`           FINN folding config of all hosted layers ({"Defaults": {}, node: {attr: v}});
@@ -23,6 +23,7 @@ from elasticdf_contract.builds import RECORD_FILE, BuildRecord
 from .builds import ZOO_IDENTITY, read_document, reference_identity
 from .catalog import CardType, Catalog, load_catalog
 from .errors import InputError
+from .export import floorplan_nodes
 
 if TYPE_CHECKING:
     import onnx
@@ -59,11 +60,7 @@ def layer_ranges(record: BuildRecord) -> list[tuple[int, int]]:
 def floorplan(record: BuildRecord, segment: int, names: list[str]) -> dict:
     """FINN floorplan (Floorplan / ApplyConfig format) of hosted segment `segment`: each SLR part of it is a
     partition; nodes not listed (FIFOs, width converters FINN inserts) follow FINN's defaults."""
-    config: dict = {"Defaults": {"slr": [-1, ["all"]]}}
-    for partition_id, (slr, (first, last)) in enumerate(record.segments[segment].floorplan.items()):
-        for name in names[first:last + 1]:
-            config[name] = {"slr": int(slr), "partition_id": partition_id}
-    return config
+    return {"Defaults": {"slr": [-1, ["all"]]}, **floorplan_nodes(record.segments[segment].floorplan, names)}
 
 
 def dataflow_build_config(record: BuildRecord, segment: int, card: CardType) -> dict:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from elasticdf_contract.builds import RECORD_FILE, REPORT_FILE, BuildRecord, BuildReport, segment_file
 
-from .bundle import layer_ranges, read_bundle
+from .bundle import dataflow_file, layer_ranges, read_bundle
+from .errors import InputError
 from .graph import ModelGraph
 
 # the cost model's resource kinds under the names FINN's estimate reports use
@@ -42,12 +43,13 @@ def run_emulation_build(bundle_dir: str | Path, out_dir: str | Path, model: str 
     import onnx
 
     from .modelio import fetched_reference, model_graph, runnable_model
-    from .segment_cut import cut
+    from .segment_cut import cut, layer_names
 
     started = time.monotonic()
     record, index = read_bundle(bundle_dir)
     reference = fetched_reference(model or index["model"], None if model else index.get("sha256"))
     runnable = runnable_model(reference)
+    _check_same_layers(layer_names(runnable), record, Path(bundle_dir))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -62,3 +64,15 @@ def run_emulation_build(bundle_dir: str | Path, out_dir: str | Path, model: str 
     (out / RECORD_FILE).write_text(json.dumps(record.model_dump(by_alias=True), indent=2) + "\n")
     (out / REPORT_FILE).write_text(json.dumps(report.model_dump(by_alias=True), indent=2) + "\n")
     return report
+
+
+def _check_same_layers(names: list[str], record: BuildRecord, bundle: Path) -> None:
+    """The model built is the one bundled: each hosted range holds the same FINN nodes in both."""
+    import onnx
+
+    for first, last in layer_ranges(record):
+        bundled = [n.name for n in onnx.load(str(bundle / dataflow_file(first, last))).graph.node]
+        if names[first:last + 1] != bundled:
+            raise InputError(f"{bundle / dataflow_file(first, last)}", f"layers {first}..{last} of the model are "
+                             f"{names[first:last + 1][:3]}..., the bundle's are {bundled[:3]}...: not the bundled "
+                             "model")

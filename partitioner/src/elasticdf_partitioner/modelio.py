@@ -59,15 +59,27 @@ def load_model(path: str | Path, name: str | None = None) -> ModelGraph:
     try:
         dataflow = _as_dataflow(model)
         if dataflow is None:
-            first = model.graph.node[0]
-            raise ModelError(MODEL_INVALID, ONNX_FIELD, f"node {first.name or first.output[0]!r} (op "
-                             f"{first.op_type}, domain {first.domain or 'ai.onnx'}) is neither a FINN dataflow nor "
-                             "a QONNX node", SUPPORTED)
+            raise _unsupported_format(model)
         return import_onnx(dataflow, name)
     except ModelError:
         raise
     except InputError as err:
         raise ModelError(MODEL_INVALID, ONNX_FIELD, str(err)) from None
+
+
+def _unsupported_format(model: onnx.ModelProto) -> ModelError:
+    """Why a model is neither FINN dataflow nor QONNX: the first node of a foreign domain (e.g. Brevitas'
+    FloatQuant), else the model is plain float ONNX that no quantizer turns into integers."""
+    foreign = next((n for n in model.graph.node if n.domain not in ("", "ai.onnx")), None)
+    if foreign is not None:
+        return ModelError(MODEL_INVALID, ONNX_FIELD, f"node {foreign.name or foreign.output[0]!r} (op "
+                          f"{foreign.op_type}, domain {foreign.domain}) is neither a FINN dataflow nor a QONNX node",
+                          SUPPORTED)
+    first = model.graph.node[0]
+    return ModelError(MODEL_INVALID, ONNX_FIELD, f"node {first.name or first.output[0]!r} (op {first.op_type}, "
+                      "domain ai.onnx) is neither a FINN dataflow nor a QONNX node, and no node of the model quantizes "
+                      "it: an unquantized float network, which FINN cannot map to integer hardware (export it with "
+                      "Brevitas quantizers as QONNX)", SUPPORTED)
 
 
 def model_graph(reference: str) -> ModelGraph:

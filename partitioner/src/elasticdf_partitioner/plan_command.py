@@ -101,8 +101,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             files += write_segment_onnx(plan, args.model, args.finn_out)
         console.print(f"wrote {len(files)} FINN files to {args.finn_out}")
     if args.build_out:
-        count = write_build_bundles(plan, args.model, args.build_out, args.catalog)
-        console.print(f"wrote {count} build bundle(s) to {args.build_out}")
+        console.print(builds_table(write_build_bundles(plan, args.model, args.build_out, args.catalog)))
     if args.picture:
         from .picture import draw
 
@@ -111,18 +110,36 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def write_build_bundles(plan: Plan, model: str, out_dir: str, catalog: str | None) -> int:
-    """DIR/<build tag>/: the bundle of every distinct card build of the plan; how many."""
+def write_build_bundles(plan: Plan, model: str, out_dir: str, catalog: str | None) -> dict[Path, list]:
+    """DIR/<build tag>/: the bundle of every distinct card build of the plan; bundle directory -> the cards
+    ((node, card), record) that run it."""
     from elasticdf_contract.builds import build_tag
 
-    from .builds import plan_builds, reference_identity
+    from .builds import card_records, reference_identity
     from .bundle import model_dataflow, write_bundle
 
-    records = plan_builds(reference_identity(model), plan)
     cards, dataflow = load_catalog(catalog), model_dataflow(model)
-    for record in records:
-        write_bundle(record, model, Path(out_dir) / build_tag(record.digest), catalog=cards, dataflow=dataflow)
-    return len(records)
+    written: dict[Path, list] = {}
+    for card, record in card_records(reference_identity(model), plan.instances).items():
+        directory = Path(out_dir) / build_tag(record.digest)
+        if directory not in written:
+            write_bundle(record, model, directory, catalog=cards, dataflow=dataflow)
+        written.setdefault(directory, []).append((card, record))
+    return written
+
+
+def builds_table(bundles: dict[Path, list]) -> Table:
+    from .builds import hosted_ranges
+
+    table = Table(title=f"{len(bundles)} card build bundle(s)")
+    for column in ("bundle", "card type", "MHz", "hosted layer ranges", "cards"):
+        table.add_column(column, justify="right" if column == "MHz" else "left")
+    for directory, cards in bundles.items():
+        record = cards[0][1]
+        table.add_row(str(directory), record.card_type, f"{record.fclk_mhz:g}",
+                      hosted_ranges(record),
+                      ", ".join(f"{node}/{card}" for (node, card), _ in cards))
+    return table
 
 
 def _limits(text: str | None) -> Limits:

@@ -346,6 +346,16 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return out
 
 
+def _annotated_datatype(graph: onnx.GraphProto, tensor: str) -> str | None:
+    """The integer FINN datatype a tensor annotation (quantization_annotation, key finn_datatype) declares."""
+    for annotation in graph.quantization_annotation:
+        if annotation.tensor_name == tensor:
+            for entry in annotation.quant_parameter_tensor_names:
+                if entry.key == "finn_datatype" and re.fullmatch(r"U?INT\d+|BINARY|BIPOLAR", entry.value.upper()):
+                    return entry.value
+    return None
+
+
 def declared_input(datatype: str) -> Quantizer:
     """The identity quantizer of a FINN datatype name (UINT8, INT4, BIPOLAR, ...): what an input declared
     integer carries."""
@@ -389,9 +399,16 @@ class Converter:
 
     def stream(self, tensor: str, node: onnx.NodeProto) -> Stream:
         value = self.value(tensor, node)
+        declared = _annotated_datatype(self.model.graph, tensor)
+        if isinstance(value, Source) and not value.prepare and declared:
+            # FINN's build declares the integers of an input that a layer reads unquantized (UINT8 pixels) with
+            # a tensor annotation: ModelWrapper.set_tensor_datatype
+            where = f"input {tensor} (annotated finn_datatype {declared})"
+            value = self.values[tensor] = _dataflow_input(self, where, value, declared_input(declared))
         if isinstance(value, Source):
             raise InputError(_where(node), f"input {tensor!r} is the float model input; quantize it with a Quant "
-                                           "node, or declare its integers with input_datatype (e.g. UINT8)")
+                                           "node, or declare its integers with input_datatype (e.g. UINT8) or a "
+                                           "finn_datatype tensor annotation, as FINN's build does")
         if not isinstance(value, Stream):
             raise InputError(_where(node), f"input {tensor!r} is a constant where an activation stream is needed")
         return value
@@ -818,6 +835,10 @@ def _conv(conv: Converter, node: onnx.NodeProto) -> None:
         raise InputError(where + ".group", f"grouped convolution with group={group}: only depthwise "
                                             f"(group = channels = {x.channels}) or group=1 are supported")
     w_scale = _out_scale(weight, oc, 0, where)
+    subpixel = _depth_to_space_reader(conv, node)
+    if subpixel is not None and not depthwise:
+        conv.values[subpixel.output[0]] = _subpixel(conv, x, weight, w_scale, bias, kh, stride, pads, subpixel)
+        return
     if depthwise:
         conv.values[node.output[0]] = _vvau(conv, x, weight, w_scale, bias, kh, stride, pads, where)
         return
@@ -834,6 +855,65 @@ def _conv(conv: Converter, node: onnx.NodeProto) -> None:
         tensor, oh, ow = _swg(conv, x, tensor, h, w, kh, stride, False)
     out = _mvau(conv, x, matrix, weight.datatype, in_scale, in_bias, w_scale, bias, (1, oh, ow, oc), tensor)
     conv.values[node.output[0]] = out
+
+
+def _depth_to_space_reader(conv: Converter, node: onnx.NodeProto) -> onnx.NodeProto | None:
+    """The DepthToSpace that alone reads this Conv's output (together: a sub-pixel convolution), if any."""
+    readers = [n for n in conv.model.graph.node if node.output[0] in n.input]
+    return readers[0] if len(readers) == 1 and readers[0].op_type == "DepthToSpace" else None
+
+
+def _subpixel(conv: Converter, x: Stream, weight: Weight, w_scale: np.ndarray, bias: np.ndarray, k: int, stride: int,
+              pads: list[int], d2s: onnx.NodeProto) -> Stream:
+    """Conv + DepthToSpace(b) as FINN builds it: qonnx's SubPixelToDeconvolution turns it into a transposed
+    convolution (kernel k·b, stride b), FINN's InferPixelPaddingDeconv that into FMPadding_Pixel (stride b) +
+    FMPadding + SWG (k·b, stride 1) + MVAU, whose weights are the sub-pixel kernels spread over the k·b window:
+    W[c, :, b·kh + b-1-i, b·kw + b-1-j] = sub-pixel kernel (kh, kw) of output pixel offset (i, j) of channel c."""
+    where = f"{_where(d2s)} after {x.tensor}"
+    b, mode = int(_attrs(d2s).get("blocksize", 0)), str(_attrs(d2s).get("mode", "DCR")).upper()
+    oc, ic = weight.ints.shape[:2]
+    if b < 2 or oc % (b * b) or mode not in ("CRD", "DCR"):
+        raise InputError(where, f"blocksize {b}, mode {mode} for {oc} channels: needs blocksize >= 2 dividing the "
+                                "channels as b², mode CRD or DCR")
+    if stride != 1 or len(set(pads)) != 1 or 2 * pads[0] != k - 1:
+        raise InputError(where, f"the convolution before it (kernel {k}, stride {stride}, pads {pads}) must be "
+                                "same-padded with stride 1 to be a sub-pixel convolution (as qonnx's "
+                                "SubPixelToDeconvolution requires)")
+    c = oc // (b * b)
+    # sub-pixel channel of (c, i, j): CRD c·b² + i·b + j, DCR (i·b + j)·C + c
+    order = np.arange(oc).reshape(c, b, b) if mode == "CRD" else np.arange(oc).reshape(b, b, c).transpose(2, 0, 1)
+    order = order.reshape(-1)
+    scale, offset = w_scale[order].reshape(c, b * b), bias[order].reshape(c, b * b)
+    if not (np.allclose(scale, scale[:, :1], rtol=1e-6, atol=0) and np.all(offset == offset[:, :1])):
+        raise InputError(where, "weight scales or biases differ between the sub-pixels of one output channel; a "
+                                "transposed convolution has one per channel")
+    kernels = weight.ints[order].reshape(c, b, b, ic, k, k)
+    spread = np.zeros((c, ic, k * b, k * b))
+    for i in range(b):
+        for j in range(b):
+            spread[:, :, b - 1 - i::b, b - 1 - j::b] = kernels[:, i, j]
+    in_scale, in_bias = _input_scale(x, where)
+    if np.any(in_bias != 0):
+        raise InputError(where, "pixel padding an input with a zero point (or bias) is not supported: the inserted "
+                                "integer 0 would not mean 0")
+    _, h, w, _ = x.shape
+    size = h + (h - 1) * (b - 1)
+    spaced = conv.flow.add("FMPadding_Pixel", [x.tensor], (1, size, size, ic), ImgDim=[h, w], Stride=[b, b],
+                           NumChannels=ic, SIMD=1, inputDataType=x.datatype, numInputVectors=1)
+    x = replace(x, tensor=spaced.output, shape=(1, size, size, ic), producer=None)
+    tensor, ph, pw = _pad(conv, x, [k * b - 1 - pads[0] * b] * 4, where)
+    tensor, oh, ow = _swg(conv, x, tensor, ph, pw, k * b, 1, False)
+    matrix = spread.transpose(2, 3, 1, 0).reshape(k * b * k * b * ic, c)  # rows in SWG order (kh, kw, c)
+    return _mvau(conv, x, matrix, weight.datatype, in_scale, in_bias, scale[:, 0], offset[:, 0], (1, oh, ow, c),
+                 tensor)
+
+
+@handles("DepthToSpace")
+def _depth_to_space(conv: Converter, node: onnx.NodeProto) -> None:
+    """Computed with the Conv before it (see _subpixel); anywhere else FINN has no layer for it."""
+    if node.output[0] not in conv.values:
+        raise InputError(_where(node), "DepthToSpace is supported only right after a Conv that nothing else reads "
+                                       "(a sub-pixel convolution, which FINN builds as a transposed convolution)")
 
 
 def _vvau(conv: Converter, x: Stream, weight: Weight, w_scale: np.ndarray, bias: np.ndarray, k: int, stride: int,
@@ -1022,10 +1102,8 @@ def _maxpool(conv: Converter, node: onnx.NodeProto) -> None:
 
 def _pool_node(conv: Converter, tensor: str, c: int, k: int, oh: int, ow: int, function: str, in_type: str,
                out_type: str) -> DataflowNode:
-    # FINN today spells OutImgDims/InputDataType/OutputDataType; finn_io reads OutImgDim/inputDataType: write both
     return conv.flow.add("Pool", [tensor], (1, oh, ow, c), Channels=c, PE=1, KernelSize=[k, k], Function=function,
-                         OutImgDims=[oh, ow], InputDataType=in_type, OutputDataType=out_type, OutImgDim=oh,
-                         inputDataType=in_type, outputDataType=out_type)
+                         OutImgDims=[oh, ow], InputDataType=in_type, OutputDataType=out_type)
 
 
 @handles("AveragePool", "GlobalAveragePool")
@@ -1045,6 +1123,75 @@ def _avgpool(conv: Converter, node: onnx.NodeProto) -> None:
     out = _pool_node(conv, tensor, c, k, oh, ow, "QuantAvgPool", x.datatype, f"UINT{out_bits}")
     conv.values[node.output[0]] = Stream(out.output, (1, oh, ow, c), k * k * np.broadcast_to(x.lo, c),
                                          k * k * np.broadcast_to(x.hi, c), (Affine(scale / (k * k), bias),))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# handlers: upsampling
+
+
+@handles("Resize", "Upsample")
+def _upsample(conv: Converter, node: onnx.NodeProto) -> None:
+    """UpsampleNearestNeighbour, as FINN's InferUpsample maps a nearest-neighbour Resize by an integer factor of
+    a square image; it moves integers, so the stream's map to real values stays."""
+    x = conv.stream(node.input[0], node)
+    where = _where(node)
+    if len(x.shape) != 4 or x.shape[1] != x.shape[2]:
+        raise InputError(where, f"upsampling a stream of shape {list(_qonnx_shape(x))}: FINN's "
+                                "UpsampleNearestNeighbour takes square NCHW images")
+    if str(_attrs(node).get("mode", "nearest")) != "nearest":
+        raise InputError(where + ".mode", f"mode {_attrs(node)['mode']!r} is not supported", ["nearest"])
+    _, h, _, c = x.shape
+    factor = _upsample_factor(conv, node, h, c)
+    out = conv.flow.add("UpsampleNearestNeighbour", [x.tensor], (1, h * factor, h * factor, c), OFMDim=h * factor,
+                        IFMDim=h, NumChannels=c, inputDataType=x.datatype, numInputVectors=1, DimMode=0)
+    conv.values[node.output[0]] = replace(x, tensor=out.output, shape=(1, h * factor, h * factor, c), producer=None)
+
+
+def _upsample_factor(conv: Converter, node: onnx.NodeProto, size: int, channels: int) -> int:
+    """The integer factor s by which the node upsamples a size x size NCHW image, checked to map pixel
+    (y // s, x // s) to (y, x) by running the node itself (its coordinate transformation and rounding modes, its
+    roi) on an image of pixel indices with ONNX's reference implementation."""
+    from onnx.reference import ReferenceEvaluator
+
+    where = _where(node)
+    # Resize: X, roi, scales, sizes (opset 11+) or X, scales (opset 10); Upsample: X, scales (or an attribute)
+    inputs = list(node.input)
+    sizes_at = 3 if node.op_type == "Resize" and len(inputs) > 3 and inputs[3] else None
+    scales_at = 2 if node.op_type == "Resize" and len(inputs) > 2 else 1
+    if sizes_at is not None:
+        sizes = conv.const(inputs[sizes_at], node).reshape(-1)
+        factors = sizes / np.array([1, channels, size, size]) if sizes.size == 4 else sizes
+    elif scales_at < len(inputs) and inputs[scales_at]:
+        factors = conv.const(inputs[scales_at], node).reshape(-1)
+    else:
+        factors = np.asarray(_attrs(node).get("scales", []), dtype=np.float64)
+    if (factors.size != 4 or np.any(factors[:2] != 1) or factors[2] != factors[3] or factors[2] != int(factors[2])
+            or factors[2] < 2):
+        raise InputError(where, f"scales {factors.tolist()}: FINN's UpsampleNearestNeighbour needs one integer "
+                                "factor >= 2 for height and width, and 1 for batch and channels")
+    factor = int(factors[2])
+    pixels = np.arange(size * size, dtype=np.float32).reshape(1, 1, size, size)
+    feeds, names = {"x": pixels}, ["x"]
+    for k, tensor in enumerate(inputs[1:], start=1):
+        if not tensor:
+            names.append("")
+            continue
+        value = conv.const(tensor, node)
+        if k == sizes_at:  # one channel of pixel indices stands for all channels
+            value = np.array([1, 1, size * factor, size * factor])
+        names.append(f"c{k}")
+        feeds[f"c{k}"] = value.astype(np.int64 if k == sizes_at else np.float32)
+    single = helper.make_node(node.op_type, names, ["y"])
+    single.attribute.extend(node.attribute)
+    graph = helper.make_graph([single], "upsample", [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None)
+                                                     for n in names if n],
+                              [helper.make_tensor_value_info("y", TensorProto.UNDEFINED, None)])
+    opset = [o for o in conv.model.opset_import if o.domain in ("", "ai.onnx")] or [helper.make_opsetid("", 13)]
+    got = ReferenceEvaluator(helper.make_model(graph, opset_imports=opset)).run(None, feeds)[0]
+    if not np.array_equal(got, pixels.repeat(factor, axis=2).repeat(factor, axis=3)):
+        raise InputError(where, "its coordinate transformation and rounding modes do not copy pixel (y // s, x // s) "
+                                "to (y, x): FINN's UpsampleNearestNeighbour repeats each pixel s x s times")
+    return factor
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1116,9 +1263,10 @@ def _output_type(node: DataflowNode) -> str:
         return node.attrs["dataType"]
     if node.op in ("AddStreams",):
         return _add_output_type(node.attrs["inputDataType"])
-    if node.op in ("FMPadding", "DownSampler", "ConvolutionInputGenerator"):
+    if node.op in ("FMPadding", "FMPadding_Pixel", "DownSampler", "ConvolutionInputGenerator",
+                   "UpsampleNearestNeighbour"):
         return node.attrs["inputDataType"]
-    return node.attrs["outputDataType"]
+    return node.attrs["OutputDataType" if node.op == "Pool" else "outputDataType"]
 
 
 def _add_output_type(in_type: str) -> str:

@@ -16,16 +16,17 @@ from .fifo import StreamingFIFO
 from .labelselect import LabelSelect
 from .mvau import MVAU, ConvDoublePacked
 from .pool import Pool, StreamingMaxPool
-from .resample import DownSampler, FMPadding
+from .resample import DownSampler, FMPadding, FMPaddingPixel
 from .streams import AddStreams, DuplicateStreams
 from .swg import ConvolutionInputGenerator
 from .thresholding import Thresholding
+from .upsample import UpsampleNearestNeighbour
 from .vvau import VVAU
 
 OP_CLASSES: dict[str, type[FinnLayer]] = {cls.op: cls for cls in (
     MVAU, ConvDoublePacked, VVAU, ConvolutionInputGenerator, Thresholding, StreamingFIFO, AddStreams,
-    DuplicateStreams, DownSampler, FMPadding, Pool, ChannelwiseOp, LabelSelect, StreamingDataWidthConverter,
-    StreamingMaxPool,
+    DuplicateStreams, DownSampler, FMPadding, FMPaddingPixel, Pool, ChannelwiseOp, LabelSelect,
+    StreamingDataWidthConverter, StreamingMaxPool, UpsampleNearestNeighbour,
 )}
 
 # FINN op type (v0.6, today's generic and specialised _hls/_rtl names) -> canonical op
@@ -48,7 +49,8 @@ def op_class(op_type: str, node: str = "node") -> type[FinnLayer]:
 
 __all__ = [
     "FINN_OP_TYPES", "OP_CLASSES", "AddStreams", "ChannelwiseOp", "ConvDoublePacked", "ConvolutionInputGenerator",
-    "DownSampler", "DuplicateStreams", "FMPadding", "FinnLayer", "LabelSelect", "MVAU", "Pool",
-    "StreamingDataWidthConverter", "StreamingFIFO", "StreamingMaxPool", "Thresholding", "VVAU", "canonical_op",
+    "DownSampler", "DuplicateStreams", "FMPadding", "FMPaddingPixel", "FinnLayer", "LabelSelect", "MVAU", "Pool",
+    "StreamingDataWidthConverter", "StreamingFIFO", "StreamingMaxPool", "Thresholding", "UpsampleNearestNeighbour",
+    "VVAU", "canonical_op",
     "divisors", "op_class",
 ]

@@ -1,13 +1,16 @@
-"""FMPadding and DownSampler (FINN `FMPadding_Batch`/`DownSampler` v0.6; `FMPadding_rtl`/`_hls`,
-`DownSampler_hls` today): SIMD-parallel image reshaping ops without arithmetic.
+"""FMPadding, DownSampler and FMPadding_Pixel (FINN `FMPadding_Batch`/`DownSampler` v0.6; `FMPadding_rtl`/`_hls`,
+`DownSampler_hls`, `FMPadding_Pixel`/`_hls` today): SIMD-parallel image reshaping ops without arithmetic.
 
 - FMPadding: cycles = (C/Q)·OFM_h·OFM_w, OFM = IFM + total padding (reference §3.1).
 - DownSampler: cycles = (C/Q)·IFM² (reads every input pixel, keeps every stride-th); OFM = (IFM-1)//stride + 1.
-FINN v0.6 estimates 0 LUT; we use LUT = 50 + Q·A (one register/mux bit per lane bit, plus counters).
+- FMPadding_Pixel: cycles = (C/Q)·OFM_h·OFM_w (FINN's `get_exp_cycles`), OFM = IFM + (IFM-1)·(stride-1).
+FINN estimates 0 LUT; we use LUT = 50 + Q·A (one register/mux bit per lane bit, plus counters).
 SIMD divides C. One variant.
 
 FINN semantics: FMPadding pads the NHWC image with zeros, Padding = [top, left, bottom, right];
-DownSampler keeps pixels (y·stride, x·stride), the 1×1 sliding window at that stride.
+DownSampler keeps pixels (y·stride, x·stride), the 1×1 sliding window at that stride; FMPadding_Pixel puts
+pixel (y, x) at (y·stride, x·stride) and zeros between (the input of a transposed convolution, FINN's
+`InferPixelPaddingDeconv`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from ..errors import InputError
 from ..finn_node import DataType, FinnNode
 from .base import SETTINGS_ATTRS, SMALL_OP_LUT, FinnLayer, FinnNodeSpec, MovesValues, Tensor, divisors, input_type, res
 
@@ -142,6 +146,49 @@ class DownSampler(_SimdImageOp):
         x = ctx.reshape(inputs[0], (1, ifm, ifm, node.int("NumChannels")))
         out = sliding_windows(ctx, x, 1, stride, 1, (ifm - 1) // stride + 1)
         return [out if out != x else ctx.op("Identity", [x])]
+
+
+@dataclass(eq=False)
+class FMPaddingPixel(_SimdImageOp):
+    stride: int = 2
+
+    op: ClassVar[str] = "FMPadding_Pixel"
+    finn_op_types: ClassVar[tuple[str, ...]] = ("FMPadding_Pixel", "FMPadding_Pixel_hls")
+
+    @property
+    def ofm(self) -> int:
+        return self.ifm + (self.ifm - 1) * (self.stride - 1)
+
+    def cycles(self, folding: dict[str, int]) -> int:
+        return (self.channels // folding["SIMD"]) * self.ofm * self.ofm
+
+    @staticmethod
+    def square_stride(node: FinnNode) -> int:
+        stride = node.ints("Stride")
+        if len(set(stride)) != 1 or stride[0] < 1:
+            raise InputError(node.where("Stride"), f"stride {stride}: square strides >= 1 only (FINN's square "
+                                                   "images)")
+        return stride[0]
+
+    @classmethod
+    def from_finn(cls, node: FinnNode) -> FMPaddingPixel:
+        return cls(node.name, channels=node.int("NumChannels"), ifm=node.int("ImgDim"),
+                   ibits=node.bits("inputDataType"), stride=cls.square_stride(node),
+                   settings=node.settings(SETTINGS_ATTRS))
+
+    def to_finn(self, rng: np.random.Generator, inputs: list[Tensor]) -> FinnNodeSpec:
+        return self.image_spec(inputs, ImgDim=[self.ifm] * 2, Stride=[self.stride] * 2, numInputVectors=1)
+
+    @classmethod
+    def lower(cls, node: FinnNode, ctx: Lowering, inputs: list[str]) -> list[str]:
+        """Each pixel followed by stride-1 zero pixels along H and W (Pad on new axes), the trailing ones cut."""
+        ifm, s, c = node.int("ImgDim"), cls.square_stride(node), node.int("NumChannels")
+        ofm = ifm + (ifm - 1) * (s - 1)
+        x = ctx.reshape(inputs[0], (1, ifm, 1, ifm, 1, c))
+        pads = [0, 0, 0, 0, 0, 0, 0, 0, s - 1, 0, s - 1, 0]
+        spread = ctx.reshape(ctx.op("Pad", [x, ctx.ints(pads, "pads")], mode="constant"), (1, ifm * s, ifm * s, c))
+        return [ctx.op("Slice", [spread, ctx.ints([0, 0], "starts"), ctx.ints([ofm, ofm], "ends"),
+                                 ctx.ints([1, 2], "axes")])]
 
 
 def pad_image(ctx: Lowering, x: str, pads: tuple[int, int, int, int]) -> str:
