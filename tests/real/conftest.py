@@ -130,3 +130,17 @@ def operator(real_cluster) -> str:
          "--wait", "--timeout", "5m")
     print(f"helm install (operator pod Ready): {time.monotonic() - started:.1f}s")
     return OPERATOR_NAMESPACE
+
+
+@pytest.fixture(scope="module")
+def builds_operator(real_cluster, operator) -> str:
+    """The installed operator with card builds on (chart values builds.*): the dev cluster's registry
+    (devcluster.BUILD_REGISTRY, plain http inside the cluster), builder pods on the real node. Turned off
+    again afterwards, so the other modules' resources run without builds."""
+    node = r"builds.nodeSelector.elasticdf\.io/dev-runtime=real"  # devcluster.LABEL_DEV_RUNTIME
+    helm(real_cluster, "upgrade", "elastic-df", str(CHART), "--namespace", operator, "--reuse-values",
+         "--set", f"builds.registry={devcluster.BUILD_REGISTRY}", "--set", "builds.insecure=true",
+         "--set-string", node, "--set", "builds.timeoutSeconds=900", "--wait", "--timeout", "5m")
+    yield operator
+    helm(real_cluster, "upgrade", "elastic-df", str(CHART), "--namespace", operator, "--reuse-values",
+         "--set", "builds.registry=", "--wait", "--timeout", "5m")

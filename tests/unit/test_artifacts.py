@@ -214,6 +214,7 @@ def running_registry(state: Path, auth: dict) -> Iterator[str]:
         while True:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break  # 200: it is up, without auth
             except urllib.error.HTTPError:
                 break  # 401: it is up
             except OSError:

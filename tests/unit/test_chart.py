@@ -122,6 +122,9 @@ CLIENT_CALLS = {
     "get_namespaced_custom_object": ("elasticdf.io", "elasticinferences", "get"),
     "patch_namespaced_custom_object_status": ("elasticdf.io", "elasticinferences/status", "patch"),
     "patch_namespaced_custom_object_scale": ("elasticdf.io", "elasticinferences/scale", "patch"),
+    "list_namespaced_job": ("batch", "jobs", "list"),
+    "create_namespaced_job": ("batch", "jobs", "create"),
+    "read_namespaced_pod_log": ("", "pods/log", "get"),
 }
 
 
@@ -131,7 +134,7 @@ APPLY_CREATES = {"patch_namespaced_config_map", "patch_namespaced_service", "pat
 def operator_api_calls() -> set[tuple[str, str, str]]:
     """(group, resource, verb) the operator needs: its client calls in kube.py and kopf's watches."""
     kube = (OPERATOR / "kube.py").read_text()
-    methods = set(re.findall(r"self\.(?:core|custom|apps)\.(\w+)", kube))
+    methods = set(re.findall(r"self\.(?:core|custom|apps|batch)\.(\w+)", kube))
     unknown = methods - set(CLIENT_CALLS)
     assert not unknown, f"kube.py calls {sorted(unknown)}: add them to CLIENT_CALLS and to the chart's RBAC"
     needed = {CLIENT_CALLS[m] for m in methods}
@@ -158,10 +161,32 @@ def operator_rules(docs: list[dict]) -> list[dict]:
                      and d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"])
 
 
-def test_rbac_covers_every_api_call_of_the_operator(default_docs):
-    rules = operator_rules(default_docs)
+def test_rbac_covers_every_api_call_of_the_operator(builds_docs):
+    rules = operator_rules(builds_docs)
     missing = [c for c in sorted(operator_api_calls()) if not allowed(rules, *c)]
     assert not missing, f"the chart's ClusterRole does not grant {missing}"
+
+
+@pytest.fixture(scope="module")
+def builds_docs() -> list[dict]:
+    return render("builds.registry=registry.elasticdf-system.svc:5000", "builds.insecure=true",
+                  "builds.xrtImage=finn:0.10", "builds.nodeSelector.vivado=yes", "builds.recreations=2")
+
+
+def test_builds_values_reach_the_operator_and_only_then_job_rbac(default_docs, builds_docs):
+    from elasticdf_operator.buildjobs import BuildSettings
+
+    env = {e["name"]: e.get("value") for e in find(builds_docs, "Deployment")[0]["spec"]["template"]["spec"][
+        "containers"][0]["env"]}
+    settings = BuildSettings.from_env({k: v for k, v in env.items() if v is not None})
+    assert (settings.registry, settings.insecure, settings.xrt_image, settings.node_selector,
+            settings.recreations) == ("registry.elasticdf-system.svc:5000", True, "finn:0.10", (("vivado", "yes"),), 2)
+    (role,) = [r for r in find(builds_docs, "Role") if r["metadata"]["name"].endswith("-builds")]
+    assert {(r["apiGroups"][0], res) for r in role["rules"] for res in r["resources"]} == {
+        ("batch", "jobs"), ("", "pods"), ("", "pods/log")}
+    assert not [r for r in find(default_docs, "Role") if r["metadata"]["name"].endswith("-builds")]
+    assert not any(e["name"].startswith("ELASTICDF_BUILD_") for e in find(default_docs, "Deployment")[0]["spec"][
+        "template"]["spec"]["containers"][0]["env"])
 
 
 def test_rbac_is_least_privilege(default_docs):
@@ -177,10 +202,10 @@ def test_rbac_is_least_privilege(default_docs):
 
 
 def test_namespaced_mode_uses_roles(default_docs):
-    docs = render("operator.watchNamespaces={team-a,team-b}")
-    roles = [r for r in find(docs, "Role") if not r["metadata"]["name"].endswith("-leader")]
+    docs = render("operator.watchNamespaces={team-a,team-b}", "builds.registry=r:5000")
+    roles = [r for r in find(docs, "Role") if not r["metadata"]["name"].endswith(("-leader", "-builds"))]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    bindings = [b for b in find(docs, "RoleBinding") if not b["metadata"]["name"].endswith("-leader")]
+    bindings = [b for b in find(docs, "RoleBinding") if not b["metadata"]["name"].endswith(("-leader", "-builds"))]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     cluster = find(docs, "ClusterRole")[0]["rules"]
     # namespaces: kopf with --namespace watches them (a 403 otherwise, tests/e2e/test_chart_install.py)
@@ -254,7 +279,7 @@ def test_operator_flags_exist():
     template = (CHART / "templates" / "deployment.yaml").read_text()
     for flag in set(re.findall(r"- (--[a-z-]+)", template)):
         assert f'"{flag}"' in main, f"the operator has no {flag}"
-    readers = [OPERATOR / "handlers.py", OPERATOR / "modelfetch.py", FETCH_POLICY]
+    readers = [OPERATOR / "handlers.py", OPERATOR / "modelfetch.py", OPERATOR / "buildjobs.py", FETCH_POLICY]
     code = "".join(p.read_text() for p in readers)
     for env in set(re.findall(r"name: (ELASTICDF_\w+)", template)):
         assert env in code, f"the operator does not read {env}"

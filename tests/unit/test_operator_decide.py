@@ -164,7 +164,7 @@ def test_xrt_holds_the_group_until_its_build_has_a_bitstream():
     # the group is keyed by build digest only: the same wiring with the bitstream now known gets its pod
     from elasticdf_operator.decide import Decision, GroupRecord, repair
     d = Decision()
-    repair(OWNER, with_build, GroupRecord.parse(cm), {}, CATALOG, d, Settings())
+    repair(OWNER, with_build, GroupRecord.parse(cm), {}, Observed([], [], []), CATALOG, d, Settings())
     (pod,) = [a.obj for a in d.actions if isinstance(a, Create)]
     env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
     assert env["ELASTICDF_XCLBIN"] == "file:///b.xclbin" and not d.pending_builds

@@ -25,6 +25,7 @@ LABEL_GATEWAY = f"{GROUP}/gateway"  # gateway pods: not card pods (no group, no 
 LABEL_CARD_TYPES = f"{GROUP}/card-types"  # on nodes: card types joined by "."
 LABEL_SWITCH = f"{GROUP}/switch"
 LABEL_RUNTIME = f"{GROUP}/runtime"  # on nodes: "xrt" when the cards run bitstreams
+LABEL_BUILD = f"{GROUP}/build"  # on builder Jobs and their pods: the build's tag (builds.build_tag)
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 MANAGER = "elasticdf-operator"
 
@@ -36,6 +37,7 @@ ANNOTATION_FPS = f"{GROUP}/fps"
 ANNOTATION_COST = f"{GROUP}/cost-per-hour"
 ANNOTATION_IDLE_SINCE = f"{GROUP}/idle-since"  # on group ConfigMaps: every instance standby since (unix s)
 ANNOTATION_OBSERVED_FPS = f"{GROUP}/observed-fps"
+ANNOTATION_BUILD_ATTEMPT = f"{GROUP}/build-attempt"  # on builder Jobs: 0 for the first Job of a build, 1, ...
 ANNOTATION_WIRING_DIGEST = f"{GROUP}/wiring-digest"  # on gateway pods: the wiring they should have mounted
 
 # ports and paths
@@ -111,3 +113,9 @@ def card_wiring_key(card: int) -> str:
 def gateway_wiring_key(instance: int, segment: int) -> str:
     """Gateway ConfigMap key of one active instance's segment (the gateway reads `*segment-*.json`)."""
     return f"instance-{instance}-segment-{segment}.json"
+
+
+def build_job_name(digest: str, attempt: int) -> str:
+    """The builder Job of a card build (one per digest and attempt, in the operator's namespace, shared by every
+    resource that needs the build): the digest's hex part names it, so two namespaces find the same Job."""
+    return dns_label(f"elasticdf-build-{digest.removeprefix('sha256:')}", f"-{attempt}")

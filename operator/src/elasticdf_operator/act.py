@@ -14,7 +14,7 @@ import json
 from elasticdf_contract.names import LABEL_ROLE
 
 from .builders import Owner
-from .decide import Action, Apply, Create, DeleteGroup, DeletePod, Emit, MarkIdle
+from .decide import Action, Apply, Create, CreateBuildJob, DeleteGroup, DeletePod, Emit, MarkIdle, UpdateWiring
 from .state import Ledger
 
 
@@ -46,6 +46,13 @@ def execute(kube, ledger: Ledger, owner: Owner, actions: list[Action]) -> list[E
                     ledger.mark_applied(obj, digest)
                     if obj["kind"] == "ConfigMap" and obj["metadata"]["labels"].get(LABEL_ROLE) == "gateway":
                         kube.annotate_gateway_pods(owner.namespace, owner.name, digest[:16])
+            case CreateBuildJob(obj, event):
+                if kube.create(obj) is not None:  # another resource may have made this build's Job first
+                    events.append(event)
+            case UpdateWiring(name, data):
+                patched = kube.patch_configmap_data(owner.namespace, name, data)
+                if patched is not None:
+                    ledger.created(patched)
             case Emit():
                 events.append(action)
     return events

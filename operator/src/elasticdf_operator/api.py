@@ -18,6 +18,8 @@ Objective = Literal["throughput", "latency", "cost"]
 RuntimeMode = Literal["auto", "xrt", "emulation"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal["Pending", "Solving", "Scheduling", "Running", "Degraded", "Failed"]
+BuildPhase = Literal["Pending", "Building", "Ready", "Failed"]
+BuildStep = Literal["bundle", "build", "push"]
 ConditionType = Literal["PartitionSolved", "Scheduled", "SegmentsReady", "LinksUp", "Ready"]
 CONDITION_TYPES: tuple[str, ...] = ConditionType.__args__
 
@@ -172,6 +174,15 @@ class BuildStatus(_Model):
     segments: list[BuildSegment] = Field(default_factory=list)
     folding: dict[str, dict] = Field(default_factory=dict, description="FINN folding config of its layers")
     bitstream: str | None = Field(None, description="URI from spec.model.artifacts.bitstreams (xrt)")
+    phase: BuildPhase | None = Field(None, description="with a build registry: Pending (waiting for a builder "
+                                     "Job), Building, Ready (in the registry), Failed (retries used up)")
+    progress: BuildStep | None = Field(None, description="the builder Job's step while Building")
+    attempts: int = Field(0, description="builder Jobs made for it so far")
+    job: str | None = Field(None, description="the latest builder Job (operator namespace)")
+    start_time: str | None = Field(None, description="when the latest builder Job started")
+    age_seconds: int | None = Field(None, description="seconds since the latest builder Job started")
+    artifact: str | None = Field(None, description="oci://REGISTRY/elasticdf/builds@sha256:MANIFEST card pods pull")
+    message: str | None = Field(None, description="why it is not Ready (a failed Job's log tail)")
 
 
 class ElasticInferenceStatus(_Model):

@@ -10,8 +10,9 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from elasticdf_contract.builds import BUILD_DIR, segment_order
+from elasticdf_contract.builds import BUILD_DIR, RECORD_ENV, BuildRecord, build_tag, segment_order
 from elasticdf_contract.names import (
+    ANNOTATION_BUILD_ATTEMPT,
     ANNOTATION_CARD,
     ANNOTATION_CARDS,
     ANNOTATION_COST,
@@ -25,6 +26,7 @@ from elasticdf_contract.names import (
     GATEWAY_WIRING_DIR,
     GROUP,
     HEALTH_PORT,
+    LABEL_BUILD,
     LABEL_CARD,
     LABEL_GATEWAY,
     LABEL_GROUP,
@@ -36,6 +38,7 @@ from elasticdf_contract.names import (
     VERSION,
     WIRING_DIR,
     autoscale_configmap_name,
+    build_job_name,
     card_pod_name,
     card_wiring_key,
     cards_service,
@@ -52,6 +55,7 @@ from elasticdf_partitioner.plan import Instance
 from elasticdf_partitioner.zoo import zoo_uri
 
 from .api import DEFAULT_GATEWAY_IMAGE, DEFAULT_SEGMENT_IMAGE, ElasticInferenceSpec
+from .buildjobs import BuildSettings
 
 DEFAULT_POOL = "10.100.0.0/16"
 GATEWAY_USER = 10001  # the gateway image's non-root user (images/gateway/Dockerfile)
@@ -60,6 +64,9 @@ MODEL_CACHE_DIR = "/var/cache/elasticdf/models"
 PVC_ROOT = "/var/lib/elasticdf/pvc"
 PULL_SECRET_DIR = "/var/run/secrets/elasticdf/registry"
 BUILD_PULL_SECRET_DIR = "/var/run/secrets/elasticdf/build-registry"
+# builder Jobs: the bundle the `bundle` step writes, the artifact the `build` step writes and `push` pushes
+BUNDLE_DIR, OUT_DIR = "/bundle", "/out"
+LICENSE_DIR = "/var/run/secrets/elasticdf/license"
 
 
 @dataclass(frozen=True)
@@ -427,3 +434,76 @@ def gateway_objects(owner: Owner, spec: ElasticInferenceSpec, active: list[Segme
     """What the gateway needs, in apply order: its wiring first, so the pod mounts a complete one."""
     return [gateway_configmap(owner, active), gateway_service_object(owner),
             gateway_deployment(owner, spec)]
+
+
+def model_uri(spec: ElasticInferenceSpec) -> str:
+    return spec.model.artifacts.onnx if spec.model.artifacts else zoo_uri(spec.model.name)
+
+
+def build_job(record: BuildRecord, spec: ElasticInferenceSpec, mode: str, attempt: int, builds: BuildSettings,
+              fetch: PodFetch = PodFetch()) -> dict:
+    """The builder Job of one card build (operator namespace; shared by every resource needing the digest).
+
+    Steps (init containers run in order, each only after the previous one exited 0): `bundle` turns the record
+    (env RECORD_ENV) and the model into a FINN build directory at BUNDLE_DIR; `build` turns it into the artifact
+    at OUT_DIR (emulation: our builder; xrt: the user's FINN + Vivado image, builds.xrtImage); the container
+    `push` stores it in the registry under build_tag(digest)."""
+    ours = builds.builder_image or (spec.runtime.image if spec.runtime else DEFAULT_SEGMENT_IMAGE)
+    fetch_env, fetch_volumes, fetch_mounts = model_fetch_mounts(spec, fetch)
+    work = [{"name": "bundle", "mountPath": BUNDLE_DIR}, {"name": "out", "mountPath": OUT_DIR}]
+    model = []  # a zoo model: the record names it
+    if spec.model.artifacts:
+        model = ["--model", spec.model.artifacts.onnx]
+        model += ["--sha256", spec.model.artifacts.sha256] if spec.model.artifacts.sha256 else []
+    bundle = {"name": "bundle", "image": ours, "command": ["elasticdf", "build", "bundle", *model, "-o", BUNDLE_DIR],
+              "env": _env({RECORD_ENV: record.model_dump_json(by_alias=True), **fetch_env}),
+              "volumeMounts": work + fetch_mounts}
+    volumes = [{"name": "bundle", "emptyDir": {}}, {"name": "out", "emptyDir": {}}, *fetch_volumes]
+    build = _build_step(mode, ours, builds, volumes)
+    if mode != "xrt":  # our builder reads the model again: from the cache the bundle step filled
+        build |= {"env": _env(fetch_env), "volumeMounts": build["volumeMounts"] + fetch_mounts}
+    push_command = ["elasticdf", "build", "push", OUT_DIR, "--registry", builds.registry]
+    push_command += ["--insecure"] if builds.insecure else []
+    push = {"name": "push", "image": ours, "command": push_command, "volumeMounts": list(work)}
+    if builds.pull_secret:
+        volumes.append({"name": "registry-auth", "secret": {"secretName": builds.pull_secret, "items": [
+            {"key": ".dockerconfigjson", "path": "config.json"}]}})
+        push["volumeMounts"].append({"name": "registry-auth", "mountPath": PULL_SECRET_DIR, "readOnly": True})
+        push["command"] += ["--docker-config", f"{PULL_SECRET_DIR}/config.json"]
+    pod = {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+           "initContainers": [bundle, build], "containers": [push], "volumes": volumes}
+    if builds.node_selector:
+        pod["nodeSelector"] = dict(builds.node_selector)
+    tag = build_tag(record.digest)
+    labels_ = {LABEL_BUILD: tag, LABEL_ROLE: "build", LABEL_MANAGED: MANAGER}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": build_job_name(record.digest, attempt), "namespace": builds.namespace,
+                     "labels": labels_, "annotations": {ANNOTATION_BUILD_ATTEMPT: str(attempt),
+                                                        f"{LABEL_BUILD}-digest": record.digest}},
+        "spec": {"backoffLimit": builds.backoff_limit, "activeDeadlineSeconds": builds.timeout_seconds,
+                 "ttlSecondsAfterFinished": 7 * 24 * 3600,  # failed Jobs count the attempts; keep them a week
+                 "template": {"metadata": {"labels": labels_}, "spec": pod}},
+    }
+
+
+def _build_step(mode: str, ours: str, builds: BuildSettings, volumes: list[dict]) -> dict:
+    """Emulation: our builder makes the runnable per-card ONNX; xrt: the user's FINN + Vivado image (bundle at
+    BUNDLE_DIR, expected to write OUT_DIR/card.xclbin and report.json), with the chart's resources and license."""
+    work = [{"name": "bundle", "mountPath": BUNDLE_DIR}, {"name": "out", "mountPath": OUT_DIR}]
+    if mode != "xrt":
+        return {"name": "build", "image": ours, "command": ["elasticdf", "build", "run", BUNDLE_DIR, "-o", OUT_DIR],
+                "volumeMounts": work}
+    step = {"name": "build", "image": builds.xrt_image, "volumeMounts": work,
+            "env": _env({"ELASTICDF_BUNDLE": BUNDLE_DIR, "ELASTICDF_OUT": OUT_DIR}),
+            "resources": json.loads(builds.resources)}
+    if builds.xrt_command:
+        step["command"] = list(builds.xrt_command)
+    if builds.license_secret:
+        volumes.append({"name": "license", "secret": {"secretName": builds.license_secret}})
+        step["volumeMounts"].append({"name": "license", "mountPath": LICENSE_DIR, "readOnly": True})
+    return step
+
+
+def _env(values: dict[str, str]) -> list[dict]:
+    return [{"name": k, "value": v} for k, v in values.items()]

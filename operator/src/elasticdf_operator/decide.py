@@ -10,16 +10,21 @@ Per pass, over the resource's card groups (each held by a group ConfigMap, read 
 4. if more instances are wanted than the groups hold, one solve over the free cards gives new groups (the
    solver's plan on those cards, split into groups), placed whole until enough instances exist;
 5. the gateway's wiring lists the active instances.
+Card builds (buildjobs.py): with a registry configured, a card whose build the registry lacks is held (no pod)
+until it is there, and a missing build gets one builder Job (the first resource needing a digest makes it; the
+others wait on it); a failed Job is re-created at most `builds.recreations` times, then reported BuildFailed.
 `act.execute` applies the actions; `status.build_status` reports the result.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from elasticdf_contract.builds import BuildRecord
 from elasticdf_contract.wiring import CardWiring, SegmentWiring
 from elasticdf_partitioner.artifacts import ModelError
 from elasticdf_partitioner.catalog import Catalog
@@ -30,6 +35,7 @@ from elasticdf_partitioner.solver.pack import PackSettings
 from . import builders
 from .api import ElasticInferenceSpec, ModelSource
 from .builders import CardPlace, Owner
+from .buildjobs import BuildSettings, build_state
 from .groups import PlannedGroup, card_builds, model_identity, plan_groups
 from .inventory import Slot, broken_cards, build_cluster, fabric_view, free_slots, held_slots
 from .modelfetch import ModelPending
@@ -82,7 +88,23 @@ class Emit:
     message: str
 
 
-Action = Create | DeletePod | DeleteGroup | MarkIdle | Apply | Emit
+@dataclass(frozen=True)
+class CreateBuildJob:
+    """Start a card build; its event is posted only by the resource whose create made the Job."""
+
+    obj: dict
+    event: Emit
+
+
+@dataclass(frozen=True)
+class UpdateWiring:
+    """Rewrite a group ConfigMap's card wiring (a build became available: its artifact goes into the wiring)."""
+
+    name: str
+    data: dict[str, str]
+
+
+Action = Create | DeletePod | DeleteGroup | MarkIdle | Apply | Emit | CreateBuildJob | UpdateWiring
 
 
 @dataclass
@@ -90,6 +112,8 @@ class Decision:
     actions: list[Action] = field(default_factory=list)
     conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # type -> (status, reason, msg)
     pending_builds: set[str] = field(default_factory=set)
+    failed_builds: dict[str, str] = field(default_factory=dict)  # digest -> why (with the Job's log tail)
+    requested_builds: set[str] = field(default_factory=set)  # digests whose builds this pass looked after
     solve_seconds: float | None = None
 
     def emit(self, type_: str, reason: str, message: str) -> None:
@@ -100,6 +124,7 @@ class Decision:
 class Settings:
     not_ready_grace_seconds: float = 30.0
     pod_fetch: builders.PodFetch = field(default_factory=builders.PodFetch)  # how card pods fetch the model
+    builds: BuildSettings = field(default_factory=BuildSettings)
 
 
 # ---- what is held ------------------------------------------------------------------------------------
@@ -171,7 +196,7 @@ def decide(owner: Owner, spec: ElasticInferenceSpec, snap: Observed, now: float,
     if not groups or want > placed:
         decision.actions.append(Create(builders.cards_headless_service(owner)))
     for group in groups:
-        repair(owner, spec, group, pods_by_name, catalog, decision, settings)
+        repair(owner, spec, group, pods_by_name, snap, catalog, decision, settings)
     if want > placed:
         gone = {a.index for a in decision.actions if isinstance(a, DeleteGroup)}
         groups += place(owner, spec, snap, groups, gone, want - placed, catalog, load_model, decision, settings)
@@ -223,20 +248,75 @@ def release_idle(groups, active, now, window, pods, decision) -> list[GroupRecor
     return kept
 
 
-def missing_builds(spec: ElasticInferenceSpec, cards: list[CardWiring]) -> set[str]:
-    """xrt: card builds without a bitstream in spec.model.artifacts.bitstreams (emulation needs none)."""
+def missing_builds(spec: ElasticInferenceSpec, cards: list[CardWiring], snap: Observed,
+                   settings: Settings) -> set[str]:
+    """Card builds a group waits for. Without a registry: xrt builds with no bitstream in
+    spec.model.artifacts.bitstreams (emulation cards cut the model themselves). With one: every build the
+    registry does not hold (a user's bitstream still counts for xrt)."""
     have = spec.model.artifacts.bitstreams if spec.model.artifacts else {}
-    return {c.build for c in cards if c.mode == "xrt" and c.build not in have}
+    if not settings.builds.registry:
+        return {c.build for c in cards if c.mode == "xrt" and c.build not in have}
+    return {c.build for c in cards if c.build not in have and not snap.builds.manifests.get(c.build)}
 
 
 def _xclbin(spec: ElasticInferenceSpec, card: CardWiring) -> str | None:
     return (spec.model.artifacts.bitstreams if spec.model.artifacts else {}).get(card.build)
 
 
-def repair(owner, spec, group: GroupRecord, pods_by_name, catalog, decision, settings: Settings) -> None:
-    """Replace failed card pods and create missing ones (same name, same card); hold while a build is missing."""
-    pending = missing_builds(spec, group.cards)
+def _pull(settings: Settings) -> builders.BuildPull:
+    """How card pods pull their build: builds.insecure, and builds.pullSecret (in the resource's namespace)."""
+    return builders.BuildPull(settings.builds.insecure, settings.builds.pull_secret or None)
+
+
+def with_artifact(card: CardWiring, snap: Observed, settings: Settings) -> CardWiring:
+    """The card's wiring naming its build's artifact in the registry (unchanged when there is none)."""
+    manifest = snap.builds.manifests.get(card.build)
+    if not settings.builds.registry or not manifest:
+        return card
+    uri = settings.builds.artifact(manifest)
+    return card.model_copy(update={"segments": [
+        w.model_copy(update={"artifacts": w.artifacts.model_copy(update={"build": uri})}) for w in card.segments]})
+
+
+def request_builds(spec: ElasticInferenceSpec, group: GroupRecord, pending: set[str], snap: Observed,
+                   decision: Decision, settings: Settings) -> None:
+    """Start (or re-start, bounded) the builder Job of every pending build of `group`; record failures."""
+    if not settings.builds.registry:
+        return
+    modes = {c.build: c.mode for c in group.cards}
+    for digest in sorted(pending - decision.requested_builds):
+        decision.requested_builds.add(digest)
+        state = build_state(digest, snap.builds, settings.builds)
+        if state.phase == "Failed":
+            decision.failed_builds[digest] = state.message
+            continue
+        if modes[digest] == "xrt" and not settings.builds.xrt_image:
+            decision.failed_builds[digest] = "xrt builds need the chart value builds.xrtImage (a FINN + Vivado image)"
+            continue
+        looked_up = digest in snap.builds.manifests
+        if looked_up and (state.job is None or state.retry):
+            record = BuildRecord.model_validate({"model": model_identity(spec.model),
+                                                 **json.loads(json.dumps(group.builds[digest]))})
+            job = builders.build_job(record, spec, modes[digest], state.attempts, settings.builds,
+                                     settings.pod_fetch)
+            note = f" (attempt {state.attempts + 1}; before: {state.message})" if state.attempts else ""
+            decision.actions.append(CreateBuildJob(job, Emit("Normal", "BuildStarted", f"card build {digest}: Job "
+                                                             f"{settings.builds.namespace}/{job['metadata']['name']}"
+                                                             f"{note}")))
+
+
+def repair(owner, spec, group: GroupRecord, pods_by_name, snap: Observed, catalog, decision,
+           settings: Settings) -> None:
+    """Replace failed card pods and create missing ones (same name, same card); hold while a build is missing,
+    and once it is there put its artifact into the wiring before the pod that mounts it is made."""
+    pending = missing_builds(spec, group.cards, snap, settings)
     decision.pending_builds |= pending
+    request_builds(spec, group, pending, snap, decision, settings)
+    wired = [with_artifact(c, snap, settings) for c in group.cards]
+    if wired != group.cards:
+        decision.actions.append(UpdateWiring(group.name, {builders.card_wiring_key(p): c.model_dump_json()
+                                                          for p, c in enumerate(wired)}))
+        group.cards = wired
     for position, card in enumerate(group.cards):
         name = builders.card_pod_name(owner.name, group.index, position)
         pod = pods_by_name.get(name)
@@ -246,7 +326,8 @@ def repair(owner, spec, group: GroupRecord, pods_by_name, catalog, decision, set
             pod = None
         if pod is None and card.build not in pending:
             decision.actions.append(Create(builders.card_pod(owner, spec, group.index, position, card, catalog,
-                                                             _xclbin(spec, card), settings.pod_fetch)))
+                                                             _xclbin(spec, card), settings.pod_fetch,
+                                                             _pull(settings))))
 
 
 # ---- placement --------------------------------------------------------------------------------------
@@ -353,7 +434,7 @@ def place(owner, spec, snap: Observed, groups: list[GroupRecord], gone: set[int]
         for pg in planned:
             if missing <= 0:
                 break
-            record = new_group(owner, spec, pg, next_group, taken, fc, catalog, labels, ordinals,
+            record = new_group(owner, spec, snap, pg, next_group, taken, fc, catalog, labels, ordinals,
                                fabric.pool or builders.DEFAULT_POOL, decision, settings)
             made.append(record)
             next_group += 1
@@ -373,8 +454,8 @@ def _is_gone(obj: dict, owner: Owner, gone: set[int]) -> bool:
             == builders.label_value(owner.name) and labels.get(builders.LABEL_GROUP) in {str(g) for g in gone})
 
 
-def new_group(owner, spec, pg: PlannedGroup, index: int, taken: set[int], fc, catalog, labels, ordinals, pool,
-              decision: Decision, settings: Settings) -> GroupRecord:
+def new_group(owner, spec, snap: Observed, pg: PlannedGroup, index: int, taken: set[int], fc, catalog, labels,
+              ordinals, pool, decision: Decision, settings: Settings) -> GroupRecord:
     builds = card_builds(model_identity(spec.model), pg)
     places = [CardPlace(node, fc.physical[(node, card)], type_, ordinals.get(node, 0), builds[(node, card)]["digest"])
               for node, card, type_ in pg.cards]
@@ -385,19 +466,22 @@ def new_group(owner, spec, pg: PlannedGroup, index: int, taken: set[int], fc, ca
         taken.add(number)
         numbered.append((number, inst))
     mode = builders.resolve_mode(spec, labels.get(pg.cards[0][0], {}))
-    cards = builders.group_wiring(owner, spec, index, mode, places, numbered, position, pool)
+    cards = [with_artifact(c, snap, settings)
+             for c in builders.group_wiring(owner, spec, index, mode, places, numbered, position, pool)]
     record = {"instances": [{"index": n, "fps": round(i.fps, 3)} for n, i in numbered],
               "builds": {b["digest"]: b for b in builds.values()}}
     cost = sum(fc.cluster.cost_per_hour(t) for _, _, t in pg.cards)
     cm = builders.group_configmap(owner, index, cards, record, pg.fps, cost)
     decision.actions.append(Create(cm))
     group = GroupRecord(index, cm, cards, record["instances"], record["builds"], None)
-    pending = missing_builds(spec, cards)
+    pending = missing_builds(spec, cards, snap, settings)
     decision.pending_builds |= pending
+    request_builds(spec, group, pending, snap, decision, settings)
     for p, card in enumerate(cards):
         if card.build not in pending:
             decision.actions.append(Create(builders.card_pod(owner, spec, index, p, card, catalog,
-                                                             _xclbin(spec, card), settings.pod_fetch)))
+                                                             _xclbin(spec, card), settings.pod_fetch,
+                                                             _pull(settings))))
     where = ", ".join(f"{c.node}/{c.card} ({c.card_type})" for c in cards)
     decision.emit("Normal", "GroupPlaced", f"group {index}: instances {[n for n, _ in numbered]} on {where}, "
                   f"{pg.fps:.0f} fps predicted")

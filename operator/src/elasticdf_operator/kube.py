@@ -11,6 +11,7 @@ from elasticdf_contract.names import (
     ANNOTATION_WIRING_DIGEST,
     AUTOSCALE_HISTORY_KEY,
     GROUP,
+    LABEL_BUILD,
     LABEL_CARD_TYPES,
     LABEL_GATEWAY,
     LABEL_GROUP,
@@ -40,6 +41,7 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.apps = client.AppsV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
 
     # reads (label-selected: never the whole cluster)
     def nodes(self) -> list[dict]:
@@ -91,7 +93,7 @@ class Kube:
         """The created object (projected like the index entries), or None when it already exists."""
         ns, kind = obj["metadata"]["namespace"], obj["kind"]
         create = {"Pod": self.core.create_namespaced_pod, "ConfigMap": self.core.create_namespaced_config_map,
-                  "Service": self.core.create_namespaced_service}[kind]
+                  "Service": self.core.create_namespaced_service, "Job": self.batch.create_namespaced_job}[kind]
         try:
             created = _json(create(ns, obj, _preload_content=False))
         except ApiException as err:
@@ -114,6 +116,35 @@ class Kube:
         sel = f"{LABEL_NAME}={label_value(owner)},{LABEL_GROUP}={group}"
         self.core.delete_collection_namespaced_pod(namespace, label_selector=sel, grace_period_seconds=0)
         self.core.delete_collection_namespaced_config_map(namespace, label_selector=sel)
+
+    def build_jobs(self, namespace: str) -> list[dict]:
+        """The builder Jobs (label elasticdf.io/build) in the operator's namespace."""
+        return _json(self.batch.list_namespaced_job(namespace, label_selector=LABEL_BUILD,
+                                                    _preload_content=False))["items"]
+
+    def build_pods(self, namespace: str) -> list[dict]:
+        return _json(self.core.list_namespaced_pod(namespace, label_selector=LABEL_BUILD,
+                                                   _preload_content=False))["items"]
+
+    def pod_log_tail(self, namespace: str, pod: str, container: str | None, lines: int) -> str:
+        """The last `lines` lines a container of a pod wrote ('' when the pod or its log is gone)."""
+        try:
+            return self.core.read_namespaced_pod_log(pod, namespace, container=container, tail_lines=lines)
+        except ApiException as err:
+            if err.status in (400, 404):
+                return ""
+            raise
+
+    def patch_configmap_data(self, namespace: str, name: str, data: dict[str, str]) -> dict | None:
+        """Merge `data` into a ConfigMap; the patched object (projected), None if it is gone."""
+        try:
+            patched = _json(self.core.patch_namespaced_config_map(name, namespace, {"data": data},
+                                                                  _preload_content=False))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return {"kind": "ConfigMap", **project_configmap(patched)}
 
     def annotate_idle(self, namespace: str, name: str, since: float | None) -> dict | None:
         """Set or clear a group ConfigMap's idle-since annotation; the patched object, None if it is gone."""

@@ -21,12 +21,15 @@ from . import builders, metrics, modelfetch
 from .act import execute
 from .api import ElasticInferenceSpec
 from .builders import Owner
+from .buildjobs import BuildIndex, BuildSettings
 from .decide import Decision, Settings, decide, desired_replicas
 from .modelfetch import ModelStore
 from .state import LEDGER, Ledger, Observed
 from .status import build_status
 
-SETTINGS = Settings(not_ready_grace_seconds=float(os.environ.get("ELASTICDF_NOTREADY_GRACE_SECONDS", "30")))
+SETTINGS = Settings(not_ready_grace_seconds=float(os.environ.get("ELASTICDF_NOTREADY_GRACE_SECONDS", "30")),
+                    builds=BuildSettings.from_env())
+BUILDS = BuildIndex()
 
 
 def owner_of(ei: dict) -> Owner:
@@ -35,7 +38,8 @@ def owner_of(ei: dict) -> Owner:
 
 
 def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, ledger: Ledger = LEDGER,
-              catalog: Catalog | None = None, settings: Settings = SETTINGS, models: ModelStore | None = None) -> dict:
+              catalog: Catalog | None = None, settings: Settings = SETTINGS, models: ModelStore | None = None,
+              builds: BuildIndex = BUILDS) -> dict:
     """Bring the card pods and gateway of `ei` in line with its spec; write and return its status.
 
     `models` resolves spec.model: zoo names, and artifacts fetched in the background (default: the process's
@@ -53,6 +57,7 @@ def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, led
         spec, want = None, 0
     with ledger.lock:
         raw = observe()
+        raw.builds = builds.observe(kube, settings.builds, needed_builds(ledger.view(raw), owner), models.policy)
         if spec is not None:
             want = desired_replicas(spec)
             decision = decide(owner, spec, ledger.view(raw), time.time(), catalog, models.graph, settings)
@@ -61,7 +66,8 @@ def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, led
     if decision.solve_seconds is not None:
         metrics.PLAN_SECONDS.observe(decision.solve_seconds)
     cms, pods = snap.owned(owner.namespace, owner.name)
-    status = build_status(ei, owner, want, cms, pods, decision, (ei.get("spec") or {}).get("model") or {})
+    status = build_status(ei, owner, want, cms, pods, decision, (ei.get("spec") or {}).get("model") or {},
+                          snap.builds, settings.builds)
     body = status.model_dump(by_alias=True, exclude_none=True, mode="json")
     post_events(kube, ei, events, body)
     kube.patch_status(owner.namespace, owner.name, body)
@@ -69,9 +75,15 @@ def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, led
     return body
 
 
+def needed_builds(snap: Observed, owner: Owner) -> set[str]:
+    """The card builds of the resource's groups: the ones the observe step looks up in the registry."""
+    cms, _ = snap.owned(owner.namespace, owner.name)
+    return {digest for cm in cms for digest in builders.record_of(cm).get("builds", {})}
+
+
 def post_events(kube, ei: dict, events: list, status: dict) -> None:
-    """The decision's events (a Warning whose reason a condition already carries is not repeated) and
-    a Normal `Ready` when the resource becomes ready."""
+    """The decision's events (a Warning whose reason a condition already carries is not repeated), a Normal
+    `Ready` when the resource becomes ready, and BuildSucceeded / BuildFailed when a build's phase turns so."""
     known = {c.get("reason") for c in (ei.get("status") or {}).get("conditions") or []}
     for e in events:
         if not (e.type == "Warning" and e.reason in known):
@@ -81,3 +93,10 @@ def post_events(kube, ei: dict, events: list, status: dict) -> None:
         old = before.get(c["type"])
         if c["type"] == "Ready" and c["status"] == "True" and (old is None or old["status"] != "True"):
             kube.event(ei, "Normal", "Ready", c["message"])
+    phases = {b["digest"]: b.get("phase") for b in (ei.get("status") or {}).get("builds") or []}
+    for b in status.get("builds") or []:
+        was = phases.get(b["digest"])
+        if b.get("phase") == "Ready" and was in ("Pending", "Building"):
+            kube.event(ei, "Normal", "BuildSucceeded", f"card build {b['digest']}: {b.get('artifact')}")
+        elif b.get("phase") == "Failed" and was != "Failed":
+            kube.event(ei, "Warning", "BuildFailed", f"card build {b['digest']}: {b.get('message')}")

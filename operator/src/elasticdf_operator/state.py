@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 from elasticdf_contract.names import LABEL_GROUP, LABEL_NAME, label_value
 
+from .buildjobs import BuildsSeen
+
 FRESH_SECONDS = 60.0  # forget an overlay entry the index never confirmed after this long
 REAPPLY_SECONDS = 60.0  # re-apply unchanged gateway objects this often (repairs edits and deletions by others)
 
@@ -63,12 +65,14 @@ def owner_key(obj: dict) -> tuple[str, str] | None:
 
 @dataclass
 class Observed:
-    """A snapshot: Alveo nodes, managed pods, group ConfigMaps, Fabrics (plain camelCase dicts)."""
+    """A snapshot: Alveo nodes, managed pods, group ConfigMaps, Fabrics (plain camelCase dicts), and what the
+    observe step saw of card builds (registry, builder Jobs)."""
 
     nodes: list[dict]
     pods: list[dict]
     configmaps: list[dict]
     fabrics: list[dict] = field(default_factory=list)
+    builds: BuildsSeen = field(default_factory=BuildsSeen)
 
     def owned(self, namespace: str, name: str) -> tuple[list[dict], list[dict]]:
         """The group ConfigMaps and card pods of the ElasticInference `name`."""
@@ -137,7 +141,7 @@ class Ledger:
 
     def view(self, observed: Observed) -> Observed:
         return Observed(observed.nodes, self.pods.apply(observed.pods), self.configmaps.apply(observed.configmaps),
-                        observed.fabrics)
+                        observed.fabrics, observed.builds)
 
     def created(self, obj: dict) -> None:
         (self.pods if obj.get("kind") == "Pod" else self.configmaps).created(obj)

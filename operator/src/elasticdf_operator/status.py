@@ -25,6 +25,7 @@ from .api import (
     PlanSummary,
     SegmentSummary,
 )
+from .buildjobs import NO_BUILDS, BuildSettings, BuildsSeen, age_seconds, build_state
 from .decide import Decision, GroupRecord, active_instances
 
 COMPONENTS: tuple[ConditionType, ...] = ("PartitionSolved", "Scheduled", "SegmentsReady", "LinksUp")
@@ -62,7 +63,8 @@ def pod_ready(pod: dict) -> bool:
 
 
 def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], pods: list[dict],
-                 decision: Decision, spec_model: dict) -> ElasticInferenceStatus:
+                 decision: Decision, spec_model: dict, seen: BuildsSeen | None = None,
+                 build_settings: BuildSettings = NO_BUILDS) -> ElasticInferenceStatus:
     groups = sorted((GroupRecord.parse(cm) for cm in cms), key=lambda g: g.index)
     by_name = {p["metadata"]["name"]: p for p in pods}
     active = active_instances(groups, want)
@@ -94,12 +96,16 @@ def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], po
                 segments=[BuildSegment(layers=s["layers"], slrs=s["slrs"], floorplan=s["floorplan"])
                           for s in b["segments"]], bitstream=bitstreams.get(c.build)))
             entry.cards += 1
+    now = dt.datetime.now(dt.UTC)
+    if build_settings.registry:
+        for entry in builds.values():
+            fill_build(entry, seen or BuildsSeen(), build_settings, now)
     served = [i for i in instances if not i.standby]
     ready = sum(i.ready for i in served)
     fps = sum(i.fps for i in served)
     conditions = ConditionSet((ei.get("status") or {}).get("conditions") or [], ei["metadata"].get("generation"),
                               dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    mark_components(conditions, decision, want, len(served), ready, groups, pods, problems)
+    mark_components(conditions, decision, want, len(served), ready, groups, pods, problems, builds)
     conditions.derive_ready(f"{ready} instance(s) ready")
     cards_used = sum(len(g.cards) for g in groups)
     return ElasticInferenceStatus(
@@ -117,8 +123,27 @@ def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], po
         observed_generation=ei["metadata"].get("generation"))
 
 
+def fill_build(entry: BuildStatus, seen: BuildsSeen, settings: BuildSettings, now: dt.datetime) -> None:
+    """A build's phase, step, Job and artifact, as the observe step saw them."""
+    state = build_state(entry.digest, seen, settings)
+    entry.phase, entry.progress, entry.attempts, entry.job = state.phase, state.progress, state.attempts, state.job
+    entry.start_time, entry.age_seconds = state.started, age_seconds(state.started, now)
+    entry.artifact = settings.artifact(state.manifest) if state.manifest else None
+    entry.message = state.message[:900] or None
+
+
+def pending_message(decision: Decision, builds: dict[str, BuildStatus]) -> str:
+    def one(digest: str) -> str:
+        b = builds.get(digest)
+        if b is None or b.phase is None:
+            return f"{digest} (no bitstream in spec.model.artifacts.bitstreams)"
+        return f"{digest} ({b.phase.lower()}{', step ' + b.progress if b.progress else ''}: {b.message or ''})"
+    return "waiting for card build(s) " + "; ".join(one(d) for d in sorted(decision.pending_builds))
+
+
 def mark_components(conditions: ConditionSet, decision: Decision, want: int, served: int, ready: int,
-                    groups: list[GroupRecord], pods: list[dict], problems: list[str]) -> None:
+                    groups: list[GroupRecord], pods: list[dict], problems: list[str],
+                    builds: dict[str, BuildStatus] | None = None) -> None:
     for type_, (status, reason, message) in decision.conditions.items():
         conditions.mark(type_, status, reason, message)
     if "PartitionSolved" not in decision.conditions and (served or not want):
@@ -126,9 +151,11 @@ def mark_components(conditions: ConditionSet, decision: Decision, want: int, ser
     total = sum(len(g.cards) for g in groups)
     bound = sum(bool(p.get("spec", {}).get("nodeName")) for p in pods
                 if p["metadata"]["labels"].get(builders.LABEL_NAME) is not None)
-    if decision.pending_builds:
-        conditions.mark("Scheduled", "False", "BuildPending", "no bitstream for card build(s) "
-                        f"{', '.join(sorted(decision.pending_builds))} in spec.model.artifacts.bitstreams")
+    if decision.failed_builds:
+        conditions.mark("Scheduled", "False", "BuildFailed", "; ".join(
+            f"card build {d}: {why}" for d, why in sorted(decision.failed_builds.items())))
+    elif decision.pending_builds:
+        conditions.mark("Scheduled", "False", "BuildPending", pending_message(decision, builds or {}))
     elif served < want:
         conditions.mark("Scheduled", "False", "InsufficientCards", f"{served} of {want} instance(s) placed")
     elif bound < total:
