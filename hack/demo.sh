@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The quickstart, cold start to a served model: a local control plane, two real kubelet nodes with simulated
 # Alveo cards next to kwok nodes (examples/clusters/demo.yaml), our images (built from this tree; a no-op when
-# they are current), the Helm chart (the operator runs in the cluster), examples/cnv.yaml in emulation mode,
-# then real Open Inference Protocol requests through the gateway Service. It ends with the endpoint, which
+# they are current), the Helm chart (the operator runs in the cluster, card builds on: the dev cluster's OCI
+# registry, builder Jobs on the real nodes), examples/cnv.yaml in emulation mode, then real Open Inference Protocol requests through the gateway Service. It ends with the endpoint, which
 # keeps serving (a background port-forward) until `make down`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,20 +30,23 @@ step "nodes from $CLUSTER (real ones import the images)"
 hack/dev-cluster.sh nodes "$CLUSTER" --prune
 kubectl get nodes -L elasticdf.io/dev-runtime,elasticdf.io/card-types,elasticdf.io/switch
 
-step "helm upgrade --install $RELEASE charts/elastic-df (operator image from the nodes, on a real node)"
+REGISTRY=$(.venv/bin/python -c 'import sys; sys.path.insert(0, "hack"); import devcluster; print(devcluster.BUILD_REGISTRY)')
+step "helm upgrade --install $RELEASE charts/elastic-df (operator on a real node; card builds in $REGISTRY)"
 helm upgrade --install "$RELEASE" charts/elastic-df --namespace "$OPERATOR_NS" --create-namespace \
   --set operator.image.pullPolicy=Never --set-string 'operator.nodeSelector.elasticdf\.io/dev-runtime=real' \
-  --wait --timeout 5m
+  --set "builds.registry=$REGISTRY" --set builds.insecure=true \
+  --set-string 'builds.nodeSelector.elasticdf\.io/dev-runtime=real' --wait --timeout 5m
 kubectl -n "$OPERATOR_NS" get pods -o wide
 
-step "kubectl apply -f $EXAMPLE"
+step "kubectl apply -f $EXAMPLE (builder Jobs make its card builds first; card pods pull them by digest)"
 kubectl apply -f "$EXAMPLE"
 want=$(kubectl get ei "$NAME" -o jsonpath='{.spec.replicas}')
 ready=0
-for _ in $(seq 1 300); do
+for _ in $(seq 1 600); do
   phase=$(kubectl get ei "$NAME" -o jsonpath='{.status.phase}' 2>/dev/null || true)
   ready=$(kubectl get ei "$NAME" -o jsonpath='{.status.readyReplicas}' 2>/dev/null || true)
-  printf '\r  phase=%-12s ready=%s/%s ' "${phase:-?}" "${ready:-0}" "$want"
+  builds=$(kubectl get ei "$NAME" -o jsonpath='{range .status.builds[*]}{.phase}/{.progress} {end}' 2>/dev/null || true)
+  printf '\r  phase=%-12s ready=%s/%s builds: %-40s' "${phase:-?}" "${ready:-0}" "$want" "${builds:-?}"
   [ "${ready:-0}" = "$want" ] && break
   sleep 1
 done
@@ -56,6 +59,8 @@ if [ "${ready:-0}" != "$want" ]; then
 fi
 kubectl get pods -o wide -l "elasticdf.io/name=$NAME"
 kubectl get pods -o wide -l "elasticdf.io/gateway=$NAME"
+kubectl get ei "$NAME" -o jsonpath='{range .status.builds[*]}build {.digest} {.cardType}: {.phase}, {.artifact}{"\n"}{end}'
+kubectl -n "$OPERATOR_NS" get jobs
 
 step "the gateway Service on 127.0.0.1 (kubectl port-forward in the background until make down)"
 port=$(hack/dev-cluster.sh port-forward default "svc/$NAME-gateway" 8000)
