@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
 from elasticdf_contract.names import GATEWAY_PORT, LABEL_ROLE
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,6 +23,8 @@ from .autoscale import http_get
 from .builders import Owner
 from .decide import Action, Apply, Create, DeleteGroup, DeletePod, Emit, MarkIdle
 from .state import Ledger
+
+log = logging.getLogger("elasticdf.act")
 
 
 def execute(kube, ledger: Ledger, owner: Owner, actions: list[Action]) -> list[Emit]:
@@ -38,8 +41,8 @@ def execute(kube, ledger: Ledger, owner: Owner, actions: list[Action]) -> list[E
                     ledger.deleted("Pod", uid)
             case DeleteGroup(index, cm_uid, pod_uids, unless_served):
                 if unless_served and (held := gateways_holding(kube, owner, set(unless_served))):
-                    events.append(Emit("Normal", "GroupDraining", f"group {index}: kept until the gateways let go "
-                                                                  f"({'; '.join(held)})"))
+                    log.info("%s/%s group %d: card pods kept until the gateways let go (%s)", owner.namespace,
+                             owner.name, index, "; ".join(held))
                     continue
                 kube.delete_group(owner.namespace, owner.name, index)
                 ledger.deleted("ConfigMap", cm_uid)

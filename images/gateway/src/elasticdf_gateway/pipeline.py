@@ -46,6 +46,8 @@ from elasticdf_segment.framing import (
 log = logging.getLogger("elasticdf.gateway")
 SEQ_MASK = (1 << ORIGIN_SHIFT) - 1
 FLOAT32 = np.dtype("<f4")
+# a segment's /healthz answers in microseconds when idle; on a saturated node it may take a while (`Strikes`)
+HEALTH_TIMEOUT = 1.0
 
 
 class RequestFailed(Exception):
@@ -125,7 +127,7 @@ def group(wirings: list[SegmentWiring]) -> dict[str, list[SegmentWiring]]:
 
 class Pipeline:
     def __init__(self, wirings: list[SegmentWiring], *, dtype: np.dtype = FLOAT32, health_port: int = 8080,
-                 timeout: float = 30.0, poll_seconds: float = 0.2, max_batch: int = 32, max_delay: float = 0.0,
+                 timeout: float = 30.0, poll_seconds: float = 0.5, max_batch: int = 32, max_delay: float = 0.0,
                  max_queue: int = 512, window: int = 4, name: str = "gateway", health_failures: int = 3):
         self.health_failures = health_failures
         self.instances = [self._instance(i, ws) for i, ws in sorted(group(wirings).items())]
@@ -152,7 +154,7 @@ class Pipeline:
 
     # -- lifecycle
     async def start(self) -> None:
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=max(self.poll_seconds, 1.0)))
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT))
         self.tasks = [asyncio.create_task(self._watch(), name="health"),
                       asyncio.create_task(self._batcher(), name="batcher")]
 
@@ -311,15 +313,21 @@ class Pipeline:
             raise RequestFailed(429, f"all {len(self.ready_instances())} instance(s) are saturated: "
                                      f"{self.queued_frames} frames already queued (limit {self.max_queue}); "
                                      "retry later or scale the ElasticInference up")
-        job = Job(frames, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        job = Job(frames, loop.create_future())
         self.queue.append(job)
         self.queued_frames += len(frames)
         self.work.set()
+        # a plain timer on the future: cheaper per request than asyncio.timeout's cancel-and-convert machinery
+        timer = loop.call_later(self.timeout, self._time_out, job)
         try:
-            async with asyncio.timeout(self.timeout):
-                return await job.future
-        except TimeoutError:
-            raise RequestFailed(504, f"no result within {self.timeout:g} s") from None
+            return await job.future
+        finally:
+            timer.cancel()
+
+    def _time_out(self, job: Job) -> None:
+        if not job.future.done():
+            job.future.set_exception(RequestFailed(504, f"no result within {self.timeout:g} s"))
 
     def _free_instance(self) -> Instance | None:
         ready = [i for i in self.ready_instances() if i.inflight < self.window]
