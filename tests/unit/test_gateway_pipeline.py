@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from elasticdf_contract.wiring import Endpoint, SegmentWiring
 from elasticdf_gateway.pipeline import Pipeline, RequestFailed, Strikes
-from elasticdf_segment.framing import Frame, read_frame_async
+from elasticdf_segment.framing import KIND_HELLO, Frame, encode_parts, read_frame_async
 
 
 def wirings(instance: int, port: int) -> list[SegmentWiring]:
@@ -28,6 +28,8 @@ async def connected_pipeline(**options):
 
     async def segment(reader, writer):
         while (frame := await read_frame_async(reader)) is not None:
+            if frame.kind == KIND_HELLO:  # as a last segment acknowledges a results subscription
+                writer.writelines(encode_parts(frame))
             await received.put(frame)
 
     server = await asyncio.start_server(segment, "127.0.0.1", 0)

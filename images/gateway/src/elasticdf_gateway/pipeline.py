@@ -41,6 +41,7 @@ from elasticdf_segment.framing import (
     encode_parts,
     read_frame_async,
     results_hello,
+    results_origin,
 )
 
 log = logging.getLogger("elasticdf.gateway")
@@ -48,6 +49,7 @@ SEQ_MASK = (1 << ORIGIN_SHIFT) - 1
 FLOAT32 = np.dtype("<f4")
 # a segment's /healthz answers in microseconds when idle; on a saturated node it may take a while (`Strikes`)
 HEALTH_TIMEOUT = 1.0
+SUBSCRIBE_TIMEOUT = 5.0  # for the last segment's echo of the results hello
 
 
 class RequestFailed(Exception):
@@ -255,6 +257,17 @@ class Pipeline:
             self.fail_instance(inst, f"cannot connect to its segments: {exc}")
             return
         inst.results.writelines(encode_parts(results_hello(self.origin, self.name)))
+        try:  # the last segment echoes the hello once it routes our origin: only then may requests go
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                echo = await read_frame_async(results_reader)
+        except (OSError, FramingError, TimeoutError) as exc:
+            echo, why = None, f"{type(exc).__name__}: {exc}"
+        else:
+            why = "no echo of the results hello"
+        if echo is None or results_origin(echo) != self.origin:
+            self.fail_instance(inst, f"last segment {inst.exit[0]}:{inst.exit[1]} did not confirm the results "
+                                     f"subscription ({why})")
+            return
         inst.tasks = [asyncio.create_task(self._read_results(inst, results_reader)),
                       asyncio.create_task(self._watch_data(inst, data_reader))]
         inst.up, inst.reason = True, ""
