@@ -119,12 +119,13 @@ class Chain:
         results = dial("127.0.0.1", self.exit)
         results.sendall(encode(results_hello(ORIGIN, "dataplane_bench")))
         self.reader = FrameReader(results)
+        self.reader.read()  # the last segment's echo: our results are routed from now on
         self.sender = dial("127.0.0.1", self.entry)
         self._probe(results, probe)
 
     def _probe(self, results: socket.socket, probe: np.ndarray) -> None:
-        """One frame through: the last segment has registered our results hello (it drops results it cannot
-        route, so a frame sent before that would be lost)."""
+        """One frame through before timing: the chain works end to end (its segments dial each other with
+        backoff at start)."""
         results.settimeout(2.0)
         for _ in range(30):
             send_frame(self.sender, Frame.of_tensor(self.request_id(0), probe))

@@ -1,14 +1,19 @@
-"""The Open Inference Protocol's own clients (tritonclient HTTP with binary tensors, tritonclient gRPC), unmodified
-and with their defaults, against gateway replicas in their own network namespaces in front of segments in theirs.
+"""The Open Inference Protocol's own clients (tritonclient HTTP with binary tensors, tritonclient gRPC, the KServe
+Python client's v2 REST and gRPC), unmodified and with their defaults, against gateway replicas in their own
+network namespaces in front of segments in theirs.
 
 As in a cluster, the gateway cannot read the model here (the operator's gateway Deployment does not fetch
 file:// models), so it serves the protocol without tensor metadata and the segments check the frames."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -72,6 +77,24 @@ def test_tritonclient_http_binary_and_grpc_through_the_gateway_namespace(pipelin
     with pytest.raises(InferenceServerException, match="segment 0"):
         grpc_infer(pipeline.grpc_target(), wrong, "FP32")
     assert np.array_equal(grpc_infer(pipeline.grpc_target(), frames, "FP32"), want)  # and it goes on serving
+
+
+def test_kserve_client_rest_and_grpc_through_the_gateway_namespace(pipeline_factory):
+    model = testmodels.plain_cnn(seed=5)
+    pipeline = pipeline_factory(model, RANGES)
+    frames = np.concatenate(testmodels.random_frames(2, seed=12))
+    run = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "kserve_client.py"), pipeline.url,
+                          pipeline.grpc_target(), MODEL, json.dumps(frames.tolist())],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    reply = json.loads(run.stdout.splitlines()[-1])
+    want = reference(model, frames)
+    assert reply["rest"]["ready"] and reply["grpc"]["ready"] and reply["grpc"]["model_ready"]
+    for side, calls in (("rest", ("json", "binary")), ("grpc", ("FP32", "UINT8"))):
+        for call in calls:
+            assert reply[side][call]["id"] == f"{side}-{call}"
+            assert np.array_equal(np.asarray(reply[side][call]["output"], np.float32), want), (side, call)
+    assert reply["grpc"]["unknown_model"]["code"] == "NOT_FOUND"
 
 
 def test_two_gateway_replicas_in_two_namespaces_each_get_their_own_results(pipeline_factory):

@@ -65,7 +65,8 @@ def real_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     state = tmp_path_factory.mktemp("real")
     cluster = devcluster.up(state, state / "kubeconfig", tie_to_parent=True)
     try:
-        devcluster.start_real_nodes(state, CLUSTER, tie_to_parent=True, install=False)
+        # the deadline covers the image import, which took 132 s with load average 10 on the shared 2 cores
+        devcluster.start_real_nodes(state, CLUSTER, tie_to_parent=True, install=False, timeout=360)
         yield cluster
     finally:
         devcluster.down(state)

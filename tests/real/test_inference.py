@@ -1,7 +1,8 @@
 """The product end to end on a real node: the operator (installed by the Helm chart, running in the cluster)
 places an ElasticInference, its segment and gateway pods really run our images, and Open Inference Protocol
 requests through the gateway Service return exactly the unsplit model's outputs, also while a segment pod is
-deleted, while the resource scales 1 -> 2 -> 1 and while the operator pod is killed.
+deleted, while the resource scales 1 -> 2 -> 1 (inside one card) and beyond the card and back (a second card pod
+placed and released), and while the operator pod is killed.
 
 Requests go through `kubectl port-forward svc/<name>-gateway` (API server -> kubelet -> the gateway pod); the
 gateway reaches the segments by their pod DNS names and the last segment returns results to the gateway
@@ -222,27 +223,46 @@ def test_segment_pod_deleted_under_traffic(served, core_v1):
     check_accounting(outcomes, before, gateway_requests(served, core_v1), served.instance_id)
 
 
-def test_scale_1_2_1_under_traffic(served, core_v1, apis):
-    custom, _ = apis
+def scale_and_back(served: Served, core_v1, custom, replicas: int) -> None:
+    """Scale to `replicas` and back to 1 under traffic: every request is answered right, none fails (the operator
+    takes instances out of the gateway's wiring first and releases a card pod only once the gateway drained it)."""
     before = gateway_requests(served, core_v1)
     traffic = served.traffic().start()
     try:
         until_healthy(traffic, 10, 60)
-        served.kubectl("scale", f"ei/{MODEL}", "--replicas=2")
-        wait_until(lambda: ready_replicas(custom, served.namespace, 2), 180, "2 instances Ready", interval=1)
-        # the gateway picks up the new instance from its mounted wiring and sends it frames
+        served.kubectl("scale", f"ei/{MODEL}", f"--replicas={replicas}")
+        wait_until(lambda: ready_replicas(custom, served.namespace, replicas), 180, f"{replicas} instances Ready",
+                   interval=1)
+        # the gateway picks up the new instances from its mounted wiring and sends them frames
         wait_until(lambda: all(sample(metrics_of(served, p.metadata.name, 8080), "elasticdf_segment_frames_total") > 0
                                for p in ready_pods(core_v1, served.namespace, SEGMENTS)),
-                   120, "both instances serving", interval=2)
+                   120, "every card pod serving", interval=2)
+        card_pods = len(ready_pods(core_v1, served.namespace, SEGMENTS))
+        scaled = time.monotonic()
         served.kubectl("scale", f"ei/{MODEL}", "--replicas=1")
         wait_until(lambda: ready_replicas(custom, served.namespace, 1)
                    and len(pods(core_v1, served.namespace, SEGMENTS)) == 1, 120, "back to 1 instance", interval=1)
+        print(f"scale {replicas} -> 1 ({card_pods} card pods -> 1): {time.monotonic() - scaled:.1f} s (drain period "
+              "5 s, then the operator asks the gateway)")
         until_healthy(traffic, 20, 120)
     finally:
         outcomes = traffic.stop()
     failed = [o for o in outcomes if o.error]
     print(f"{len(outcomes)} requests, {len(failed)} failed; first: {failed[0].error if failed else '-'}")
+    assert failed == [], f"{len(failed)} requests failed while scaling; first: {failed[0].error}"
     check_accounting(outcomes, before, gateway_requests(served, core_v1), served.instance_id)
+
+
+def test_scale_1_2_1_under_traffic(served, core_v1, apis):
+    """Inside the placed card: the second instance is a standby of the same card pod; scaling back takes it out of
+    the gateway's wiring and the gateway finishes what it had sent it."""
+    scale_and_back(served, core_v1, apis[0], 2)
+
+
+def test_scale_beyond_the_card_and_back_under_traffic(served, core_v1, apis):
+    """One instance more than the first card holds: a second card pod, released after the gateway drained it."""
+    held = len(ei(apis[0], served.namespace)["status"]["plan"]["instances"])
+    scale_and_back(served, core_v1, apis[0], held + 1)
 
 
 def test_operator_pod_killed_nothing_duplicated(served, core_v1, apis, operator):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import numpy as np
 import pytest
+from aiohttp import web
 from elasticdf_contract.wiring import Endpoint, SegmentWiring
-from elasticdf_gateway.pipeline import Pipeline, RequestFailed
-from elasticdf_segment.framing import Frame, read_frame_async
+from elasticdf_gateway.pipeline import Pipeline, RequestFailed, Strikes
+from elasticdf_segment.framing import KIND_HELLO, Frame, encode_parts, read_frame_async
 
 
 def wirings(instance: int, port: int) -> list[SegmentWiring]:
@@ -26,6 +28,8 @@ async def connected_pipeline(**options):
 
     async def segment(reader, writer):
         while (frame := await read_frame_async(reader)) is not None:
+            if frame.kind == KIND_HELLO:  # as a last segment acknowledges a results subscription
+                writer.writelines(encode_parts(frame))
             await received.put(frame)
 
     server = await asyncio.start_server(segment, "127.0.0.1", 0)
@@ -90,3 +94,71 @@ def test_a_lost_result_times_out_and_frees_its_slot():
         await p.stop()
         server.close()
     asyncio.run(run())
+
+
+def test_an_instance_the_wiring_drops_finishes_its_batches_and_gets_no_new_ones():
+    async def run():
+        p, received, server = await connected_pipeline(max_batch=1)
+        old = p.instances[0]
+        call = asyncio.create_task(p.infer(np.ones((1, 2), np.float32)))
+        frame = await tensor_frame(received)
+        added, removed = p.update(wirings(1, 9))  # scaled down to another instance (not healthy yet)
+        assert (added, removed) == (["ns/m-1"], ["ns/m-0"])
+        assert ("ns/m-0", "draining") in p.held() and old.writer is not None, "connections stay while in flight"
+        with pytest.raises(RequestFailed, match="no ready pipeline instance") as err:
+            await p.infer(np.ones((1, 2), np.float32))  # new work never goes to the draining instance
+        assert err.value.status == 503
+        p.on_frame(Frame.of_tensor(frame.request_id, frame.tensor * 3))
+        assert (await call).tolist() == [[3, 3]], "the request in flight completes normally"
+        assert p.held() == [("ns/m-1", "down")] and old.writer is None, "drained: closed and no longer held"
+        assert p.update([]) == ([], ["ns/m-1"]) and p.held() == [], "nothing in flight: dropped at once"
+        await p.stop()
+        server.close()
+    asyncio.run(run())
+
+
+def test_one_slow_health_check_keeps_an_instance_several_drop_it_and_it_comes_back():
+    async def run():
+        answer = {"status": 200}
+
+        async def healthz(_):
+            return web.Response(status=answer["status"], text="ok boot-1")
+
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        p, received, server = await connected_pipeline(health_port=port, health_failures=3)
+        p.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
+        inst = p.instances[0]
+        await p.check(inst)
+        assert inst.up
+        answer["status"] = 503
+        for _ in range(2):
+            await p.check(inst)
+            assert inst.up, "fewer failed checks in a row than the limit: still in rotation"
+        answer["status"] = 200
+        await p.check(inst)
+        answer["status"] = 503
+        for _ in range(2):
+            await p.check(inst)
+        assert inst.up, "a good check in between starts the count again"
+        await p.check(inst)
+        assert not inst.up and "3 checks in a row" in inst.reason
+        answer["status"] = 200
+        await p.check(inst)
+        assert inst.up and inst.writer is not None, "healthy again: reconnected, back in rotation"
+        await p.stop()
+        server.close()
+        await runner.cleanup()
+    asyncio.run(run())
+
+
+def test_strikes_count_consecutive_failures_only():
+    s = Strikes(limit=3)
+    assert [s.failed(), s.failed()] == [False, False]
+    s.passed()
+    assert [s.failed(), s.failed(), s.failed()] == [False, False, True]

@@ -1,6 +1,6 @@
 """The Open Inference Protocol's own clients, unmodified and with their defaults (tritonclient HTTP and gRPC, the
-KServe v2 REST client) against two gateway replicas in front of real emulated segment processes on loopback:
-health, metadata, inference (JSON, binary, gRPC), outputs selection, datatypes, and every bad input."""
+KServe Python client's v2 REST and gRPC) against two gateway replicas in front of real emulated segment processes on
+loopback: health, metadata, inference (JSON, binary, gRPC), outputs selection, datatypes, and every bad input."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -124,34 +125,23 @@ def test_grpc_errors_name_the_problem(stack):
     assert client.is_server_ready()  # the server is unharmed
 
 
-KSERVE_CLIENT = """
-import asyncio, json, sys
-import numpy as np
-from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
-
-async def main(base, model, frame):
-    client = InferenceRESTClient(RESTConfig(protocol="v2", retries=0))
-    ready = await client.is_server_ready(base)
-    inp = InferInput("x", list(frame.shape), "FP32")
-    inp.set_data_from_numpy(frame, binary_data=False)
-    reply = await client.infer(base, InferRequest(model, [inp], request_id="k-1"), model_name=model)
-    await client.close()
-    print(json.dumps({"ready": ready, "id": reply.id, "output": reply.outputs[0].as_numpy().tolist()}))
-
-asyncio.run(main(sys.argv[1], sys.argv[2], np.array(json.loads(sys.argv[3]), dtype=np.float32)))
-"""
+KSERVE_CLIENT = Path(__file__).parents[1] / "kserve_client.py"
 
 
-def test_kserve_rest_client(stack):
-    """In its own process: kserve and tritonclient both register the `inference.*` protobuf messages, and one
-    process's descriptor pool takes only one of them."""
-    x = frame(6)
-    run = subprocess.run([sys.executable, "-c", KSERVE_CLIENT, f"http://{stack.url()}", MODEL, json.dumps(x.tolist())],
-                         capture_output=True, text=True, timeout=120)
+def test_kserve_client_rest_and_grpc(stack):
+    x = np.concatenate([frame(6), frame(7)])
+    run = subprocess.run([sys.executable, str(KSERVE_CLIENT), f"http://{stack.url()}", stack.grpc_url("gw1"), MODEL,
+                          json.dumps(x.tolist())], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     reply = json.loads(run.stdout.splitlines()[-1])
-    assert reply["ready"] is True and reply["id"] == "k-1"
-    assert np.array_equal(np.asarray(reply["output"], np.float32), expected(stack, x))
+    want = expected(stack, x)
+    assert reply["rest"]["ready"] and reply["grpc"]["ready"] and reply["grpc"]["model_ready"]
+    for side, calls in (("rest", ("json", "binary")), ("grpc", ("FP32", "UINT8"))):
+        for call in calls:
+            assert reply[side][call]["id"] == f"{side}-{call}"
+            assert np.array_equal(np.asarray(reply[side][call]["output"], np.float32), want), (side, call)
+    assert reply["grpc"]["unknown_model"]["code"] == "NOT_FOUND"
+    assert "unknown model 'other'" in reply["grpc"]["unknown_model"]["message"]
 
 
 BAD = {

@@ -179,3 +179,30 @@ def test_derived_names_are_valid_for_every_legal_name(name):
                     label_value(name)):
         assert len(derived) <= 63 and label.match(derived), derived
     assert card_pod_name(name, 0, 0) != card_pod_name(name + "x", 0, 0)
+
+
+def test_scale_down_takes_instances_out_of_the_gateway_first_and_releases_cards_after_the_drain():
+    snap = Observed([node("a", ["u280"]), node("b", ["u280"])], [], [])
+    snap, _ = run(snap, spec(replicas=1))
+    first = len(builders.record_of(snap.configmaps[0])["instances"])
+    snap, _ = run(snap, spec(replicas=first + 1))
+    (second,) = [c for c in snap.configmaps if c["metadata"]["labels"][builders.LABEL_GROUP] == "1"]
+    second_ids = {w.instance_id for c in builders.card_wirings_of(second) for w in c.segments}
+    settings = Settings(gateway_drain_seconds=5.0, gateway_confirm_seconds=60.0)
+
+    snap, actions = run(snap, spec(replicas=1), now=1000.0, settings=settings)
+    assert not [a for a in actions if isinstance(a, DeleteGroup)], "no card pod goes in the pass that rewires"
+    assert any(isinstance(a, MarkIdle) and a.since == 1000.0 for a in actions)
+    assert len(gateway_instances(actions)) == 1, "the gateway's wiring drops the instance at once"
+    snap, actions = run(snap, spec(replicas=1), now=1004.0, settings=settings)
+    assert len(snap.configmaps) == 2, "kept during the drain period"
+
+    _, actions = run(snap, spec(replicas=1), now=1005.0, settings=settings)
+    (release,) = [a for a in actions if isinstance(a, DeleteGroup)]
+    assert set(release.unless_served) == second_ids, "released only once no gateway holds its instances"
+    _, actions = run(snap, spec(replicas=1), now=1066.0, settings=settings)
+    (release,) = [a for a in actions if isinstance(a, DeleteGroup)]
+    assert release.unless_served == (), "gateways that never let go hold the cards no longer than the limit"
+    _, actions = run(snap, spec(replicas=1), now=1005.0, settings=Settings(ask_gateways=False))
+    (release,) = [a for a in actions if isinstance(a, DeleteGroup)]
+    assert release.unless_served == (), "gateways that cannot be asked: the drain period alone"

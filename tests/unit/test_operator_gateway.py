@@ -172,3 +172,41 @@ def test_status_names_the_endpoint():
     status = build_status(ei, OWNER, 0, [], [], Decision(), {"name": "cnv"})
     assert status.endpoint == "http://net-gateway.ns.svc:8000/v2/models/cnv"
     assert status.grpc_endpoint == "net-gateway.ns.svc:8001"
+
+
+class GatewayPods:
+    """The operator's view of two gateway pods (as `Kube.gateway_pods` lists them) and their /metrics."""
+
+    def __init__(self, metrics_by_ip: dict[str, str]):
+        self.metrics = metrics_by_ip
+
+    def gateway_pods(self, namespace: str, owner: str) -> list[dict]:
+        return [{"metadata": {"name": f"gw-{ip}"}, "status": {"phase": "Running", "podIP": ip}} for ip in self.metrics]
+
+    def get(self, url: str, timeout: float) -> str:
+        ip = url.split("//")[1].split(":")[0]
+        if self.metrics[ip] is None:
+            raise OSError("connection refused")
+        return self.metrics[ip]
+
+
+def test_the_operator_waits_for_gateways_that_still_drain_an_instance():
+    from elasticdf_gateway.service import GatewayMetrics
+    from elasticdf_operator.act import gateways_holding
+    from prometheus_client import generate_latest
+
+    def exposition(pipeline: Pipeline) -> str:
+        return generate_latest(GatewayMetrics("cnv", pipeline).registry).decode()
+
+    draining, done = Pipeline(active_wirings(2)), Pipeline(active_wirings(2))
+    draining.instances[1].inflight = 1  # a batch still in flight to instance 1 when the wiring drops it
+    for p in (draining, done):
+        p.update(active_wirings(1))
+    assert [i for i, _ in done.held()] == ["ns/net-0"] and ("ns/net-1", "draining") in draining.held()
+    pods = GatewayPods({"10.0.0.1": exposition(done), "10.0.0.2": exposition(draining)})
+    assert gateways_holding(pods, OWNER, {"ns/net-1"}, get=pods.get) == ["gw-10.0.0.2 holds ns/net-1"]
+    pods.metrics["10.0.0.2"] = exposition(done)
+    assert gateways_holding(pods, OWNER, {"ns/net-1"}, get=pods.get) == []
+    pods.metrics["10.0.0.2"] = None
+    assert gateways_holding(pods, OWNER, {"ns/net-1"}, get=pods.get) == [
+        "gw-10.0.0.2: not answering (connection refused)"], "a gateway that cannot say keeps the cards"

@@ -4,18 +4,27 @@ record them in the Ledger so the next snapshot shows them before the watches do.
 A changed gateway wiring ConfigMap is followed by an annotation of the gateway pods with its digest: the
 kubelet refreshes a mounted ConfigMap when it syncs the pod, and an update of the pod makes it sync now
 instead of at its periodic resync (up to about a minute), so an activated standby instance joins the
-rotation within about a second."""
+rotation within about a second.
+
+A group release that waits for the gateways (`DeleteGroup.unless_served`) first asks every gateway pod which
+instances it still holds (its /metrics, `elasticdf_gateway_instance_held`): while one still serves or drains
+an instance of the group, its card pods stay and the release is retried on a later pass."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
-from elasticdf_contract.names import LABEL_ROLE
+from elasticdf_contract.names import GATEWAY_PORT, LABEL_ROLE
+from prometheus_client.parser import text_string_to_metric_families
 
+from .autoscale import http_get
 from .builders import Owner
 from .decide import Action, Apply, Create, CreateBuildJob, DeleteGroup, DeletePod, Emit, MarkIdle, UpdateWiring
 from .state import Ledger
+
+log = logging.getLogger("elasticdf.act")
 
 
 def execute(kube, ledger: Ledger, owner: Owner, actions: list[Action]) -> list[Emit]:
@@ -30,7 +39,11 @@ def execute(kube, ledger: Ledger, owner: Owner, actions: list[Action]) -> list[E
             case DeletePod(name, uid):
                 if kube.delete_pod(owner.namespace, name, uid):
                     ledger.deleted("Pod", uid)
-            case DeleteGroup(index, cm_uid, pod_uids):
+            case DeleteGroup(index, cm_uid, pod_uids, unless_served):
+                if unless_served and (held := gateways_holding(kube, owner, set(unless_served))):
+                    log.info("%s/%s group %d: card pods kept until the gateways let go (%s)", owner.namespace,
+                             owner.name, index, "; ".join(held))
+                    continue
                 kube.delete_group(owner.namespace, owner.name, index)
                 ledger.deleted("ConfigMap", cm_uid)
                 for uid in pod_uids:
@@ -56,3 +69,31 @@ def execute(kube, ledger: Ledger, owner: Owner, actions: list[Action]) -> list[E
             case Emit():
                 events.append(action)
     return events
+
+
+HELD_METRIC = "elasticdf_gateway_instance_held"
+
+
+def gateways_holding(kube, owner: Owner, instance_ids: set[str], get=http_get, timeout: float = 0.5) -> list[str]:
+    """Which gateway pods still hold (serve or drain) one of `instance_ids`, or could not be asked: one line
+    each; empty when none does. Pods not running serve nothing."""
+    held = []
+    for pod in kube.gateway_pods(owner.namespace, owner.name):
+        ip, name = pod.get("status", {}).get("podIP"), pod["metadata"]["name"]
+        if pod.get("status", {}).get("phase") != "Running" or not ip or pod["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            text = get(f"http://{ip}:{GATEWAY_PORT}/metrics", timeout)
+        except (OSError, ValueError) as exc:
+            held.append(f"{name}: not answering ({exc})")
+            continue
+        mine = sorted(instance_ids & held_instances(text))
+        if mine:
+            held.append(f"{name} holds {', '.join(mine)}")
+    return held
+
+
+def held_instances(text: str) -> set[str]:
+    """The instance ids a gateway's /metrics reports as held."""
+    return {s.labels["instance"] for fam in text_string_to_metric_families(text) if fam.name == HELD_METRIC
+            for s in fam.samples if s.name == HELD_METRIC and s.value > 0}

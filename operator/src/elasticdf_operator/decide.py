@@ -5,7 +5,8 @@ Per pass, over the resource's card groups (each held by a group ConfigMap, read 
    node lost is released whole and re-planned (the other groups are not touched);
 2. instances are ordered (group index, instance index); the first `replicas` are *active* (in the gateway's
    rotation), the rest *standby* (flashed, idle). Scaling inside placed groups is only this order: no pod
-   moves. A group whose instances are all standby is marked idle and released after the scale-down window;
+   moves. A group whose instances are all standby is marked idle and released after the scale-down window,
+   and never before the gateways had the drain period to drop its instances (see `release_idle`);
 3. failed or missing card pods of kept groups are replaced (same name, same card);
 4. if more instances are wanted than the groups hold, one solve over the free cards gives new groups (the
    solver's plan on those cards, split into groups), placed whole until enough instances exist;
@@ -59,11 +60,14 @@ class DeletePod:
 
 @dataclass(frozen=True)
 class DeleteGroup:
-    """Release a group: its ConfigMap and card pods."""
+    """Release a group: its ConfigMap and card pods. With `unless_served`, only once no gateway pod still
+    holds (serves or drains) one of these instance ids; the executor asks the gateways and otherwise skips
+    the release (a later pass retries). Empty: release now (a lost card, or the gateways cannot be asked)."""
 
     index: int
     configmap_uid: str | None
     pod_uids: tuple[str, ...]
+    unless_served: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,13 @@ class Decision:
 @dataclass(frozen=True)
 class Settings:
     not_ready_grace_seconds: float = 30.0
+    # an idle group's cards stay flashed this long at least: the new wiring reaches the gateways (kubelet
+    # refresh + their poll, about 2 s) and their in-flight requests to its instances finish
+    gateway_drain_seconds: float = 5.0
+    # then wait until the gateways report they hold none of its instances, at most this much longer
+    # (False: the gateways cannot be asked, e.g. simulated pods; the drain period alone decides)
+    ask_gateways: bool = True
+    gateway_confirm_seconds: float = 60.0
     pod_fetch: builders.PodFetch = field(default_factory=builders.PodFetch)  # how card pods fetch the model
     builds: BuildSettings = field(default_factory=BuildSettings)
 
@@ -153,6 +164,10 @@ class GroupRecord:
     def held(self) -> list[dict]:
         return builders.cards_of(self.configmap)
 
+    def instance_ids(self) -> tuple[str, ...]:
+        """How the gateways name this group's instances (SegmentWiring.instance_id)."""
+        return tuple(sorted({w.instance_id for c in self.cards for w in c.segments}))
+
     def wirings(self, instance: int) -> list[SegmentWiring]:
         return sorted((w for c in self.cards for w in c.segments if w.instance == instance), key=lambda w: w.segment)
 
@@ -175,7 +190,7 @@ def active_instances(groups: list[GroupRecord], want: int) -> set[int]:
 
 def release_window(spec: ElasticInferenceSpec) -> float:
     """How long a fully idle group stays flashed: the autoscaler's scale-down window; with manual scaling a
-    smaller spec.replicas is a decision, not a fluctuation, so idle groups go at once."""
+    smaller spec.replicas is a decision, not a fluctuation, so idle groups go as soon as the gateways let go."""
     return float(spec.autoscaling.scale_down_stabilization_seconds) if spec.autoscaling else 0.0
 
 
@@ -191,7 +206,7 @@ def decide(owner: Owner, spec: ElasticInferenceSpec, snap: Observed, now: float,
     pods_by_name = {p["metadata"]["name"]: p for p in pods}
     groups = drop_broken(groups, pods, snap, now, catalog, settings, decision)
     active = active_instances(groups, want)
-    groups = release_idle(groups, active, now, release_window(spec), pods, decision)
+    groups = release_idle(groups, active, now, release_window(spec), pods, decision, settings)
     placed = sum(len(g.instances) for g in groups)
     if not groups or want > placed:
         decision.actions.append(Create(builders.cards_headless_service(owner)))
@@ -227,22 +242,30 @@ def drop_broken(groups, pods, snap, now, catalog, settings, decision) -> list[Gr
     return kept
 
 
-def release_idle(groups, active, now, window, pods, decision) -> list[GroupRecord]:
+def release_idle(groups, active, now, window, pods, decision, settings: Settings) -> list[GroupRecord]:
+    """Mark groups idle whose instances all left the rotation; release them once idle long enough.
+
+    Never in the pass that takes the instances out of the gateway's wiring: the card pods must outlive the
+    gateways' use of them, or the requests in flight to them fail. So a group is released at the earliest
+    `gateway_drain_seconds` after it went idle, and only once the gateways say they hold none of its
+    instances (asked by the executor; after `gateway_confirm_seconds` more it goes regardless)."""
     kept = []
+    wait = max(window, settings.gateway_drain_seconds)
     for group in groups:
         idle = not any(i["index"] in active for i in group.instances)
         if not idle:
             if group.idle_since is not None:
                 decision.actions.append(MarkIdle(group.name, None))
             kept.append(group)
-        elif group.idle_since is None and window > 0:
+        elif group.idle_since is None:
             decision.actions.append(MarkIdle(group.name, now))
             kept.append(group)
-        elif group.idle_since is not None and now - group.idle_since < window:
+        elif now - group.idle_since < wait:
             kept.append(group)
         else:
+            ask = settings.ask_gateways and now - group.idle_since < wait + settings.gateway_confirm_seconds
             decision.actions.append(DeleteGroup(group.index, group.configmap["metadata"].get("uid"),
-                                                _pod_uids(group, pods)))
+                                                _pod_uids(group, pods), group.instance_ids() if ask else ()))
             decision.emit("Normal", "GroupReleased", f"group {group.index}: every instance idle; released "
                           f"{len(group.cards)} card(s)")
     return kept

@@ -157,14 +157,17 @@ class Kube:
             raise
         return {"kind": "ConfigMap", **project_configmap(patched)}
 
+    def gateway_pods(self, namespace: str, owner: str) -> list[dict]:
+        sel = f"{LABEL_GATEWAY}={label_value(owner)},{LABEL_ROLE}=gateway"
+        return _json(self.core.list_namespaced_pod(namespace, label_selector=sel, _preload_content=False))["items"]
+
     def annotate_gateway_pods(self, namespace: str, owner: str, digest: str) -> None:
         """Set the wiring digest on the gateway pods of `owner` (the pod update makes the kubelet refresh the
         mounted wiring now); pods that went away meanwhile are skipped."""
-        sel = f"{LABEL_GATEWAY}={label_value(owner)},{LABEL_ROLE}=gateway"
         body = {"metadata": {"annotations": {ANNOTATION_WIRING_DIGEST: digest}}}
-        for pod in self.core.list_namespaced_pod(namespace, label_selector=sel).items:
+        for pod in self.gateway_pods(namespace, owner):
             try:
-                self.core.patch_namespaced_pod(pod.metadata.name, namespace, body)
+                self.core.patch_namespaced_pod(pod["metadata"]["name"], namespace, body)
             except ApiException as err:
                 if err.status != 404:
                     raise

@@ -27,7 +27,16 @@ from .modelfetch import ModelStore
 from .state import LEDGER, Ledger, Observed
 from .status import build_status
 
+
+def in_cluster() -> bool:
+    """Whether this process runs in a pod: only then can it reach pod IPs (a local operator, as in the e2e
+    tests and the quickstart, cannot, and must not try)."""
+    return "KUBERNETES_SERVICE_HOST" in os.environ
+
+
 SETTINGS = Settings(not_ready_grace_seconds=float(os.environ.get("ELASTICDF_NOTREADY_GRACE_SECONDS", "30")),
+                    gateway_drain_seconds=float(os.environ.get("ELASTICDF_GATEWAY_DRAIN_SECONDS", "5")),
+                    ask_gateways=in_cluster() and os.environ.get("ELASTICDF_SCRAPE", "1") != "0",
                     builds=BuildSettings.from_env())
 BUILDS = BuildIndex()
 

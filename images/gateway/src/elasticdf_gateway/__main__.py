@@ -112,6 +112,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--grpc-port", type=int, default=GRPC_PORT, help="gRPC (inference.GRPCInferenceService)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--segment-health-port", type=int, default=8080)
+    p.add_argument("--health-failures", type=int, default=3,
+                   help="failed segment health checks in a row (1 s timeout, 0.5 s apart) before an instance "
+                        "leaves the rotation (a broken connection takes it out at once)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before a request fails with 504")
     p.add_argument("--max-batch", type=int, default=32,
                    help="frames per batch towards an instance (xrt instances: always 1, the card takes frames)")
@@ -131,7 +134,7 @@ def build(args: argparse.Namespace, wirings: list[SegmentWiring]) -> Gateway:
     max_batch = 1 if any(w.mode == "xrt" for w in wirings) else args.max_batch
     pipeline = Pipeline(wirings, health_port=args.segment_health_port, timeout=args.timeout, max_batch=max_batch,
                         max_delay=args.max_batch_delay_ms / 1000, max_queue=args.max_queue, window=args.window,
-                        name=socket.gethostname())
+                        name=socket.gethostname(), health_failures=args.health_failures)
     return Gateway(Service(model_from(model, wirings, max_batch > 1), pipeline), args.max_body_bytes,
                    args.drain_seconds)
 

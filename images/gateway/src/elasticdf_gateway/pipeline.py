@@ -9,8 +9,13 @@ busy, so batches grow by themselves; at low load a request leaves at once.
 Results: every replica dials, per instance, the first segment (requests) and the last one (a results
 connection opened with its origin, framing.results_hello); request ids carry that origin, so the last segment
 returns each result to the replica that sent it. A batch completes exactly once: it is popped by its result,
-an error frame, the failure of its instance (a segment's /healthz stops answering or reports a new boot id, a
-connection breaks, the wiring drops it) or its deadline; frames for popped ids are counted as late and dropped.
+an error frame, the failure of its instance (a segment's /healthz fails `health_failures` checks in a row or
+reports a new boot id, a connection breaks) or its deadline; frames for popped ids are counted as late and
+dropped.
+
+Scale-down: an instance the wiring drops *drains*: it gets no new batch, its batches in flight complete
+normally, then its connections close. The operator releases its card pods only once no gateway reports it
+(`leaving`, exported as elasticdf_gateway_instance_held), so scaling down fails no request.
 
 Backpressure: a full queue answers 429 at once (RESOURCE_EXHAUSTED over gRPC) instead of queueing without
 bound; each request waits at most `timeout` seconds (504).
@@ -36,11 +41,15 @@ from elasticdf_segment.framing import (
     encode_parts,
     read_frame_async,
     results_hello,
+    results_origin,
 )
 
 log = logging.getLogger("elasticdf.gateway")
 SEQ_MASK = (1 << ORIGIN_SHIFT) - 1
 FLOAT32 = np.dtype("<f4")
+# a segment's /healthz answers in microseconds when idle; on a saturated node it may take a while (`Strikes`)
+HEALTH_TIMEOUT = 1.0
+SUBSCRIBE_TIMEOUT = 5.0  # for the last segment's echo of the results hello
 
 
 class RequestFailed(Exception):
@@ -56,9 +65,28 @@ def address(endpoint) -> tuple[str, int]:
 
 
 @dataclass
+class Strikes:
+    """Consecutive failed health checks of an instance. It leaves the rotation only at `limit` (one slow answer
+    from a busy node is not an outage: with the check's timeout and the poll interval, `limit` sets how long
+    an instance may be silent); a good check clears them. A broken connection needs no vote."""
+
+    limit: int = 3
+    count: int = 0
+
+    def failed(self) -> bool:
+        """Count a failed check; True when the instance is to be taken out of rotation."""
+        self.count += 1
+        return self.count >= self.limit
+
+    def passed(self) -> None:
+        self.count = 0
+
+
+@dataclass
 class Instance:
     id: str
     wirings: list[SegmentWiring]
+    strikes: Strikes = field(default_factory=Strikes)
     up: bool = False
     reason: str = "not checked yet"
     inflight: int = 0  # batches sent and not completed
@@ -101,9 +129,11 @@ def group(wirings: list[SegmentWiring]) -> dict[str, list[SegmentWiring]]:
 
 class Pipeline:
     def __init__(self, wirings: list[SegmentWiring], *, dtype: np.dtype = FLOAT32, health_port: int = 8080,
-                 timeout: float = 30.0, poll_seconds: float = 0.2, max_batch: int = 32, max_delay: float = 0.0,
-                 max_queue: int = 512, window: int = 4, name: str = "gateway"):
-        self.instances = [Instance(i, ws) for i, ws in sorted(group(wirings).items())]
+                 timeout: float = 30.0, poll_seconds: float = 0.5, max_batch: int = 32, max_delay: float = 0.0,
+                 max_queue: int = 512, window: int = 4, name: str = "gateway", health_failures: int = 3):
+        self.health_failures = health_failures
+        self.instances = [self._instance(i, ws) for i, ws in sorted(group(wirings).items())]
+        self.leaving: list[Instance] = []  # dropped by the wiring, finishing their batches in flight
         self.dtype = dtype  # what the segments compute on: a batch of mixed request datatypes is cast to it
         self.health_port, self.timeout, self.poll_seconds = health_port, timeout, poll_seconds
         self.max_batch, self.max_delay, self.max_queue, self.window = max_batch, max_delay, max_queue, window
@@ -121,9 +151,12 @@ class Pipeline:
         self.tasks: list[asyncio.Task] = []
         self.http: aiohttp.ClientSession | None = None
 
+    def _instance(self, key: str, wirings: list[SegmentWiring]) -> Instance:
+        return Instance(key, wirings, Strikes(self.health_failures))
+
     # -- lifecycle
     async def start(self) -> None:
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=max(self.poll_seconds, 0.5)))
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT))
         self.tasks = [asyncio.create_task(self._watch(), name="health"),
                       asyncio.create_task(self._batcher(), name="batcher")]
 
@@ -131,7 +164,7 @@ class Pipeline:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        for inst in self.instances:
+        for inst in self.instances + self.leaving:
             self.fail_instance(inst, "gateway stopping")
         if self.http:
             await self.http.close()
@@ -150,7 +183,7 @@ class Pipeline:
     def update(self, wirings: list[SegmentWiring]) -> tuple[list[str], list[str]]:
         """Swap in new wiring (the operator scaled, or re-planned an instance): unchanged instances keep their
         state and connections; new ones start unchecked (out of rotation until healthy); removed or changed
-        ones leave rotation and their in-flight requests fail with 503. Returns (added, removed) ids."""
+        ones leave the rotation at once and drain (see `retire`). Returns (added, removed) ids."""
         groups = group(wirings)
         current = {i.id: i for i in self.instances}
         kept, added, removed = [], [], [i for key, i in current.items() if key not in groups]
@@ -161,12 +194,26 @@ class Pipeline:
                 continue
             if old is not None:
                 removed.append(old)
-            added.append(Instance(key, ws))
+            added.append(self._instance(key, ws))
             kept.append(added[-1])
         self.instances = kept
         for inst in removed:
-            self.fail_instance(inst, "removed from the wiring")
+            self.retire(inst)
         return [i.id for i in added], [i.id for i in removed]
+
+    def retire(self, inst: Instance) -> None:
+        """Out of rotation; its connections stay open until its last batch in flight completes."""
+        if inst.inflight == 0:
+            self.fail_instance(inst, "removed from the wiring")
+            return
+        inst.up, inst.reason = False, "removed from the wiring, draining"
+        self.leaving.append(inst)
+        log.info("instance %s removed from the wiring: draining %d batches in flight", inst.id, inst.inflight)
+
+    def held(self) -> list[tuple[str, str]]:
+        """(instance id, state) of every instance this replica still uses or may send to."""
+        return ([(i.id, "serving" if i.up else "down") for i in self.instances]
+                + [(i.id, "draining") for i in self.leaving])
 
     # -- health and connections
     async def _watch(self) -> None:
@@ -186,13 +233,18 @@ class Pipeline:
             try:
                 boot = await self._boot_id(w)
             except (aiohttp.ClientError, OSError, TimeoutError, IndexError) as exc:
-                if inst.up or inst.reason.startswith("not checked"):
-                    self.fail_instance(inst, f"{where} is down: {str(exc) or type(exc).__name__}")
+                why = f"{where} is down: {str(exc) or type(exc).__name__}"
+                if inst.strikes.failed() and (inst.up or inst.reason.startswith("not checked")):
+                    self.fail_instance(inst, f"{why} ({inst.strikes.count} checks in a row)")
+                elif inst.up:
+                    log.warning("instance %s: %s (check %d of %d before it leaves the rotation)", inst.id, why,
+                                inst.strikes.count, inst.strikes.limit)
                 return
             previous, inst.boot_ids[w.segment] = inst.boot_ids.get(w.segment), boot
             if previous is not None and previous != boot and inst.up:
                 self.fail_instance(inst, f"{where} restarted")
                 return
+        inst.strikes.passed()
         if not inst.up and inst in self.instances:
             await self._connect(inst)
 
@@ -205,6 +257,17 @@ class Pipeline:
             self.fail_instance(inst, f"cannot connect to its segments: {exc}")
             return
         inst.results.writelines(encode_parts(results_hello(self.origin, self.name)))
+        try:  # the last segment echoes the hello once it routes our origin: only then may requests go
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                echo = await read_frame_async(results_reader)
+        except (OSError, FramingError, TimeoutError) as exc:
+            echo, why = None, f"{type(exc).__name__}: {exc}"
+        else:
+            why = "no echo of the results hello"
+        if echo is None or results_origin(echo) != self.origin:
+            self.fail_instance(inst, f"last segment {inst.exit[0]}:{inst.exit[1]} did not confirm the results "
+                                     f"subscription ({why})")
+            return
         inst.tasks = [asyncio.create_task(self._read_results(inst, results_reader)),
                       asyncio.create_task(self._watch_data(inst, data_reader))]
         inst.up, inst.reason = True, ""
@@ -233,6 +296,8 @@ class Pipeline:
         """Take the instance out of rotation and fail its in-flight requests now (they cannot complete)."""
         was_up = inst.up
         inst.up, inst.reason = False, reason
+        if inst in self.leaving:
+            self.leaving.remove(inst)
         victims = [rid for rid, b in self.batches.items() if b.instance is inst]
         for rid in victims:
             self._finish(rid, RequestFailed(503, f"instance {inst.id}: {reason}; request {rid} was not completed"))
@@ -261,15 +326,21 @@ class Pipeline:
             raise RequestFailed(429, f"all {len(self.ready_instances())} instance(s) are saturated: "
                                      f"{self.queued_frames} frames already queued (limit {self.max_queue}); "
                                      "retry later or scale the ElasticInference up")
-        job = Job(frames, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        job = Job(frames, loop.create_future())
         self.queue.append(job)
         self.queued_frames += len(frames)
         self.work.set()
+        # a plain timer on the future: cheaper per request than asyncio.timeout's cancel-and-convert machinery
+        timer = loop.call_later(self.timeout, self._time_out, job)
         try:
-            async with asyncio.timeout(self.timeout):
-                return await job.future
-        except TimeoutError:
-            raise RequestFailed(504, f"no result within {self.timeout:g} s") from None
+            return await job.future
+        finally:
+            timer.cancel()
+
+    def _time_out(self, job: Job) -> None:
+        if not job.future.done():
+            job.future.set_exception(RequestFailed(504, f"no result within {self.timeout:g} s"))
 
     def _free_instance(self) -> Instance | None:
         ready = [i for i in self.ready_instances() if i.inflight < self.window]
@@ -361,7 +432,11 @@ class Pipeline:
     def _finish(self, rid: int, outcome: np.ndarray | RequestFailed) -> None:
         batch = self.batches.pop(rid)
         batch.expiry.cancel()
-        batch.instance.inflight -= 1
+        inst = batch.instance
+        inst.inflight -= 1
+        if inst.inflight == 0 and inst in self.leaving:
+            self.fail_instance(inst, "removed from the wiring, drained")
+            log.info("instance %s drained: connections closed", inst.id)
         self.work.set()
         at = 0
         for job in batch.jobs:

@@ -14,6 +14,7 @@ from elasticdf_segment import split
 from elasticdf_segment.observe import RateWindow
 from onnx import helper
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 from .pipeline import Pipeline, RequestFailed
 from .tensors import DATATYPE_OF, TensorSpec
@@ -84,6 +85,22 @@ class GatewayMetrics:
               ["model"], registry=self.registry).labels(model).set_function(lambda: pipeline.late_frames)
         Gauge("elasticdf_gateway_queued_frames", "Frames waiting for an instance", ["model"],
               registry=self.registry).labels(model).set_function(lambda: pipeline.queued_frames)
+        self.registry.register(HeldInstances(model, pipeline))
+
+
+class HeldInstances:
+    """elasticdf_gateway_instance_held{instance, state}: the instances this replica serves, has out of rotation
+    (down) or still drains. The operator releases an instance's card pods only once no replica lists it."""
+
+    def __init__(self, model: str, pipeline: Pipeline):
+        self.model, self.pipeline = model, pipeline
+
+    def collect(self):
+        family = GaugeMetricFamily("elasticdf_gateway_instance_held", self.__doc__.splitlines()[0],
+                                   labels=["model", "instance", "state"])
+        for instance, state in self.pipeline.held():
+            family.add_metric([self.model, instance, state], 1)
+        yield family
 
 
 class Service:

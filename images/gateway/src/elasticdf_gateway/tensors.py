@@ -9,6 +9,7 @@ sent and what is allowed. BYTES tensors have no exact numeric meaning for these 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +81,7 @@ def from_bytes(name: str, datatype: object, shape: object, raw: bytes | memoryvi
     """A view of binary tensor data (no copy)."""
     dtype = dtype_of(name, datatype)
     dims = checked_shape(name, shape, spec, max_rows)
-    need = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    need = math.prod(dims) * dtype.itemsize
     if len(raw) != need:
         raise bad(f"input {name!r}: {len(raw)} bytes of binary data, but shape {list(dims)} of {datatype} "
                   f"needs {need}")
@@ -98,7 +99,7 @@ def from_list(name: str, datatype: object, shape: object, data: object, spec: Te
         array = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise bad(f"input {name!r}: data is not a list of {datatype} values: {exc}") from exc
-    need = int(np.prod(dims, dtype=np.int64))
+    need = math.prod(dims)
     if array.size != need:
         raise bad(f"input {name!r}: {array.size} values, but shape {list(dims)} needs {need}")
     array = array.reshape(dims)

@@ -18,7 +18,9 @@ Request ids carry their origin: the high 32 bits are the random id of the gatewa
 the last segment of each instance and opens that connection with a hello `{"role": "results", "origin": N}`;
 the last segment sends each result over the connection whose origin matches its request id, so with several
 gateway replicas every result returns to the replica that holds its request (and an unknown origin is dropped,
-never delivered elsewhere). The byte layout is unchanged; only the direction of the results connection is new.
+never delivered elsewhere). The last segment answers the hello with the same hello once it routes that origin
+there: a gateway sends requests only after that echo, or their results could arrive before the subscription
+and be dropped. The byte layout is unchanged; only the direction of the results connection is new.
 
 A segment that fails on a frame forwards an error frame with the same request id, so the gateway answers that
 request with the message instead of waiting for it. Nothing is ever retransmitted: a frame lost with a dead

@@ -123,6 +123,9 @@ class StreamNode:
         with self.lock:
             old = self.subscribers.get(origin)
             self.subscribers[origin] = conn
+            # the acknowledgement (under the lock: no result goes out on conn before it); the gateway puts the
+            # instance in rotation only now, so no result can come back before its origin is routed
+            send_frame(conn, hello)
         if old is not None and old is not conn:  # the replica reconnected: the old connection is stale
             old.close()
         log.info("%s: results subscriber %s", self.name, hello.message)
