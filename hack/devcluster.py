@@ -1437,6 +1437,9 @@ def start_real_nodes(
         with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
             for imported in [pool.submit(_timed, f"{n.name}: image import", _import_images, n) for n in nodes]:
                 imported.result()
+        # the import's time depends on the images and the machine's load (2 min seen on a busy 2-core host): the
+        # timeout is for the node programs coming up, so it starts after it
+        deadline = time.monotonic() + timeout
         for node in nodes:
             _start_kubelet(cluster, node, tie_to_parent, deadline)
         _start_host_services(cluster, nodes[0], tie_to_parent)
