@@ -3,6 +3,7 @@ against the solver and both bounds on a zoo case (slow: a MILP solve of a real m
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from elasticdf_partitioner.catalog import Limits
 from elasticdf_partitioner.cluster import load_cluster
 from elasticdf_partitioner.models.synthetic import chain, toy_cluster
 from elasticdf_partitioner.solver import solve
+from elasticdf_partitioner.solver.colgen import ColumnBound
 from elasticdf_partitioner.solver.exact import exact_optimum
 from elasticdf_partitioner.solver.pack import PackSettings
 from elasticdf_partitioner.solver.stages import build_pipeline
@@ -39,6 +41,20 @@ def test_exact_model_matches_enumeration(layers, cards, sll, skip, exclusive):
     result = exact_optimum(pipeline, cluster, LIMITS, PackSettings(exclusive_cards=exclusive), time_limit=60)
     assert result.optimal
     assert result.fps == pytest.approx(expected, rel=1e-6, abs=0.01)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers=layers, cards=cards, sll=st.sampled_from([40, 5000]), skip=st.booleans(), same_type=st.booleans())
+def test_lp_bound_is_never_below_the_exact_optimum(layers, cards, sll, skip, same_type):
+    graph = chain("rand", layers, [(0, 2)] if skip and len(layers) == 3 else [])
+    cluster = toy_cluster([c[0] for c in cards], [min(c[1], len(c[0]) - 1) for c in cards], sll=sll)
+    if same_type:  # cards of one type share the LP's slots: runs on the same SLR of two cards
+        cluster = dataclasses.replace(cluster, cards=[dataclasses.replace(c, type=cluster.cards[0].type)
+                                                      for c in cluster.cards])
+    pipeline = build_pipeline(graph)
+    exact = exact_optimum(pipeline, cluster, LIMITS, time_limit=60)
+    assert exact.optimal
+    assert ColumnBound(pipeline, cluster, LIMITS).bound() >= exact.fps * (1 - 1e-6) - 1e-6
 
 
 @pytest.mark.slow
