@@ -10,13 +10,13 @@ import pytest
 from elasticdf_partitioner.catalog import Limits
 from elasticdf_partitioner.cluster import load_cluster
 from elasticdf_partitioner.models.synthetic import chain, toy_cluster
+from elasticdf_partitioner.resources import Resources
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.solver.colgen import ColumnBound
 from elasticdf_partitioner.solver.exact import exact_optimum
 from elasticdf_partitioner.solver.pack import PackSettings
 from elasticdf_partitioner.solver.stages import build_pipeline
 from elasticdf_partitioner.zoo import load_model
-from elasticdf_partitioner.resources import Resources
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from reference_packing import best_total_fps

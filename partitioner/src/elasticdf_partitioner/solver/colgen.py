@@ -8,14 +8,6 @@ generation): given the LP's resource prices, a dynamic program over the stages f
 cheapest configuration. Pricing searches a superset of the real placements (any walk over SLRs and cards,
 each crossing charged its narrowest possible stream width, VNx stacks, uplinks and integrality left out),
 so the LP is a relaxation of the solver's problem and any dual-feasible price vector proves a bound.
-
-Pricing also knows that one run of stages on one SLR must fit that SLR (the LP alone would run a fast
-configuration that needs three SLRs' worth of LUTs on one, at a third). That constraint is priced in
-Lagrangian fashion: multipliers mu >= 0 per SLR slot and resource add mu to the option prices and credit
-mu x capacity each time a walk enters a slot. For a configuration whose runs fit, the credit is at least
-the extra charge, so its priced value can only rise; the bound stays proven for any mu. Only configurations
-whose runs fit enter the master LP; one that does not raises mu on the slots it overfills until it prices
-out.
 """
 
 from __future__ import annotations
@@ -139,7 +131,6 @@ class _Tables:
 class Column:
     fps: float
     use: np.ndarray
-    runs: list[tuple[int, np.ndarray]]  # (slot, resources) of each run of consecutive stages on one SLR
 
 
 class ColumnBound:
@@ -194,28 +185,21 @@ class ColumnBound:
         step = 1 if b > a else -1
         return [(x, x + step) for x in range(a, b, step)]
 
-    def price(self, y: np.ndarray, mu: np.ndarray) -> list[tuple[float, Column]]:
-        """The cheapest configuration per level under dual prices y and run-capacity multipliers mu (S, 6),
-        as (reduced cost / fps, column)."""
+    def price(self, y: np.ndarray) -> list[tuple[float, Column]]:
+        """The cheapest configuration per level under dual prices y, as (reduced cost / fps, column)."""
         res, mean, sll, out, inn = self._split(y)
-        t, c = self.tables, self.cap
-        slot_price = res + mu[:, :5] + (mean + mu[:, 5])[:, None] * c.mean_weight  # (S, 5)
-        credit = (mu[:, :5] * c.cap).sum(axis=1) + mu[:, 5] * c.mean_budget  # entering a slot, (S,)
+        t = self.tables
+        slot_price = res + mean[:, None] * self.cap.mean_weight  # (S, 5)
         cost, which = t.cheapest(t.res @ slot_price.T)
         walk, hop_sll, hop_net = (np.nan_to_num(m, posinf=1e30) for m in self._moves(sll, out, inn))
         n_levels, n_stages, s = cost.shape
-        f = cost[:, 0, :] - credit[None, :]
+        f = cost[:, 0, :]
         back = np.zeros((n_levels, n_stages, s), dtype=np.int64)
         gbps = t.bits[None, :] * self.fps[:, None] / 1e9  # (L, P)
-        diagonal = np.eye(s, dtype=bool)[None]
-        rehop = np.zeros((n_levels, n_stages, s), dtype=bool)  # stayed on the slot's row by a hand-off
         for p in range(1, n_stages):
             w = t.width[:, p][:, None, None]
-            hop = hop_sll[None] * w + hop_net[None] * gbps[:, p][:, None, None] - credit[None, None, :]
-            move = np.minimum(walk[None] * w - credit[None, None, :], hop)
-            # staying on the slot; a hand-off to the same SLR of another card of the type starts a new run
-            move = np.where(diagonal, np.minimum(0.0, hop), move)
-            rehop[:, p] = np.diagonal(hop, axis1=1, axis2=2) < 0.0
+            move = np.minimum(walk[None] * w, hop_sll[None] * w + hop_net[None] * gbps[:, p][:, None, None])
+            move = np.where(np.eye(s, dtype=bool)[None], 0.0, move)
             cand = f[:, :, None] + move
             back[:, p] = cand.argmin(axis=1)
             f = np.take_along_axis(cand, back[:, p][:, None, :], axis=1)[:, 0, :] + cost[:, p, :]
@@ -226,9 +210,9 @@ class ColumnBound:
             reduced = (self.fps[lv] - total[lv]) / self.fps[lv]
             found.append((reduced, lv, end[lv]))
         found.sort(reverse=True)
-        return [(r, self._column(lv, end_slot, back, which, rehop)) for r, lv, end_slot in found]
+        return [(r, self._column(lv, end_slot, back, which)) for r, lv, end_slot in found]
 
-    def _column(self, lv: int, end_slot: int, back: np.ndarray, which: np.ndarray, rehop: np.ndarray) -> Column:
+    def _column(self, lv: int, end_slot: int, back: np.ndarray, which: np.ndarray) -> Column:
         t, c = self.tables, self.cap
         n_stages = back.shape[1]
         slots = [0] * n_stages
@@ -241,21 +225,15 @@ class ColumnBound:
         base = self.n_res + self.n_mean
         sll_index = {(a, b): base + i for i, (_, a, b) in enumerate(self.boundaries)}
         net = base + self.n_sll
-        runs: list[tuple[int, np.ndarray]] = []
         for p, slot in enumerate(slots):
             option = which[lv, p, slot]
             res[slot] += t.res[option]
             mean[slot] += t.res[option] @ c.mean_weight[slot]
-            stays = p > 0 and slots[p - 1] == slot and not (back[lv, p, slot] == slot and rehop[lv, p, slot])
-            if stays:
-                runs[-1][1][:] += t.res[option]
-                continue
-            runs.append((slot, t.res[option].copy()))
-            if p == 0:
+            if p == 0 or slots[p - 1] == slot:
                 continue
             a, b = slots[p - 1], slot
             width = t.width[lv, p]
-            if a != b and c.slot_type[a] == c.slot_type[b] and self._walk_cheaper(a, b, lv, p):
+            if c.slot_type[a] == c.slot_type[b] and self._walk_cheaper(a, b, lv, p):
                 for pair in self._path(a, b):
                     use[sll_index[pair]] += width
             else:
@@ -264,7 +242,7 @@ class ColumnBound:
                 gbps = t.bits[p] * self.fps[lv] / 1e9
                 use[net + c.slot_type[a]] += gbps
                 use[net + self.n_types + c.slot_type[b]] += gbps
-        return Column(float(self.fps[lv]), use, runs)
+        return Column(float(self.fps[lv]), use)
 
     def _walk_cheaper(self, a: int, b: int, lv: int, p: int) -> bool:
         walk, hop_sll, hop_net = self._last_moves
@@ -274,11 +252,10 @@ class ColumnBound:
     def bound(self) -> float:
         columns: list[Column] = []
         y = np.zeros(len(self.rhs))
-        mu = np.zeros((self.cap.n_slots, 6))
         best = math.inf
         for _ in range(MAX_ROUNDS):
             self._last_moves = self._moves(*self._split(y)[2:])
-            priced = self.price(y, mu)
+            priced = self.price(y)
             if not priced:
                 return 0.0  # no level has a fitting option for every stage
             worst = max(r for r, _ in priced)
@@ -287,29 +264,9 @@ class ColumnBound:
                 best = min(best, dual_value / (1 - max(worst, 0.0)))
             if worst <= TOLERANCE:
                 break
-            fresh = []
-            for r, col in priced[:COLUMNS_PER_ROUND]:
-                if r <= TOLERANCE:
-                    continue
-                excess = self._overfill(col)
-                if excess is None:
-                    fresh.append(col)
-                else:  # raise mu on the overfilled slots by just enough to price this column out
-                    mu += excess * (r * col.fps / float((excess * excess).sum()))
-            if fresh:
-                columns += fresh
-                y = self._master(columns)
+            columns += [col for r, col in priced[:COLUMNS_PER_ROUND] if r > TOLERANCE]
+            y = self._master(columns)
         return best
-
-    def _overfill(self, col: Column) -> np.ndarray | None:
-        """(S, 6) amounts by which the column's runs exceed their slot's capacity, or None if all fit."""
-        c = self.cap
-        excess = np.zeros((c.n_slots, 6))
-        for slot, run in col.runs:
-            excess[slot, :5] = np.maximum(excess[slot, :5], run - c.cap[slot])
-            excess[slot, 5] = max(excess[slot, 5], run @ c.mean_weight[slot] - c.mean_budget[slot])
-        excess[excess < 1e-9 * np.maximum(np.abs(excess).max(), 1.0)] = 0.0
-        return excess if excess.any() else None
 
     def _master(self, columns: list[Column]) -> np.ndarray:
         solver = pywraplp.Solver.CreateSolver("GLOP")

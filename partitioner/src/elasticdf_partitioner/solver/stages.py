@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InputError
 from ..graph import ModelGraph
 from ..options import Option
@@ -78,10 +80,21 @@ class Pipeline:
         """Per resource, the least any instance within `max_cycles` can use (None: no folding is that fast)."""
         key = ("least", max_cycles)
         if key not in self.memo:
-            fronts = [self.pareto(s, max_cycles) for s in range(len(self.stages))]
-            self.memo[key] = None if not all(fronts) else Resources(
-                *(sum(min(o.res[k] for o in front) for front in fronts) for k in range(5)))
+            cycles, least = self._prefix_minima()
+            last = [bisect.bisect_right(c, max_cycles) - 1 for c in cycles]
+            self.memo[key] = None if min(last) < 0 else Resources(
+                *np.sum([m[i] for m, i in zip(least, last)], axis=0).tolist())
         return self.memo[key]
+
+    def _prefix_minima(self) -> tuple[list[list[int]], list[np.ndarray]]:
+        """Per stage: option cycles ascending, and per resource the least any option up to each one uses (the
+        least over a Pareto front equals the least over all options within the budget, without building it)."""
+        if "prefix_minima" not in self.memo:
+            self.memo["prefix_minima"] = (
+                [[o.cycles for o in stage.options] for stage in self.stages],
+                [np.minimum.accumulate(np.array([o.res for o in stage.options], float), axis=0)
+                 for stage in self.stages])
+        return self.memo["prefix_minima"]
 
     def levels(self) -> list[int]:
         """Every distinct cycles-per-frame value an option can have, ascending."""
@@ -214,9 +227,11 @@ def pareto(options: list[StageOption], max_cycles: int) -> list[StageOption]:
     every output stream width (a narrower stream is cheaper to cut)."""
     cut = bisect.bisect_right([o.cycles for o in options], max_cycles)
     candidates = sorted(options[:cut], key=lambda o: (o.res, o.out_widths, o.cycles))
-    front: list[StageOption] = []
-    for option in candidates:
-        vector = (*option.res, *option.out_widths)
-        if not any(all(a <= b for a, b in zip((*f.res, *f.out_widths), vector)) for f in front):
-            front.append(option)
-    return front
+    if not candidates:
+        return []
+    vectors = np.array([(*o.res, *o.out_widths) for o in candidates], float)
+    # an option is dominated iff an option earlier in this order is <= it everywhere (a dominator sorts
+    # first, and a dominated dominator has its own dominator earlier still); of equal ones the first stays
+    covers = (vectors[None, :, :] <= vectors[:, None, :]).all(axis=2)  # [i, j]: j <= i everywhere
+    dominated = np.tril(covers, k=-1).any(axis=1)
+    return [o for o, out in zip(candidates, dominated) if not out]
