@@ -32,7 +32,7 @@ from elasticdf_partitioner.zoo import load_model
 OUT = Path(__file__).parent / "results" / "exact.md"
 CLUSTERS = Path(__file__).parents[1] / "examples" / "clusters"
 LIMITS = Limits(lut=1, ff=1, bram18=1, uram=1, dsp=1, memory_dsp_mean=1)
-PROBLEMS = 24
+PROBLEMS = 12
 TIME_LIMIT = 60.0
 
 
@@ -56,25 +56,27 @@ def random_rows():
     for i in range(PROBLEMS):
         graph, cluster = random_problem(rng)
         pipeline = build_pipeline(graph)
+        started = time.perf_counter()
         try:
             plan_fps, bound = (lambda p: (p.total_fps, p.bound))(solve(graph, cluster, limits=LIMITS))
         except InfeasibleError:  # the exact model says whether it truly is
             plan_fps, bound = 0.0, float("nan")
+        solver_seconds = time.perf_counter() - started
         lp = ColumnBound(pipeline, cluster, LIMITS).bound()
         started = time.perf_counter()
         exact = exact_optimum(pipeline, cluster, LIMITS, PackSettings(), time_limit=TIME_LIMIT)
         rows.append((i, len(pipeline.stages), [c.type.n_slrs for c in cluster.cards], plan_fps, exact, lp,
-                     bound, time.perf_counter() - started))
+                     bound, solver_seconds, time.perf_counter() - started))
         print(_random_cells(rows[-1]), flush=True)
     return rows
 
 
 def _random_cells(row):
-    i, n, slrs, fps, exact, lp, bound, seconds = row
+    i, n, slrs, fps, exact, lp, bound, solver_seconds, seconds = row
     best = exact.fps if exact.optimal else float("nan")
     return [str(i), str(n), "+".join(map(str, slrs)), f"{fps:,.0f}", f"{best:,.0f}" if exact.optimal else
             f"({exact.fps:,.0f} found, dual bound {exact.bound:,.0f})", f"{lp:,.0f}", _or_none(bound),
-            _pct(fps, best), _pct(best, lp), f"{seconds:.1f}"]
+            _pct(fps, best), _pct(best, lp), f"{solver_seconds:.1f}", f"{seconds:.1f}"]
 
 
 def _or_none(bound: float) -> str:
@@ -115,7 +117,7 @@ def main() -> None:
              f"worst {min(ratios):.3f}. LP bound / optimum: mean {statistics.mean(lp_gaps):.3f}, "
              f"worst {max(lp_gaps):.3f}.", "",
              "| # | stages | SLRs per card | solver fps | exact optimum | LP bound | resource bound | solver/optimum "
-             "| optimum/LP | exact s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| optimum/LP | solver s | exact s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(_random_cells(r)) + " |" for r in rows]
     lines += ["", "## Zoo models: size of the exact model", "",
               "Instances K is the proven count bound (the slowest folding fits the most); binaries about K x "
