@@ -77,7 +77,8 @@ def main() -> None:
     lines = ["# Scale and first-plan benchmark", "",
              "`.venv/bin/python benchmarks/scale_bench.py` on the shared 2-core dev machine (other agents' load "
              "included). Targets (issue 14): 10,000 cards plan in <= 10 s; ResNet-50 on 2xU280, first plan "
-             "<= 0.3 s solve and <= 1 s whole process.", "",
+             f"<= 0.3 s solve and <= 1 s whole process. Load average at the end of this run: "
+             f"{os.getloadavg()[0]:.1f} on 2 cores.", "",
              "## First plan: `elasticdf plan --model resnet50 --cluster examples/clusters/2xU280.yaml`", "",
              "| run | solve s (plan JSON) | whole process s |", "|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in first]
