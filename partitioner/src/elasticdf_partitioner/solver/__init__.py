@@ -2,18 +2,21 @@
 
 `solve()` is the one entry point. The steps live in their own modules:
 stages.py (fold), pack.py (segment and place on a card group, with routes.py, placers.py and state.py),
-replicate.py (spread over the cluster), bound.py (a proven upper bound), build.py (the Plan).
+replicate.py (spread over the cluster), bound.py (a proven upper bound), build.py (the Plan). exact.py is the
+same problem as a MILP: a reference for benchmarks and tests, never called from here.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from ..catalog import Limits
 from ..cluster import Cluster
 from ..errors import InputError
 from ..graph import ModelGraph
 from ..plan import Plan
+from ..resources import Resources
 from .bound import fps_bound, fps_per_resource
 from .build import build_plan, explain_infeasible
 from .colgen import ColumnBound
@@ -59,7 +62,7 @@ def solve(graph: ModelGraph, cluster: Cluster, objective: str = "throughput", ta
     pipeline = build_pipeline(graph)
     fclk = max(c.type.fclk_mhz for c in cluster.cards)
     ratios = fps_per_resource(pipeline, fclk)
-    usable = GroupState.fresh(cluster.cards, cluster.catalog, limits).free_total()
+    usable = _usable_total(cluster, limits)
     bound = fps_bound(pipeline, usable, fclk)
     bound_method = "resource"
     if certify:
@@ -96,6 +99,16 @@ def solve(graph: ModelGraph, cluster: Cluster, objective: str = "throughput", ta
     if objective == "cost" and plan.total_fps + 1e-6 < target_fps:
         raise explain_infeasible(pipeline, cluster, limits, target_fps, plan.total_fps)
     return plan
+
+
+def _usable_total(cluster: Cluster, limits: Limits) -> Resources:
+    """What all cards offer: one card of each type, times its count (10,000 cards need not be walked)."""
+    counts = Counter(c.type.name for c in cluster.cards)
+    one = {c.type.name: c for c in cluster.cards}
+    total = Resources()
+    for name, count in counts.items():
+        total = total + GroupState.fresh([one[name]], cluster.catalog, limits).free_total().scale(count)
+    return total
 
 
 def _fastest_first(pipeline, cluster, limits, ratios, levels, settings) -> list[Assignment]:

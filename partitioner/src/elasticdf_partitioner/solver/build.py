@@ -22,10 +22,26 @@ def _latency_ms(pipeline: Pipeline, placement: Placement) -> float:
     for _, _, position, _ in placement.card_cuts:
         bits = sum(e.bits_per_frame for e in pipeline.crossing(position))
         seconds += VNX_HALF_RTT_S + bits / LINK_BPS
-    return seconds * 1e3
+    return round(seconds * 1e3, 4)
 
 
-def _segments(pipeline: Pipeline, cluster: Cluster, cards: list[Card], placement: Placement) -> list[Segment]:
+def _segments(pipeline: Pipeline, cluster: Cluster, cards: list[Card], placement: Placement,
+              memo: dict) -> list[Segment]:
+    """The placement's segments on these cards. Copies of a pattern share their placements, so the segments
+    are built once per placement and card types and only re-addressed (a 10,000-card plan has ~10^5)."""
+    templates = _memo(memo, (id(placement), tuple(card.type.name for card in cards)), _segment_templates,
+                      pipeline, cluster, cards, placement)
+    return [template.model_copy(update={"node": cards[g].node, "card": cards[g].index}) for g, template in templates]
+
+
+def _memo(memo: dict, key, compute, *args):
+    if key not in memo:
+        memo[key] = compute(*args)
+    return memo[key]
+
+
+def _segment_templates(pipeline: Pipeline, cluster: Cluster, cards: list[Card],
+                       placement: Placement) -> list[tuple[int, Segment]]:
     runs: list[list] = []
     for piece in placement.pieces:
         if runs and runs[-1][0] == piece.card:
@@ -50,7 +66,7 @@ def _segments(pipeline: Pipeline, cluster: Cluster, cards: list[Card], placement
         capacity = Resources()
         for s in sorted(set(slrs)):
             capacity = capacity + (Resources.from_list(card.type.slrs[s]) - card.type.shell_overhead(s, ip))
-        segments.append(Segment(
+        segments.append((group_index, Segment(
             node=card.node, card=card.index, card_type=card.type.name, slrs=slrs,
             layers=[pipeline_layer_name(pipeline, first_stage, 0), pipeline_layer_name(pipeline, last_stage, -1)],
             layer_range=[first_layer, last_layer],
@@ -60,7 +76,7 @@ def _segments(pipeline: Pipeline, cluster: Cluster, cards: list[Card], placement
             slr_layers={str(p.slr): [pipeline.stages[p.first].layers[0], pipeline.stages[p.last].layers[-1]]
                         for p in filled},
             folding=_pieces_folding(pipeline, filled),
-        ))
+        )))
     return segments
 
 
@@ -84,12 +100,13 @@ def _pieces_folding(pipeline: Pipeline, pieces) -> dict[str, dict]:
 def build_plan(graph, pipeline, cluster, assignments, objective, bound, optimal, seconds) -> Plan:
     instances = []
     used_cards: set[int] = set()
+    memo: dict = {}
     for assignment in assignments:
         for placement in assignment.result.placements:
             instances.append(Instance(
                 fps=round(placement.fps, 2), fclk_mhz=placement.fclk_mhz, cycles_per_frame=placement.cycles,
-                latency_ms=round(_latency_ms(pipeline, placement), 4),
-                segments=_segments(pipeline, cluster, assignment.cards, placement)))
+                latency_ms=_memo(memo, ("latency", id(placement)), _latency_ms, pipeline, placement),
+                segments=_segments(pipeline, cluster, assignment.cards, placement, memo)))
             used_cards.update(assignment.cards[p.card].id for p in placement.pieces)
     instances.sort(key=lambda i: (i.segments[0].node, i.segments[0].card, -i.fps))
     by_id = {c.id: c for c in cluster.cards}

@@ -1,0 +1,94 @@
+"""Scale and first-plan benchmark (issue 14, items 3 and 4).
+
+- A 10,000-card mixed cluster (U200, U250, U280, U55C in turn; 4 cards per node, 40 leaf switches of 250
+  cards, each with its default uplink): solve time of a throughput plan per zoo model, the first plan of the
+  model in this process (option tables from the disk cache, Pareto fronts built) and a re-plan.
+- The first plan of ResNet-50 on examples/clusters/2xU280.yaml as a user meets it: `elasticdf plan` in a
+  fresh process, with an empty option-table cache (cold) and with the cache filled (warm); whole-process wall
+  time and the solve time the plan reports.
+Run: .venv/bin/python benchmarks/scale_bench.py   (writes benchmarks/results/scale.md)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from elasticdf_partitioner.catalog import load_catalog
+from elasticdf_partitioner.cluster import ClusterSpec, cluster_from_spec
+from elasticdf_partitioner.solver import solve
+from elasticdf_partitioner.zoo import load_model
+
+ROOT = Path(__file__).parents[1]
+OUT = Path(__file__).parent / "results" / "scale.md"
+TYPES = ("u200", "u250", "u280", "u55c")
+CARDS, PER_NODE, SWITCHES = 10_000, 4, 40
+
+
+def big_cluster():
+    per_switch = CARDS // SWITCHES
+    nodes = [{"name": f"alveo-{n:04d}", "cards": [TYPES[(n * PER_NODE + i) % len(TYPES)] for i in range(PER_NODE)],
+              "switch": f"leaf-{n * PER_NODE // per_switch:02d}"} for n in range(CARDS // PER_NODE)]
+    spec = ClusterSpec(nodes=nodes, switches=[{"name": f"leaf-{s:02d}"} for s in range(SWITCHES)])
+    return cluster_from_spec(spec, load_catalog())
+
+
+def scale_rows():
+    cluster = big_cluster()
+    rows = []
+    for model in ("cnv", "mobilenetv1", "resnet50"):
+        graph = load_model(model)
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            plan = solve(graph, cluster)
+            times.append(time.perf_counter() - started)
+        rows.append((model, f"{len(cluster.cards):,}", f"{times[0]:.2f}", f"{times[1]:.2f}", f"{plan.total_fps:,.0f}",
+                     f"{plan.bound:,.0f}", f"{100 * plan.total_fps / plan.bound:.0f}%", f"{len(plan.instances):,}"))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def first_plan_rows():
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "ELASTICDF_PLAN_CACHE": cache}
+        for label in ("cold (empty option-table cache)", "warm (cache filled by the run above)"):
+            out = Path(cache) / "plan.json"
+            started = time.perf_counter()
+            subprocess.run([Path(sys.executable).parent / "elasticdf", "plan", "--model", "resnet50", "--cluster",
+                            ROOT / "examples" / "clusters" / "2xU280.yaml", "--json", out], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - started
+            solve_s = json.loads(out.read_text())["solve_seconds"]
+            rows.append((label, f"{solve_s:.2f}", f"{wall:.2f}"))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    first = first_plan_rows()
+    scale = scale_rows()
+    lines = ["# Scale and first-plan benchmark", "",
+             "`.venv/bin/python benchmarks/scale_bench.py` on the shared 2-core dev machine (other agents' load "
+             "included). Targets (issue 14): 10,000 cards plan in <= 10 s; ResNet-50 on 2xU280, first plan "
+             f"<= 0.3 s solve and <= 1 s whole process. Load average at the end of this run: "
+             f"{os.getloadavg()[0]:.1f} on 2 cores.", "",
+             "## First plan: `elasticdf plan --model resnet50 --cluster examples/clusters/2xU280.yaml`", "",
+             "| run | solve s (plan JSON) | whole process s |", "|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in first]
+    lines += ["", f"## {CARDS:,} mixed cards ({', '.join(TYPES)}), {SWITCHES} leaf switches with uplinks", "",
+              "| model | cards | first plan s | re-plan s | fps | bound | fps/bound | instances |",
+              "|---|---|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in scale]
+    OUT.write_text("\n".join(lines) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
