@@ -409,7 +409,7 @@ def gateway_deployment(owner: Owner, spec: ElasticInferenceSpec) -> dict:
                         "name": "gateway", "image": image,
                         "args": [f"--model={model}", f"--wiring={GATEWAY_WIRING_DIR}", f"--port={GATEWAY_PORT}",
                                  f"--grpc-port={GATEWAY_GRPC_PORT}", f"--segment-health-port={HEALTH_PORT}",
-                                 "--reload-seconds=1"],
+                                 "--reload-seconds=0.2"],
                         "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"},
                                   {"name": "grpc", "containerPort": GATEWAY_GRPC_PORT, "protocol": "TCP"}],
                         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},

@@ -68,7 +68,7 @@ class WiringWatcher:
     A change that does not parse (a half-written file outside a ConfigMap mount) keeps the old wiring and
     is retried on the next poll."""
 
-    def __init__(self, paths: list[str], on_change: Callable[[list[SegmentWiring]], None], interval: float = 1.0):
+    def __init__(self, paths: list[str], on_change: Callable[[list[SegmentWiring]], None], interval: float = 0.2):
         self.paths, self.on_change, self.interval = paths, on_change, interval
         self.seen = digest(paths)
 
@@ -124,7 +124,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=4, help="batches in flight per instance")
     p.add_argument("--max-body-bytes", type=int, default=64 << 20, help="largest request (413 / RESOURCE_EXHAUSTED)")
     p.add_argument("--drain-seconds", type=float, default=30.0, help="on SIGTERM, wait this long for in-flight work")
-    p.add_argument("--reload-seconds", type=float, default=1.0,
+    # activating a standby instance should reach the rotation within a second of `kubectl scale`; a poll
+    # hashes a few small files, so polling five times a second costs nothing that shows
+    p.add_argument("--reload-seconds", type=float, default=0.2,
                    help="poll the wiring for changes this often (0: read it once at start)")
     return p.parse_args(argv)
 
