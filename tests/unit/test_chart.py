@@ -279,7 +279,8 @@ def test_operator_flags_exist():
     template = (CHART / "templates" / "deployment.yaml").read_text()
     for flag in set(re.findall(r"- (--[a-z-]+)", template)):
         assert f'"{flag}"' in main, f"the operator has no {flag}"
-    readers = [OPERATOR / "handlers.py", OPERATOR / "modelfetch.py", OPERATOR / "buildjobs.py", FETCH_POLICY]
+    readers = [OPERATOR / "handlers.py", OPERATOR / "reconcile.py", OPERATOR / "modelfetch.py",
+               OPERATOR / "buildjobs.py", FETCH_POLICY]
     code = "".join(p.read_text() for p in readers)
     for env in set(re.findall(r"name: (ELASTICDF_\w+)", template)):
         assert env in code, f"the operator does not read {env}"
@@ -341,6 +342,8 @@ BAD_VALUES = [
     "metrics.port=http",
     "operator.workers=0",
     "operator.resyncSeconds=0",
+    "operator.notReadyGraceSeconds=-1",
+    "operator.gatewayDrainSeconds=soon",
     "operator.watchNamespaces={Not_A_Namespace}",
     "operator.bogus=1",
     "rbac.create=maybe",
@@ -368,7 +371,8 @@ def test_schema_rejects_bad_values(value):
 
 @needs_helm
 def test_schema_accepts_good_values():
-    render("operator.workers=4", "metrics.port=8443", "operator.watchNamespaces={ml}", "gateway.enabled=true",
+    render("operator.workers=4", "operator.notReadyGraceSeconds=120", "operator.gatewayDrainSeconds=3",
+           "metrics.port=8443", "operator.watchNamespaces={ml}", "gateway.enabled=true",
            "gateway.inference=mobilenet", "operator.resources.requests.cpu=250m", "discovery.enabled=true")
 
 
