@@ -7,8 +7,9 @@ a balanced option choice; each level is first dived (the first placement at each
 levels get a depth-first search within a node budget and a dive that fills what they leave with instances of
 slower levels. One option choice per level can miss what mixing options does (an LUT-heavy variant on one SLR,
 a DSP-heavy one on the next: exact_bench.py found a 10-stage problem the fast mode called infeasible), so on
-pipelines of at most WIDER_STAGES stages an exhaustive search within WIDER_NODE_BUDGET placements runs as
-well and the better packing wins. Either way the result is feasible by construction.
+pipelines of at most WIDER_STAGES stages and few option combinations an exhaustive search within
+WIDER_NODE_BUDGET placements runs as well and the better packing wins. Either way the result is feasible by
+construction.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ FILL_LEVELS = 6  # slower levels tried when filling what the best level leaves, 
 # A filler instance must run at least 1/FILL_SLOWDOWN of the main instances' speed: a much slower one adds
 # little fps for its pods, wiring and VNx stacks, and the gateway would route to it as to any other.
 FILL_SLOWDOWN = 4
-# The exhaustive placer's walk branches over every option of every stage: cheap for a dozen stages, hopeless for
-# the zoo models (19-171 stages), which therefore keep the fast mode alone.
+# The exhaustive placer's walk branches over every option of every stage, and the node budget does not bound
+# the walks that fail: cheap for a dozen stages of a few options, hopeless for the zoo models (19-171 stages of
+# up to hundreds of options) or a small MLP of many foldings, which therefore keep the fast mode alone.
 WIDER_STAGES = 12
+WIDER_OPTION_COMBINATIONS = 3 ** WIDER_STAGES
 WIDER_NODE_BUDGET = 300
 
 
@@ -74,11 +77,18 @@ class GroupPacker:
         if self.settings.exhaustive:
             return self._search(levels, dive=False)
         fast = self._fast(levels, floor)
-        if len(self.pipeline.stages) > WIDER_STAGES:
+        if not self._small_option_space(levels):
             return fast
         wider = self._search(levels, dive=False, exhaustive=True, budget=WIDER_NODE_BUDGET)
         best = wider if wider.fps > fast.fps + EPS else fast
         return GroupResult(best.placements, best.fps, False, fast.nodes + wider.nodes)
+
+    def _small_option_space(self, levels: list[int]) -> bool:
+        """Whether an exhaustive walk stays cheap: few stages, few option combinations at the slowest level."""
+        if len(self.pipeline.stages) > WIDER_STAGES or not levels:
+            return False
+        fronts = (len(self.pipeline.pareto(s, max(levels))) for s in range(len(self.pipeline.stages)))
+        return math.prod(fronts) <= WIDER_OPTION_COMBINATIONS
 
     def _fast(self, levels: list[int], floor: float) -> GroupResult:
         """One balanced option choice per level: dives, then bounded searches and fills at the best levels."""
