@@ -5,7 +5,11 @@ lists the routes, state.py holds what is left). In exhaustive mode it branches o
 position and option, so its answer is optimal. In fast mode every instance of the group gets one level with
 a balanced option choice; each level is first dived (the first placement at each depth), then the three best
 levels get a depth-first search within a node budget and a dive that fills what they leave with instances of
-slower levels. Either way the result is feasible by construction.
+slower levels. One option choice per level can miss what mixing options does (an LUT-heavy variant on one SLR,
+a DSP-heavy one on the next: exact_bench.py found a 10-stage problem the fast mode called infeasible), so on
+pipelines of at most WIDER_STAGES stages and few option combinations an exhaustive search within
+WIDER_NODE_BUDGET placements runs as well and the better packing wins. Either way the result is feasible by
+construction.
 """
 
 from __future__ import annotations
@@ -25,6 +29,12 @@ FILL_LEVELS = 6  # slower levels tried when filling what the best level leaves, 
 # A filler instance must run at least 1/FILL_SLOWDOWN of the main instances' speed: a much slower one adds
 # little fps for its pods, wiring and VNx stacks, and the gateway would route to it as to any other.
 FILL_SLOWDOWN = 4
+# The exhaustive placer's walk branches over every option of every stage, and the node budget does not bound
+# the walks that fail: cheap for a dozen stages of a few options, hopeless for the zoo models (19-171 stages of
+# up to hundreds of options) or a small MLP of many foldings, which therefore keep the fast mode alone.
+WIDER_STAGES = 12
+WIDER_OPTION_COMBINATIONS = 3 ** WIDER_STAGES
+WIDER_NODE_BUDGET = 300
 
 
 @dataclass
@@ -66,6 +76,22 @@ class GroupPacker:
         """Best packing found; in fast mode levels that cannot beat `floor` fps are not searched."""
         if self.settings.exhaustive:
             return self._search(levels, dive=False)
+        fast = self._fast(levels, floor)
+        if not self._small_option_space(levels):
+            return fast
+        wider = self._search(levels, dive=False, exhaustive=True, budget=WIDER_NODE_BUDGET)
+        best = wider if wider.fps > fast.fps + EPS else fast
+        return GroupResult(best.placements, best.fps, False, fast.nodes + wider.nodes)
+
+    def _small_option_space(self, levels: list[int]) -> bool:
+        """Whether an exhaustive walk stays cheap: few stages, few option combinations at the slowest level."""
+        if len(self.pipeline.stages) > WIDER_STAGES or not levels:
+            return False
+        fronts = (len(self.pipeline.pareto(s, max(levels))) for s in range(len(self.pipeline.stages)))
+        return math.prod(fronts) <= WIDER_OPTION_COMBINATIONS
+
+    def _fast(self, levels: list[int], floor: float) -> GroupResult:
+        """One balanced option choice per level: dives, then bounded searches and fills at the best levels."""
         fclk = max(c.type.fclk_mhz for c in self.cards) * 1e6
         empty = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
         ranked = sorted(((self._level_bound(level, fclk, empty), level) for level in levels), reverse=True)
@@ -131,11 +157,14 @@ class GroupPacker:
         free = state.free_total()
         return min((free[k] / need[k] for k in range(5) if need[k] > 0), default=math.inf)
 
-    def _search(self, levels: list[int], dive: bool) -> GroupResult:
-        """Depth-first search over instances; a dive keeps only the first placement found at each depth."""
+    def _search(self, levels: list[int], dive: bool, exhaustive: bool | None = None,
+                budget: int | None = None) -> GroupResult:
+        """Depth-first search over instances; a dive keeps only the first placement found at each depth.
+        `exhaustive` and `budget` default to the settings' mode and its node budget."""
+        exhaustive = self.settings.exhaustive if exhaustive is None else exhaustive
         state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks, self.settings.exclusive_cards)
         state.min_fps = self.settings.min_instance_fps
-        if self.settings.exhaustive:
+        if exhaustive:
             placers = [InstancePlacer(self.pipeline, state, lv, True) for lv in levels]
             bound = self._bound
         else:
@@ -147,7 +176,8 @@ class GroupPacker:
         current: list[Placement] = []
         nodes = [0]
         complete = [True]
-        budget = self.settings.exhaustive_node_budget if self.settings.exhaustive else self.settings.node_budget
+        if budget is None:
+            budget = self.settings.exhaustive_node_budget if exhaustive else self.settings.node_budget
 
         def dfs(first_placer: int, first_route: int, fps: float, last_key: tuple = (),
                 failed: frozenset = frozenset()) -> None:
@@ -161,7 +191,7 @@ class GroupPacker:
             for pi in range(first_placer, len(placers)):
                 start = first_route if pi == first_placer else 0
                 failed_here = set(failed)
-                if not self.settings.exhaustive and not dive:
+                if not exhaustive and not dive:
                     failed_here |= {(pi, ri) for ri in range(start, len(self.routes)) if (pi, ri) not in failed
                                     and not list(placers[pi].place(self.routes[ri]))}  # runs each walk to its undo
                 for ri in range(start, len(self.routes)):

@@ -1,0 +1,88 @@
+"""The fast mode (solver/pack.py: one balanced option choice per level) against the exact MILP (solver/exact.py)
+on pipelines past the exhaustive mode's 8 stages: never infeasible where a plan exists, never above the optimum.
+The two regression problems are #11 and #10 of benchmarks/exact_bench.py (seed 14)."""
+
+from __future__ import annotations
+
+import pytest
+from elasticdf_partitioner.errors import InfeasibleError
+from elasticdf_partitioner.models.synthetic import chain, toy_cluster
+from elasticdf_partitioner.resources import Resources
+from elasticdf_partitioner.solver import solve
+from elasticdf_partitioner.solver.exact import exact_optimum
+from elasticdf_partitioner.solver.replicate import EXHAUSTIVE_STAGES
+from elasticdf_partitioner.solver.stages import build_pipeline
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_solver_exactness import LIMITS
+
+# (cycles, LUT, DSP, output width) per option, per stage
+BENCH_11 = [[(800, 22, 18, 16), (400, 44, 9, 16), (400, 16, 36, 16)],
+            [(400, 36, 22, 16), (200, 72, 11, 32), (200, 23, 44, 16)],
+            [(400, 40, 28, 16), (200, 80, 14, 32), (200, 25, 56, 32)],
+            [(800, 39, 27, 16), (400, 78, 13, 16), (400, 24, 54, 16)],
+            [(800, 16, 27, 8), (400, 32, 13, 16), (400, 13, 54, 16)],
+            [(400, 25, 12, 8), (200, 50, 6, 32), (200, 17, 24, 32)],
+            [(800, 38, 22, 8), (400, 76, 11, 32), (400, 24, 44, 32)],
+            [(400, 18, 14, 16), (200, 36, 7, 32), (200, 14, 28, 16)],
+            [(800, 18, 37, 16), (400, 36, 18, 16), (400, 14, 74, 32)],
+            [(1600, 31, 38, 16), (800, 62, 19, 32), (800, 20, 76, 32)]]
+BENCH_10 = [[(400, 21, 19, 8), (200, 42, 9, 16), (200, 15, 38, 32)],
+            [(800, 17, 26, 8), (400, 34, 13, 16), (400, 13, 52, 16)],
+            [(1600, 17, 27, 8), (800, 34, 13, 16), (800, 13, 54, 32)],
+            [(400, 43, 11, 16), (200, 86, 5, 32), (200, 26, 22, 32)],
+            [(1600, 28, 36, 8), (800, 56, 18, 32), (800, 19, 72, 16)],
+            [(400, 15, 40, 8), (200, 30, 20, 32), (200, 12, 80, 16)],
+            [(1600, 34, 10, 8), (800, 68, 5, 16), (800, 22, 20, 32)],
+            [(800, 15, 11, 8), (400, 30, 5, 32), (400, 12, 22, 32)],
+            [(400, 22, 19, 16), (200, 44, 9, 32), (200, 16, 38, 32)]]
+
+
+def _graph(tables):
+    return chain("fast", [[(c, Resources(lut, 0, 0, 0, dsp), w) for c, lut, dsp, w in t] for t in tables])
+
+
+def _plan_fps(graph, cluster) -> float:
+    try:
+        return solve(graph, cluster, limits=LIMITS).total_fps
+    except InfeasibleError:
+        return 0.0
+
+
+def _optimum(graph, cluster) -> float:
+    exact = exact_optimum(build_pipeline(graph), cluster, LIMITS, time_limit=120)
+    assert exact.optimal
+    return exact.fps
+
+
+def test_fast_mode_finds_the_only_plan_of_bench_problem_11():
+    """One instance fits the 2-SLR card only with different variants on the two SLRs; one option choice per
+    stage fits the card's totals but splits nowhere, so the fast mode alone called it infeasible."""
+    graph, cluster = _graph(BENCH_11), toy_cluster([[194, 177]], [1], sll=48)
+    assert len(BENCH_11) > EXHAUSTIVE_STAGES  # the fast mode is what plans it
+    assert _plan_fps(graph, cluster) == pytest.approx(_optimum(graph, cluster)) == pytest.approx(125_000)
+
+
+@pytest.mark.slow
+def test_fast_mode_reaches_the_optimum_of_bench_problem_10():
+    graph, cluster = _graph(BENCH_10), toy_cluster([[186, 195, 200]], [0], sll=48)
+    assert _plan_fps(graph, cluster) == pytest.approx(_optimum(graph, cluster)) == pytest.approx(250_000)
+
+
+option = st.tuples(st.integers(15, 45), st.integers(10, 40), st.sampled_from([8, 16, 32]))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stages=st.lists(st.tuples(st.sampled_from([400, 800]), option), min_size=EXHAUSTIVE_STAGES + 1,
+                       max_size=EXHAUSTIVE_STAGES + 2),
+       slrs=st.lists(st.integers(100, 200), min_size=2, max_size=2), eth=st.integers(0, 1))
+def test_fast_mode_is_feasible_wherever_the_exact_model_is(stages, slrs, eth):
+    """The benchmark generator's shape (a slow variant, an LUT- and a DSP-leaning fast one; tight SLL) on
+    one 2-SLR card, where one or two instances fit: the plan is never above the optimum, and never empty where
+    the optimum is not."""
+    graph = chain("fast", [[(c, Resources(lut, 0, 0, 0, dsp), w), (c // 2, Resources(2 * lut, 0, 0, 0, dsp // 2), 16),
+                            (c // 2, Resources(lut // 2 + 5, 0, 0, 0, 2 * dsp), 32)] for c, (lut, dsp, w) in stages])
+    cluster = toy_cluster([slrs], [eth], sll=48)
+    optimum, fps = _optimum(graph, cluster), _plan_fps(graph, cluster)
+    assert fps <= optimum * (1 + 1e-6)
+    assert (fps > 0) == (optimum > 0)
