@@ -157,6 +157,36 @@ def test_one_slow_health_check_keeps_an_instance_several_drop_it_and_it_comes_ba
     asyncio.run(run())
 
 
+def test_a_slow_health_answer_is_no_strike_while_the_instance_delivers_results():
+    async def run():
+        async def healthz(_):
+            await asyncio.sleep(1.0)  # a card pod too busy to answer within the check's timeout
+            return web.Response(text="ok boot-1")
+
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        p, received, server = await connected_pipeline(health_port=port, health_failures=2)
+        p.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.1))
+        inst = p.instances[0]
+        for _ in range(4):
+            inst.delivered += 1  # a result arrived from its last segment since the previous check
+            await p.check(inst)
+            assert inst.up, "slow but delivering: stays in rotation"
+        await p.check(inst)  # no result since the previous check: a strike
+        assert inst.up
+        await p.check(inst)
+        assert not inst.up and "TimeoutError (2 checks in a row)" in inst.reason, "slow and silent: out"
+        await p.stop()
+        server.close()
+        await runner.cleanup()
+    asyncio.run(run())
+
+
 def test_strikes_count_consecutive_failures_only():
     s = Strikes(limit=3)
     assert [s.failed(), s.failed()] == [False, False]

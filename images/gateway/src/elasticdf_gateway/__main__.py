@@ -113,8 +113,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--segment-health-port", type=int, default=8080)
     p.add_argument("--health-failures", type=int, default=3,
-                   help="failed segment health checks in a row (1 s timeout, 0.5 s apart) before an instance "
-                        "leaves the rotation (a broken connection takes it out at once)")
+                   help="failed segment health checks in a row (2 s timeout, 0.5 s apart) before an instance "
+                        "leaves the rotation (a broken connection takes it out at once; a timeout while the "
+                        "instance's results keep arriving is no failure)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before a request fails with 504")
     p.add_argument("--max-batch", type=int, default=32,
                    help="frames per batch towards an instance (xrt instances: always 1, the card takes frames)")

@@ -47,8 +47,9 @@ from elasticdf_segment.framing import (
 log = logging.getLogger("elasticdf.gateway")
 SEQ_MASK = (1 << ORIGIN_SHIFT) - 1
 FLOAT32 = np.dtype("<f4")
-# a segment's /healthz answers in microseconds when idle; on a saturated node it may take a while (`Strikes`)
-HEALTH_TIMEOUT = 1.0
+# a segment's /healthz answers in microseconds when idle; on a saturated node it may take a while (`Strikes`,
+# and a slow answer from an instance whose results keep arriving is no strike at all)
+HEALTH_TIMEOUT = 2.0
 SUBSCRIBE_TIMEOUT = 5.0  # for the last segment's echo of the results hello
 
 
@@ -94,6 +95,13 @@ class Instance:
     results: asyncio.StreamWriter | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     boot_ids: dict[int, str] = field(default_factory=dict)
+    delivered: int = 0  # frames read from its results connection
+    delivered_at_check: int = 0
+
+    def progressed(self) -> bool:
+        """Whether results arrived since the previous call (one call per health check)."""
+        progressed, self.delivered_at_check = self.delivered != self.delivered_at_check, self.delivered
+        return progressed
 
     @property
     def entry(self) -> tuple[str, int]:
@@ -228,17 +236,19 @@ class Pipeline:
             return (await reply.text()).split()[-1]
 
     async def check(self, inst: Instance) -> None:
+        delivering = inst.progressed()
         for w in inst.wirings:
             where = f"segment {w.segment} ({address(w.listen)[0]})"
             try:
                 boot = await self._boot_id(w)
-            except (aiohttp.ClientError, OSError, TimeoutError, IndexError) as exc:
-                why = f"{where} is down: {str(exc) or type(exc).__name__}"
-                if inst.strikes.failed() and (inst.up or inst.reason.startswith("not checked")):
-                    self.fail_instance(inst, f"{why} ({inst.strikes.count} checks in a row)")
-                elif inst.up:
-                    log.warning("instance %s: %s (check %d of %d before it leaves the rotation)", inst.id, why,
-                                inst.strikes.count, inst.strikes.limit)
+            except TimeoutError:
+                if delivering:  # a slow answer while its results keep arriving: a busy card pod, not a dead one
+                    inst.strikes.passed()
+                    return
+                self._strike(inst, f"{where} is down: TimeoutError")
+                return
+            except (aiohttp.ClientError, OSError, IndexError) as exc:
+                self._strike(inst, f"{where} is down: {str(exc) or type(exc).__name__}")
                 return
             previous, inst.boot_ids[w.segment] = inst.boot_ids.get(w.segment), boot
             if previous is not None and previous != boot and inst.up:
@@ -247,6 +257,13 @@ class Pipeline:
         inst.strikes.passed()
         if not inst.up and inst in self.instances:
             await self._connect(inst)
+
+    def _strike(self, inst: Instance, why: str) -> None:
+        if inst.strikes.failed() and (inst.up or inst.reason.startswith("not checked")):
+            self.fail_instance(inst, f"{why} ({inst.strikes.count} checks in a row)")
+        elif inst.up:
+            log.warning("instance %s: %s (check %d of %d before it leaves the rotation)", inst.id, why,
+                        inst.strikes.count, inst.strikes.limit)
 
     async def _connect(self, inst: Instance) -> None:
         """Data connection to the first segment, results connection to the last; in rotation once both stand."""
@@ -278,6 +295,7 @@ class Pipeline:
         source = f"{inst.exit[0]}:{inst.exit[1]}"
         try:
             while (frame := await read_frame_async(reader)) is not None:
+                inst.delivered += 1
                 self.on_frame(frame)
             why = f"last segment ({source}) closed the results connection"
         except (OSError, FramingError) as exc:
