@@ -156,10 +156,10 @@ def test_status_conditions_are_typed_and_ready_is_derived():
         p["spec"]["nodeName"] = "a"
         p["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
     ei = {"metadata": {"name": "net", "namespace": "ns", "generation": 1}, "spec": {"model": {"name": "cnv"}}}
-    status = build_status(ei, OWNER, 1, [cm], pods, Decision(), {"name": "cnv"})
+    status = build_status(ei, OWNER, 1, [cm], pods, Decision(active={3}), {"name": "cnv"})
     assert status.phase == "Running" and (status.ready_replicas, status.standby_replicas) == (1, 1)
     assert status.predicted_fps == 100.0 and status.fps_per_dollar_hour == pytest.approx(100 / 3, abs=1e-3)
-    short = Decision(conditions={"PartitionSolved": ("False", "PartitionInfeasible", "too big")})
+    short = Decision(conditions={"PartitionSolved": ("False", "PartitionInfeasible", "too big")}, active={3, 4})
     status = build_status(ei, OWNER, 3, [cm], pods, short, {"name": "cnv"})
     by_type = {c.type: c for c in status.conditions}
     assert by_type["Ready"].reason == "PartitionInfeasible" and by_type["Scheduled"].reason == "InsufficientCards"

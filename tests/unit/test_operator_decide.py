@@ -10,7 +10,7 @@ from elasticdf_contract.names import ANNOTATION_CARD, card_pod_name, dns_label, 
 from elasticdf_contract.wiring import check_chain
 from elasticdf_operator import builders, inventory
 from elasticdf_operator.api import ElasticInferenceSpec
-from elasticdf_operator.decide import Apply, Create, DeleteGroup, Emit, MarkIdle, Settings, decide
+from elasticdf_operator.decide import Apply, Create, Decision, DeleteGroup, Emit, MarkIdle, Settings, decide
 from elasticdf_operator.state import Observed
 from elasticdf_partitioner.catalog import load_catalog
 from elasticdf_partitioner.cluster import ClusterSpec, NodeSpec, cluster_from_spec
@@ -43,6 +43,11 @@ def zoo_graph(source):
 
 
 def run(snap: Observed, s, now=1000.0, owner=OWNER, settings=DEFAULTS) -> tuple[Observed, list]:
+    snap, decision = step(snap, s, now, owner, settings)
+    return snap, decision.actions
+
+
+def step(snap: Observed, s, now=1000.0, owner=OWNER, settings=DEFAULTS) -> tuple[Observed, Decision]:
     """decide, then record what the API server would hold after the Create/Delete actions."""
     d = decide(owner, s, snap, now, CATALOG, zoo_graph, settings)
     pods, cms = list(snap.pods), list(snap.configmaps)
@@ -60,7 +65,7 @@ def run(snap: Observed, s, now=1000.0, owner=OWNER, settings=DEFAULTS) -> tuple[
                     ann.pop(builders.ANNOTATION_IDLE_SINCE, None)
                     if a.since is not None:
                         ann[builders.ANNOTATION_IDLE_SINCE] = str(a.since)
-    return Observed(snap.nodes, pods, cms), d.actions
+    return Observed(snap.nodes, pods, cms, snap.fabrics), d
 
 
 def gateway_instances(actions) -> set[int]:
@@ -206,3 +211,83 @@ def test_scale_down_takes_instances_out_of_the_gateway_first_and_releases_cards_
     _, actions = run(snap, spec(replicas=1), now=1005.0, settings=Settings(ask_gateways=False))
     (release,) = [a for a in actions if isinstance(a, DeleteGroup)]
     assert release.unless_served == (), "gateways that cannot be asked: the drain period alone"
+
+
+# ---- rolls to a new plan ------------------------------------------------------------------------------
+
+
+def all_ready(snap: Observed) -> Observed:
+    """What the kubelet reports once the card pods run."""
+    for p in snap.pods:
+        p["spec"]["nodeName"] = "a"
+        p["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    return snap
+
+
+def fabric_clocks(snap: Observed, **clocks) -> Observed:
+    fabric = {"metadata": {"name": "rack"}, "spec": {"clocks": clocks}}
+    return Observed(snap.nodes, snap.pods, snap.configmaps, [fabric])
+
+
+def groups_of(snap: Observed) -> dict[int, dict]:
+    return {int(c["metadata"]["labels"][builders.LABEL_GROUP]): builders.record_of(c) for c in snap.configmaps}
+
+
+NO_ASKING = Settings(ask_gateways=False)
+
+
+def test_a_measured_clock_rolls_onto_free_cards_while_the_old_group_serves():
+    snap = all_ready(run(Observed([node("a", ["u280", "u280"])], [], []), spec(1, "cnv"))[0])
+    (old,) = groups_of(snap).values()
+    snap, d = step(fabric_clocks(snap, u280=250.0), spec(1, "cnv"), settings=NO_ASKING)
+    new = groups_of(snap)[1]
+    (old_build,), (new_build,) = old["builds"].values(), new["builds"].values()
+    assert (old_build["fclkMhz"], new_build["fclkMhz"]) == (200, 250) and new["plan"] == old["plan"]
+    assert d.conditions["PlanCurrent"][:2] == ("False", "Rolling")
+    assert new["instances"][0]["fps"] == pytest.approx(old["instances"][0]["fps"] * 250 / 200, rel=1e-3), \
+        "same folding, cycles / clock: the clock alone changes the fps"
+    assert gateway_instances(d.actions) == {old["instances"][0]["index"]}, "the new group is not ready yet"
+    snap, d = step(all_ready(snap), spec(1, "cnv"), now=1001.0, settings=NO_ASKING)
+    assert gateway_instances(d.actions) == {new["instances"][0]["index"]}, "ready: it takes over the rotation"
+    assert any(isinstance(a, MarkIdle) and a.since == 1001.0 for a in d.actions)
+    snap, d = step(snap, spec(1, "cnv"), now=1007.0, settings=NO_ASKING)
+    assert list(groups_of(snap)) == [1] and d.conditions["PlanCurrent"][:2] == ("True", "Current")
+
+
+def test_without_free_cards_one_old_group_at_a_time_makes_room_while_another_serves():
+    one = all_ready(run(Observed([node("a", ["u280", "u280"])], [], []), spec(1, "cnv"))[0])
+    per_card = len(groups_of(one)[0]["instances"])
+    s = spec(2 * per_card, "cnv")
+    snap = all_ready(run(Observed([node("a", ["u280", "u280"])], [], []), s)[0])
+    assert len(groups_of(snap)) == 2
+    snap = fabric_clocks(snap, u280=250.0)
+    now, served = 1000.0, []
+    for _ in range(12):
+        snap, d = step(all_ready(snap), s, now=now, settings=NO_ASKING)
+        served.append(len(gateway_instances(d.actions)))
+        now += 6.0
+    assert min(served) >= per_card, "never fewer than one card's instances in the rotation"
+    assert {g["plan"] for g in groups_of(snap).values()} == {d.conditions["PlanCurrent"][2].split("inputs ")[1][:16]}
+    assert d.conditions["PlanCurrent"][0] == "True" and served[-1] == 2 * per_card
+
+
+def test_a_lone_group_without_free_cards_blocks_the_roll_unless_builds_best():
+    snap = all_ready(run(Observed([node("a", ["u280"])], [], []), spec(1, "cnv"))[0])
+    snap = fabric_clocks(snap, u280=250.0)
+    _, d = step(snap, spec(1, "cnv"), settings=NO_ASKING)
+    assert d.conditions["PlanCurrent"][:2] == ("False", "RollBlocked") and gateway_instances(d.actions)
+    assert not any(isinstance(a, MarkIdle) for a in d.actions), "the only serving group stays"
+    _, d = step(snap, spec(1, "cnv", builds="best"), settings=NO_ASKING)
+    assert any(isinstance(a, MarkIdle) for a in d.actions), "best: the old plan leaves at once"
+
+
+def test_scaling_is_no_new_plan_a_spec_change_is_and_an_unknown_clock_card_type_is_reported():
+    snap = all_ready(run(Observed([node("a", ["u280", "u280"])], [], []), spec(1, "cnv"))[0])
+    snap = Observed(snap.nodes, snap.pods, snap.configmaps, [{"metadata": {"name": "rack"},
+                                                              "spec": {"clocks": {"u999": 300.0}}}])
+    _, d = step(snap, spec(2, "cnv"))
+    assert d.conditions["PlanCurrent"][0] == "True"
+    _, d = step(snap, spec(2, "cnv", minInstanceFPS=1000.0))
+    assert d.conditions["PlanCurrent"][:2] == ("False", "Rolling"), "a new latency floor is a new plan"
+    (warning,) = [a for a in d.actions if isinstance(a, Emit) and a.reason == "InvalidFabric"]
+    assert "u999" in warning.message and "u280" in warning.message

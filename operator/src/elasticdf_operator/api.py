@@ -9,7 +9,7 @@ from typing import Literal
 
 from elasticdf_contract.names import GROUP, VERSION
 from elasticdf_partitioner.catalog import Limits, load_catalog
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 from pydantic.alias_generators import to_camel
 
 CARD_TYPE_NAMES = tuple(sorted(load_catalog().cards))
@@ -20,7 +20,9 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal["Pending", "Solving", "Scheduling", "Running", "Degraded", "Failed"]
 BuildPhase = Literal["Pending", "Building", "Ready", "Failed"]
 BuildStep = Literal["bundle", "build", "push"]
-ConditionType = Literal["PartitionSolved", "Scheduled", "SegmentsReady", "LinksUp", "Ready"]
+BuildPolicy = Literal["prefer-existing", "best"]
+# PlanCurrent reports a roll to a new plan; it is not a component of Ready (the old plan serves meanwhile)
+ConditionType = Literal["PartitionSolved", "Scheduled", "SegmentsReady", "LinksUp", "PlanCurrent", "Ready"]
 CONDITION_TYPES: tuple[str, ...] = ConditionType.__args__
 
 
@@ -104,6 +106,11 @@ class ElasticInferenceSpec(_Model):
     min_instance_fps: float | None = Field(None, gt=0, alias="minInstanceFPS",
                                            description="latency floor: no instance (replica) slower than this")
     replicas: int = Field(1, ge=0, le=1000, description="number of instances (scale subresource)")
+    builds: BuildPolicy = Field(
+        "prefer-existing", description="when the plan's inputs change (this spec's model, objective, targets or "
+        "placement; a Fabric's clocks): prefer-existing keeps the groups of the old plan serving until the new "
+        "plan's card builds exist and its groups are ready, then rolls group by group without an instance "
+        "down; best releases the old groups at once and waits for the new plan's builds")
     autoscaling: Autoscaling | None = None
     placement: Placement | None = None
     runtime: Runtime | None = None
@@ -225,6 +232,9 @@ class FabricSpec(_Model):
     udp_port: int = Field(50000, ge=1024, le=65535)
     costs: dict[str, float] = Field(default_factory=dict,
                                     description="$/card-hour per card type, overriding the catalog's prices")
+    clocks: dict[str, PositiveFloat] = Field(
+        default_factory=dict, description="achieved kernel clock (MHz) per card type, e.g. from the builds' "
+        "reports, overriding the catalog's conservative modelled default; plans (and their card builds) use it")
 
 
 class CrdInfo(BaseModel):

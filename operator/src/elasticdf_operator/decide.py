@@ -11,6 +11,14 @@ Per pass, over the resource's card groups (each held by a group ConfigMap, read 
 4. if more instances are wanted than the groups hold, one solve over the free cards gives new groups (the
    solver's plan on those cards, split into groups), placed whole until enough instances exist;
 5. the gateway's wiring lists the active instances.
+Rolls: every group records the key of the spec inputs it was planned from (`plan_key`: the model, objective,
+targets, placement); a group of another key, or whose card builds are at another clock than their card type has
+today (a Fabric's measured clocks), is *outdated*, and the resource rolls (`Roll`): new groups of the current
+plan are placed on free cards while the outdated ones keep serving (spec.builds prefer-existing: the new groups
+may wait for their card builds meanwhile); a new group takes over the rotation only once its card pods are
+ready, which leaves outdated groups standby and released by step 2 (drained first). Without free cards, one
+outdated group at a time is taken out of the rotation to make room, but only while another group serves.
+spec.builds best takes every outdated group out at once.
 Card builds (buildjobs.py): with a registry configured, a card whose build the registry lacks is held (no pod)
 until it is there, and a missing build gets one builder Job (the first resource needing a digest makes it; the
 others wait on it); a failed Job is re-created at most `builds.recreations` times, then reported BuildFailed.
@@ -20,6 +28,7 @@ others wait on it); a failed Job is re-created at most `builds.recreations` time
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -28,7 +37,7 @@ from dataclasses import dataclass, field
 from elasticdf_contract.builds import BuildRecord
 from elasticdf_contract.wiring import CardWiring, SegmentWiring
 from elasticdf_partitioner.artifacts import ModelError
-from elasticdf_partitioner.catalog import Catalog
+from elasticdf_partitioner.catalog import Catalog, with_clocks
 from elasticdf_partitioner.errors import ElasticDFError, InfeasibleError
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.solver.pack import PackSettings
@@ -119,6 +128,8 @@ class Decision:
     failed_builds: dict[str, str] = field(default_factory=dict)  # digest -> why (with the Job's log tail)
     requested_builds: set[str] = field(default_factory=set)  # digests whose builds this pass looked after
     solve_seconds: float | None = None
+    active: set[int] = field(default_factory=set)  # instances in the gateway's rotation after this pass
+    rolling: bool = False  # groups of an older plan still exist (their builds pending do not hold the service)
 
     def emit(self, type_: str, reason: str, message: str) -> None:
         self.actions.append(Emit(type_, reason, message))
@@ -149,12 +160,19 @@ class GroupRecord:
     instances: list[dict]  # [{"index", "fps"}]
     builds: dict[str, dict]  # digest -> build record
     idle_since: float | None
+    plan: str | None = None  # plan_key of the inputs it was planned from (None: before keys were recorded)
 
     @classmethod
     def parse(cls, cm: dict) -> GroupRecord:
         record = builders.record_of(cm)
         return cls(int(cm["metadata"]["labels"][builders.LABEL_GROUP]), cm, builders.card_wirings_of(cm),
-                   record.get("instances", []), record.get("builds", {}), builders.idle_since(cm))
+                   record.get("instances", []), record.get("builds", {}), builders.idle_since(cm),
+                   record.get("plan"))
+
+    def current(self, key: str, clocks: dict[str, float]) -> bool:
+        """Planned from this spec's inputs, and every card build at today's clock of its card type."""
+        return (self.plan is None or self.plan == key) and all(
+            b["fclkMhz"] == clocks.get(b["cardType"], b["fclkMhz"]) for b in self.builds.values())
 
     @property
     def name(self) -> str:
@@ -178,14 +196,107 @@ def desired_replicas(spec: ElasticInferenceSpec) -> int:
     return max(spec.autoscaling.min_replicas, min(spec.autoscaling.max_replicas, spec.replicas))
 
 
-def instance_order(groups: list[GroupRecord]) -> list[tuple[GroupRecord, dict]]:
-    """Activation order: lower groups first, so the highest groups go idle first and can be released."""
-    return [(g, i) for g in sorted(groups, key=lambda g: g.index)
-            for i in sorted(g.instances, key=lambda i: i["index"])]
+def instance_order(groups: list[GroupRecord], roll: Roll | None = None) -> list[tuple[GroupRecord, dict]]:
+    """Activation order: lower groups first, so the highest groups go idle first and can be released. During a
+    roll: ready groups of the current plan, then the outdated ones, then current groups not ready yet; retiring
+    groups never."""
+    def rank(g: GroupRecord) -> tuple[int, int]:
+        if roll is None or not roll.outdated:
+            return 0, g.index
+        if not roll.is_current(g):
+            return 1, g.index
+        return (0 if g.index in roll.ready else 2), g.index
+    kept = [g for g in groups if roll is None or g.index not in roll.retiring]
+    return [(g, i) for g in sorted(kept, key=rank) for i in sorted(g.instances, key=lambda i: i["index"])]
 
 
-def active_instances(groups: list[GroupRecord], want: int) -> set[int]:
-    return {i["index"] for _, i in instance_order(groups)[:want]}
+def active_instances(groups: list[GroupRecord], want: int, roll: Roll | None = None) -> set[int]:
+    return {i["index"] for _, i in instance_order(groups, roll)[:want]}
+
+
+def plan_key(spec: ElasticInferenceSpec) -> str:
+    """What of the spec a plan is computed from: a group planned from other inputs is outdated (so is one whose
+    card builds are at another clock than their card type's today, see GroupRecord.current). Scaling (replicas,
+    autoscaling bounds) and the runtime are not inputs of the plan."""
+    inputs = {"model": model_identity(spec.model), "objective": spec.objective, "targetFPS": spec.target_fps,
+              "instanceTargetFPS": spec.autoscaling.target_fps if spec.autoscaling else None,
+              "minInstanceFPS": spec.min_instance_fps,
+              "placement": spec.placement.model_dump(mode="json", by_alias=True) if spec.placement else None}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def with_fabric_clocks(catalog: Catalog, snap: Observed, decision: Decision) -> Catalog:
+    """The catalog with the Fabrics' measured clocks (a card type the catalog does not know is reported)."""
+    clocked = catalog
+    for card_type, mhz in sorted(fabric_view(snap.fabrics).clocks.items()):
+        try:
+            clocked = with_clocks(clocked, {card_type: mhz}, "measured (Fabric clocks)")
+        except ElasticDFError as err:
+            decision.emit("Warning", "InvalidFabric", f"Fabric clocks: {err}")
+    return clocked
+
+
+def pod_ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in pod.get("status", {}).get("conditions") or [])
+
+
+@dataclass
+class Roll:
+    """Which groups are of the current plan, which are ready (every card pod Ready), which leave the rotation."""
+
+    key: str
+    clocks: dict[str, float]  # card type -> MHz the plans use today
+    groups: list[GroupRecord]
+    ready: set[int]
+    retiring: set[int] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, key: str, catalog: Catalog, groups: list[GroupRecord], owner: Owner,
+           pods_by_name: dict[str, dict]) -> Roll:
+        ready = {g.index for g in groups if all(pod_ready(pods_by_name.get(builders.card_pod_name(
+            owner.name, g.index, p), {})) for p in range(len(g.cards)))}
+        return cls(key, {name: card.fclk_mhz for name, card in catalog.cards.items()}, groups, ready)
+
+    def is_current(self, group: GroupRecord) -> bool:
+        return group.current(self.key, self.clocks)
+
+    @property
+    def outdated(self) -> list[GroupRecord]:
+        return [g for g in self.groups if not self.is_current(g)]
+
+    def current_instances(self) -> int:
+        return sum(len(g.instances) for g in self.groups if self.is_current(g))
+
+    def make_room(self, policy: str, want: int, placed_now: bool) -> None:
+        """Choose the outdated groups that leave the rotation now (they drain, then step 2 releases them).
+        best: all. prefer-existing: none while new groups can still be placed or are not ready yet; else the
+        highest outdated group, if another group keeps serving."""
+        outdated = self.outdated
+        if policy == "best":
+            self.retiring = {g.index for g in outdated}
+            return
+        current = [g for g in self.groups if self.is_current(g)]
+        if not outdated or placed_now or self.current_instances() >= want or any(
+                g.index not in self.ready for g in current):
+            return
+        last = max(outdated, key=lambda g: g.index)
+        if any(g.instances for g in self.groups if g is not last and (g in outdated or g.index in self.ready)):
+            self.retiring = {last.index}
+
+    def condition(self, want: int, placed_now: bool) -> tuple[str, str, str]:
+        outdated = self.outdated
+        if not outdated:
+            return "True", "Current", f"every group is on the current plan (inputs {self.key})"
+        current = [g for g in self.groups if self.is_current(g)]
+        state = (f"{len(outdated)} group(s) of an older plan serving, {len(current)} of the current plan "
+                 f"(inputs {self.key}), {sum(g.index in self.ready for g in current)} of them ready")
+        if self.retiring:
+            return "False", "Rolling", f"{state}; releasing group(s) {sorted(self.retiring)} to make room"
+        if not placed_now and all(g.index in self.ready for g in current) and self.current_instances() < want:
+            return "False", "RollBlocked", (f"{state}; no free card for another group of the new plan and the "
+                                            f"old group(s) serve alone: add cards, or set spec.builds: best")
+        return "False", "Rolling", state
 
 
 def release_window(spec: ElasticInferenceSpec) -> float:
@@ -201,22 +312,36 @@ def decide(owner: Owner, spec: ElasticInferenceSpec, snap: Observed, now: float,
            load_model: Callable, settings: Settings = Settings()) -> Decision:
     decision = Decision()
     want = desired_replicas(spec)
+    catalog = with_fabric_clocks(catalog, snap, decision)
+    key = plan_key(spec)
     cms, pods = snap.owned(owner.namespace, owner.name)
-    groups = [GroupRecord.parse(cm) for cm in cms]
     pods_by_name = {p["metadata"]["name"]: p for p in pods}
-    groups = drop_broken(groups, pods, snap, now, catalog, settings, decision)
-    active = active_instances(groups, want)
-    groups = release_idle(groups, active, now, release_window(spec), pods, decision, settings)
-    placed = sum(len(g.instances) for g in groups)
+    groups = drop_broken([GroupRecord.parse(cm) for cm in cms], pods, snap, now, catalog, settings, decision)
+    roll = Roll.of(key, catalog, groups, owner, pods_by_name)
+    decision.rolling = bool(roll.outdated)
+    placed_now = False
+    if decision.rolling and want > roll.current_instances():  # the new plan's groups go on free cards first
+        made = place(owner, spec, snap, groups, set(), want - roll.current_instances(), catalog, load_model,
+                     decision, settings, key, quiet=True)
+        groups += made
+        roll.groups, placed_now = groups, bool(made)
+    roll.make_room(spec.builds, want, placed_now)
+    groups = release_idle(groups, active_instances(groups, want, roll), now, release_window(spec), pods, decision,
+                          settings)
+    roll.groups = groups
+    placed = roll.current_instances()
     if not groups or want > placed:
         decision.actions.append(Create(builders.cards_headless_service(owner)))
     for group in groups:
         repair(owner, spec, group, pods_by_name, snap, catalog, decision, settings)
-    if want > placed:
+    if want > placed and not decision.rolling:
         gone = {a.index for a in decision.actions if isinstance(a, DeleteGroup)}
-        groups += place(owner, spec, snap, groups, gone, want - placed, catalog, load_model, decision, settings)
-    active = active_instances(groups, want)
-    wirings = [w for g in groups for i in sorted(active & {x["index"] for x in g.instances}) for w in g.wirings(i)]
+        groups += place(owner, spec, snap, groups, gone, want - placed, catalog, load_model, decision, settings, key)
+        roll.groups = groups
+    decision.active = active_instances(groups, want, roll)
+    decision.conditions["PlanCurrent"] = roll.condition(want, placed_now)
+    wirings = [w for g in groups for i in sorted(decision.active & {x["index"] for x in g.instances})
+               for w in g.wirings(i)]
     decision.actions += [Apply(obj) for obj in builders.gateway_objects(owner, spec, wirings)]
     return decision
 
@@ -416,8 +541,9 @@ def resolve_graph(load_model: Callable, source: ModelSource, decision: Decision)
 
 
 def place(owner, spec, snap: Observed, groups: list[GroupRecord], gone: set[int], missing: int, catalog,
-          load_model, decision: Decision, settings: Settings) -> list[GroupRecord]:
-    """New groups over the free cards until `missing` more instances exist; returns their records."""
+          load_model, decision: Decision, settings: Settings, key: str, quiet: bool = False) -> list[GroupRecord]:
+    """New groups over the free cards until `missing` more instances exist; returns their records. `quiet`:
+    during a roll, where the old groups serve while too few cards are free, a shortage is no warning."""
     kept = {g.index for g in groups}
     cms = [c for c in snap.configmaps if not _is_gone(c, owner, gone)]
     pods = [p for p in snap.pods if not _is_gone(p, owner, gone)]
@@ -441,7 +567,8 @@ def place(owner, spec, snap: Observed, groups: list[GroupRecord], gone: set[int]
             decision.conditions["PartitionSolved"] = ("False", "InvalidFabric", f"Fabric: {err}")
             return made
         if fc.cluster is None:
-            _short(decision, missing, fc.reason)
+            if not quiet:
+                _short(decision, missing, fc.reason)
             return made
         started = time.perf_counter()
         try:
@@ -458,7 +585,7 @@ def place(owner, spec, snap: Observed, groups: list[GroupRecord], gone: set[int]
             if missing <= 0:
                 break
             record = new_group(owner, spec, snap, pg, next_group, taken, fc, catalog, labels, ordinals,
-                               fabric.pool or builders.DEFAULT_POOL, decision, settings)
+                               fabric.pool or builders.DEFAULT_POOL, decision, settings, key)
             made.append(record)
             next_group += 1
             missing -= len(pg.instances)
@@ -466,7 +593,7 @@ def place(owner, spec, snap: Observed, groups: list[GroupRecord], gone: set[int]
             slots = [s for s in slots if (s.node, s.index) not in used]
         if spec.objective != "cost":
             break  # one solve offers every free card that matters: what it did not place does not fit
-    if missing > 0:
+    if missing > 0 and not quiet:
         _short(decision, missing, "the free cards hold no further instance", infeasible=not made and not groups)
     return made
 
@@ -478,7 +605,7 @@ def _is_gone(obj: dict, owner: Owner, gone: set[int]) -> bool:
 
 
 def new_group(owner, spec, snap: Observed, pg: PlannedGroup, index: int, taken: set[int], fc, catalog, labels,
-              ordinals, pool, decision: Decision, settings: Settings) -> GroupRecord:
+              ordinals, pool, decision: Decision, settings: Settings, key: str) -> GroupRecord:
     builds = card_builds(model_identity(spec.model), pg)
     places = [CardPlace(node, fc.physical[(node, card)], type_, ordinals.get(node, 0), builds[(node, card)]["digest"])
               for node, card, type_ in pg.cards]
@@ -492,11 +619,11 @@ def new_group(owner, spec, snap: Observed, pg: PlannedGroup, index: int, taken: 
     cards = [with_artifact(c, snap, settings)
              for c in builders.group_wiring(owner, spec, index, mode, places, numbered, position, pool)]
     record = {"instances": [{"index": n, "fps": round(i.fps, 3)} for n, i in numbered],
-              "builds": {b["digest"]: b for b in builds.values()}}
+              "builds": {b["digest"]: b for b in builds.values()}, "plan": key}
     cost = sum(fc.cluster.cost_per_hour(t) for _, _, t in pg.cards)
     cm = builders.group_configmap(owner, index, cards, record, pg.fps, cost)
     decision.actions.append(Create(cm))
-    group = GroupRecord(index, cm, cards, record["instances"], record["builds"], None)
+    group = GroupRecord(index, cm, cards, record["instances"], record["builds"], None, key)
     pending = missing_builds(spec, cards, snap, settings)
     decision.pending_builds |= pending
     request_builds(spec, group, pending, snap, decision, settings)

@@ -144,11 +144,12 @@ def switch_of(node: dict) -> str:
 @dataclass
 class FabricView:
     """What the Fabric resources say, merged: switches and their uplinks, node -> switch links that override
-    the nodes' switch labels, $/card-hour overrides, the QSFP address pool."""
+    the nodes' switch labels, $/card-hour and clock (MHz) overrides per card type, the QSFP address pool."""
 
     switches: list[SwitchSpec] = field(default_factory=list)
     node_switch: dict[str, str] = field(default_factory=dict)
     costs: dict[str, float] = field(default_factory=dict)
+    clocks: dict[str, float] = field(default_factory=dict)
     pool: str | None = None
 
 
@@ -160,6 +161,7 @@ def fabric_view(fabrics: list[dict]) -> FabricView:
                           for s in spec.get("switches", [])]
         view.node_switch.update({u["node"]: u["switch"] for u in spec.get("uplinks", [])})
         view.costs.update(spec.get("costs") or {})
+        view.clocks.update(spec.get("clocks") or {})
         view.pool = view.pool or spec.get("addressPool")
     return view
 

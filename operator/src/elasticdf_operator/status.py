@@ -1,7 +1,9 @@
 """status: the ElasticInference status as the pydantic models of api.py, from the snapshot after `act`.
 
 Conditions are a typed set (KServe style): PartitionSolved, Scheduled, SegmentsReady and LinksUp are set from
-what was observed and decided; Ready is derived from them (the first one not True gives its reason).
+what was observed and decided; Ready is derived from them (the first one not True gives its reason). PlanCurrent
+says whether a roll to a new plan is under way; it does not count for Ready (the old plan serves meanwhile), and
+the card builds a roll waits for are reported there instead of holding Scheduled.
 `lastTransitionTime` changes only when a condition's status flips.
 """
 
@@ -26,7 +28,7 @@ from .api import (
     SegmentSummary,
 )
 from .buildjobs import NO_BUILDS, BuildSettings, BuildsSeen, age_seconds, build_state
-from .decide import Decision, GroupRecord, active_instances
+from .decide import Decision, GroupRecord, pod_ready
 
 COMPONENTS: tuple[ConditionType, ...] = ("PartitionSolved", "Scheduled", "SegmentsReady", "LinksUp")
 
@@ -57,17 +59,12 @@ class ConditionSet:
         return [c for t in CONDITION_TYPES if (c := self.get(t)) is not None]
 
 
-def pod_ready(pod: dict) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in pod.get("status", {}).get("conditions") or [])
-
-
 def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], pods: list[dict],
                  decision: Decision, spec_model: dict, seen: BuildsSeen | None = None,
                  build_settings: BuildSettings = NO_BUILDS) -> ElasticInferenceStatus:
     groups = sorted((GroupRecord.parse(cm) for cm in cms), key=lambda g: g.index)
     by_name = {p["metadata"]["name"]: p for p in pods}
-    active = active_instances(groups, want)
+    active = decision.active
     instances, group_summaries, problems, cost = [], [], [], 0.0
     builds: dict[str, BuildStatus] = {}
     bitstreams = (spec_model.get("artifacts") or {}).get("bitstreams") or {}
@@ -148,24 +145,39 @@ def mark_components(conditions: ConditionSet, decision: Decision, want: int, ser
         conditions.mark(type_, status, reason, message)
     if "PartitionSolved" not in decision.conditions and (served or not want):
         conditions.mark("PartitionSolved", "True", "Solved", f"{len(groups)} group(s) planned")
+    if decision.rolling:  # the new plan's groups may still wait for builds or nodes: only serving ones count
+        groups = [g for g in groups if any(i["index"] in decision.active for i in g.instances)]
+    indexes = {str(g.index) for g in groups}
     total = sum(len(g.cards) for g in groups)
     bound = sum(bool(p.get("spec", {}).get("nodeName")) for p in pods
-                if p["metadata"]["labels"].get(builders.LABEL_NAME) is not None)
-    if decision.failed_builds:
-        conditions.mark("Scheduled", "False", "BuildFailed", "; ".join(
-            f"card build {d}: {why}" for d, why in sorted(decision.failed_builds.items())))
+                if p["metadata"]["labels"].get(builders.LABEL_GROUP) in indexes)
+    if not mark_builds(conditions, decision, builds or {}):
+        mark_scheduled(conditions, want, served, bound, total)
+    conditions.mark("SegmentsReady", *(("True", "AllReady") if ready >= want else ("False", "SegmentsNotReady")),
+                    f"{ready} of {want} instance(s) ready")
+    conditions.mark("LinksUp", *(("True", "WiringConsistent", "every segment sends where the next one listens")
+                                 if not problems else ("False", "WiringInconsistent", "; ".join(problems))))
+
+
+def mark_builds(conditions: ConditionSet, decision: Decision, builds: dict[str, BuildStatus]) -> bool:
+    """Failed or pending card builds: they hold Scheduled, except during a roll, where the old plan serves and
+    they are the roll's (PlanCurrent). True when they decided Scheduled."""
+    failed = "; ".join(f"card build {d}: {why}" for d, why in sorted(decision.failed_builds.items()))
+    waiting = "PlanCurrent" if decision.rolling else "Scheduled"
+    if failed:
+        conditions.mark(waiting, "False", "BuildFailed", failed)
     elif decision.pending_builds:
-        conditions.mark("Scheduled", "False", "BuildPending", pending_message(decision, builds or {}))
-    elif served < want:
+        conditions.mark(waiting, "False", "BuildPending", pending_message(decision, builds))
+    return waiting == "Scheduled" and bool(failed or decision.pending_builds)
+
+
+def mark_scheduled(conditions: ConditionSet, want: int, served: int, bound: int, total: int) -> None:
+    if served < want:
         conditions.mark("Scheduled", "False", "InsufficientCards", f"{served} of {want} instance(s) placed")
     elif bound < total:
         conditions.mark("Scheduled", "False", "PodsPending", f"{bound} of {total} card pod(s) bound to nodes")
     else:
         conditions.mark("Scheduled", "True", "AllPlaced", f"{served} instance(s) on {total} card pod(s)")
-    conditions.mark("SegmentsReady", *(("True", "AllReady") if ready >= want else ("False", "SegmentsNotReady")),
-                    f"{ready} of {want} instance(s) ready")
-    conditions.mark("LinksUp", *(("True", "WiringConsistent", "every segment sends where the next one listens")
-                                 if not problems else ("False", "WiringInconsistent", "; ".join(problems))))
 
 
 def phase(conditions: ConditionSet, served: int, ready: int) -> str:
