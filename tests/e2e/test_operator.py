@@ -154,3 +154,35 @@ def test_restart_creates_no_duplicates(operator, kubeconfig, custom, core_v1, na
     with local_operator(kubeconfig, "--metrics-port", "0", "--resync-seconds", "2"):
         time.sleep(8)
         assert uids(core_v1, namespace, "again") == before
+
+
+def test_a_measured_clock_in_the_fabric_rolls_the_groups_without_leaving_the_rotation_empty(
+        operator, custom, core_v1, namespace, pool, wait_for):
+    # u55c only (no other test uses it): a Fabric's clocks roll exactly the groups on that card type
+    placement = pool(["u55c", "u55c"])
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                           ei("roll", "cnv", replicas=1, placement=placement))
+    wait_for(lambda: serving(core_v1, custom, namespace, "roll", 1), 90, "1 instance serving")
+    (old,) = groups(core_v1, namespace, "roll")
+    fabric = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Fabric", "metadata": {"name": f"clocks-{namespace}"},
+              "spec": {"clocks": {"u55c": 260.0}}}
+    custom.create_cluster_custom_object(GROUP, VERSION, "fabrics", fabric)
+    try:
+        seen_serving = []
+
+        def rolled():
+            st = status(custom, namespace, "roll")
+            seen_serving.append(st.get("readyReplicas"))
+            recs = groups(core_v1, namespace, "roll")
+            done = [g.index for g in recs] == [1] and (condition(custom, namespace, "roll", "PlanCurrent")
+                                                       or {}).get("status") == "True"
+            return done and serving(core_v1, custom, namespace, "roll", 1)
+        wait_for(rolled, 120, "the new group alone, serving")
+        (new,) = groups(core_v1, namespace, "roll")
+        assert {b["fclkMhz"] for b in new.builds.values()} == {260.0}
+        assert {b["fclkMhz"] for b in old.builds.values()} == {200.0}
+        assert new.instances[0]["fps"] == pytest.approx(old.instances[0]["fps"] * 260 / 200, rel=1e-3)
+        assert 0 not in seen_serving, f"an instance was ready throughout the roll: {seen_serving}"
+        assert status(custom, namespace, "roll")["predictedFPS"] == pytest.approx(new.instances[0]["fps"], abs=0.01)
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, "fabrics", fabric["metadata"]["name"])
