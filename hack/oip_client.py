@@ -113,6 +113,11 @@ class Traffic:
         with self._lock:
             return self.outcomes[count:]
 
+    def recovered(self, count: int) -> bool:
+        """Whether the last `count` requests were all answered right."""
+        recent = self.since(max(0, len(self.outcomes) - count))
+        return len(recent) >= count and all(o.correct for o in recent)
+
     def _ticket(self) -> int:
         with self._lock:
             self._next += 1

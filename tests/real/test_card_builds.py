@@ -126,3 +126,51 @@ def test_a_builder_that_cannot_build_ends_in_build_failed(real_cluster, builds_o
     assert len(jobs(batch, builds_operator, b["digest"])) == 2
     assert not core_v1.list_namespaced_pod(ns, label_selector="elasticdf.io/role=card").items
     next(namespaces, None)
+
+
+def test_a_measured_clock_rolls_onto_new_builds_under_traffic_and_nothing_is_lost(real_cluster, builds_operator,
+                                                                                   core_v1, apis):
+    """The cluster changes so that a better plan exists (a Fabric says the U280s run at 250 MHz, as a build
+    report would): the operator builds the new card build while the old group serves (prefer-existing), places
+    the new group on the free card, moves the rotation over once it is ready and releases the old group after the
+    gateway drained it. Every request sent meanwhile is answered, and answered right."""
+    custom, batch = apis
+    namespaces = fresh_namespace(core_v1, "roll")
+    ns = next(namespaces)
+    custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, resource())
+    wait_until(lambda: ready(custom, ns), 900, "serving", interval=1)
+    (old,) = status(custom, ns)["builds"]
+    forward = "port-forward-roll"
+    ports = devcluster.port_forward(real_cluster.state_dir, real_cluster.kubeconfig, ns, f"svc/{MODEL}-gateway",
+                                    [8000], name=forward, tie_to_parent=True)
+    inputs, expected = oip_client.reference(MODEL, 8)
+    traffic = oip_client.Traffic(f"127.0.0.1:{ports[8000]}", MODEL, inputs, expected).start()
+    fabric = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Fabric", "metadata": {"name": "measured-clocks"},
+              "spec": {"clocks": {"u280": 250.0}}}
+    started = time.monotonic()
+    try:
+        wait_until(lambda: traffic.recovered(10), 60, "traffic flowing")
+        custom.create_cluster_custom_object(GROUP, VERSION, "fabrics", fabric)
+
+        def rolled() -> bool:
+            builds = status(custom, ns)["builds"]
+            current = next((c for c in status(custom, ns)["conditions"] if c["type"] == "PlanCurrent"), {})
+            return (current.get("status") == "True" and [b["fclkMhz"] for b in builds] == [250.0]
+                    and ready(custom, ns) and builds[0])
+        new = wait_until(rolled, 900, "rolled onto the 250 MHz build", interval=1)
+        print(f"Fabric clock -> rolled: {time.monotonic() - started:.1f}s; build {old['digest'][:19]} -> "
+              f"{new['digest'][:19]}")
+        wait_until(lambda: traffic.recovered(20), 60, "traffic on the new group")
+    finally:
+        outcomes = traffic.stop()
+        custom.delete_cluster_custom_object(GROUP, VERSION, "fabrics", "measured-clocks")
+        devcluster.stop_process(real_cluster.state_dir, forward)
+    failed = [o for o in outcomes if not o.correct]
+    print(f"{len(outcomes)} requests during the roll, {len(failed)} failed; "
+          f"first: {failed[0].error if failed else '-'}")
+    assert not failed, f"{len(failed)} requests failed or were answered wrong during the roll"
+    assert new["digest"] != old["digest"] and new["phase"] == "Ready"
+    assert len(jobs(batch, builds_operator, new["digest"])) == 1
+    predicted = status(custom, ns)["predictedFPS"]
+    assert predicted > 0 and status(custom, ns)["plan"]["groups"][0]["cards"][0]["build"] == new["digest"]
+    next(namespaces, None)

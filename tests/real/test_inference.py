@@ -162,10 +162,7 @@ def check_accounting(outcomes: list[oip_client.Outcome], before: Counter, after:
 
 def until_healthy(traffic: oip_client.Traffic, count: int, timeout: float) -> None:
     """Wait until `count` requests in a row were answered right (traffic recovered)."""
-    def healthy() -> bool:
-        recent = traffic.since(max(0, len(traffic.outcomes) - count))
-        return len(recent) >= count and all(o.correct for o in recent)
-    wait_until(healthy, timeout, f"{count} right answers in a row", interval=0.5)
+    wait_until(lambda: traffic.recovered(count), timeout, f"{count} right answers in a row", interval=0.5)
 
 
 def test_answers_are_exactly_the_unsplit_models(served):
