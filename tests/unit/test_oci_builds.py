@@ -231,3 +231,18 @@ def test_cli_push_prints_the_digest_and_pull_verifies(tmp_path, store, docker_co
                  "--docker-config", config]) == 2
     err = capsys.readouterr().err
     assert err.startswith("elasticdf build: artifacts.build: ") and "refused" in err and "Traceback" not in err
+
+
+def test_the_operators_registry_lookups_use_the_builds_pull_secret(tmp_path, store, policy):
+    """builds.pullSecret (mounted into the operator) authenticates its lookups, not modelFetch's credentials."""
+    from elasticdf_operator.buildjobs import BuildSettings, lookup_policy
+
+    registry, _ = store
+    rec = record("zoo:cnv")
+    manifest = push_build(write_build(tmp_path / "out", rec), registry, policy)
+    model_fetch = FetchPolicy(cache_dir=tmp_path / "models", retries=0)  # modelFetch.pullSecret unset
+    with_secret = BuildSettings(registry=registry, docker_config=str(policy.docker_config))
+    assert build_exists(registry, rec.digest, lookup_policy(model_fetch, with_secret)) == manifest
+    without = refused(lambda: build_exists(registry, rec.digest, lookup_policy(model_fetch,
+                                                                               BuildSettings(registry=registry))))
+    assert "wants credentials" in str(without) and "builds.pullSecret" in str(without)

@@ -15,6 +15,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from elasticdf_contract.builds import build_tag
 from elasticdf_contract.names import ANNOTATION_BUILD_ATTEMPT, LABEL_BUILD
@@ -40,6 +41,7 @@ class BuildSettings:
     resources: str = "{}"  # JSON of a container's resources (requests/limits) for the build step
     license_secret: str = ""
     pull_secret: str = ""  # kubernetes.io/dockerconfigjson Secret for the registry, in the operator namespace
+    docker_config: str = ""  # that Secret mounted into the operator: the credentials of its registry lookups
     timeout_seconds: int = 6 * 3600
     backoff_limit: int = 0
     recreations: int = 1  # failed Jobs of a build re-created at most this often (then: BuildFailed)
@@ -58,6 +60,7 @@ class BuildSettings:
                    resources=get("ELASTICDF_BUILD_RESOURCES") or "{}",
                    license_secret=get("ELASTICDF_BUILD_LICENSE_SECRET", ""),
                    pull_secret=get("ELASTICDF_BUILD_PULL_SECRET", ""),
+                   docker_config=get("ELASTICDF_BUILD_DOCKER_CONFIG", ""),
                    timeout_seconds=int(get("ELASTICDF_BUILD_TIMEOUT_SECONDS") or 6 * 3600),
                    backoff_limit=int(get("ELASTICDF_BUILD_BACKOFF_LIMIT") or 0),
                    recreations=int(get("ELASTICDF_BUILD_RECREATIONS") or 1))
@@ -74,9 +77,11 @@ NO_BUILDS = BuildSettings()  # no registry: builds are not the operator's busine
 
 
 def lookup_policy(policy: FetchPolicy, settings: BuildSettings) -> FetchPolicy:
-    """The operator's fetch policy (credentials, CAs) for registry lookups: short timeouts and no retries, as they
-    run on the reconcile path (the next reconcile asks again); plain http with builds.insecure."""
-    quick = replace(policy, retries=0, connect_timeout=2.0, read_timeout=3.0)
+    """The operator's fetch policy (CAs) for registry lookups, with builds.pullSecret's credentials when set:
+    short timeouts and no retries, as they run on the reconcile path (the next reconcile asks again); plain http
+    with builds.insecure."""
+    credentials = Path(settings.docker_config) if settings.docker_config else policy.docker_config
+    quick = replace(policy, retries=0, connect_timeout=2.0, read_timeout=3.0, docker_config=credentials)
     return plain_http(quick, settings.registry) if settings.insecure else quick
 
 
