@@ -170,7 +170,8 @@ def test_rbac_covers_every_api_call_of_the_operator(builds_docs):
 @pytest.fixture(scope="module")
 def builds_docs() -> list[dict]:
     return render("builds.registry=registry.elasticdf-system.svc:5000", "builds.insecure=true",
-                  "builds.xrtImage=finn:0.10", "builds.nodeSelector.vivado=yes", "builds.recreations=2")
+                  "builds.xrtImage=finn:0.10", "builds.nodeSelector.vivado=yes", "builds.recreations=2",
+                  "builds.pullSecret=buildcred")
 
 
 def test_builds_values_reach_the_operator_and_only_then_job_rbac(default_docs, builds_docs):
@@ -181,6 +182,11 @@ def test_builds_values_reach_the_operator_and_only_then_job_rbac(default_docs, b
     settings = BuildSettings.from_env({k: v for k, v in env.items() if v is not None})
     assert (settings.registry, settings.insecure, settings.xrt_image, settings.node_selector,
             settings.recreations) == ("registry.elasticdf-system.svc:5000", True, "finn:0.10", (("vivado", "yes"),), 2)
+    pod = find(builds_docs, "Deployment")[0]["spec"]["template"]["spec"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "builds-pull-secret"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "builds-pull-secret"]
+    assert settings.docker_config == f"{mount['mountPath']}/config.json"
+    assert volume["secret"]["secretName"] == "buildcred"
     (role,) = [r for r in find(builds_docs, "Role") if r["metadata"]["name"].endswith("-builds")]
     assert {(r["apiGroups"][0], res) for r in role["rules"] for res in r["resources"]} == {
         ("batch", "jobs"), ("", "pods"), ("", "pods/log")}
