@@ -268,6 +268,10 @@ class Roll:
     def current_instances(self) -> int:
         return sum(len(g.instances) for g in self.groups if self.is_current(g))
 
+    def taking_over(self) -> set[int]:
+        """The groups of the new plan while old ones serve: standby maybe, but never idle (they take over)."""
+        return {g.index for g in self.groups if self.is_current(g)} if self.outdated else set()
+
     def make_room(self, policy: str, want: int, placed_now: bool) -> None:
         """Choose the outdated groups that leave the rotation now (they drain, then step 2 releases them).
         best: all. prefer-existing: none while new groups can still be placed or are not ready yet; else the
@@ -327,7 +331,7 @@ def decide(owner: Owner, spec: ElasticInferenceSpec, snap: Observed, now: float,
         roll.groups, placed_now = groups, bool(made)
     roll.make_room(spec.builds, want, placed_now)
     groups = release_idle(groups, active_instances(groups, want, roll), now, release_window(spec), pods, decision,
-                          settings)
+                          settings, roll.taking_over())
     roll.groups = groups
     placed = roll.current_instances()
     if not groups or want > placed:
@@ -367,8 +371,10 @@ def drop_broken(groups, pods, snap, now, catalog, settings, decision) -> list[Gr
     return kept
 
 
-def release_idle(groups, active, now, window, pods, decision, settings: Settings) -> list[GroupRecord]:
-    """Mark groups idle whose instances all left the rotation; release them once idle long enough.
+def release_idle(groups, active, now, window, pods, decision, settings: Settings,
+                 taking_over: set[int] = frozenset()) -> list[GroupRecord]:
+    """Mark groups idle whose instances all left the rotation; release them once idle long enough. Groups of a
+    new plan that wait to take over from an old one (`taking_over`) are not idle, ready or not.
 
     Never in the pass that takes the instances out of the gateway's wiring: the card pods must outlive the
     gateways' use of them, or the requests in flight to them fail. So a group is released at the earliest
@@ -377,7 +383,7 @@ def release_idle(groups, active, now, window, pods, decision, settings: Settings
     kept = []
     wait = max(window, settings.gateway_drain_seconds)
     for group in groups:
-        idle = not any(i["index"] in active for i in group.instances)
+        idle = not any(i["index"] in active for i in group.instances) and group.index not in taking_over
         if not idle:
             if group.idle_since is not None:
                 decision.actions.append(MarkIdle(group.name, None))
