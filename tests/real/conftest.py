@@ -134,7 +134,7 @@ def operator(real_cluster) -> str:
 
 
 @pytest.fixture(scope="module")
-def builds_operator(real_cluster, operator) -> str:
+def builds_operator(real_cluster, operator, core_v1) -> str:
     """The installed operator with card builds on (chart values builds.*): the dev cluster's registry
     (devcluster.BUILD_REGISTRY, plain http inside the cluster), builder pods on the real node. Turned off
     again afterwards, so the other modules' resources run without builds."""
@@ -142,6 +142,20 @@ def builds_operator(real_cluster, operator) -> str:
     helm(real_cluster, "upgrade", "elastic-df", str(CHART), "--namespace", operator, "--reuse-values",
          "--set", f"builds.registry={devcluster.BUILD_REGISTRY}", "--set", "builds.insecure=true",
          "--set-string", node, "--set", "builds.timeoutSeconds=900", "--wait", "--timeout", "5m")
+    only_new_operator_pods(core_v1, operator)
     yield operator
     helm(real_cluster, "upgrade", "elastic-df", str(CHART), "--namespace", operator, "--reuse-values",
          "--set", "builds.registry=", "--wait", "--timeout", "5m")
+    only_new_operator_pods(core_v1, operator)
+
+
+def only_new_operator_pods(core_v1, namespace: str) -> None:
+    """helm --wait returns once the new operator pods are Ready, but a pod of the old ReplicaSet may still be
+    terminating, and as the leader it reconciles with the old values until it exits: wait until it is gone."""
+    selector = "app.kubernetes.io/component=operator"
+
+    def settled() -> bool:
+        pods = core_v1.list_namespaced_pod(namespace, label_selector=selector).items
+        hashes = {p.metadata.labels.get("pod-template-hash") for p in pods}
+        return len(hashes) == 1 and not any(p.metadata.deletion_timestamp for p in pods)
+    wait_until(settled, 180, "only the upgraded operator's pods", interval=1)
