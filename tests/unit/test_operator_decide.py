@@ -246,7 +246,9 @@ def test_a_measured_clock_rolls_onto_free_cards_while_the_old_group_serves():
     assert d.conditions["PlanCurrent"][:2] == ("False", "Rolling")
     assert new["instances"][0]["fps"] == pytest.approx(old["instances"][0]["fps"] * 250 / 200, rel=1e-3), \
         "same folding, cycles / clock: the clock alone changes the fps"
-    assert gateway_instances(d.actions) == {old["instances"][0]["index"]}, "the new group is not ready yet"
+    assert d.active == {old["instances"][0]["index"]}, "the new group is not ready yet: the old one serves"
+    assert gateway_instances(d.actions) == {old["instances"][0]["index"], new["instances"][0]["index"]}, \
+        "the new instance is wired already: the gateway checks it and serves from it before the old one leaves"
     snap, d = step(snap, spec(1, "cnv"), now=1020.0, settings=NO_ASKING)  # its card pods take a while
     assert not [a for a in d.actions if isinstance(a, (MarkIdle, DeleteGroup))] and list(groups_of(snap)) == [0, 1], \
         "a new group waiting to take over is standby, never idle: not released"

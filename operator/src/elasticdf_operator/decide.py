@@ -272,6 +272,13 @@ class Roll:
         """The groups of the new plan while old ones serve: standby maybe, but never idle (they take over)."""
         return {g.index for g in self.groups if self.is_current(g)} if self.outdated else set()
 
+    def taking_over_instances(self, want: int) -> set[int]:
+        """The instances of the new plan that will be active once it is ready. They are in the gateway's wiring
+        from the start (it checks them and routes to them once their segments answer), so when the old ones
+        leave it, the gateways already serve from the new ones: make before break."""
+        taking_over = self.taking_over()
+        return active_instances([g for g in self.groups if g.index in taking_over], want)
+
     def make_room(self, policy: str, want: int, placed_now: bool) -> None:
         """Choose the outdated groups that leave the rotation now (they drain, then step 2 releases them).
         best: all. prefer-existing: none while new groups can still be placed or are not ready yet; else the
@@ -344,8 +351,8 @@ def decide(owner: Owner, spec: ElasticInferenceSpec, snap: Observed, now: float,
         roll.groups = groups
     decision.active = active_instances(groups, want, roll)
     decision.conditions["PlanCurrent"] = roll.condition(want, placed_now)
-    wirings = [w for g in groups for i in sorted(decision.active & {x["index"] for x in g.instances})
-               for w in g.wirings(i)]
+    wired = decision.active | roll.taking_over_instances(want)
+    wirings = [w for g in groups for i in sorted(wired & {x["index"] for x in g.instances}) for w in g.wirings(i)]
     decision.actions += [Apply(obj) for obj in builders.gateway_objects(owner, spec, wirings)]
     return decision
 
