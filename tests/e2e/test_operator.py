@@ -145,17 +145,6 @@ def test_a_name_as_long_as_the_api_allows_works_end_to_end(operator, custom, cor
 
 
 # last: it stops the module's operator
-def test_restart_creates_no_duplicates(operator, kubeconfig, custom, core_v1, namespace, wait_for):
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("again"))
-    wait_for(lambda: serving(core_v1, custom, namespace, "again", 1), 60, "1 instance serving")
-    before = uids(core_v1, namespace, "again")
-    operator.terminate()
-    operator.wait(20)
-    with local_operator(kubeconfig, "--metrics-port", "0", "--resync-seconds", "2"):
-        time.sleep(8)
-        assert uids(core_v1, namespace, "again") == before
-
-
 def test_a_measured_clock_in_the_fabric_rolls_the_groups_without_leaving_the_rotation_empty(
         operator, custom, core_v1, namespace, pool, wait_for):
     # u55c only (no other test uses it): a Fabric's clocks roll exactly the groups on that card type
@@ -188,3 +177,14 @@ def test_a_measured_clock_in_the_fabric_rolls_the_groups_without_leaving_the_rot
         assert status(custom, namespace, "roll")["predictedFPS"] == pytest.approx(new.instances[0]["fps"], abs=0.01)
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "fabrics", fabric["metadata"]["name"])
+
+
+def test_restart_creates_no_duplicates(operator, kubeconfig, custom, core_v1, namespace, wait_for):
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("again"))
+    wait_for(lambda: serving(core_v1, custom, namespace, "again", 1), 60, "1 instance serving")
+    before = uids(core_v1, namespace, "again")
+    operator.terminate()
+    operator.wait(20)
+    with local_operator(kubeconfig, "--metrics-port", "0", "--resync-seconds", "2"):
+        time.sleep(8)
+        assert uids(core_v1, namespace, "again") == before
