@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from elasticdf_contract import names
 from elasticdf_operator import autoscale, inventory, state
@@ -152,3 +154,17 @@ def test_autoscale_history_survives_a_restart():
     assert step.replicas == 2 and restarted.scaled == [2], "the window started at t=0, not at the restart"
     fresh = ScaleKube()
     assert autoscale.autoscale(fresh, body, [], src, {}, now=61.0).replicas == 4  # without it: a new window
+
+
+def test_a_create_in_a_terminating_namespace_is_no_error():
+    from elasticdf_operator.kube import namespace_terminating
+    from kubernetes.client.exceptions import ApiException
+
+    def forbidden(reason: str) -> ApiException:
+        err = ApiException(status=403, reason="Forbidden")
+        err.body = json.dumps({"kind": "Status", "reason": "Forbidden", "details": {"causes": [
+            {"reason": reason, "message": "namespace e2e-1 is being terminated", "field": "metadata.namespace"}]}})
+        return err
+    assert namespace_terminating(forbidden("NamespaceTerminating"))
+    assert not namespace_terminating(forbidden("FieldValueForbidden")), "RBAC and other refusals still raise"
+    assert not namespace_terminating(ApiException(status=500, reason="boom"))

@@ -90,14 +90,15 @@ class Kube:
 
     # writes (create is idempotent: AlreadyExists means another reconcile got there first)
     def create(self, obj: dict) -> dict | None:
-        """The created object (projected like the index entries), or None when it already exists."""
+        """The created object (projected like the index entries), or None when it already exists or its namespace
+        is being deleted (the resource goes with it: nothing to create, nothing to retry)."""
         ns, kind = obj["metadata"]["namespace"], obj["kind"]
         create = {"Pod": self.core.create_namespaced_pod, "ConfigMap": self.core.create_namespaced_config_map,
                   "Service": self.core.create_namespaced_service, "Job": self.batch.create_namespaced_job}[kind]
         try:
             created = _json(create(ns, obj, _preload_content=False))
         except ApiException as err:
-            if err.status == 409:
+            if err.status == 409 or namespace_terminating(err):
                 return None
             raise
         project = {"Pod": project_pod, "ConfigMap": project_configmap}.get(kind, lambda o: o)
@@ -226,3 +227,14 @@ class Kube:
             "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
             "source": {"component": MANAGER}, "reportingComponent": MANAGER,
         })
+
+
+def namespace_terminating(err: ApiException) -> bool:
+    """403 Forbidden because the namespace is being deleted (reason NamespaceTerminating in the causes)."""
+    if err.status != 403 or not err.body:
+        return False
+    try:
+        causes = (json.loads(err.body).get("details") or {}).get("causes") or []
+    except (ValueError, AttributeError):
+        return False
+    return any(c.get("reason") == "NamespaceTerminating" for c in causes)
