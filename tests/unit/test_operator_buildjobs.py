@@ -20,13 +20,13 @@ from elasticdf_operator.buildjobs import (
     failed_step,
     lookup_policy,
 )
-from elasticdf_operator.decide import Create, CreateBuildJob, Decision, Settings, UpdateWiring, decide
+from elasticdf_operator.decide import Create, CreateBuildJob, Decision, Emit, Settings, UpdateWiring, decide
 from elasticdf_operator.state import Observed
 from elasticdf_operator.status import build_status
 from elasticdf_partitioner.artifacts import FetchPolicy
 from elasticdf_partitioner.oci_builds import build_exists
 from test_artifacts import REGISTRY, push, running_registry
-from test_operator_decide import CATALOG, OWNER, node, run, spec, zoo_graph
+from test_operator_decide import CATALOG, OWNER, node, run, spec, step, zoo_graph
 
 REG = "registry.builds.svc:5000"
 BUILDS = BuildSettings(registry=REG, insecure=True, namespace="elasticdf-system", recreations=1)
@@ -264,3 +264,32 @@ def test_lookup_finds_a_pushed_build_and_remembers_it(tmp_path):
         assert settings.artifact(got.manifests[digest]) == f"oci://{reg}/{BUILD_REPOSITORY}@sha256:{pushed}"
     down = index.observe(NoJobs(), settings, {digest, other}, policy)  # the registry is gone: found stays found
     assert down.manifests == {digest: f"sha256:{pushed}"} and "did not answer" in down.error
+
+
+# ---- prefer-existing under measured clocks ---------------------------------------------------------------------
+
+
+def test_prefer_existing_places_the_plan_whose_builds_exist_then_rolls_to_the_measured_clock():
+    """Builds made at the modelled 200 MHz exist; then a Fabric says the U280s run at 250 MHz. A new resource
+    asks the registry about both plans' builds, places the 200 MHz plan (its builds exist: pods at once) and
+    rolls: the 250 MHz plan's group goes on the other card and its build is started."""
+    made_at_200 = digests(placed())
+    fabric = {"metadata": {"name": "rack"}, "spec": {"clocks": {"u280": 250.0}}}
+    snap = Observed([node("a", ["u280", "u280"])], [], [], [fabric])
+    d = decide_with(snap)
+    assert d.conditions["PartitionSolved"][:2] == ("Unknown", "LookingUpBuilds")
+    assert made_at_200 <= d.lookups and len(d.lookups) == 2, "both plans' builds are looked up first"
+    assert not [a for a in d.actions if isinstance(a, Create) and a.obj["kind"] in ("Pod", "ConfigMap")]
+
+    answers = {digest: ("sha256:" + "a" * 64 if digest in made_at_200 else None) for digest in d.lookups}
+    snap, actions = run(seen(snap, answers), spec(), settings=WITH_REGISTRY)
+    (group,) = [builders.record_of(c) for c in snap.configmaps]
+    assert set(group["builds"]) == made_at_200 and len(snap.pods) == 1, "the existing builds serve at once"
+    assert any(isinstance(a, Emit) and a.reason == "PlacedOnExistingBuilds" for a in actions)
+
+    snap, d = step(seen(snap, answers), spec(), settings=WITH_REGISTRY)
+    rolled = [builders.record_of(c) for c in snap.configmaps]
+    (new_build,) = set().union(*(r["builds"] for r in rolled)) - made_at_200
+    assert {b["fclkMhz"] for r in rolled for b in r["builds"].values()} == {200.0, 250.0}
+    assert d.rolling and new_build in d.pending_builds, "the 250 MHz build is made while the 200 MHz one serves"
+    assert [a for a in d.actions if isinstance(a, CreateBuildJob)]

@@ -105,7 +105,12 @@ class BuildIndex:
         self.lookup = lookup
         self.found: dict[str, str] = {}
         self.logs: dict[str, str] = {}
+        self.wanted: set[str] = set()  # digests a decision asked about (Decision.lookups): asked once, next observe
         self.lock = threading.Lock()
+
+    def want(self, digests: set[str]) -> None:
+        with self.lock:
+            self.wanted |= digests
 
     def observe(self, kube, settings: BuildSettings, digests: set[str], policy: FetchPolicy) -> BuildsSeen:
         """Jobs first, then the registry: a Job seen Succeeded has pushed before the lookup below."""
@@ -116,6 +121,7 @@ class BuildIndex:
         seen = BuildsSeen(jobs=jobs, pods=pods)
         with self.lock:
             seen.manifests.update(self.found)
+            digests, self.wanted = digests | self.wanted, set()
         quick = lookup_policy(policy, settings)
         for digest in sorted(digests - set(seen.manifests)):
             try:

@@ -127,6 +127,7 @@ class Decision:
     pending_builds: set[str] = field(default_factory=set)
     failed_builds: dict[str, str] = field(default_factory=dict)  # digest -> why (with the Job's log tail)
     requested_builds: set[str] = field(default_factory=set)  # digests whose builds this pass looked after
+    lookups: set[str] = field(default_factory=set)  # build digests the next observe asks the registry about
     solve_seconds: float | None = None
     active: set[int] = field(default_factory=set)  # instances in the gateway's rotation after this pass
     rolling: bool = False  # groups of an older plan still exist (their builds pending do not hold the service)
@@ -323,7 +324,9 @@ def decide(owner: Owner, spec: ElasticInferenceSpec, snap: Observed, now: float,
            load_model: Callable, settings: Settings = Settings()) -> Decision:
     decision = Decision()
     want = desired_replicas(spec)
-    catalog = with_fabric_clocks(catalog, snap, decision)
+    modelled, catalog = catalog, with_fabric_clocks(catalog, snap, decision)
+    fallback = modelled if settings.builds.registry and spec.builds == "prefer-existing" and any(
+        card.fclk_mhz != modelled.cards[name].fclk_mhz for name, card in catalog.cards.items()) else None
     key = plan_key(spec)
     cms, pods = snap.owned(owner.namespace, owner.name)
     pods_by_name = {p["metadata"]["name"]: p for p in pods}
@@ -347,7 +350,8 @@ def decide(owner: Owner, spec: ElasticInferenceSpec, snap: Observed, now: float,
         repair(owner, spec, group, pods_by_name, snap, catalog, decision, settings)
     if want > placed and not decision.rolling:
         gone = {a.index for a in decision.actions if isinstance(a, DeleteGroup)}
-        groups += place(owner, spec, snap, groups, gone, want - placed, catalog, load_model, decision, settings, key)
+        groups += place(owner, spec, snap, groups, gone, want - placed, catalog, load_model, decision, settings, key,
+                        modelled=fallback)
         roll.groups = groups
     decision.active = active_instances(groups, want, roll)
     decision.conditions["PlanCurrent"] = roll.condition(want, placed_now)
@@ -554,9 +558,11 @@ def resolve_graph(load_model: Callable, source: ModelSource, decision: Decision)
 
 
 def place(owner, spec, snap: Observed, groups: list[GroupRecord], gone: set[int], missing: int, catalog,
-          load_model, decision: Decision, settings: Settings, key: str, quiet: bool = False) -> list[GroupRecord]:
+          load_model, decision: Decision, settings: Settings, key: str, quiet: bool = False,
+          modelled: Catalog | None = None) -> list[GroupRecord]:
     """New groups over the free cards until `missing` more instances exist; returns their records. `quiet`:
-    during a roll, where the old groups serve while too few cards are free, a shortage is no warning."""
+    during a roll, where the old groups serve while too few cards are free, a shortage is no warning.
+    `modelled`: the catalog without measured clocks, for spec.builds prefer-existing (see `prefer_existing`)."""
     kept = {g.index for g in groups}
     cms = [c for c in snap.configmaps if not _is_gone(c, owner, gone)]
     pods = [p for p in snap.pods if not _is_gone(p, owner, gone)]
@@ -573,27 +579,13 @@ def place(owner, spec, snap: Observed, groups: list[GroupRecord], gone: set[int]
     next_group = max(kept | gone, default=-1) + 1
     made: list[GroupRecord] = []
     while missing > 0:
-        try:
-            fc = build_cluster(candidates(slots, missing, _settings(spec).max_cards_per_instance), snap.nodes,
-                               catalog, fabric)
-        except ElasticDFError as err:  # e.g. a Fabric prices a card type the catalog does not know
-            decision.conditions["PartitionSolved"] = ("False", "InvalidFabric", f"Fabric: {err}")
+        solved = solve_free(graph, slots, missing, snap, catalog, fabric, spec, decision, quiet)
+        if solved is not None and modelled is not None:
+            fallback = solve_free(graph, slots, missing, snap, modelled, fabric, spec, decision, True)
+            solved = prefer_existing(solved, fallback, spec, missing, snap, decision)
+        if solved is None:
             return made
-        if fc.cluster is None:
-            if not quiet:
-                _short(decision, missing, fc.reason)
-            return made
-        started = time.perf_counter()
-        try:
-            planned = solve_groups(graph, fc.cluster, spec)
-        except InfeasibleError as err:
-            _short(decision, missing, str(err), infeasible=True)
-            return made
-        except ElasticDFError as err:
-            decision.conditions["PartitionSolved"] = ("False", "InvalidSpec", str(err))
-            return made
-        finally:
-            decision.solve_seconds = (decision.solve_seconds or 0) + time.perf_counter() - started
+        fc, planned = solved
         for pg in planned:
             if missing <= 0:
                 break
@@ -609,6 +601,66 @@ def place(owner, spec, snap: Observed, groups: list[GroupRecord], gone: set[int]
     if missing > 0 and not quiet:
         _short(decision, missing, "the free cards hold no further instance", infeasible=not made and not groups)
     return made
+
+
+def solve_free(graph, slots: list[Slot], missing: int, snap: Observed, catalog: Catalog, fabric, spec, decision,
+               quiet: bool):
+    """(free cluster, its plan as groups) over the candidate free cards, or None with the reason recorded."""
+    try:
+        fc = build_cluster(candidates(slots, missing, _settings(spec).max_cards_per_instance), snap.nodes,
+                           catalog, fabric)
+    except ElasticDFError as err:  # e.g. a Fabric prices a card type the catalog does not know
+        decision.conditions["PartitionSolved"] = ("False", "InvalidFabric", f"Fabric: {err}")
+        return None
+    if fc.cluster is None:
+        if not quiet:
+            _short(decision, missing, fc.reason)
+        return None
+    started = time.perf_counter()
+    try:
+        return fc, solve_groups(graph, fc.cluster, spec)
+    except InfeasibleError as err:
+        _short(decision, missing, str(err), infeasible=True)
+    except ElasticDFError as err:
+        decision.conditions["PartitionSolved"] = ("False", "InvalidSpec", str(err))
+    finally:
+        decision.solve_seconds = (decision.solve_seconds or 0) + time.perf_counter() - started
+    return None
+
+
+def prefer_existing(best, fallback, spec: ElasticInferenceSpec, missing: int, snap: Observed, decision: Decision):
+    """spec.builds prefer-existing under measured clocks: the best plan's card builds may not exist yet while
+    those of the plan at the modelled clocks do (made before the clocks were measured). Then that plan is placed
+    now; its groups are outdated, so the roll to the best plan (and its builds) starts at once. None while the
+    registry has not been asked about both plans' builds yet (the next pass has the answers)."""
+    if fallback is None:
+        return best
+    model = model_identity(spec.model)
+    best_builds, fallback_builds = (_placed_builds(model, planned, missing) for _, planned in (best, fallback))
+    unknown = (best_builds | fallback_builds) - set(snap.builds.manifests)
+    if unknown:
+        decision.lookups |= unknown
+        decision.conditions["PartitionSolved"] = ("Unknown", "LookingUpBuilds", f"asking the registry for "
+                                                  f"{len(unknown)} card build(s) (spec.builds: prefer-existing)")
+        return None
+    def exist(digests: set[str]) -> bool:
+        return all(snap.builds.manifests.get(d) for d in digests)
+    if exist(best_builds) or not exist(fallback_builds):
+        return best
+    decision.emit("Normal", "PlacedOnExistingBuilds", "the best plan's card builds do not exist yet: placing the "
+                  "plan at the modelled clocks, whose builds do, and rolling to the best plan once they are made")
+    return fallback
+
+
+def _placed_builds(model: str, planned: list[PlannedGroup], missing: int) -> set[str]:
+    """The build digests of the groups `place` would take from `planned` for `missing` instances."""
+    digests: set[str] = set()
+    for pg in planned:
+        if missing <= 0:
+            break
+        digests |= {b["digest"] for b in card_builds(model, pg).values()}
+        missing -= len(pg.instances)
+    return digests
 
 
 def _is_gone(obj: dict, owner: Owner, gone: set[int]) -> bool:

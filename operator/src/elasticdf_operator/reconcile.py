@@ -70,6 +70,7 @@ def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, led
         if spec is not None:
             want = desired_replicas(spec)
             decision = decide(owner, spec, ledger.view(raw), time.time(), catalog, models.graph, settings)
+            builds.want(decision.lookups)
         events = execute(kube, ledger, owner, decision.actions)
         snap = ledger.view(raw)
     if decision.solve_seconds is not None:
