@@ -26,7 +26,8 @@ from elasticdf_operator.status import build_status
 from elasticdf_partitioner.artifacts import FetchPolicy
 from elasticdf_partitioner.oci_builds import build_exists
 from test_artifacts import REGISTRY, push, running_registry
-from test_operator_decide import CATALOG, OWNER, node, run, spec, step, zoo_graph
+from test_operator_decide import CATALOG, OWNER, node, run, spec, zoo_graph
+from test_operator_decide import step as decide_step
 
 REG = "registry.builds.svc:5000"
 BUILDS = BuildSettings(registry=REG, insecure=True, namespace="elasticdf-system", recreations=1)
@@ -287,7 +288,7 @@ def test_prefer_existing_places_the_plan_whose_builds_exist_then_rolls_to_the_me
     assert set(group["builds"]) == made_at_200 and len(snap.pods) == 1, "the existing builds serve at once"
     assert any(isinstance(a, Emit) and a.reason == "PlacedOnExistingBuilds" for a in actions)
 
-    snap, d = step(seen(snap, answers), spec(), settings=WITH_REGISTRY)
+    snap, d = decide_step(seen(snap, answers), spec(), settings=WITH_REGISTRY)
     rolled = [builders.record_of(c) for c in snap.configmaps]
     (new_build,) = set().union(*(r["builds"] for r in rolled)) - made_at_200
     assert {b["fclkMhz"] for r in rolled for b in r["builds"].values()} == {200.0, 250.0}
