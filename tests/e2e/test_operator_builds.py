@@ -115,3 +115,40 @@ def test_a_builder_that_pushes_nothing_is_retried_once_then_build_failed(
     assert core_v1.list_namespaced_pod(namespace, label_selector="elasticdf.io/role=card").items == []
     wait_for(lambda: "BuildFailed" in {e.reason for e in core_v1.list_namespaced_event(namespace).items}, 20,
              "a BuildFailed event")
+
+
+def test_prefer_existing_serves_from_the_builds_that_exist_and_rolls_to_the_measured_clock(
+        operator, registry, builds_ns, k8s_client, custom, core_v1, namespace, second_namespace, pool, wait_for):
+    """A build made at the modelled clock exists (the first resource's); a Fabric then says the U200s reach
+    260 MHz. A second resource of the same model serves at once from the existing build and starts the build of
+    the 260 MHz plan (the roll to it is the real tier's: kwok runs no builder). u200 only: no other test uses it."""
+    placement = pool(["u200"], ["u200"], ["u200"], ["u200"])
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                           ei("old", "mobilenetv1", replicas=1, placement=placement))
+    made = wait_for(lambda: pending_build(custom, namespace, "old"), 60, "held with BuildPending")
+    push(registry, BUILD_REPOSITORY, build_tag(made), [(b"{}", "application/json", "build.json")], authorization="")
+    wait_for(lambda: serving(core_v1, custom, namespace, "old", 1), 60, "serving from the existing build")
+    fabric = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Fabric", "metadata": {"name": "e2e-u200-clocks"},
+              "spec": {"clocks": {"u200": 260.0}}}
+    custom.create_cluster_custom_object(GROUP, VERSION, "fabrics", fabric)
+    try:
+        custom.create_namespaced_custom_object(GROUP, VERSION, second_namespace, PLURAL,
+                                               ei("new", "mobilenetv1", replicas=1, placement=placement))
+        wait_for(lambda: status(custom, second_namespace, "new").get("readyReplicas") == 1, 60, "serving at once")
+        first = groups(core_v1, second_namespace, "new")[0]
+        assert set(first.builds) == {made}, "placed on the build that exists"
+
+        def rolling_builds():
+            builds = {b["digest"]: b for b in status(custom, second_namespace, "new").get("builds") or []}
+            current = condition(custom, second_namespace, "new", "PlanCurrent") or {}
+            return current.get("reason") == "BuildPending" and len(builds) == 2 and builds
+        builds = wait_for(rolling_builds, 60, "the roll waiting for the 260 MHz build")
+        (measured,) = set(builds) - {made}
+        assert builds[measured]["fclkMhz"] == 260.0 and builds[made]["fclkMhz"] == 200.0
+        assert len(build_jobs(k8s_client, builds_ns, measured)) == 1, "its build is started"
+        assert (condition(custom, second_namespace, "new", "Ready") or {}).get("status") == "True", \
+            "the roll's pending build does not make the resource unready"
+        reasons = [e.reason for e in core_v1.list_namespaced_event(second_namespace).items]
+        assert "PlacedOnExistingBuilds" in reasons
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, "fabrics", "e2e-u200-clocks")

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from elasticdf_partitioner.artifacts import FetchPolicy, ModelError
 from elasticdf_partitioner.oci_builds import build_exists, build_reference, plain_http
 
 LOG_TAIL_LINES = 20
+WANTED_SECONDS = 30.0
 STEPS = ("bundle", "build", "push")  # the builder pod's init containers, then its container, in order
 
 
@@ -105,12 +107,15 @@ class BuildIndex:
         self.lookup = lookup
         self.found: dict[str, str] = {}
         self.logs: dict[str, str] = {}
-        self.wanted: set[str] = set()  # digests a decision asked about (Decision.lookups): asked once, next observe
+        # digests a decision asked about (Decision.lookups) -> until when every observe asks the registry (any
+        # resource's observe may run first, and absent builds are not remembered)
+        self.wanted: dict[str, float] = {}
         self.lock = threading.Lock()
 
     def want(self, digests: set[str]) -> None:
+        until = time.monotonic() + WANTED_SECONDS
         with self.lock:
-            self.wanted |= digests
+            self.wanted.update(dict.fromkeys(digests, until))
 
     def observe(self, kube, settings: BuildSettings, digests: set[str], policy: FetchPolicy) -> BuildsSeen:
         """Jobs first, then the registry: a Job seen Succeeded has pushed before the lookup below."""
@@ -121,7 +126,9 @@ class BuildIndex:
         seen = BuildsSeen(jobs=jobs, pods=pods)
         with self.lock:
             seen.manifests.update(self.found)
-            digests, self.wanted = digests | self.wanted, set()
+            now = time.monotonic()
+            self.wanted = {d: until for d, until in self.wanted.items() if until > now}
+            digests = digests | set(self.wanted)
         quick = lookup_policy(policy, settings)
         for digest in sorted(digests - set(seen.manifests)):
             try:
