@@ -117,6 +117,17 @@ def test_an_instance_the_wiring_drops_finishes_its_batches_and_gets_no_new_ones(
     asyncio.run(run())
 
 
+async def health_endpoint(healthz) -> tuple[web.AppRunner, int]:
+    """A segment's /healthz on loopback answered by `healthz`; (its runner, to clean up, and its port)."""
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
 def test_one_slow_health_check_keeps_an_instance_several_drop_it_and_it_comes_back():
     async def run():
         answer = {"status": 200}
@@ -124,13 +135,7 @@ def test_one_slow_health_check_keeps_an_instance_several_drop_it_and_it_comes_ba
         async def healthz(_):
             return web.Response(status=answer["status"], text="ok boot-1")
 
-        app = web.Application()
-        app.router.add_get("/healthz", healthz)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await health_endpoint(healthz)
         p, received, server = await connected_pipeline(health_port=port, health_failures=3)
         p.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
         inst = p.instances[0]
@@ -163,13 +168,7 @@ def test_a_slow_health_answer_is_no_strike_while_the_instance_delivers_results()
             await asyncio.sleep(1.0)  # a card pod too busy to answer within the check's timeout
             return web.Response(text="ok boot-1")
 
-        app = web.Application()
-        app.router.add_get("/healthz", healthz)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await health_endpoint(healthz)
         p, received, server = await connected_pipeline(health_port=port, health_failures=2)
         p.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.1))
         inst = p.instances[0]
