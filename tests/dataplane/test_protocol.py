@@ -7,13 +7,9 @@ file:// models), so it serves the protocol without tensor metadata and the segme
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -21,6 +17,7 @@ import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from elasticdf_segment import testmodels
+from kserve_check import check_kserve_client
 from tritonclient.utils import InferenceServerException
 
 MODEL = "testnet"
@@ -83,18 +80,7 @@ def test_kserve_client_rest_and_grpc_through_the_gateway_namespace(pipeline_fact
     model = testmodels.plain_cnn(seed=5)
     pipeline = pipeline_factory(model, RANGES)
     frames = np.concatenate(testmodels.random_frames(2, seed=12))
-    run = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "kserve_client.py"), pipeline.url,
-                          pipeline.grpc_target(), MODEL, json.dumps(frames.tolist())],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-3000:]
-    reply = json.loads(run.stdout.splitlines()[-1])
-    want = reference(model, frames)
-    assert reply["rest"]["ready"] and reply["grpc"]["ready"] and reply["grpc"]["model_ready"]
-    for side, calls in (("rest", ("json", "binary")), ("grpc", ("FP32", "UINT8"))):
-        for call in calls:
-            assert reply[side][call]["id"] == f"{side}-{call}"
-            assert np.array_equal(np.asarray(reply[side][call]["output"], np.float32), want), (side, call)
-    assert reply["grpc"]["unknown_model"]["code"] == "NOT_FOUND"
+    check_kserve_client(pipeline.url, pipeline.grpc_target(), MODEL, frames, reference(model, frames))
 
 
 def test_two_gateway_replicas_in_two_namespaces_each_get_their_own_results(pipeline_factory):

@@ -7,11 +7,8 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -20,6 +17,7 @@ import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from elasticdf_segment import testmodels
 from gateway_stack import MODEL, Stack
+from kserve_check import check_kserve_client
 from tritonclient.utils import InferenceServerException
 
 RANGES = [[0, 1], [2, 5]]
@@ -125,22 +123,9 @@ def test_grpc_errors_name_the_problem(stack):
     assert client.is_server_ready()  # the server is unharmed
 
 
-KSERVE_CLIENT = Path(__file__).parents[1] / "kserve_client.py"
-
-
 def test_kserve_client_rest_and_grpc(stack):
     x = np.concatenate([frame(6), frame(7)])
-    run = subprocess.run([sys.executable, str(KSERVE_CLIENT), f"http://{stack.url()}", stack.grpc_url("gw1"), MODEL,
-                          json.dumps(x.tolist())], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-3000:]
-    reply = json.loads(run.stdout.splitlines()[-1])
-    want = expected(stack, x)
-    assert reply["rest"]["ready"] and reply["grpc"]["ready"] and reply["grpc"]["model_ready"]
-    for side, calls in (("rest", ("json", "binary")), ("grpc", ("FP32", "UINT8"))):
-        for call in calls:
-            assert reply[side][call]["id"] == f"{side}-{call}"
-            assert np.array_equal(np.asarray(reply[side][call]["output"], np.float32), want), (side, call)
-    assert reply["grpc"]["unknown_model"]["code"] == "NOT_FOUND"
+    reply = check_kserve_client(f"http://{stack.url()}", stack.grpc_url("gw1"), MODEL, x, expected(stack, x))
     assert "unknown model 'other'" in reply["grpc"]["unknown_model"]["message"]
 
 
