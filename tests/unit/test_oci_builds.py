@@ -32,6 +32,7 @@ from elasticdf_partitioner.oci_builds import (
     manifest_for,
     pull_build,
     push_build,
+    reported_clock,
     upload_blob,
 )
 from test_artifacts import (  # noqa: F401 - pytest fixtures
@@ -246,3 +247,25 @@ def test_the_operators_registry_lookups_use_the_builds_pull_secret(tmp_path, sto
     without = refused(lambda: build_exists(registry, rec.digest, lookup_policy(model_fetch,
                                                                                BuildSettings(registry=registry))))
     assert "wants credentials" in str(without) and "builds.pullSecret" in str(without)
+
+
+def test_the_operator_reads_a_found_builds_reported_clock_into_its_status(tmp_path, store, policy):
+    """The clock a build's report states travels in its manifest (ANNOTATION_CLOCK): the operator reads it once per
+    found build and shows it as status.builds[].reportedClockMhz (what a Fabric's clocks may then declare)."""
+    import datetime as dt
+
+    from elasticdf_operator.api import BuildStatus
+    from elasticdf_operator.buildjobs import BuildIndex, BuildSettings
+    from elasticdf_operator.status import fill_build
+    from test_operator_buildjobs import NoJobs
+
+    registry, _ = store
+    rec = record("zoo:cnv")
+    manifest = push_build(write_build(tmp_path / "out", rec), registry, policy)
+    assert reported_clock(build_reference(registry, manifest), rec.digest, policy) == 187.5
+    settings = BuildSettings(registry=registry, docker_config=str(policy.docker_config))
+    seen = BuildIndex().observe(NoJobs(), settings, {rec.digest}, policy)
+    assert seen.manifests == {rec.digest: manifest} and seen.clocks == {rec.digest: 187.5}
+    entry = BuildStatus(digest=rec.digest, card_type="u280", fclk_mhz=200.0, cards=1)
+    fill_build(entry, seen, settings, dt.datetime.now(dt.UTC))
+    assert (entry.phase, entry.reported_clock_mhz) == ("Ready", 187.5)

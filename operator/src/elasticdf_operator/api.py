@@ -189,6 +189,9 @@ class BuildStatus(_Model):
     start_time: str | None = Field(None, description="when the latest builder Job started")
     age_seconds: int | None = Field(None, description="seconds since the latest builder Job started")
     artifact: str | None = Field(None, description="oci://REGISTRY/elasticdf/builds@sha256:MANIFEST card pods pull")
+    reported_clock_mhz: float | None = Field(None, alias="reportedClockMhz", description="the clock the build's "
+                                             "report states (Vitis: achieved; emulation: modelled); a Fabric's "
+                                             "spec.clocks makes the next plans use it")
     message: str | None = Field(None, description="why it is not Ready (a failed Job's log tail)")
 
 

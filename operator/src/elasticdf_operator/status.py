@@ -126,6 +126,7 @@ def fill_build(entry: BuildStatus, seen: BuildsSeen, settings: BuildSettings, no
     entry.phase, entry.progress, entry.attempts, entry.job = state.phase, state.progress, state.attempts, state.job
     entry.start_time, entry.age_seconds = state.started, age_seconds(state.started, now)
     entry.artifact = settings.artifact(state.manifest) if state.manifest else None
+    entry.reported_clock_mhz = seen.clocks.get(entry.digest)
     entry.message = state.message[:900] or None
 
 

@@ -268,6 +268,17 @@ def build_exists(registry: str, digest: str, policy: FetchPolicy) -> str | None:
     return retrying(f"{registry}: build {digest}", policy, head, BUILD_FIELD)
 
 
+def reported_clock(uri: str, build_digest: str, policy: FetchPolicy) -> float | None:
+    """The clock (MHz) the build's report states, from the verified manifest of the artifact at `uri` (its
+    ANNOTATION_CLOCK; None when absent): what a Vitis build reached, or the emulation builder's modelled one."""
+    client = Registry(OciReference.parse(uri, BUILD_FIELD), policy, BUILD_FIELD, PULL_SECRET_VALUE)
+    clock = (_verified_manifest(client, uri, build_digest).get("annotations") or {}).get(ANNOTATION_CLOCK)
+    try:
+        return float(clock) if clock else None
+    except ValueError:
+        raise _refused(uri, f"its {ANNOTATION_CLOCK} annotation {clock!r} is not a number") from None
+
+
 def build_reference(registry: str, manifest_digest: str) -> str:
     """The oci:// reference card pods are wired with (wiring artifacts.build)."""
     return f"oci://{registry}/{BUILD_REPOSITORY}@{manifest_digest}"
