@@ -14,8 +14,6 @@ import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from ortools.sat.python import cp_model
-
 from ..catalog import Limits
 from ..cluster import Card, Cluster
 from .pack import GroupPacker, GroupResult, PackSettings
@@ -101,6 +99,9 @@ def choose_patterns(cluster: Cluster, found: list[Pattern], target_fps: float | 
     supply: dict[str, Counter] = defaultdict(Counter)
     for card in cluster.cards:
         supply[card.switch][card.type.name] += 1
+    # imported here: CP-SAT loads pandas (~0.3 s), which plans of one or two cards never need
+    from ortools.sat.python import cp_model
+
     model = cp_model.CpModel()
     x = {}
     for sw, counts in supply.items():
