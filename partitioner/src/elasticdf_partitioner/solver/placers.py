@@ -217,14 +217,16 @@ class GreedyPlacer(InstancePlacer):
         if not self.feasible_level():
             return
         self.choice, self.prefix, self.widths = _greedy_tables(pipeline, self.opts)
+        self.run_sums: dict[tuple[int, int, int], tuple[list[list[float]], list[float]]] = {}
 
     def place(self, route: Route) -> Iterator[Placement]:
         if not self.state.cards_free({c for c, _ in route}):
             return
         mark = self.state.mark()
-        walk = copy.copy(self)
-        walk.route, walk.chosen, walk.pieces, walk.cuts = route, self.choice, [], []
-        placement = walk._greedy()
+        # the walk is over before its placement is yielded, so it can run on the placer itself (unlike the
+        # exhaustive walk, which yields from inside and would be overwritten by the caller's next instance)
+        self.route, self.chosen, self.pieces, self.cuts = route, self.choice, [], []
+        placement = self._greedy()
         if placement is not None:
             yield placement
         self.state.undo(mark)
@@ -240,7 +242,7 @@ class GreedyPlacer(InstancePlacer):
                 end -= 1
             if not last_slot and not self._cut_ok(k, end) or k == 0 and end == s:
                 return None
-            self.state.take(card, slr, Resources(*(self.prefix[end] - self.prefix[s]).tolist()))
+            self.state.take(card, slr, Resources(*self._run_sums(card, slr, s)[0][end - s]))
             self.pieces.append([card, slr, s, list(self.choice[s:end])])
             if not last_slot:
                 self._cross(k, end)
@@ -248,12 +250,28 @@ class GreedyPlacer(InstancePlacer):
         return self._finish()
 
     def _farthest(self, card: int, slr: int, s: int) -> int:
-        """The largest end e such that stages s..e-1 fit the SLR (fits is monotone in e)."""
+        """The largest end e such that stages s..e-1 fit the SLR: fits is monotone in e, so a binary search
+        over the kept run sums (a walk asks this tens of thousands of times in a pattern search)."""
         slot = self.state.slots[card][slr]
-        runs = self.prefix[s:] - self.prefix[s]
-        ok = (runs <= np.asarray(slot.free) + EPS).all(axis=1)
-        ok &= runs @ self.state.avg_vector(card, slr) <= slot.avg_free + EPS
-        return s + int(np.argmin(ok)) - 1 if not ok.all() else len(self.choice)
+        runs, shares = self._run_sums(card, slr, s)
+        free, avg_free = [f + EPS for f in slot.free], slot.avg_free + EPS
+        fitting, beyond = 0, len(runs)  # runs[:fitting] fit, runs[beyond:] do not
+        while fitting < beyond:
+            mid = (fitting + beyond) // 2
+            if shares[mid] <= avg_free and all(r <= f for r, f in zip(runs[mid], free)):
+                fitting = mid + 1
+            else:
+                beyond = mid
+        return s + fitting - 1 if fitting < len(runs) else len(self.choice)
+
+    def _run_sums(self, card: int, slr: int, s: int) -> tuple[list[list[float]], list[float]]:
+        """Per end e >= s: the resources of stages s..e-1, and their share of this SLR's mean-utilisation
+        budget; computed once per start and SLR of the group."""
+        key = (card, slr, s)
+        if key not in self.run_sums:
+            runs = self.prefix[s:] - self.prefix[s]
+            self.run_sums[key] = (runs.tolist(), (runs @ self.state.avg_vector(card, slr)).tolist())
+        return self.run_sums[key]
 
     def _cut_ok(self, k: int, position: int) -> bool:
         (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]
