@@ -217,7 +217,7 @@ class GreedyPlacer(InstancePlacer):
         if not self.feasible_level():
             return
         self.choice, self.prefix, self.widths = _greedy_tables(pipeline, self.opts)
-        self.run_sums: dict[tuple[int, int, int], tuple[list[list[float]], list[float]]] = {}
+        self.run_sums: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def place(self, route: Route) -> Iterator[Placement]:
         if not self.state.cards_free({c for c, _ in route}):
@@ -242,7 +242,7 @@ class GreedyPlacer(InstancePlacer):
                 end -= 1
             if not last_slot and not self._cut_ok(k, end) or k == 0 and end == s:
                 return None
-            self.state.take(card, slr, Resources(*self._run_sums(card, slr, s)[0][end - s]))
+            self.state.take(card, slr, Resources(*self._run_sums(card, slr, s)[0][end - s].tolist()))
             self.pieces.append([card, slr, s, list(self.choice[s:end])])
             if not last_slot:
                 self._cross(k, end)
@@ -258,19 +258,19 @@ class GreedyPlacer(InstancePlacer):
         fitting, beyond = 0, len(runs)  # runs[:fitting] fit, runs[beyond:] do not
         while fitting < beyond:
             mid = (fitting + beyond) // 2
-            if shares[mid] <= avg_free and all(r <= f for r, f in zip(runs[mid], free)):
+            if shares[mid] <= avg_free and all(r <= f for r, f in zip(runs[mid].tolist(), free)):
                 fitting = mid + 1
             else:
                 beyond = mid
         return s + fitting - 1 if fitting < len(runs) else len(self.choice)
 
-    def _run_sums(self, card: int, slr: int, s: int) -> tuple[list[list[float]], list[float]]:
+    def _run_sums(self, card: int, slr: int, s: int) -> tuple[np.ndarray, np.ndarray]:
         """Per end e >= s: the resources of stages s..e-1, and their share of this SLR's mean-utilisation
         budget; computed once per start and SLR of the group."""
         key = (card, slr, s)
         if key not in self.run_sums:
             runs = self.prefix[s:] - self.prefix[s]
-            self.run_sums[key] = (runs.tolist(), (runs @ self.state.avg_vector(card, slr)).tolist())
+            self.run_sums[key] = (runs, runs @ self.state.avg_vector(card, slr))
         return self.run_sums[key]
 
     def _cut_ok(self, k: int, position: int) -> bool:

@@ -149,9 +149,7 @@ def _tied_combinations(graph: ModelGraph, group: list[int]) -> list[tuple[Option
 
 
 def _stage_option(combo: tuple[Option, ...]) -> StageOption:
-    res = Resources()
-    for option in combo:
-        res = res + option.res
+    res = Resources(*map(sum, zip(*(option.res for option in combo))))
     return StageOption(max(o.cycles for o in combo), res, tuple(o.out_width for o in combo), combo)
 
 
@@ -247,7 +245,7 @@ def _build_pipeline(graph: ModelGraph) -> Pipeline:
             combos = _tied_combinations(graph, group)
         else:
             combos = [(o,) for o in graph.layers[group[0]].options()]
-        options = sorted({_stage_option(c) for c in combos}, key=lambda o: (o.cycles, o.res))
+        options = sorted(map(_stage_option, combos), key=lambda o: (o.cycles, o.res))  # combos are distinct
         stages.append(Stage(
             layers=tuple(group),
             names=tuple(graph.layers[i].name for i in group),
