@@ -149,7 +149,8 @@ def _tied_combinations(graph: ModelGraph, group: list[int]) -> list[tuple[Option
 
 
 def _stage_option(combo: tuple[Option, ...]) -> StageOption:
-    res = Resources(*map(sum, zip(*(option.res for option in combo))))
+    # a one-layer stage shares its option's resources: fewer objects to keep, and to read back from the cache
+    res = combo[0].res if len(combo) == 1 else Resources(*map(sum, zip(*(option.res for option in combo))))
     return StageOption(max(o.cycles for o in combo), res, tuple(o.out_width for o in combo), combo)
 
 
