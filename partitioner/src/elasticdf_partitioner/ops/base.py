@@ -174,8 +174,9 @@ class FinnLayer(Layer):
         for group, folding in enumerate(self.foldings()):
             cycles, width = self.cycles(folding), self.out_width(folding)
             for variant in self.variants(folding):
-                candidates.append((folding, variant))
-                costs.append((cycles, *self.resources(folding, variant), width))
+                res = self.resources(folding, variant)
+                candidates.append((folding, variant, cycles, res, width))
+                costs.append((cycles, *res, width))
                 groups.append(group)
         if not candidates:
             return []
@@ -190,7 +191,7 @@ class FinnLayer(Layer):
             kept.extend(order[sorted_front(table[order])])
         if not self.prune_across_foldings:
             kept.sort()  # the variants of a folding stay in their order
-        return [self.option(*candidates[i]) for i in kept]
+        return [Option.of(*candidates[i]) for i in kept]
 
     # --- settings ------------------------------------------------------------------------------------------
     def extra_settings(self) -> dict[str, int | str]:

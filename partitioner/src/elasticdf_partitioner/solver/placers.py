@@ -63,23 +63,22 @@ def balanced_order(opts: list[list[StageOption]], capacity: Resources) -> list[l
     rows = np.arange(len(opts))
     demand = table[rows, choice].sum(axis=0)
     score = _score(demand / cap)
-    columns = [np.ascontiguousarray(table[:, :, k]) for k in range(5)]  # per resource: stages x options
+    columns = np.ascontiguousarray(table.transpose(2, 0, 1))  # resources x stages x options
+    scale = cap[:, None, None]
     for _ in range(4 * len(opts)):
-        # every single-stage switch at once: the utilisation of each resource as whole (stages x options)
-        # arrays, the same arithmetic as _score over the candidates' demand vectors, but without a 5-wide
-        # last axis (reductions over it dominate otherwise)
+        # every single-stage switch at once: the utilisation of each resource as (stages x options) planes,
+        # the same arithmetic as _score over the candidates' demand vectors, but reduced across planes
+        # (reductions over a 5-wide last axis dominate otherwise); no NaN arises (padding is +inf)
         base = demand - table[rows, choice]
-        util = [(base[:, k, None] + columns[k]) / cap[k] for k in range(5)]
-        worst, total = util[0], util[0]
-        for u in util[1:]:
-            worst, total = np.maximum(worst, u), total + u
-        scores = worst + 1e-6 * total
-        s, o = np.unravel_index(np.nan_to_num(scores, nan=np.inf).argmin(), scores.shape)
+        util = (base.T[:, :, None] + columns) / scale
+        scores = util.max(axis=0) + 1e-6 * util.sum(axis=0)
+        s, o = np.unravel_index(scores.argmin(), scores.shape)
         if not scores[s, o] < score - 1e-12:
             break
         choice[s], demand, score = o, base[s] + table[s, o], scores[s, o]
     cheap = np.nan_to_num(relative.sum(axis=2), nan=np.inf)
-    return [[options[choice[s]]] + [options[i] for i in np.argsort(cheap[s, :len(options)]) if i != choice[s]]
+    chosen = choice.tolist()
+    return [[options[chosen[s]]] + [options[i] for i in np.argsort(cheap[s, :len(options)]).tolist() if i != chosen[s]]
             for s, options in enumerate(opts)]
 
 
