@@ -9,6 +9,7 @@ resources in the GroupState until the caller resumes the generator.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -78,7 +79,7 @@ def balanced_order(opts: list[list[StageOption]], capacity: Resources) -> list[l
         choice[s], demand, score = o, base[s] + table[s, o], scores[s, o]
     cheap = np.nan_to_num(relative.sum(axis=2), nan=np.inf)
     chosen = choice.tolist()
-    return [[options[chosen[s]]] + [options[i] for i in np.argsort(cheap[s, :len(options)]).tolist() if i != chosen[s]]
+    return [[options[chosen[s]]] + [options[i] for i in cheap[s, :len(options)].argsort().tolist() if i != chosen[s]]
             for s, options in enumerate(opts)]
 
 
@@ -97,7 +98,8 @@ def _greedy_tables(pipeline: Pipeline, opts: list[list[StageOption]]):
     key = ("greedy", id(opts))  # opts is itself memoised on the pipeline, so its id is stable
     if key not in pipeline.memo:
         choice = [options[0] for options in opts]
-        prefix = np.vstack([np.zeros(5), np.cumsum([o.res for o in choice], axis=0)])
+        res = np.fromiter(itertools.chain.from_iterable(o.res for o in choice), float, 5 * len(choice))
+        prefix = np.vstack([np.zeros(5), np.cumsum(res.reshape(-1, 5), axis=0)])
         widths = [sum(choice[e.src].out_widths[e.src_pos] for e in cut) for cut in pipeline.crossings()]
         pipeline.memo[key] = (choice, prefix, widths)
     return pipeline.memo[key]
