@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -185,9 +186,13 @@ class InstancePlacer:
             self.cuts.pop()
         self.state.undo(mark)
 
+    def _cycles(self) -> int:
+        """The instance's cycles per frame: its slowest stage."""
+        return max(o.cycles for o in self.chosen)
+
     def _finish(self) -> Placement | None:
         """Check network bandwidth at the instance's real rate and reserve it."""
-        cycles = max(o.cycles for o in self.chosen)
+        cycles = self._cycles()
         fclk = min(self.state.cards[c].type.fclk_mhz for c, _ in self.route)
         fps = fclk * 1e6 / cycles
         if fps < self.state.min_fps - EPS:
@@ -218,7 +223,8 @@ class GreedyPlacer(InstancePlacer):
         if not self.feasible_level():
             return
         self.choice, self.prefix, self.widths = _greedy_tables(pipeline, self.opts)
-        self.run_sums: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.run_sums: dict[tuple[int, int, int], tuple[np.ndarray, list[float]]] = {}
+        self.cycles = max(o.cycles for o in self.choice)
 
     def place(self, route: Route) -> Iterator[Placement]:
         if not self.state.cards_free({c for c, _ in route}):
@@ -250,6 +256,9 @@ class GreedyPlacer(InstancePlacer):
             s = end
         return self._finish()
 
+    def _cycles(self) -> int:
+        return self.cycles  # every instance of the level uses the same options
+
     def _farthest(self, card: int, slr: int, s: int) -> int:
         """The largest end e such that stages s..e-1 fit the SLR: fits is monotone in e, so a binary search
         over the kept run sums (a walk asks this tens of thousands of times in a pattern search)."""
@@ -259,19 +268,19 @@ class GreedyPlacer(InstancePlacer):
         fitting, beyond = 0, len(runs)  # runs[:fitting] fit, runs[beyond:] do not
         while fitting < beyond:
             mid = (fitting + beyond) // 2
-            if shares[mid] <= avg_free and all(r <= f for r, f in zip(runs[mid].tolist(), free)):
+            if shares[mid] <= avg_free and all(map(operator.le, runs[mid].tolist(), free)):
                 fitting = mid + 1
             else:
                 beyond = mid
         return s + fitting - 1 if fitting < len(runs) else len(self.choice)
 
-    def _run_sums(self, card: int, slr: int, s: int) -> tuple[np.ndarray, np.ndarray]:
+    def _run_sums(self, card: int, slr: int, s: int) -> tuple[np.ndarray, list[float]]:
         """Per end e >= s: the resources of stages s..e-1, and their share of this SLR's mean-utilisation
         budget; computed once per start and SLR of the group."""
         key = (card, slr, s)
         if key not in self.run_sums:
             runs = self.prefix[s:] - self.prefix[s]
-            self.run_sums[key] = (runs, runs @ self.state.avg_vector(card, slr))
+            self.run_sums[key] = (runs, (runs @ self.state.avg_vector(card, slr)).tolist())
         return self.run_sums[key]
 
     def _cut_ok(self, k: int, position: int) -> bool:
