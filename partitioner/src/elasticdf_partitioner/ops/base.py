@@ -79,7 +79,8 @@ def ff_from_lut(lut: float) -> float:
 
 def res(lut: float, bram18: float = 0, uram: float = 0, dsp: float = 0) -> Resources:
     lut = int(lut)
-    return Resources(lut=lut, ff=ff_from_lut(lut), bram18=int(bram18), uram=int(uram), dsp=int(dsp))
+    # positional: a NamedTuple called with keywords takes 4x as long, and a cold plan makes ~10^4 of these
+    return Resources(lut, ff_from_lut(lut), int(bram18), int(uram), int(dsp))
 
 
 def sorted_front(rows: np.ndarray, block: int = 128) -> np.ndarray:
