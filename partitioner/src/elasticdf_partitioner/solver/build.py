@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -119,9 +117,8 @@ def _pieces_folding(pipeline: Pipeline, pieces) -> dict[str, dict]:
 
 
 def build_plan(graph, pipeline, cluster, assignments, objective, bound, optimal, seconds) -> Plan:
-    with _collection_paused():
-        instances, used_cards = _instances(pipeline, cluster, assignments)
-        instances.sort(key=lambda i: (i.segments[0].node, i.segments[0].card, -i.fps))
+    instances, used_cards = _instances(pipeline, cluster, assignments)
+    instances.sort(key=lambda i: (i.segments[0].node, i.segments[0].card, -i.fps))
     by_id = {c.id: c for c in cluster.cards}
     cost = sum(cluster.cost_per_hour(by_id[i].type.name) for i in used_cards)
     total = sum(i.fps for i in instances)
@@ -150,19 +147,6 @@ def _instances(pipeline, cluster, assignments) -> tuple[list[Instance], set[int]
             memo[used_key] = sorted({p.card for placement in result.placements for p in placement.pieces})
         used_cards.update(assignment.cards[g].id for g in memo[used_key])
     return instances, used_cards
-
-
-@contextmanager
-def _collection_paused():
-    """The cyclic garbage collector off while a plan's objects are made: each full collection walks every object
-    made so far, which took most of the time of a 10,000-card plan (~10^5 instances), and none is garbage."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def explain_infeasible(pipeline: Pipeline, cluster: Cluster, limits: Limits, target_fps: float | None = None,
