@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
+import pytest
 from elasticdf_partitioner.catalog import load_catalog
 from elasticdf_partitioner.cluster import ClusterSpec, NodeSpec, cluster_from_spec
+from elasticdf_partitioner.errors import InputError
 from elasticdf_partitioner.plan import Plan
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.zoo import load_model
@@ -21,3 +25,21 @@ def test_copies_of_a_pattern_are_whole_plan_models_on_their_own_cards():
     first, second = plan.instances[0], plan.instances[-1]
     first.segments[0].node = "elsewhere"  # a copy is its own object: re-addressing one leaves the others
     assert second.segments[0].node != "elsewhere"
+
+
+def test_solve_leaves_the_garbage_collector_as_it_found_it():
+    """Planning pauses the cyclic GC (10^5 plan objects) and gives it back as it was, also on bad input."""
+    cluster = cluster_from_spec(ClusterSpec(nodes=[NodeSpec(name="n", cards=["u280"])]), load_catalog())
+    graph = load_model("cnv")
+    assert gc.isenabled()
+    solve(graph, cluster)
+    assert gc.isenabled()
+    with pytest.raises(InputError):
+        solve(graph, cluster, objective="fastest")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        solve(graph, cluster)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
