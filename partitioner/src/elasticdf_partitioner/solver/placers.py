@@ -265,14 +265,20 @@ class GreedyPlacer(InstancePlacer):
         slot = self.state.slots[card][slr]
         runs, shares = self._run_sums(card, slr, s)
         free, avg_free = [f + EPS for f in slot.free], slot.avg_free + EPS
-        fitting, beyond = 0, len(runs)  # runs[:fitting] fit, runs[beyond:] do not
+
+        def fits(e: int) -> bool:
+            return shares[e] <= avg_free and all(map(operator.le, runs[e].tolist(), free))
+
+        if fits(len(runs) - 1):
+            return len(self.choice)  # the rest of the pipeline fits: most asks of a small model's walks
+        fitting, beyond = 0, len(runs) - 1  # runs[:fitting] fit, runs[beyond:] do not
         while fitting < beyond:
             mid = (fitting + beyond) // 2
-            if shares[mid] <= avg_free and all(map(operator.le, runs[mid].tolist(), free)):
+            if fits(mid):
                 fitting = mid + 1
             else:
                 beyond = mid
-        return s + fitting - 1 if fitting < len(runs) else len(self.choice)
+        return s + fitting - 1
 
     def _run_sums(self, card: int, slr: int, s: int) -> tuple[np.ndarray, list[float]]:
         """Per end e >= s: the resources of stages s..e-1, and their share of this SLR's mean-utilisation

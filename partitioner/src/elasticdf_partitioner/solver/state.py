@@ -137,4 +137,4 @@ class GroupState:
     def free_total(self) -> Resources:
         """Per resource, the sum over SLRs of what is left (an overdrawn SLR counts 0)."""
         frees = [slot.free for row in self.slots for slot in row]
-        return Resources(*(sum(left if left > 0.0 else 0.0 for left in kind) for kind in zip(*frees)))
+        return Resources(*(sum((left if left > 0.0 else 0.0 for left in kind), 0.0) for kind in zip(*frees)))
