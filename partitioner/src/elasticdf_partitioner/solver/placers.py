@@ -67,13 +67,18 @@ def balanced_order(opts: list[list[StageOption]], capacity: Resources) -> list[l
     score = _score(demand / cap)
     columns = np.ascontiguousarray(table.transpose(2, 0, 1))  # resources x stages x options
     scale = cap[:, None, None]
+    util, scores, total = np.empty_like(columns), np.empty(columns.shape[1:]), np.empty(columns.shape[1:])
     for _ in range(4 * len(opts)):
         # every single-stage switch at once: the utilisation of each resource as (stages x options) planes,
         # the same arithmetic as _score over the candidates' demand vectors, but reduced across planes
-        # (reductions over a 5-wide last axis dominate otherwise); no NaN arises (padding is +inf)
+        # (reductions over a 5-wide last axis dominate otherwise), in place; no NaN arises (padding is +inf)
         base = demand - table[rows, choice]
-        util = (base.T[:, :, None] + columns) / scale
-        scores = util.max(axis=0) + 1e-6 * util.sum(axis=0)
+        np.add(base.T[:, :, None], columns, out=util)
+        util /= scale
+        util.max(axis=0, out=scores)
+        util.sum(axis=0, out=total)
+        total *= 1e-6
+        scores += total
         s, o = np.unravel_index(scores.argmin(), scores.shape)
         if not scores[s, o] < score - 1e-12:
             break
