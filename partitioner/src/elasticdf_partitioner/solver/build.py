@@ -30,10 +30,12 @@ def _latency_ms(pipeline: Pipeline, placement: Placement) -> float:
     return round(seconds * 1e3, 4)
 
 
-def _instance(pipeline: Pipeline, cluster: Cluster, cards: list[Card], placement: Placement, memo: dict) -> Instance:
-    """The placement's instance on these cards. Copies of a pattern share their placements, so the instance is
-    built once per placement and card types and only re-addressed (a 10,000-card plan has ~10^5 of them)."""
-    key = (id(placement), tuple(card.type.name for card in cards))
+def _instance(pipeline: Pipeline, cluster: Cluster, cards: list[Card], placement: Placement, memo: dict,
+              card_types: tuple[str, ...]) -> Instance:
+    """The placement's instance on these cards (of these types). Copies of a pattern share their placements, so
+    the instance is built once per placement and card types and only re-addressed (a 10,000-card plan has ~10^5
+    of them)."""
+    key = (id(placement), card_types)
     if key not in memo:
         memo[key] = _instance_template(pipeline, cluster, cards, placement)
     template, segments = memo[key]
@@ -139,9 +141,9 @@ def _instances(pipeline, cluster, assignments) -> tuple[list[Instance], set[int]
     used_cards: set[int] = set()
     memo: dict = {}
     for assignment in assignments:
-        result = assignment.result
+        result, card_types = assignment.result, tuple(card.type.name for card in assignment.cards)
         for placement in result.placements:
-            instances.append(_instance(pipeline, cluster, assignment.cards, placement, memo))
+            instances.append(_instance(pipeline, cluster, assignment.cards, placement, memo, card_types))
         used_key = ("used", id(result))  # copies of a pattern share their result
         if used_key not in memo:
             memo[used_key] = sorted({p.card for placement in result.placements for p in placement.pieces})
