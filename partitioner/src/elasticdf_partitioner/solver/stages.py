@@ -290,12 +290,14 @@ class ParetoTable:
         for column in vectors.T:
             dominates &= column[:, None] <= column[None, :]
         never = np.ones((1, len(options)), dtype=bool)  # a row "index len(options)": dominated by nothing
-        self.first_dominator = np.vstack([dominates, never]).argmax(axis=0)
+        first_dominator = np.vstack([dominates, never]).argmax(axis=0)
+        # (option index, first dominator) in front order, as Python ints: a search asks for thousands of fronts
+        # of a few dozen options, where numpy's per-call cost dominates
+        self.ranked = list(zip(self.order.tolist(), first_dominator[self.order].tolist()))
 
     def front(self, max_cycles: int) -> list[StageOption]:
         cut = bisect.bisect_right(self.cycles, max_cycles)
-        kept = self.order[(self.order < cut) & (self.first_dominator[self.order] >= cut)]
-        return [self.options[i] for i in kept]
+        return [self.options[i] for i, dominator in self.ranked if i < cut and dominator >= cut]
 
 
 def pareto(options: list[StageOption], max_cycles: int) -> list[StageOption]:
