@@ -18,6 +18,7 @@ def test_copies_of_a_pattern_are_whole_plan_models_on_their_own_cards():
                                                    for i in range(4)]), load_catalog())
     plan = solve(load_model("cnv"), cluster)
     assert Plan.model_validate_json(plan.model_dump_json()) == plan  # every field present and valid
+    assert [i.model_dump(exclude_unset=True) for i in plan.instances] == [i.model_dump() for i in plan.instances]
     addresses = [(s.node, s.card) for i in plan.instances for s in i.segments]
     assert {(c.node, c.index) for c in cluster.cards} >= set(addresses)
     assert len({node for node, _ in addresses}) == 4, "the copies are spread over every node"

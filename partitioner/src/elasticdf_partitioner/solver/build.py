@@ -45,10 +45,11 @@ def _instance(pipeline: Pipeline, cluster: Cluster, cards: list[Card], placement
 
 def _stamped(template: Model, **fields) -> Model:
     """What `template.model_copy(update=fields)` makes (a shallow copy, the fields replaced, not validated), at
-    half its cost: without its generic copies of the (here empty) extra and private attributes."""
+    half its cost: without its generic copies of the (here empty) extra and private attributes, and sharing the
+    set of fields set (the templates set every field, so no assignment to a copy can change it)."""
     copy = object.__new__(type(template))
     object.__setattr__(copy, "__dict__", {**template.__dict__, **fields})
-    object.__setattr__(copy, "__pydantic_fields_set__", set(template.__pydantic_fields_set__))
+    object.__setattr__(copy, "__pydantic_fields_set__", template.__pydantic_fields_set__)
     object.__setattr__(copy, "__pydantic_extra__", None)
     object.__setattr__(copy, "__pydantic_private__", None)
     return copy
