@@ -6,16 +6,20 @@
   process; wall time and the process's CPU time (on a loaded machine the CPU time is the steadier figure).
 - The first plan of ResNet-50 on examples/clusters/2xU280.yaml as a user meets it: `elasticdf plan` in a
   fresh process, with an empty option-table cache (cold) and with the cache filled (warm); whole-process wall
-  time and the solve time the plan reports.
-Run: .venv/bin/python benchmarks/scale_bench.py   (writes benchmarks/results/scale.md)
+  time and the solve time the plan reports. With `--baseline REV` the partitioner source of git revision REV
+  is run the same way, in turns with this tree's, so both see the same machine load.
+Run: .venv/bin/python benchmarks/scale_bench.py [--baseline REV]   (writes benchmarks/results/scale.md)
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -57,32 +61,52 @@ def scale_rows():
     return rows
 
 
-def first_plan_rows(repeats: int = 3):
-    """Best of `repeats` (each cold run with a fresh cache, then a warm run on it): the machine is shared."""
-    runs = {"cold (empty option-table cache)": [], "warm (cache filled by the cold run)": []}
-    for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as cache:
-            for times in runs.values():  # cold, then warm on the cache the cold run filled
-                times.append(_cli_plan(cache))
-    rows = [(label, f"{min(s for s, _ in times):.2f}", f"{min(w for _, w in times):.2f}")
-            for label, times in runs.items()]
+def first_plan_rows(baseline: str | None, repeats: int = 3):
+    """Best of `repeats` (each cold run with a fresh cache, then a warm run on it): the machine is shared. Runs
+    this tree's partitioner, and in turns the one of git revision `baseline`."""
+    with tempfile.TemporaryDirectory() as sources:
+        trees = {"this tree": None}
+        if baseline:
+            trees[f"baseline {baseline}"] = _partitioner_source(baseline, Path(sources))
+        runs: dict[tuple[str, str], list] = {}
+        for _ in range(repeats):
+            for tree, source in trees.items():
+                with tempfile.TemporaryDirectory() as cache:
+                    for kind in ("cold (empty option-table cache)", "warm (cache filled by the cold run)"):
+                        runs.setdefault((kind, tree), []).append(_cli_plan(cache, source))
+    rows = [(f"{kind}, {tree}", f"{min(s for s, _ in times):.2f}", f"{min(w for _, w in times):.2f}")
+            for (kind, tree), times in sorted(runs.items(), key=lambda kv: (kv[0][1] != "this tree", kv[0]))]
     print(rows, flush=True)
     return rows
 
 
-def _cli_plan(cache: str) -> tuple[float, float]:
-    """`elasticdf plan` of ResNet-50 on 2xU280 in a fresh process: the plan's solve seconds, the process's wall."""
+def _partitioner_source(revision: str, into: Path) -> Path:
+    """partitioner/src of a git revision, extracted under `into`."""
+    archive = subprocess.run(["git", "-C", ROOT, "archive", revision, "partitioner/src"], check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "partitioner" / "src"
+
+
+def _cli_plan(cache: str, source: Path | None) -> tuple[float, float]:
+    """`elasticdf plan` of ResNet-50 on 2xU280 in a fresh process (the partitioner from `source` if given): the
+    plan's solve seconds, the process's wall seconds."""
     out = Path(cache) / "plan.json"
+    env = {**os.environ, "ELASTICDF_PLAN_CACHE": cache, **({"PYTHONPATH": str(source)} if source else {})}
     started = time.perf_counter()
     subprocess.run([Path(sys.executable).parent / "elasticdf", "plan", "--model", "resnet50", "--cluster",
-                    ROOT / "examples" / "clusters" / "2xU280.yaml", "--json", out],
-                   env={**os.environ, "ELASTICDF_PLAN_CACHE": cache}, check=True, stdout=subprocess.DEVNULL)
+                    ROOT / "examples" / "clusters" / "2xU280.yaml", "--json", out], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())["solve_seconds"], time.perf_counter() - started
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", metavar="REV", help="also run the first plan with this git revision's code")
+    args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    first = first_plan_rows()
+    first = first_plan_rows(args.baseline)
     scale = scale_rows()
     lines = ["# Scale and first-plan benchmark", "",
              "`.venv/bin/python benchmarks/scale_bench.py` on the shared 2-core dev machine (other agents' load "
@@ -90,7 +114,9 @@ def main() -> None:
              f"<= 0.3 s solve and <= 1 s whole process. Load average (1 min) on 2 cores: {load_before:.1f} at "
              f"the start of this run, {os.getloadavg()[0]:.1f} at its end.", "",
              "## First plan: `elasticdf plan --model resnet50 --cluster examples/clusters/2xU280.yaml`", "",
-             "Best of 3 fresh processes each (the machine is shared).", "",
+             "Best of 3 fresh processes each (the machine is shared)"
+             + (f"; the baseline rows run the partitioner of git revision {args.baseline} (`--baseline`), in turns "
+                "with this tree's." if args.baseline else "."), "",
              "| run | solve s (plan JSON) | whole process s |", "|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in first]
     lines += ["", f"## {CARDS:,} mixed cards ({', '.join(TYPES)}), {SWITCHES} leaf switches with uplinks", "",
