@@ -2,19 +2,24 @@
 
 - A 10,000-card mixed cluster (U200, U250, U280, U55C in turn; 4 cards per node, 40 leaf switches of 250
   cards, each with its default uplink): solve time of a throughput plan per zoo model, the first plan of the
-  model in this process (option tables from the disk cache, Pareto fronts built) and a re-plan.
+  model with an empty plan cache (option tables built, pattern searches run) and a re-plan in the same
+  process; wall time and the process's CPU time (on a loaded machine the CPU time is the steadier figure).
 - The first plan of ResNet-50 on examples/clusters/2xU280.yaml as a user meets it: `elasticdf plan` in a
   fresh process, with an empty option-table cache (cold) and with the cache filled (warm); whole-process wall
-  time and the solve time the plan reports.
-Run: .venv/bin/python benchmarks/scale_bench.py   (writes benchmarks/results/scale.md)
+  time and the solve time the plan reports. With `--baseline REV` the partitioner source of git revision REV
+  is run the same way, in turns with this tree's, so both see the same machine load.
+Run: .venv/bin/python benchmarks/scale_bench.py [--baseline REV]   (writes benchmarks/results/scale.md)
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -41,48 +46,82 @@ def big_cluster():
 def scale_rows():
     cluster = big_cluster()
     rows = []
-    for model in ("cnv", "mobilenetv1", "resnet50"):
-        graph = load_model(model)
-        times = []
-        for _ in range(2):
-            started = time.perf_counter()
-            plan = solve(graph, cluster)
-            times.append(time.perf_counter() - started)
-        rows.append((model, f"{len(cluster.cards):,}", f"{times[0]:.2f}", f"{times[1]:.2f}", f"{plan.total_fps:,.0f}",
-                     f"{plan.bound:,.0f}", f"{100 * plan.total_fps / plan.bound:.0f}%", f"{len(plan.instances):,}"))
-        print(rows[-1], flush=True)
-    return rows
-
-
-def first_plan_rows():
-    rows = []
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "ELASTICDF_PLAN_CACHE": cache}
-        for label in ("cold (empty option-table cache)", "warm (cache filled by the run above)"):
-            out = Path(cache) / "plan.json"
-            started = time.perf_counter()
-            subprocess.run([Path(sys.executable).parent / "elasticdf", "plan", "--model", "resnet50", "--cluster",
-                            ROOT / "examples" / "clusters" / "2xU280.yaml", "--json", out], env=env, check=True,
-                           stdout=subprocess.DEVNULL)
-            wall = time.perf_counter() - started
-            solve_s = json.loads(out.read_text())["solve_seconds"]
-            rows.append((label, f"{solve_s:.2f}", f"{wall:.2f}"))
+        os.environ["ELASTICDF_PLAN_CACHE"] = cache  # the first plan of each model is cold
+        for model in ("cnv", "mobilenetv1", "resnet50"):
+            graph = load_model(model)
+            times = []
+            for _ in range(2):
+                started, cpu = time.perf_counter(), time.process_time()
+                plan = solve(graph, cluster)
+                times.append(f"{time.perf_counter() - started:.2f} ({time.process_time() - cpu:.2f})")
+            rows.append((model, f"{len(cluster.cards):,}", *times, f"{plan.total_fps:,.0f}", f"{plan.bound:,.0f}",
+                         f"{100 * plan.total_fps / plan.bound:.0f}%", f"{len(plan.instances):,}"))
             print(rows[-1], flush=True)
     return rows
 
 
+def first_plan_rows(baseline: str | None, repeats: int = 3):
+    """Best of `repeats` (each cold run with a fresh cache, then a warm run on it): the machine is shared. Runs
+    this tree's partitioner, and in turns the one of git revision `baseline`."""
+    with tempfile.TemporaryDirectory() as sources:
+        trees = {"this tree": None}
+        if baseline:
+            trees[f"baseline {baseline}"] = _partitioner_source(baseline, Path(sources))
+        runs: dict[tuple[str, str], list] = {}
+        for _ in range(repeats):
+            for tree, source in trees.items():
+                with tempfile.TemporaryDirectory() as cache:
+                    for kind in ("cold (empty option-table cache)", "warm (cache filled by the cold run)"):
+                        runs.setdefault((kind, tree), []).append(_cli_plan(cache, source))
+    rows = [(f"{kind}, {tree}", f"{min(s for s, _ in times):.2f}", f"{min(w for _, w in times):.2f}")
+            for (kind, tree), times in sorted(runs.items(), key=lambda kv: (kv[0][1] != "this tree", kv[0]))]
+    print(rows, flush=True)
+    return rows
+
+
+def _partitioner_source(revision: str, into: Path) -> Path:
+    """partitioner/src of a git revision, extracted under `into`."""
+    archive = subprocess.run(["git", "-C", ROOT, "archive", revision, "partitioner/src"], check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "partitioner" / "src"
+
+
+def _cli_plan(cache: str, source: Path | None) -> tuple[float, float]:
+    """`elasticdf plan` of ResNet-50 on 2xU280 in a fresh process (the partitioner from `source` if given): the
+    plan's solve seconds, the process's wall seconds."""
+    out = Path(cache) / "plan.json"
+    env = {**os.environ, "ELASTICDF_PLAN_CACHE": cache, **({"PYTHONPATH": str(source)} if source else {})}
+    started = time.perf_counter()
+    subprocess.run([Path(sys.executable).parent / "elasticdf", "plan", "--model", "resnet50", "--cluster",
+                    ROOT / "examples" / "clusters" / "2xU280.yaml", "--json", out], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())["solve_seconds"], time.perf_counter() - started
+
+
 def main() -> None:
-    first = first_plan_rows()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", metavar="REV", help="also run the first plan with this git revision's code")
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    first = first_plan_rows(args.baseline)
     scale = scale_rows()
     lines = ["# Scale and first-plan benchmark", "",
              "`.venv/bin/python benchmarks/scale_bench.py` on the shared 2-core dev machine (other agents' load "
              "included). Targets (issue 14): 10,000 cards plan in <= 10 s; ResNet-50 on 2xU280, first plan "
-             f"<= 0.3 s solve and <= 1 s whole process. Load average at the end of this run: "
-             f"{os.getloadavg()[0]:.1f} on 2 cores.", "",
+             f"<= 0.3 s solve and <= 1 s whole process. Load average (1 min) on 2 cores: {load_before:.1f} at "
+             f"the start of this run, {os.getloadavg()[0]:.1f} at its end.", "",
              "## First plan: `elasticdf plan --model resnet50 --cluster examples/clusters/2xU280.yaml`", "",
+             "Best of 3 fresh processes each (the machine is shared)"
+             + (f"; the baseline rows run the partitioner of git revision {args.baseline} (`--baseline`), in turns "
+                "with this tree's." if args.baseline else "."), "",
              "| run | solve s (plan JSON) | whole process s |", "|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in first]
     lines += ["", f"## {CARDS:,} mixed cards ({', '.join(TYPES)}), {SWITCHES} leaf switches with uplinks", "",
+              "Wall seconds, the process's CPU seconds in parentheses. First plan: empty plan cache (option "
+              "tables and pattern searches made); re-plan: the same cluster again in the same process.", "",
               "| model | cards | first plan s | re-plan s | fps | bound | fps/bound | instances |",
               "|---|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in scale]

@@ -1,7 +1,9 @@
 """The `elasticdf` CLI: cards and zoo listings, exit codes, no tracebacks for user errors."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from elasticdf_partitioner.cli import COMMANDS, main
@@ -63,3 +65,17 @@ def test_entry_point_subprocess():
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "unknown zoo model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_plan_of_a_zoo_model_imports_neither_onnx_nor_cp_sat(tmp_path):
+    """`plan` of a zoo model on two cards reads no model file (onnx, the fetcher) and needs no CP-SAT (clusters of
+    3+ cards, which loads pandas), so a CLI run does not pay for importing them; nor for other commands' modules."""
+    cluster = Path(__file__).parents[2] / "examples" / "clusters" / "2xU280.yaml"
+    heavy = ("onnx", "ortools.sat.python.cp_model", "pandas", "urllib3", "elasticdf_partitioner.emulate_command",
+             "elasticdf_partitioner.build_command")
+    code = ("import sys; from elasticdf_partitioner.cli import main; "
+            f"assert main(['plan', '--model', 'cnv', '--cluster', {str(cluster)!r}]) == 0; "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ELASTICDF_PLAN_CACHE": str(tmp_path)},
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -73,3 +73,22 @@ def test_pattern_searches_are_kept_by_content_in_memory_and_in_the_plan_cache(tm
     second = solve(load_model("mobilenetv1"), two_nodes("b"))
     assert summary(second) == summary(first)
     assert {s.node for i in second.instances for s in i.segments} <= {"b-0", "b-1"}
+
+
+def test_a_small_clusters_search_is_kept_too(tmp_path, monkeypatch):
+    """One or two cards are searched as one group; that search is kept like a pattern's, so the next process
+    re-plans the same card types on other nodes without searching again."""
+    monkeypatch.setenv("ELASTICDF_PLAN_CACHE", str(tmp_path))
+
+    def one_node(name: str):
+        return cluster_from_spec(ClusterSpec(nodes=[NodeSpec(name=name, cards=["u280", "u250"])]), load_catalog())
+
+    first = solve(load_model("mobilenetv1"), one_node("a"))
+
+    def no_search(*_args, **_kw):
+        raise AssertionError("a kept search was searched again")
+
+    monkeypatch.setattr(GroupPacker, "solve", no_search)
+    second = solve(load_model("mobilenetv1"), one_node("b"))
+    assert summary(second) == summary(first) and second.optimal == first.optimal
+    assert {s.node for i in second.instances for s in i.segments} == {"b"}

@@ -224,17 +224,23 @@ HELP = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; given the command about to run, only that command's arguments are added (the others' modules
+    import onnx, the builders and the emulator, a few hundred ms a `plan` does not need to pay)."""
     parser = argparse.ArgumentParser(prog="elasticdf", description="Elastic-DF partitioner for FINN accelerators "
                                      "on Alveo clusters")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add_arguments, _run) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=HELP.get(name), description=HELP.get(name)))
+        subparser = sub.add_parser(name, help=HELP.get(name), description=HELP.get(name))
+        if command in (None, name):
+            add_arguments(subparser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(command).parse_args(argv)
     # in a terminal rich fits the tables to it; piped output (logs, CI) gets room for full tables
     console = Console() if sys.stdout.isatty() else Console(width=240)
     try:

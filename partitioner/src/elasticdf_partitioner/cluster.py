@@ -9,7 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .catalog import CardType, Catalog, load_catalog
+from .catalog import CardType, Catalog, load_catalog, parse_yaml
 from .errors import InputError
 
 LINK_GBPS = 100.0  # one QSFP28 port
@@ -94,7 +94,7 @@ def cluster_from_spec(spec: ClusterSpec, catalog: Catalog | None = None) -> Clus
 
 def load_cluster(path: str | Path, catalog: Catalog | None = None) -> Cluster:
     try:
-        document = yaml.safe_load(Path(path).read_text())
+        document = parse_yaml(Path(path).read_text())
     except FileNotFoundError:
         raise InputError(str(path), "cluster file not found") from None
     except yaml.YAMLError as err:

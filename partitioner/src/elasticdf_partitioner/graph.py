@@ -54,13 +54,8 @@ class Layer(ABC):
         """Bits this layer emits per frame (what a cut after it moves over the network)."""
 
     def option(self, folding: dict[str, int], variant: dict[str, str]) -> Option:
-        return Option(
-            folding=tuple(sorted(folding.items())),
-            variant=tuple(sorted(variant.items())),
-            cycles=self.cycles(folding),
-            res=self.resources(folding, variant),
-            out_width=self.out_width(folding),
-        )
+        return Option.of(folding, variant, self.cycles(folding), self.resources(folding, variant),
+                         self.out_width(folding))
 
     def options(self) -> list[Option]:
         return [self.option(f, v) for f in self.foldings() for v in self.variants(f)]

@@ -15,15 +15,20 @@ values as metadata (`elasticdf.input_range`, "lo,hi") for tools that make test f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
-
-from .artifacts import MODEL_INVALID, ONNX_FIELD, FetchPolicy, ModelError, fetch
 from .errors import InputError
-from .finn_io import DATAFLOW_DOMAIN, import_onnx
-from .finn_node import DataType
+from .finn_node import DATAFLOW_DOMAIN, DataType
 from .graph import ModelGraph
 from .zoo import ZOO_SCHEME, zoo_entry
+
+if TYPE_CHECKING:
+    import onnx
+
+    from .artifacts import ModelError
+
+# onnx, the fetcher (urllib3) and the FINN importer are imported where a model file is read: planning a zoo
+# model needs none of them, and they cost a CLI run a few hundred ms
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 QONNX_OPS = ("Quant", "BipolarQuant", "Trunc")
@@ -43,6 +48,10 @@ def is_qonnx(model: onnx.ModelProto) -> bool:
 
 def read_onnx(path: str | Path) -> onnx.ModelProto:
     """The ONNX model in `path`, or ModelInvalid "not an ONNX model"."""
+    import onnx
+
+    from .artifacts import MODEL_INVALID, ONNX_FIELD, ModelError
+
     try:
         model = onnx.load(str(path))
     except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and friends for any garbage
@@ -54,6 +63,9 @@ def read_onnx(path: str | Path) -> onnx.ModelProto:
 
 def load_model(path: str | Path, name: str | None = None) -> ModelGraph:
     """The layer graph of the model file at `path` (FINN dataflow ONNX or QONNX)."""
+    from .artifacts import MODEL_INVALID, ONNX_FIELD, ModelError
+    from .finn_io import import_onnx
+
     model = read_onnx(path)
     name = name or model.graph.name or Path(path).stem
     try:
@@ -70,6 +82,8 @@ def load_model(path: str | Path, name: str | None = None) -> ModelGraph:
 def _unsupported_format(model: onnx.ModelProto) -> ModelError:
     """Why a model is neither FINN dataflow nor QONNX: the first node of a foreign domain (e.g. Brevitas'
     FloatQuant), else the model is plain float ONNX that no quantizer turns into integers."""
+    from .artifacts import MODEL_INVALID, ONNX_FIELD, ModelError
+
     foreign = next((n for n in model.graph.node if n.domain not in ("", "ai.onnx")), None)
     if foreign is not None:
         return ModelError(MODEL_INVALID, ONNX_FIELD, f"node {foreign.name or foreign.output[0]!r} (op "
@@ -108,6 +122,8 @@ def _as_dataflow(model: onnx.ModelProto) -> onnx.ModelProto | None:
 def fetched_reference(reference: str, sha256: str | None = None) -> str:
     """A zoo reference or a plain path as it is; a URI fetched (and its digest checked) with the fetch policy of
     the environment (the ELASTICDF_MODEL_* variables the operator sets on card pods and builder Jobs)."""
+    from .artifacts import FetchPolicy, fetch
+
     if reference.startswith(ZOO_SCHEME) or "://" not in reference:
         return reference
     return str(fetch(reference, sha256, FetchPolicy.from_env()))

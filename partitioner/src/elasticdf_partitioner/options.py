@@ -22,6 +22,12 @@ class Option:
     res: Resources
     out_width: int
 
+    @classmethod
+    def of(cls, folding: dict[str, int], variant: dict[str, str], cycles: int, res: Resources,
+           out_width: int) -> Option:
+        """The option of a layer's folding and variant settings (attributes in name order) and their costs."""
+        return cls(tuple(sorted(folding.items())), tuple(sorted(variant.items())), cycles, res, out_width)
+
     def settings(self) -> dict[str, int | str]:
         """FINN node attributes this option sets (what a folding-config JSON holds)."""
         return {**dict(self.folding), **dict(self.variant)}

@@ -79,11 +79,38 @@ def ff_from_lut(lut: float) -> float:
 
 def res(lut: float, bram18: float = 0, uram: float = 0, dsp: float = 0) -> Resources:
     lut = int(lut)
-    return Resources(lut=lut, ff=ff_from_lut(lut), bram18=int(bram18), uram=int(uram), dsp=int(dsp))
+    # positional: a NamedTuple called with keywords takes 4x as long, and a cold plan makes ~10^4 of these
+    return Resources(lut, ff_from_lut(lut), int(bram18), int(uram), int(dsp))
 
 
-def _dominates(a: tuple, b: tuple) -> bool:
-    return all(x <= y for x, y in zip(a, b))
+def sorted_front(rows: np.ndarray, block: int = 128) -> np.ndarray:
+    """Positions of the rows (sorted lexicographically) that no earlier row is <= in every column: the Pareto
+    front, the first of equal rows kept (a later row can only be <= an earlier one if they are equal). What
+    keeping a front row by row keeps, checked a block at a time against the front so far and the block
+    itself (a row beaten by a dropped row is beaten by a kept one)."""
+    import numpy as np
+
+    earlier = np.triu(np.ones((block, block), dtype=bool), k=1)  # [j, i]: j comes before i
+    front, kept = rows[:0], [np.zeros(0, dtype=int)]
+    for start in range(0, len(rows), block):
+        chunk = rows[start:start + block]
+        beaten = _all_le(front, chunk).any(axis=0)
+        beaten |= (_all_le(chunk, chunk) & earlier[:len(chunk), :len(chunk)]).any(axis=0)
+        fresh = np.flatnonzero(~beaten)
+        kept.append(start + fresh)
+        front = np.vstack([front, chunk[fresh]])
+    return np.concatenate(kept)
+
+
+def _all_le(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[i, j]: row a[i] <= row b[j] in every column; column by column (a reduction over a short last axis is
+    several times slower)."""
+    import numpy as np
+
+    le = np.ones((len(a), len(b)), dtype=bool)
+    for column in range(a.shape[1]):
+        le &= a[:, column, None] <= b[None, :, column]
+    return le
 
 
 @dataclass(frozen=True)
@@ -150,25 +177,33 @@ class FinnLayer(Layer):
         return (type(self), shape, tuple((k, str(self.settings.get(k))) for k in self.cost_settings))
 
     def _build_options(self) -> list[Option]:
-        per_folding: list[Option] = []
-        for folding in self.foldings():
-            kept: list[Option] = []
+        """Pareto-pruned options: among the variants of each folding by resources, or, unless the folding is
+        tied to a neighbour's, across foldings by cycles, resources and output width, in that sort order.
+        Costs are compared as one array (a ResNet-50 has ~10^4 candidates); Options are made for the kept."""
+        import numpy as np
+
+        candidates, costs, groups = [], [], []
+        for group, folding in enumerate(self.foldings()):
+            cycles, width = self.cycles(folding), self.out_width(folding)
             for variant in self.variants(folding):
-                opt = self.option(folding, variant)
-                if not any(_dominates(k.res, opt.res) for k in kept):
-                    kept = [k for k in kept if not _dominates(opt.res, k.res)] + [opt]
-            per_folding.extend(kept)
+                res = self.resources(folding, variant)
+                candidates.append((folding, variant, cycles, res, width))
+                costs.append((cycles, *res, width))
+                groups.append(group)
+        if not candidates:
+            return []
+        table = np.array(costs, dtype=float)
+        if self.prune_across_foldings:  # the front across foldings is also the front of each folding's front
+            runs = [np.arange(len(table))]
+        else:
+            runs = np.split(np.arange(len(table)), np.flatnonzero(np.diff(groups)) + 1)
+        kept = []
+        for run in runs:
+            order = run[np.lexsort(table[run].T[::-1])]  # stable, like sorted() by the cost tuple
+            kept.extend(order[sorted_front(table[order])])
         if not self.prune_across_foldings:
-            return per_folding
-        front: list[Option] = []
-        keyed = sorted(per_folding, key=lambda o: (o.cycles, o.res, o.out_width))
-        vectors: list[tuple] = []
-        for opt in keyed:
-            vec = (opt.cycles, *opt.res, opt.out_width)
-            if not any(_dominates(v, vec) for v in vectors):
-                front.append(opt)
-                vectors.append(vec)
-        return front
+            kept.sort()  # the variants of a folding stay in their order
+        return [Option.of(*candidates[i]) for i in kept]
 
     # --- settings ------------------------------------------------------------------------------------------
     def extra_settings(self) -> dict[str, int | str]:

@@ -8,8 +8,10 @@ same problem as a MILP: a reference for benchmarks and tests, never called from 
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
+from contextlib import contextmanager
 
 from ..catalog import Limits
 from ..cluster import Cluster
@@ -48,6 +50,21 @@ def candidate_levels(pipeline: Pipeline, max_levels: int = MAX_LEVELS, max_cycle
     return sorted(set(kept))
 
 
+@contextmanager
+def _collection_paused():
+    """The cyclic garbage collector off while planning: a 10,000-card plan makes ~10^5 instances, and each full
+    collection walked every object made so far and every plan still held (most of a re-plan's time); what
+    planning makes is kept or freed by reference counting."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@_collection_paused()
 def solve(graph: ModelGraph, cluster: Cluster, objective: str = "throughput", target_fps: float | None = None,
           limits: Limits | None = None, settings: PackSettings | None = None, certify: bool = False) -> Plan:
     """The plan for `graph` on `cluster`. With `certify` the bound is also the LP over instance

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from pydantic import BaseModel
+
 from ..catalog import Limits
 from ..cluster import Card, Cluster
 from ..errors import InfeasibleError
@@ -12,6 +16,7 @@ from .placers import Placement
 from .stages import Pipeline, pareto
 from .state import GroupState
 
+Model = TypeVar("Model", bound=BaseModel)
 VNX_HALF_RTT_S = 1.071e-6 / 2
 LINK_BPS = 100e9
 
@@ -25,19 +30,36 @@ def _latency_ms(pipeline: Pipeline, placement: Placement) -> float:
     return round(seconds * 1e3, 4)
 
 
-def _segments(pipeline: Pipeline, cluster: Cluster, cards: list[Card], placement: Placement,
-              memo: dict) -> list[Segment]:
-    """The placement's segments on these cards. Copies of a pattern share their placements, so the segments
-    are built once per placement and card types and only re-addressed (a 10,000-card plan has ~10^5)."""
-    templates = _memo(memo, (id(placement), tuple(card.type.name for card in cards)), _segment_templates,
-                      pipeline, cluster, cards, placement)
-    return [template.model_copy(update={"node": cards[g].node, "card": cards[g].index}) for g, template in templates]
-
-
-def _memo(memo: dict, key, compute, *args):
+def _instance(pipeline: Pipeline, cluster: Cluster, cards: list[Card], placement: Placement, memo: dict,
+              card_types: tuple[str, ...]) -> Instance:
+    """The placement's instance on these cards (of these types). Copies of a pattern share their placements, so
+    the instance is built once per placement and card types and only re-addressed (a 10,000-card plan has ~10^5
+    of them)."""
+    key = (id(placement), card_types)
     if key not in memo:
-        memo[key] = compute(*args)
-    return memo[key]
+        memo[key] = _instance_template(pipeline, cluster, cards, placement)
+    template, segments = memo[key]
+    return _stamped(template, segments=[_stamped(segment, node=cards[g].node, card=cards[g].index)
+                                        for g, segment in segments])
+
+
+def _stamped(template: Model, **fields) -> Model:
+    """What `template.model_copy(update=fields)` makes (a shallow copy, the fields replaced, not validated), at
+    half its cost: without its generic copies of the (here empty) extra and private attributes, and sharing the
+    set of fields set (the templates set every field, so no assignment to a copy can change it)."""
+    copy = object.__new__(type(template))
+    object.__setattr__(copy, "__dict__", {**template.__dict__, **fields})
+    object.__setattr__(copy, "__pydantic_fields_set__", template.__pydantic_fields_set__)
+    object.__setattr__(copy, "__pydantic_extra__", None)
+    object.__setattr__(copy, "__pydantic_private__", None)
+    return copy
+
+
+def _instance_template(pipeline: Pipeline, cluster: Cluster, cards: list[Card],
+                       placement: Placement) -> tuple[Instance, list[tuple[int, Segment]]]:
+    segments = _segment_templates(pipeline, cluster, cards, placement)
+    return Instance(fps=round(placement.fps, 2), fclk_mhz=placement.fclk_mhz, cycles_per_frame=placement.cycles,
+                    latency_ms=_latency_ms(pipeline, placement), segments=[]), segments
 
 
 def _segment_templates(pipeline: Pipeline, cluster: Cluster, cards: list[Card],
@@ -98,16 +120,7 @@ def _pieces_folding(pipeline: Pipeline, pieces) -> dict[str, dict]:
 
 
 def build_plan(graph, pipeline, cluster, assignments, objective, bound, optimal, seconds) -> Plan:
-    instances = []
-    used_cards: set[int] = set()
-    memo: dict = {}
-    for assignment in assignments:
-        for placement in assignment.result.placements:
-            instances.append(Instance(
-                fps=round(placement.fps, 2), fclk_mhz=placement.fclk_mhz, cycles_per_frame=placement.cycles,
-                latency_ms=_memo(memo, ("latency", id(placement)), _latency_ms, pipeline, placement),
-                segments=_segments(pipeline, cluster, assignment.cards, placement, memo)))
-            used_cards.update(assignment.cards[p.card].id for p in placement.pieces)
+    instances, used_cards = _instances(pipeline, cluster, assignments)
     instances.sort(key=lambda i: (i.segments[0].node, i.segments[0].card, -i.fps))
     by_id = {c.id: c for c in cluster.cards}
     cost = sum(cluster.cost_per_hour(by_id[i].type.name) for i in used_cards)
@@ -121,6 +134,22 @@ def build_plan(graph, pipeline, cluster, assignments, objective, bound, optimal,
         folding=_folding(graph, pipeline, first),
         clocks={c.type.name: Clock(mhz=c.type.fclk_mhz, source=c.type.fclk_source) for c in cluster.cards},
     )
+
+
+def _instances(pipeline, cluster, assignments) -> tuple[list[Instance], set[int]]:
+    """Every assignment's instances, and the ids of the cards they use."""
+    instances: list[Instance] = []
+    used_cards: set[int] = set()
+    memo: dict = {}
+    for assignment in assignments:
+        result, card_types = assignment.result, tuple(card.type.name for card in assignment.cards)
+        for placement in result.placements:
+            instances.append(_instance(pipeline, cluster, assignment.cards, placement, memo, card_types))
+        used_key = ("used", id(result))  # copies of a pattern share their result
+        if used_key not in memo:
+            memo[used_key] = sorted({p.card for placement in result.placements for p in placement.pieces})
+        used_cards.update(assignment.cards[g].id for g in memo[used_key])
+    return instances, used_cards
 
 
 def explain_infeasible(pipeline: Pipeline, cluster: Cluster, limits: Limits, target_fps: float | None = None,

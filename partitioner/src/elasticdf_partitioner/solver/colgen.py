@@ -17,7 +17,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from ortools.linear_solver import pywraplp
 
 from ..catalog import Limits
 from ..cluster import LINK_GBPS, Cluster
@@ -269,6 +268,8 @@ class ColumnBound:
         return best
 
     def _master(self, columns: list[Column]) -> np.ndarray:
+        from ortools.linear_solver import pywraplp  # only --certify needs the LP solver: plans load faster
+
         solver = pywraplp.Solver.CreateSolver("GLOP")
         x = [solver.NumVar(0, solver.infinity(), "") for _ in columns]
         rows = []

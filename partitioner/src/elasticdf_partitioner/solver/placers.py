@@ -9,6 +9,8 @@ resources in the GroupState until the caller resumes the generator.
 from __future__ import annotations
 
 import copy
+import itertools
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -63,23 +65,27 @@ def balanced_order(opts: list[list[StageOption]], capacity: Resources) -> list[l
     rows = np.arange(len(opts))
     demand = table[rows, choice].sum(axis=0)
     score = _score(demand / cap)
-    columns = [np.ascontiguousarray(table[:, :, k]) for k in range(5)]  # per resource: stages x options
+    columns = np.ascontiguousarray(table.transpose(2, 0, 1))  # resources x stages x options
+    scale = cap[:, None, None]
+    util, scores, total = np.empty_like(columns), np.empty(columns.shape[1:]), np.empty(columns.shape[1:])
     for _ in range(4 * len(opts)):
-        # every single-stage switch at once: the utilisation of each resource as whole (stages x options)
-        # arrays, the same arithmetic as _score over the candidates' demand vectors, but without a 5-wide
-        # last axis (reductions over it dominate otherwise)
+        # every single-stage switch at once: the utilisation of each resource as (stages x options) planes,
+        # the same arithmetic as _score over the candidates' demand vectors, but reduced across planes
+        # (reductions over a 5-wide last axis dominate otherwise), in place; no NaN arises (padding is +inf)
         base = demand - table[rows, choice]
-        util = [(base[:, k, None] + columns[k]) / cap[k] for k in range(5)]
-        worst, total = util[0], util[0]
-        for u in util[1:]:
-            worst, total = np.maximum(worst, u), total + u
-        scores = worst + 1e-6 * total
-        s, o = np.unravel_index(np.nan_to_num(scores, nan=np.inf).argmin(), scores.shape)
+        np.add(base.T[:, :, None], columns, out=util)
+        util /= scale
+        util.max(axis=0, out=scores)
+        util.sum(axis=0, out=total)
+        total *= 1e-6
+        scores += total
+        s, o = np.unravel_index(scores.argmin(), scores.shape)
         if not scores[s, o] < score - 1e-12:
             break
         choice[s], demand, score = o, base[s] + table[s, o], scores[s, o]
     cheap = np.nan_to_num(relative.sum(axis=2), nan=np.inf)
-    return [[options[choice[s]]] + [options[i] for i in np.argsort(cheap[s, :len(options)]) if i != choice[s]]
+    chosen = choice.tolist()
+    return [[options[chosen[s]]] + [options[i] for i in cheap[s, :len(options)].argsort().tolist() if i != chosen[s]]
             for s, options in enumerate(opts)]
 
 
@@ -98,7 +104,8 @@ def _greedy_tables(pipeline: Pipeline, opts: list[list[StageOption]]):
     key = ("greedy", id(opts))  # opts is itself memoised on the pipeline, so its id is stable
     if key not in pipeline.memo:
         choice = [options[0] for options in opts]
-        prefix = np.vstack([np.zeros(5), np.cumsum([o.res for o in choice], axis=0)])
+        res = np.fromiter(itertools.chain.from_iterable(o.res for o in choice), float, 5 * len(choice))
+        prefix = np.vstack([np.zeros(5), np.cumsum(res.reshape(-1, 5), axis=0)])
         widths = [sum(choice[e.src].out_widths[e.src_pos] for e in cut) for cut in pipeline.crossings()]
         pipeline.memo[key] = (choice, prefix, widths)
     return pipeline.memo[key]
@@ -184,9 +191,13 @@ class InstancePlacer:
             self.cuts.pop()
         self.state.undo(mark)
 
+    def _cycles(self) -> int:
+        """The instance's cycles per frame: its slowest stage."""
+        return max(o.cycles for o in self.chosen)
+
     def _finish(self) -> Placement | None:
         """Check network bandwidth at the instance's real rate and reserve it."""
-        cycles = max(o.cycles for o in self.chosen)
+        cycles = self._cycles()
         fclk = min(self.state.cards[c].type.fclk_mhz for c, _ in self.route)
         fps = fclk * 1e6 / cycles
         if fps < self.state.min_fps - EPS:
@@ -217,14 +228,17 @@ class GreedyPlacer(InstancePlacer):
         if not self.feasible_level():
             return
         self.choice, self.prefix, self.widths = _greedy_tables(pipeline, self.opts)
+        self.run_sums: dict[tuple[int, int, int], tuple[np.ndarray, list[float]]] = {}
+        self.cycles = max(o.cycles for o in self.choice)
 
     def place(self, route: Route) -> Iterator[Placement]:
         if not self.state.cards_free({c for c, _ in route}):
             return
         mark = self.state.mark()
-        walk = copy.copy(self)
-        walk.route, walk.chosen, walk.pieces, walk.cuts = route, self.choice, [], []
-        placement = walk._greedy()
+        # the walk is over before its placement is yielded, so it can run on the placer itself (unlike the
+        # exhaustive walk, which yields from inside and would be overwritten by the caller's next instance)
+        self.route, self.chosen, self.pieces, self.cuts = route, self.choice, [], []
+        placement = self._greedy()
         if placement is not None:
             yield placement
         self.state.undo(mark)
@@ -240,20 +254,45 @@ class GreedyPlacer(InstancePlacer):
                 end -= 1
             if not last_slot and not self._cut_ok(k, end) or k == 0 and end == s:
                 return None
-            self.state.take(card, slr, Resources(*(self.prefix[end] - self.prefix[s]).tolist()))
+            self.state.take(card, slr, Resources(*self._run_sums(card, slr, s)[0][end - s].tolist()))
             self.pieces.append([card, slr, s, list(self.choice[s:end])])
             if not last_slot:
                 self._cross(k, end)
             s = end
         return self._finish()
 
+    def _cycles(self) -> int:
+        return self.cycles  # every instance of the level uses the same options
+
     def _farthest(self, card: int, slr: int, s: int) -> int:
-        """The largest end e such that stages s..e-1 fit the SLR (fits is monotone in e)."""
+        """The largest end e such that stages s..e-1 fit the SLR: fits is monotone in e, so a binary search
+        over the kept run sums (a walk asks this tens of thousands of times in a pattern search)."""
         slot = self.state.slots[card][slr]
-        runs = self.prefix[s:] - self.prefix[s]
-        ok = (runs <= np.asarray(slot.free) + EPS).all(axis=1)
-        ok &= runs @ self.state.avg_vector(card, slr) <= slot.avg_free + EPS
-        return s + int(np.argmin(ok)) - 1 if not ok.all() else len(self.choice)
+        runs, shares = self._run_sums(card, slr, s)
+        free, avg_free = [f + EPS for f in slot.free], slot.avg_free + EPS
+
+        def fits(e: int) -> bool:
+            return shares[e] <= avg_free and all(map(operator.le, runs[e].tolist(), free))
+
+        if fits(len(runs) - 1):
+            return len(self.choice)  # the rest of the pipeline fits: most asks of a small model's walks
+        fitting, beyond = 0, len(runs) - 1  # runs[:fitting] fit, runs[beyond:] do not
+        while fitting < beyond:
+            mid = (fitting + beyond) // 2
+            if fits(mid):
+                fitting = mid + 1
+            else:
+                beyond = mid
+        return s + fitting - 1
+
+    def _run_sums(self, card: int, slr: int, s: int) -> tuple[np.ndarray, list[float]]:
+        """Per end e >= s: the resources of stages s..e-1, and their share of this SLR's mean-utilisation
+        budget; computed once per start and SLR of the group."""
+        key = (card, slr, s)
+        if key not in self.run_sums:
+            runs = self.prefix[s:] - self.prefix[s]
+            self.run_sums[key] = (runs, (runs @ self.state.avg_vector(card, slr)).tolist())
+        return self.run_sums[key]
 
     def _cut_ok(self, k: int, position: int) -> bool:
         (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]

@@ -14,8 +14,6 @@ import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from ortools.sat.python import cp_model
-
 from ..catalog import Limits
 from ..cluster import Card, Cluster
 from .pack import GroupPacker, GroupResult, PackSettings
@@ -47,7 +45,17 @@ def _packer(pipeline: Pipeline, cards: list[Card], cluster: Cluster, limits: Lim
 
 
 def solve_small(pipeline, cluster, limits, ratios, levels, settings) -> tuple[list[Assignment], bool]:
+    """The whole cluster searched as one group; the search is kept like a pattern's (by the cards' types and
+    switches, not their names), so re-planning, and the next process, find it without searching."""
     uplinks = {name: switch.uplink_gbps for name, switch in cluster.switches.items()}
+    key = (_search_key(cluster.cards, cluster, limits, ratios, levels, settings),
+           tuple(c.switch for c in cluster.cards), tuple(sorted(uplinks.items())))
+    result, exhaustive = kept_search(pipeline, key, lambda: _search_small(pipeline, cluster, limits, ratios,
+                                                                          levels, settings, uplinks))
+    return [Assignment(cluster.cards, result)], result.optimal and exhaustive
+
+
+def _search_small(pipeline, cluster, limits, ratios, levels, settings, uplinks) -> tuple[GroupResult, bool]:
     packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, limits, ratios, settings, uplinks)
     # exhaustive search branches at every instance placed: fine for a few instances of a few stages, hopeless
     # for a tiny network that fits a card hundreds of times (its depth is the instance count)
@@ -55,8 +63,14 @@ def solve_small(pipeline, cluster, limits, ratios, levels, settings) -> tuple[li
                   and packer.instance_bound(levels) <= EXHAUSTIVE_INSTANCES)
     group_settings = PackSettings(**{**settings.__dict__, "exhaustive": exhaustive or settings.exhaustive})
     packer.settings = group_settings
-    result = packer.solve(levels)
-    return [Assignment(cluster.cards, result)], result.optimal and group_settings.exhaustive
+    return packer.solve(levels), group_settings.exhaustive
+
+
+def _search_key(cards: list[Card], cluster: Cluster, limits: Limits, ratios, levels, settings) -> tuple:
+    """What a group search depends on besides the pipeline and the cards' switches: the card types in order,
+    shell IP costs, limits, levels, the fps-per-resource ratios and the settings."""
+    return (tuple(c.type.model_dump_json() for c in cards), cluster.catalog.ip_costs.model_dump_json(),
+            limits.model_dump_json(), tuple(levels), tuple(ratios), tuple(sorted(vars(settings).items())))
 
 
 def patterns(pipeline, cluster, limits, ratios, levels, settings) -> list[Pattern]:
@@ -88,8 +102,7 @@ def _pattern(shape, by_type, pipeline, cluster, limits, ratios, levels, settings
         taken[t] += 1
     # the search depends only on what is in this key (not on which cards of the cluster), so re-planning on
     # other free cards, and later processes, reuse it
-    key = ("pattern", tuple(c.type.model_dump_json() for c in cards), cluster.catalog.ip_costs.model_dump_json(),
-           limits.model_dump_json(), tuple(levels), tuple(ratios), tuple(sorted(vars(settings).items())), floor)
+    key = ("pattern", _search_key(cards, cluster, limits, ratios, levels, settings), floor)
     result = kept_search(pipeline, key,
                          lambda: _packer(pipeline, cards, cluster, limits, ratios, settings).solve(levels, floor))
     return Pattern(shape, result, sum(cluster.cost_per_hour(t) for t in shape))
@@ -101,6 +114,9 @@ def choose_patterns(cluster: Cluster, found: list[Pattern], target_fps: float | 
     supply: dict[str, Counter] = defaultdict(Counter)
     for card in cluster.cards:
         supply[card.switch][card.type.name] += 1
+    # imported here: CP-SAT loads pandas (~0.3 s), which plans of one or two cards never need
+    from ortools.sat.python import cp_model
+
     model = cp_model.CpModel()
     x = {}
     for sw, counts in supply.items():

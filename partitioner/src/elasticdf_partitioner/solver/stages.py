@@ -75,10 +75,11 @@ class Pipeline:
     def pareto(self, stage: int, max_cycles: int) -> list[StageOption]:
         key = (stage, max_cycles)
         if key not in self._pareto:
-            tables = self.memo.setdefault("pareto_tables", {})
-            if stage not in tables:
-                tables[stage] = ParetoTable(self.stages[stage].options)
-            self._pareto[key] = tables[stage].front(max_cycles)
+            options = self.stages[stage].options
+            tables = self.memo.setdefault("pareto_tables", {})  # by option list: equal stages share theirs
+            if id(options) not in tables:
+                tables[id(options)] = ParetoTable(options)
+            self._pareto[key] = tables[id(options)].front(max_cycles)
         return self._pareto[key]
 
     def least_resources(self, max_cycles: int) -> Resources | None:
@@ -149,9 +150,8 @@ def _tied_combinations(graph: ModelGraph, group: list[int]) -> list[tuple[Option
 
 
 def _stage_option(combo: tuple[Option, ...]) -> StageOption:
-    res = Resources()
-    for option in combo:
-        res = res + option.res
+    # a one-layer stage shares its option's resources: fewer objects to keep, and to read back from the cache
+    res = combo[0].res if len(combo) == 1 else Resources(*map(sum, zip(*(option.res for option in combo))))
     return StageOption(max(o.cycles for o in combo), res, tuple(o.out_width for o in combo), combo)
 
 
@@ -242,16 +242,12 @@ def _build_pipeline(graph: ModelGraph) -> Pipeline:
     groups = _tie_groups(graph)
     stage_of = {layer: s for s, group in enumerate(groups) for layer in group}
     stages, published = [], []
+    shared: dict[int, tuple[list[Option], list[StageOption]]] = {}
     for group in groups:
-        if len(group) > 1:
-            combos = _tied_combinations(graph, group)
-        else:
-            combos = [(o,) for o in graph.layers[group[0]].options()]
-        options = sorted({_stage_option(c) for c in combos}, key=lambda o: (o.cycles, o.res))
         stages.append(Stage(
             layers=tuple(group),
             names=tuple(graph.layers[i].name for i in group),
-            options=options,
+            options=_group_options(graph, group, shared),
             out_bits_per_frame=tuple(graph.layers[i].out_bits_per_frame for i in group),
         ))
         published.append(_published(graph, group))
@@ -260,6 +256,23 @@ def _build_pipeline(graph: ModelGraph) -> Pipeline:
         for u, v in graph.edges if stage_of[u] != stage_of[v]
     }, key=lambda e: (e.src, e.dst, e.src_pos))
     return Pipeline(graph.name, stages, edges, published)
+
+
+def _group_options(graph: ModelGraph, group: list[int],
+                   shared: dict[int, tuple[list[Option], list[StageOption]]]) -> list[StageOption]:
+    """A stage's options, sorted by cycles and resources. One-layer stages of equal layers (ResNet-50 repeats its
+    bottlenecks) get one shared list, as the layers share theirs: the pipeline makes, caches and prunes it once.
+    `shared` holds each layer option list it was made from, so that list's id stays unique meanwhile."""
+    if len(group) > 1:
+        return _sorted_options(_tied_combinations(graph, group))
+    layer_options = graph.layers[group[0]].options()
+    if id(layer_options) not in shared:
+        shared[id(layer_options)] = (layer_options, _sorted_options([(o,) for o in layer_options]))
+    return shared[id(layer_options)][1]
+
+
+def _sorted_options(combos: list[tuple[Option, ...]]) -> list[StageOption]:
+    return sorted(map(_stage_option, combos), key=lambda o: (o.cycles, o.res))  # combos are distinct
 
 
 def _published(graph: ModelGraph, group: list[int]) -> StageOption | None:
@@ -291,12 +304,14 @@ class ParetoTable:
         for column in vectors.T:
             dominates &= column[:, None] <= column[None, :]
         never = np.ones((1, len(options)), dtype=bool)  # a row "index len(options)": dominated by nothing
-        self.first_dominator = np.vstack([dominates, never]).argmax(axis=0)
+        first_dominator = np.vstack([dominates, never]).argmax(axis=0)
+        # (option index, first dominator) in front order, as Python ints: a search asks for thousands of fronts
+        # of a few dozen options, where numpy's per-call cost dominates
+        self.ranked = list(zip(self.order.tolist(), first_dominator[self.order].tolist()))
 
     def front(self, max_cycles: int) -> list[StageOption]:
         cut = bisect.bisect_right(self.cycles, max_cycles)
-        kept = self.order[(self.order < cut) & (self.first_dominator[self.order] >= cut)]
-        return [self.options[i] for i in kept]
+        return [self.options[i] for i, dominator in self.ranked if i < cut and dominator >= cut]
 
 
 def pareto(options: list[StageOption], max_cycles: int) -> list[StageOption]:

@@ -135,9 +135,6 @@ class GroupState:
         return True
 
     def free_total(self) -> Resources:
-        total = [0.0] * 5
-        for row in self.slots:
-            for slot in row:
-                for k in range(5):
-                    total[k] += max(slot.free[k], 0.0)
-        return Resources(*total)
+        """Per resource, the sum over SLRs of what is left (an overdrawn SLR counts 0)."""
+        frees = [slot.free for row in self.slots for slot in row]
+        return Resources(*(sum((left if left > 0.0 else 0.0 for left in kind), 0.0) for kind in zip(*frees)))
