@@ -6,7 +6,7 @@ prepared once, of the size the gateway answers (a [1, K] FP32 result as JSON, as
 contents). What the benchmark measures for this server is what the stack and the kernel's loopback TCP cost
 per request; the gateway's CPU per inference above it is its own work (decoding, batching, the segments).
 
-Run: floor_server.py HOST HTTP_PORT GRPC_PORT K
+Run: python -m floor_server HOST HTTP_PORT GRPC_PORT K (with benchmarks/ on PYTHONPATH)
 """
 
 from __future__ import annotations

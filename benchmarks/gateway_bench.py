@@ -12,7 +12,6 @@ operator wires pods):
   real model's (a pure identity would send 600 kB of FP32 back per 224x224 request, which no classifier does).
 - end to end: the model's layers cut into 2 emulated segments (onnxruntime, 1 thread each): the toy plain CNN
   for (a); for (b)/(c) a 2-conv CNN at 224x224 (about 4 ms of compute per frame on one core here).
-
 - floor (gateway alone rows only): benchmarks/floor_server.py, the gateway's server stack (aiohttp + grpc.aio on
   uvloop) with nothing behind it, answering every request with a prepared reply of the gateway's size: what the
   stack and loopback TCP cost per request, so the gateway's CPU per inference above it is its own work.
@@ -57,7 +56,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
-from gateway_stack import GATEWAY_HOST, MODEL, Stack, die_with_parent, free_port  # noqa: E402
+from gateway_stack import GATEWAY_HOST, MODEL, Stack, free_port  # noqa: E402
 
 OLD_COMMIT = "01a7457"
 OLD_SOURCES = ["images/gateway/src", "images/segment/src", "partitioner/src"]
@@ -352,11 +351,10 @@ def old_sources(workdir: Path) -> dict[str, str]:
 
 def start(setup: Setup, workdir: Path, old_env: dict[str, str]) -> Stack:
     if setup.gateway == "floor":  # no segments: the server stack answers by itself
-        stack = Stack(workdir, setup.model, setup.ranges)
+        here = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+        stack = Stack(workdir, setup.model, setup.ranges, env=dict(os.environ, PYTHONPATH=here))
         stack.ports["gw0"] = (free_port(), free_port())
-        stack.procs["gw0"] = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "floor_server.py"), GATEWAY_HOST,
-             *map(str, stack.ports["gw0"]), str(setup.outputs)], preexec_fn=die_with_parent)
+        stack.spawn("gw0", "floor_server", GATEWAY_HOST, *map(str, stack.ports["gw0"]), str(setup.outputs))
     elif setup.gateway == "new":
         stack = Stack(workdir, setup.model, setup.ranges)
         stack.start_segments()
