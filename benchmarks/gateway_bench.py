@@ -389,25 +389,40 @@ def run(args: argparse.Namespace) -> list[tuple[Setup, Row, int, Cell]]:
                     for clients in args.clients:
                         where = (Path(args.profile) / f"{setup.setup}-{setup.gateway}-{row.key}-{clients}.txt"
                                  if args.profile else None)
-                        cell = measure(stack, request, clients, args.client_procs, args.warmup, args.seconds, where)
-                        measured.append((setup, row, clients, cell))
-                        print(f"{setup.setup:5} {setup.gateway} ({row.key}) {clients:3} clients: {cell.rate:7.0f}/s "
-                              f"p50 {cell.p50_ms:6.2f} p99 {cell.p99_ms:7.2f} ms failed {cell.failed} dropped "
-                              f"{cell.dropped} cores {({k: round(v, 2) for k, v in cell.cores.items()})} "
-                              f"load {cell.load1} {cell.error}", flush=True)
+                        cells = []
+                        for _ in range(args.repeat):
+                            cells.append(measure(stack, request, clients, args.client_procs, args.warmup,
+                                                 args.seconds, where))
+                            report(setup, row, clients, cells[-1])
+                        measured.append((setup, row, clients, sorted(cells, key=lambda c: c.cpu_us("gateway"))))
     return measured
 
 
+def report(setup: Setup, row: Row, clients: int, cell: Cell) -> None:
+    print(f"{setup.setup:5} {setup.gateway} ({row.key}) {clients:3} clients: {cell.rate:7.0f}/s "
+          f"p50 {cell.p50_ms:6.2f} p99 {cell.p99_ms:7.2f} ms failed {cell.failed} dropped {cell.dropped} "
+          f"cores {({k: round(v, 2) for k, v in cell.cores.items()})} load {cell.load1} {cell.error}", flush=True)
+
+
 # -- the table
+def gateway_cpu(cells: list[Cell]) -> str:
+    """The median window's gateway CPU per inference, and the range over the windows when there are several."""
+    median = f"{cells[len(cells) // 2].cpu_us('gateway'):.0f}"
+    if len(cells) == 1:
+        return median
+    return f"{median} ({cells[0].cpu_us('gateway'):.0f}-{cells[-1].cpu_us('gateway'):.0f})"
+
+
 def table_rows(measured, which: str) -> list[str]:
     lines = []
-    for setup, row, clients, c in measured:
+    for setup, row, clients, cells in measured:
         if setup.setup != which:
             continue
+        c = cells[len(cells) // 2]
         gw = {"new": "new", "old": f"old ({OLD_COMMIT})", "floor": "floor (server stack alone)"}[setup.gateway]
         cores = " / ".join(f"{c.cores[k]:.2f}" for k in ("gateway", "segments", "client", "others"))
         lines.append(f"| ({row.key}) {row.title} | {clients} | {gw} | **{c.rate:.0f}** | {c.p50_ms:.2f} | "
-                     f"{c.p99_ms:.2f} | {c.failed + c.dropped} | {c.cpu_us('gateway'):.0f} | "
+                     f"{c.p99_ms:.2f} | {sum(x.failed + x.dropped for x in cells)} | {gateway_cpu(cells)} | "
                      f"{c.cpu_us('client'):.0f} | {cores} | {c.load1:.1f} |")
     return lines
 
@@ -419,7 +434,7 @@ HEAD = ["| row | clients | gateway | inferences/s | p50 ms | p99 ms | failed | g
 
 def write(measured, args: argparse.Namespace) -> str:
     command = (f".venv/bin/python benchmarks/gateway_bench.py --seconds {args.seconds:g} --clients "
-               f"{' '.join(map(str, args.clients))} --client-procs {args.client_procs}")
+               f"{' '.join(map(str, args.clients))} --client-procs {args.client_procs} --repeat {args.repeat}")
     text = "\n".join([
         "# Gateway benchmark", "",
         f"`{command}` on {os.cpu_count()} cores shared with other agents (load average and the cores other "
@@ -428,7 +443,9 @@ def write(measured, args: argparse.Namespace) -> str:
         "keep-alive / one gRPC channel each; bodies encoded once, every reply's status and length checked). "
         "\"failed\" = non-200 replies, replies of the wrong size and dropped connections over the whole run. "
         "CPU µs/inference = that process's CPU time in the window / inferences completed in it: the gateway's own "
-        "cost, and what the load generator cost.", "",
+        "cost, and what the load generator cost. Each cell is measured in "
+        f"{args.repeat} window(s); the row shows the window with the median gateway CPU per inference, and the "
+        "range over all windows in parentheses (\"failed\" counts all windows).", "",
         "## Gateway alone (the instance is one segment process answering with the first K values of each frame: "
         "K = 10 for (a), 1000 = ResNet-50's classes for (b)/(c); \"floor\": benchmarks/floor_server.py, the "
         "gateway's server stack alone answering prepared replies of the same size)", "",
@@ -446,6 +463,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=6.0, help="timed window per cell")
     p.add_argument("--warmup", type=float, default=1.5, help="load before the window opens")
+    p.add_argument("--repeat", type=int, default=1, help="windows per cell (the table shows the median one: the "
+                   "gateway's CPU per inference varies with the machine's load from window to window)")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     p.add_argument("--client-procs", type=int, default=2, help="client processes sharing the clients")
     p.add_argument("--only", choices=["new", "old", "floor"], help="measure one gateway only (profiling runs)")
