@@ -4,14 +4,17 @@ old one (http.server, JSON only, commit 01a7457) under the same load, alone and 
 Rows: (a) 1x3x16x16 FP32 as JSON (REST), (b) 1x3x224x224 UINT8 with binary tensors (REST), (c) the same over gRPC;
 each at 1, 8 and 64 concurrent clients that send their next request as soon as the previous one returns.
 
-Two setups, each a real stack of processes on loopback (tests/unit/gateway_stack.py, wired as the operator wires
-pods):
+Two setups (and a floor), each a real stack of processes on loopback (tests/unit/gateway_stack.py, wired as the
+operator wires pods):
 - gateway alone: the instance is ONE segment process (the real segment runtime and framing) whose model is an
   echo: it answers every frame with its first K values, K = the model's output size (10 for the 16x16 toy
   model, 1000 for ResNet-50 at 224x224). Nearly all the time is the gateway's, and the result is as big as the
   real model's (a pure identity would send 600 kB of FP32 back per 224x224 request, which no classifier does).
 - end to end: the model's layers cut into 2 emulated segments (onnxruntime, 1 thread each): the toy plain CNN
   for (a); for (b)/(c) a 2-conv CNN at 224x224 (about 4 ms of compute per frame on one core here).
+- floor (gateway alone rows only): benchmarks/floor_server.py, the gateway's server stack (aiohttp + grpc.aio on
+  uvloop) with nothing behind it, answering every request with a prepared reply of the gateway's size: what the
+  stack and loopback TCP cost per request, so the gateway's CPU per inference above it is its own work.
 
 The old gateway needs its own segment runtime (its last segment dials the gateway; the new one waits for the
 gateway's results hello), so both are taken from `git archive 01a7457` into a temp dir and run with PYTHONPATH;
@@ -94,14 +97,19 @@ class Setup:
     """A stack to measure: which gateway, which model, which rows."""
 
     setup: str  # alone | e2e
-    gateway: str  # new | old
+    gateway: str  # new | old | floor
     size: int
     model: onnx.ModelProto
     ranges: list[list[int]]
 
     @property
     def rows(self) -> list[Row]:
-        return [r for r in ROWS if r.size == self.size and (self.gateway == "new" or r.transport == "json")]
+        return [r for r in ROWS if r.size == self.size and (self.gateway != "old" or r.transport == "json")]
+
+    @property
+    def outputs(self) -> int:
+        """Values per frame in the answer of the echo model (gateway alone)."""
+        return self.model.graph.output[0].type.tensor_type.shape.dim[1].dim_value
 
 
 def setups() -> list[Setup]:
@@ -113,7 +121,7 @@ def setups() -> list[Setup]:
         if gateway == "new":
             made += [Setup("alone", gateway, 224, echo_model(224, 1000), [[0, 0]]),
                      Setup("e2e", gateway, 224, big, [[0, 1], [2, 3]])]
-    return made
+    return made + [Setup("alone", "floor", size, echo_model(size, k), [[0, 0]]) for size, k in ((16, 10), (224, 1000))]
 
 
 def frame_for(row: Row) -> np.ndarray:
@@ -306,8 +314,7 @@ def measure(stack: Stack, request: Request, clients: int, procs: int, warmup: fl
 # -- correctness of what is measured, with the protocol's own client
 def expected_output(setup: Setup, x: np.ndarray) -> np.ndarray:
     if setup.setup == "alone":
-        return x.reshape(len(x), -1)[:, :setup.model.graph.output[0].type.tensor_type.shape.dim[1].dim_value] \
-            .astype(np.float32)
+        return x.reshape(len(x), -1)[:, :setup.outputs].astype(np.float32)
     session = ort.InferenceSession(setup.model.SerializeToString())
     return session.run(None, {"x": x.astype(np.float32)})[0]
 
@@ -343,7 +350,12 @@ def old_sources(workdir: Path) -> dict[str, str]:
 
 
 def start(setup: Setup, workdir: Path, old_env: dict[str, str]) -> Stack:
-    if setup.gateway == "new":
+    if setup.gateway == "floor":  # no segments: the server stack answers by itself
+        here = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+        stack = Stack(workdir, setup.model, setup.ranges, env=dict(os.environ, PYTHONPATH=here))
+        stack.ports["gw0"] = (free_port(), free_port())
+        stack.spawn("gw0", "floor_server", GATEWAY_HOST, *map(str, stack.ports["gw0"]), str(setup.outputs))
+    elif setup.gateway == "new":
         stack = Stack(workdir, setup.model, setup.ranges)
         stack.start_segments()
         stack.start_gateway("gw0")
@@ -371,30 +383,46 @@ def run(args: argparse.Namespace) -> list[tuple[Setup, Row, int, Cell]]:
             with start(setup, workdir, old_env) as stack:
                 for row in [r for r in setup.rows if args.rows is None or r.key in args.rows]:
                     x = frame_for(row)
-                    check_answer(stack, setup, row, x)
-                    request = request_for(row, x, stack.url(), stack.grpc_url() if setup.gateway == "new" else "")
+                    if setup.gateway != "floor":  # whose answers are not the model's
+                        check_answer(stack, setup, row, x)
+                    request = request_for(row, x, stack.url(), stack.grpc_url() if setup.gateway != "old" else "")
                     for clients in args.clients:
                         where = (Path(args.profile) / f"{setup.setup}-{setup.gateway}-{row.key}-{clients}.txt"
                                  if args.profile else None)
-                        cell = measure(stack, request, clients, args.client_procs, args.warmup, args.seconds, where)
-                        measured.append((setup, row, clients, cell))
-                        print(f"{setup.setup:5} {setup.gateway} ({row.key}) {clients:3} clients: {cell.rate:7.0f}/s "
-                              f"p50 {cell.p50_ms:6.2f} p99 {cell.p99_ms:7.2f} ms failed {cell.failed} dropped "
-                              f"{cell.dropped} cores {({k: round(v, 2) for k, v in cell.cores.items()})} "
-                              f"load {cell.load1} {cell.error}", flush=True)
+                        cells = []
+                        for _ in range(args.repeat):
+                            cells.append(measure(stack, request, clients, args.client_procs, args.warmup,
+                                                 args.seconds, where))
+                            report(setup, row, clients, cells[-1])
+                        measured.append((setup, row, clients, sorted(cells, key=lambda c: c.cpu_us("gateway"))))
     return measured
 
 
+def report(setup: Setup, row: Row, clients: int, cell: Cell) -> None:
+    print(f"{setup.setup:5} {setup.gateway} ({row.key}) {clients:3} clients: {cell.rate:7.0f}/s "
+          f"p50 {cell.p50_ms:6.2f} p99 {cell.p99_ms:7.2f} ms failed {cell.failed} dropped {cell.dropped} "
+          f"cores {({k: round(v, 2) for k, v in cell.cores.items()})} load {cell.load1} {cell.error}", flush=True)
+
+
 # -- the table
+def gateway_cpu(cells: list[Cell]) -> str:
+    """The median window's gateway CPU per inference, and the range over the windows when there are several."""
+    median = f"{cells[len(cells) // 2].cpu_us('gateway'):.0f}"
+    if len(cells) == 1:
+        return median
+    return f"{median} ({cells[0].cpu_us('gateway'):.0f}-{cells[-1].cpu_us('gateway'):.0f})"
+
+
 def table_rows(measured, which: str) -> list[str]:
     lines = []
-    for setup, row, clients, c in measured:
+    for setup, row, clients, cells in measured:
         if setup.setup != which:
             continue
-        gw = "new" if setup.gateway == "new" else f"old ({OLD_COMMIT})"
+        c = cells[len(cells) // 2]
+        gw = {"new": "new", "old": f"old ({OLD_COMMIT})", "floor": "floor (server stack alone)"}[setup.gateway]
         cores = " / ".join(f"{c.cores[k]:.2f}" for k in ("gateway", "segments", "client", "others"))
         lines.append(f"| ({row.key}) {row.title} | {clients} | {gw} | **{c.rate:.0f}** | {c.p50_ms:.2f} | "
-                     f"{c.p99_ms:.2f} | {c.failed + c.dropped} | {c.cpu_us('gateway'):.0f} | "
+                     f"{c.p99_ms:.2f} | {sum(x.failed + x.dropped for x in cells)} | {gateway_cpu(cells)} | "
                      f"{c.cpu_us('client'):.0f} | {cores} | {c.load1:.1f} |")
     return lines
 
@@ -406,7 +434,7 @@ HEAD = ["| row | clients | gateway | inferences/s | p50 ms | p99 ms | failed | g
 
 def write(measured, args: argparse.Namespace) -> str:
     command = (f".venv/bin/python benchmarks/gateway_bench.py --seconds {args.seconds:g} --clients "
-               f"{' '.join(map(str, args.clients))} --client-procs {args.client_procs}")
+               f"{' '.join(map(str, args.clients))} --client-procs {args.client_procs} --repeat {args.repeat}")
     text = "\n".join([
         "# Gateway benchmark", "",
         f"`{command}` on {os.cpu_count()} cores shared with other agents (load average and the cores other "
@@ -415,9 +443,12 @@ def write(measured, args: argparse.Namespace) -> str:
         "keep-alive / one gRPC channel each; bodies encoded once, every reply's status and length checked). "
         "\"failed\" = non-200 replies, replies of the wrong size and dropped connections over the whole run. "
         "CPU µs/inference = that process's CPU time in the window / inferences completed in it: the gateway's own "
-        "cost, and what the load generator cost.", "",
+        "cost, and what the load generator cost. Each cell is measured in "
+        f"{args.repeat} window(s); the row shows the window with the median gateway CPU per inference, and the "
+        "range over all windows in parentheses (\"failed\" counts all windows).", "",
         "## Gateway alone (the instance is one segment process answering with the first K values of each frame: "
-        "K = 10 for (a), 1000 = ResNet-50's classes for (b)/(c))", "",
+        "K = 10 for (a), 1000 = ResNet-50's classes for (b)/(c); \"floor\": benchmarks/floor_server.py, the "
+        "gateway's server stack alone answering prepared replies of the same size)", "",
         *HEAD, *table_rows(measured, "alone"), "",
         "## End to end (2 emulated segments: the toy plain CNN for (a); a 2-conv CNN at 224x224, about 4 ms per "
         "frame on one core, for (b)/(c))", "",
@@ -432,9 +463,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=6.0, help="timed window per cell")
     p.add_argument("--warmup", type=float, default=1.5, help="load before the window opens")
+    p.add_argument("--repeat", type=int, default=1, help="windows per cell (the table shows the median one: the "
+                   "gateway's CPU per inference varies with the machine's load from window to window)")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     p.add_argument("--client-procs", type=int, default=2, help="client processes sharing the clients")
-    p.add_argument("--only", choices=["new", "old"], help="measure one gateway only (profiling runs)")
+    p.add_argument("--only", choices=["new", "old", "floor"], help="measure one gateway only (profiling runs)")
     p.add_argument("--setup", choices=["alone", "e2e"], help="measure one setup only")
     p.add_argument("--rows", nargs="+", choices=[r.key for r in ROWS], help="measure these rows only")
     p.add_argument("--profile", metavar="DIR", help="record the gateway with py-spy (pip install py-spy) into DIR; "

@@ -179,6 +179,25 @@ def test_an_oversized_body_is_413_and_the_server_serves_on(stack):
     assert thttp.InferenceServerClient(stack.url("gw1")).is_server_ready()
 
 
+def test_a_chunked_body_without_content_length_is_read_in_full(stack):
+    """Bodies with a Content-Length are received into one buffer of that size; a chunked one takes aiohttp's
+    read(), and both give the same answer."""
+    conn = http.client.HTTPConnection(*stack.url().split(":"), timeout=10)
+    x = frame(4)
+    head = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                   "parameters": {"binary_data_size": x.nbytes}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    data = x.tobytes()
+    conn.request("POST", f"/v2/models/{MODEL}/infer", iter([head, data[:1000], data[1000:]]),
+                 {"Inference-Header-Content-Length": str(len(head))}, encode_chunked=True)
+    reply = conn.getresponse()
+    body = reply.read()
+    assert reply.status == 200, body
+    size = int(reply.getheader("Inference-Header-Content-Length"))
+    result = np.frombuffer(body[size:], np.float32).reshape(json.loads(body[:size])["outputs"][0]["shape"])
+    assert np.array_equal(result, expected(stack, x))
+
+
 def test_two_replicas_each_get_their_own_results(stack):
     """Both replicas share the instance; results return to the replica that sent the request (origin)."""
     out = thttp.InferenceServerClient(stack.url()).get_model_metadata(MODEL)["outputs"][0]["name"]

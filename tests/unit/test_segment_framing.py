@@ -16,6 +16,7 @@ from elasticdf_segment.framing import (
     Frame,
     FrameReader,
     FramingError,
+    batch_parts,
     encode,
     encode_parts,
     read_frame,
@@ -49,6 +50,17 @@ def test_scatter_encoding_is_the_same_wire_format_and_does_not_copy_the_payload(
     assert np.shares_memory(np.frombuffer(payload, np.float32), array)  # a view of the array, not a copy
     big_endian = array.astype(">f4")
     assert read_frame(io.BytesIO(encode(Frame.of_tensor(1, big_endian)))).tensor.dtype == np.dtype("<f4")
+
+
+def test_a_batch_of_arrays_is_one_frame_of_their_concatenation_without_copying_them():
+    parts = [np.full((n, 2, 3), n, np.uint8) for n in (1, 3, 2)]
+    encoded = batch_parts(11, parts)
+    assert b"".join(encoded) == encode(Frame.of_tensor(11, np.concatenate(parts)))
+    assert all(np.shares_memory(np.frombuffer(view, np.uint8), part) for view, part in zip(encoded[1:], parts))
+    with pytest.raises(FramingError, match="one dtype and one frame shape"):
+        batch_parts(1, [parts[0], parts[1].astype(np.float32)])
+    with pytest.raises(FramingError, match="one dtype and one frame shape"):
+        batch_parts(1, [parts[0], np.zeros((1, 3, 2), np.uint8)])
 
 
 def test_frame_reader_over_a_socket_matches_read_frame():

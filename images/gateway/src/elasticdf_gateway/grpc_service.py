@@ -108,9 +108,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             raw_output_contents=[data] * len(names))
 
 
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0)]
+
+
 def make_server(service: Service, max_message_bytes: int) -> grpc.aio.Server:
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
-                                      ("grpc.max_send_message_length", -1),
-                                      ("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=server_options(max_message_bytes))
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
     return server

@@ -2,7 +2,7 @@
 
 Batching: requests wait in one bounded queue; whenever an instance has room (fewer than `window` batches in
 flight) the batcher takes the queued requests with the same frame shape, up to `max_batch` frames, into ONE
-frame (axis 0 concatenated, in the requests' own datatype; see _frame_of), optionally waiting
+frame (axis 0 concatenated, in the requests' own datatype; see _payloads), optionally waiting
 `max_delay` seconds for more when the batch is not full. Under load the queue fills while the instances are
 busy, so batches grow by themselves; at low load a request leaves at once.
 
@@ -38,6 +38,7 @@ from elasticdf_segment.framing import (
     ORIGIN_SHIFT,
     Frame,
     FramingError,
+    batch_parts,
     encode_parts,
     read_frame_async,
     results_hello,
@@ -413,20 +414,14 @@ class Pipeline:
             rows += len(job.frames)
         return jobs
 
-    def _frame_of(self, jobs: list[Job]) -> np.ndarray:
-        """One array of every job's frames. Requests of one datatype travel in it (a 224x224 UINT8 image is a
-        quarter of its FP32 bytes, and the segment casts to its model's input as it computes); a batch of mixed
-        datatypes is cast into the model's datatype, each request into its slice in one pass."""
-        first = jobs[0].frames
-        if len(jobs) == 1:
-            return first
-        dtype = first.dtype if all(j.frames.dtype == first.dtype for j in jobs) else self.dtype
-        batch = np.empty((sum(len(j.frames) for j in jobs), *first.shape[1:]), dtype)
-        at = 0
-        for job in jobs:
-            np.copyto(batch[at:at + len(job.frames)], job.frames, casting="unsafe")  # exactness checked on entry
-            at += len(job.frames)
-        return batch
+    def _payloads(self, jobs: list[Job]) -> list[np.ndarray]:
+        """Every job's frames, to travel as one frame (see framing.batch_parts: no concatenation copy). Requests of
+        one datatype keep it (a 224x224 UINT8 image is a quarter of its FP32 bytes, and the segment casts to its
+        model's input as it computes); in a batch of mixed datatypes each request is cast to the model's."""
+        first = jobs[0].frames.dtype
+        if all(j.frames.dtype == first for j in jobs):
+            return [j.frames for j in jobs]
+        return [j.frames.astype(self.dtype, copy=False) for j in jobs]  # exactness checked on entry
 
     async def _send(self, inst: Instance, jobs: list[Job]) -> None:
         rid = (self.origin << ORIGIN_SHIFT) | (next(self.seq) & SEQ_MASK)
@@ -436,7 +431,7 @@ class Pipeline:
         inst.inflight += 1
         writer = inst.writer
         try:
-            writer.writelines(encode_parts(Frame.of_tensor(rid, self._frame_of(jobs))))  # one writev per batch
+            writer.writelines(batch_parts(rid, self._payloads(jobs)))  # one writev per batch
             await writer.drain()  # a full pipeline slows the batcher down (TCP backpressure)
         except (OSError, AttributeError) as exc:
             self.fail_instance(inst, f"first segment {inst.entry[0]}:{inst.entry[1]} unreachable: {exc}")

