@@ -245,17 +245,38 @@ def test_saturation_answers_429_with_a_reason(slow):
     assert all("saturated" in body["error"] for status, body in replies if status == 429)
 
 
+def queued_frames(url: str) -> float:
+    """The gateway's elasticdf_gateway_queued_frames gauge, read from its /metrics."""
+    conn = http.client.HTTPConnection(*url.split(":"), timeout=5)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    return next(float(line.split()[-1]) for line in text.splitlines()
+                if line.startswith("elasticdf_gateway_queued_frames{"))
+
+
+NOT_TAKEN = ("ConnectionRefusedError", "ConnectionResetError", "RemoteDisconnected")  # never accepted: retry elsewhere
+
+
 def test_sigterm_drains_in_flight_requests(slow):
+    """SIGTERM once the gateway holds requests (one at the instance, at least one queued: window 1): every request it
+    took is answered 200; a request it had not taken yet is refused at the connection, never failed midway."""
     slow.start_gateway("drain")
     slow.wait_ready("drain")
     x = testmodels.random_frames(1, size=64)[0]
-    replies: list = []
-    threads = [threading.Thread(target=lambda: replies.append(post(slow.url("drain"), x))) for _ in range(3)]
+    outcomes: list = []
+
+    def one() -> None:
+        try:
+            outcomes.append(post(slow.url("drain"), x)[0])
+        except (ConnectionError, http.client.HTTPException) as exc:
+            outcomes.append(type(exc).__name__)
+    threads = [threading.Thread(target=one) for _ in range(3)]
     for t in threads:
         t.start()
-    threads[0].join(0.05)  # the requests are in flight (a frame takes ~10 ms, three queue behind each other)
+    while queued_frames(slow.url("drain")) < 1 and any(t.is_alive() for t in threads):
+        threads[0].join(0.002)
     code = slow.stop("drain", signal.SIGTERM)
     for t in threads:
         t.join(30)
     assert code == 0
-    assert [status for status, _ in replies] == [200, 200, 200], replies
+    assert outcomes.count(200) >= 2 and all(o == 200 or o in NOT_TAKEN for o in outcomes), outcomes
