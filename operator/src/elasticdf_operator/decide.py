@@ -187,6 +187,11 @@ class GroupRecord:
         """How the gateways name this group's instances (SegmentWiring.instance_id)."""
         return tuple(sorted({w.instance_id for c in self.cards for w in c.segments}))
 
+    def ready_cards(self, owner: str, pods_by_name: dict[str, dict]) -> set[tuple[str, int]]:
+        """(node, card) of the group's cards whose card pod is Ready."""
+        return {(c.node, c.card) for p, c in enumerate(self.cards)
+                if pod_ready(pods_by_name.get(builders.card_pod_name(owner, self.index, p), {}))}
+
     def wirings(self, instance: int) -> list[SegmentWiring]:
         return sorted((w for c in self.cards for w in c.segments if w.instance == instance), key=lambda w: w.segment)
 
@@ -255,8 +260,7 @@ class Roll:
     @classmethod
     def of(cls, key: str, catalog: Catalog, groups: list[GroupRecord], owner: Owner,
            pods_by_name: dict[str, dict]) -> Roll:
-        ready = {g.index for g in groups if all(pod_ready(pods_by_name.get(builders.card_pod_name(
-            owner.name, g.index, p), {})) for p in range(len(g.cards)))}
+        ready = {g.index for g in groups if len(g.ready_cards(owner.name, pods_by_name)) == len(g.cards)}
         return cls(key, {name: card.fclk_mhz for name, card in catalog.cards.items()}, groups, ready)
 
     def is_current(self, group: GroupRecord) -> bool:
@@ -266,12 +270,16 @@ class Roll:
     def outdated(self) -> list[GroupRecord]:
         return [g for g in self.groups if not self.is_current(g)]
 
+    @property
+    def current(self) -> list[GroupRecord]:
+        return [g for g in self.groups if self.is_current(g)]
+
     def current_instances(self) -> int:
-        return sum(len(g.instances) for g in self.groups if self.is_current(g))
+        return sum(len(g.instances) for g in self.current)
 
     def taking_over(self) -> set[int]:
         """The groups of the new plan while old ones serve: standby maybe, but never idle (they take over)."""
-        return {g.index for g in self.groups if self.is_current(g)} if self.outdated else set()
+        return {g.index for g in self.current} if self.outdated else set()
 
     def taking_over_instances(self, want: int) -> set[int]:
         """The instances of the new plan that will be active once it is ready. They are in the gateway's wiring
@@ -288,9 +296,8 @@ class Roll:
         if policy == "best":
             self.retiring = {g.index for g in outdated}
             return
-        current = [g for g in self.groups if self.is_current(g)]
         if not outdated or placed_now or self.current_instances() >= want or any(
-                g.index not in self.ready for g in current):
+                g.index not in self.ready for g in self.current):
             return
         last = max(outdated, key=lambda g: g.index)
         if any(g.instances for g in self.groups if g is not last and (g in outdated or g.index in self.ready)):
@@ -300,7 +307,7 @@ class Roll:
         outdated = self.outdated
         if not outdated:
             return "True", "Current", f"every group is on the current plan (inputs {self.key})"
-        current = [g for g in self.groups if self.is_current(g)]
+        current = self.current
         state = (f"{len(outdated)} group(s) of an older plan serving, {len(current)} of the current plan "
                  f"(inputs {self.key}), {sum(g.index in self.ready for g in current)} of them ready")
         if self.retiring:
@@ -383,7 +390,7 @@ def drop_broken(groups, pods, snap, now, catalog, settings, decision) -> list[Gr
 
 
 def release_idle(groups, active, now, window, pods, decision, settings: Settings,
-                 taking_over: set[int] = frozenset()) -> list[GroupRecord]:
+                 taking_over: set[int]) -> list[GroupRecord]:
     """Mark groups idle whose instances all left the rotation; release them once idle long enough. Groups of a
     new plan that wait to take over from an old one (`taking_over`) are not idle, ready or not.
 

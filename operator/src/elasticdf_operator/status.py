@@ -28,7 +28,7 @@ from .api import (
     SegmentSummary,
 )
 from .buildjobs import NO_BUILDS, BuildSettings, BuildsSeen, age_seconds, build_state
-from .decide import Decision, GroupRecord, pod_ready
+from .decide import Decision, GroupRecord
 
 COMPONENTS: tuple[ConditionType, ...] = ("PartitionSolved", "Scheduled", "SegmentsReady", "LinksUp")
 
@@ -69,8 +69,7 @@ def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], po
     builds: dict[str, BuildStatus] = {}
     bitstreams = (spec_model.get("artifacts") or {}).get("bitstreams") or {}
     for g in groups:
-        ready_cards = {(c.node, c.card) for p, c in enumerate(g.cards)
-                       if pod_ready(by_name.get(builders.card_pod_name(owner.name, g.index, p), {}))}
+        ready_cards = g.ready_cards(owner.name, by_name)
         for inst in g.instances:
             wirings = g.wirings(inst["index"])
             problems += check_chain(wirings)
