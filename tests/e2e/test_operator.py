@@ -147,7 +147,7 @@ def test_a_name_as_long_as_the_api_allows_works_end_to_end(operator, custom, cor
 # last: it stops the module's operator
 def test_a_measured_clock_in_the_fabric_rolls_the_groups_without_leaving_the_rotation_empty(
         operator, custom, core_v1, namespace, pool, wait_for):
-    # u55c only (no other test uses it): a Fabric's clocks roll exactly the groups on that card type
+    # u55c only (no other test of this module uses it): a Fabric's clocks roll exactly the groups on that card type
     placement = pool(["u55c", "u55c"])
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
                                            ei("roll", "cnv", replicas=1, placement=placement))

@@ -15,9 +15,19 @@ from pathlib import Path
 
 import pytest
 from cardpods import GROUP, PLURAL, VERSION, condition, ei, groups, serving, status
-from elasticdf_contract.builds import BUILD_REPOSITORY, build_tag
+from elasticdf_contract.builds import (
+    BUILD_REPOSITORY,
+    RECORD_FILE,
+    REPORT_FILE,
+    XCLBIN_FILE,
+    BuildRecord,
+    BuildReport,
+    build_tag,
+)
 from elasticdf_contract.names import LABEL_BUILD
 from elasticdf_operator.local import local_operator
+from elasticdf_partitioner.artifacts import FetchPolicy
+from elasticdf_partitioner.oci_builds import plain_http, push_build
 from kube_helpers import fresh_namespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
@@ -115,6 +125,45 @@ def test_a_builder_that_pushes_nothing_is_retried_once_then_build_failed(
     assert core_v1.list_namespaced_pod(namespace, label_selector="elasticdf.io/role=card").items == []
     wait_for(lambda: "BuildFailed" in {e.reason for e in core_v1.list_namespaced_event(namespace).items}, 20,
              "a BuildFailed event")
+
+
+def test_a_build_reporting_a_lower_clock_runs_its_cards_at_it_and_later_groups_reuse_it(
+        operator, registry, builds_ns, k8s_client, custom, core_v1, namespace, pool, wait_for, tmp_path):
+    """What a Vitis builder pushes when timing closes at 180 of the 200 MHz it targeted (kwok runs no builder, so
+    the test pushes the artifact its push step would: build.json, report.json, card.xclbin). The status shows the
+    cards at 180 MHz; scaling beyond the first card places a group planned at 180 MHz on the same build: no second
+    Job, no roll. u55c only: no other test of this module uses it."""
+    placement = pool(["u55c"], ["u55c"])
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                           ei("vitis", "mobilenetv1", replicas=1, placement=placement))
+    digest = wait_for(lambda: pending_build(custom, namespace, "vitis"), 60, "held with BuildPending")
+    (first,) = groups(core_v1, namespace, "vitis")
+    record = BuildRecord.model_validate(first.builds[digest])
+    report = BuildReport(digest=digest, mode="xrt", clockMhz=180.0, clockSource="measured",
+                         builder="e2e (what a Vitis builder reports)", seconds=1.0)
+    (tmp_path / RECORD_FILE).write_text(record.model_dump_json(by_alias=True))
+    (tmp_path / REPORT_FILE).write_text(report.model_dump_json(by_alias=True))
+    (tmp_path / XCLBIN_FILE).write_bytes(b"xclbin2\0" + bytes(64))
+    push_build(tmp_path, registry, plain_http(FetchPolicy(cache_dir=tmp_path / "cache"), registry))
+    planned = sum(i["fps"] for i in first.instances)
+
+    def at_reported_clock():
+        st = status(custom, namespace, "vitis")
+        clock = ((st.get("plan") or {}).get("clocks") or {}).get("u55c") or {}
+        return st.get("readyReplicas") == 1 and clock.get("mhz") == 180.0 and st
+    st = wait_for(at_reported_clock, 60, "serving, at the reported clock")
+    assert st["plan"]["clocks"]["u55c"]["buildMhz"] == 200.0 and digest[:19] in st["plan"]["clocks"]["u55c"]["source"]
+    assert st["builds"][0]["reportedClockMhz"] == 180.0
+    assert st["plan"]["groups"][0]["predictedFPS"] == pytest.approx(planned * 180 / 200, rel=1e-3)
+
+    more = len(first.instances) + 1
+    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "vitis", {"spec": {"replicas": more}})
+    wait_for(lambda: serving(core_v1, custom, namespace, "vitis", more), 60, "a second group serving")
+    old, new = groups(core_v1, namespace, "vitis")
+    assert set(new.builds) == {digest}, "the new group runs the build that exists"
+    assert new.instances[0]["fps"] == pytest.approx(old.instances[0]["fps"] * 180 / 200, rel=1e-3)
+    assert len(build_jobs(k8s_client, builds_ns, digest)) == 1, "no rebuild"
+    assert (condition(custom, namespace, "vitis", "PlanCurrent") or {}).get("reason") == "Current"
 
 
 def test_prefer_existing_serves_from_the_builds_that_exist_and_rolls_to_the_measured_clock(

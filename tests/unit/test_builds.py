@@ -251,6 +251,7 @@ def test_cli_plan_build_out_then_build_run_then_plan_from_reports(tmp_path, caps
     plan = json.loads(plan_json.read_text())
     assert plan["fclk_mhz"] == 161.5
     assert plan["clocks"]["u280"]["source"].startswith("measured (build report xrt")
+    assert plan["clocks"]["u280"]["build_mhz"] == 200.0, "its builds still target the clock the report was made for"
 
 
 @pytest.mark.parametrize("argv,needle", [

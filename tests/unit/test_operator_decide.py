@@ -3,6 +3,7 @@ below only turns Create actions into snapshot entries the way the API server wou
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -10,8 +11,10 @@ from elasticdf_contract.names import ANNOTATION_CARD, card_pod_name, dns_label, 
 from elasticdf_contract.wiring import check_chain
 from elasticdf_operator import builders, inventory
 from elasticdf_operator.api import ElasticInferenceSpec
+from elasticdf_operator.buildjobs import BuildsSeen
 from elasticdf_operator.decide import Apply, Create, Decision, DeleteGroup, Emit, MarkIdle, Settings, decide
 from elasticdf_operator.state import Observed
+from elasticdf_operator.status import build_status
 from elasticdf_partitioner.catalog import load_catalog
 from elasticdf_partitioner.cluster import ClusterSpec, NodeSpec, cluster_from_spec
 from elasticdf_partitioner.solver import solve
@@ -296,3 +299,28 @@ def test_scaling_is_no_new_plan_a_spec_change_is_and_an_unknown_clock_card_type_
     assert d.conditions["PlanCurrent"][:2] == ("False", "Rolling"), "a new latency floor is a new plan"
     (warning,) = [a for a in d.actions if isinstance(a, Emit) and a.reason == "InvalidFabric"]
     assert "u999" in warning.message and "u280" in warning.message
+
+
+def test_a_build_reporting_a_lower_clock_changes_fps_and_later_plans_never_the_builds():
+    """Vitis lowers the clock where timing does not close: the cards run at what their build reports. The status
+    and the next placements use that clock; new groups still target the clock the build was made for, so they run
+    the same build (no rebuild) and nothing rolls."""
+    snap = all_ready(run(Observed([node("a", ["u280", "u280"])], [], []), spec(1, "cnv"))[0])
+    (old,) = groups_of(snap).values()
+    (digest,) = old["builds"]
+    more = spec(len(old["instances"]) + 1, "cnv")
+    seen = BuildsSeen(manifests={digest: "sha256:" + "0" * 64}, clocks={digest: 180.0})
+    snap, d = step(dataclasses.replace(snap, builds=seen), more)
+    new = groups_of(snap)[1]
+    assert set(new["builds"]) == {digest} and new["builds"][digest]["fclkMhz"] == 200, "made for 200 MHz"
+    assert new["instances"][0]["fps"] == pytest.approx(old["instances"][0]["fps"] * 180 / 200, rel=1e-3)
+    assert d.conditions["PlanCurrent"][:2] == ("True", "Current")
+    clock = d.clocks["u280"]
+    assert (clock.mhz, clock.build_mhz) == (180, 200) and digest[:19] in clock.source
+    ei = {"metadata": {"generation": 1}, "spec": {"objective": "throughput"}}
+    status = build_status(ei, OWNER, more.replicas, snap.configmaps, snap.pods, d, {"name": "cnv"}, seen)
+    by_group = {g.index: g.predicted_fps for g in status.plan.groups}
+    assert by_group[0] == pytest.approx(sum(i["fps"] for i in old["instances"]) * 180 / 200, rel=1e-3), \
+        "the group placed before the report runs at the reported clock too"
+    assert by_group[1] == pytest.approx(sum(i["fps"] for i in new["instances"]), rel=1e-3)
+    assert status.plan.clocks["u280"].mhz == 180

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from elasticdf_partitioner.builds import plan_builds
 from elasticdf_partitioner.catalog import load_catalog, with_clocks
 from elasticdf_partitioner.cluster import load_cluster
 from elasticdf_partitioner.errors import InputError
@@ -71,6 +72,20 @@ def test_a_measured_clock_scales_fps_exactly_as_cycles_over_clock(mobilenet):
     for instance in fast.instances:
         assert instance.fps == pytest.approx(250e6 / instance.cycles_per_frame, abs=0.01)
     assert fast.total_fps == pytest.approx(slow.total_fps * 250 / 200, rel=1e-4)
+
+
+def test_an_achieved_clock_changes_fps_but_not_the_builds_it_was_measured_on(mobilenet):
+    """A build report's clock (Vitis lowers it where timing does not close) is what the cards run at; builds keep
+    the clock they target, so a re-plan on the report reuses the very builds that reported it."""
+    cluster = CLUSTERS / "2xU280.yaml"
+    made = solve(mobilenet, load_cluster(cluster))
+    catalog = with_clocks(load_catalog(), {"u280": 180}, "reported by a build", built_at=200)
+    reached = solve(mobilenet, load_cluster(cluster, catalog))
+    assert reached.total_fps == pytest.approx(made.total_fps * 180 / 200, rel=1e-4)
+    assert (reached.clocks["u280"].mhz, reached.clocks["u280"].build_mhz) == (180, 200)
+    assert [r.digest for r in plan_builds("zoo:mobilenetv1", reached)] == \
+        [r.digest for r in plan_builds("zoo:mobilenetv1", made)]
+    assert {r.fclk_mhz for r in plan_builds("zoo:mobilenetv1", reached)} == {200}
 
 
 def test_clock_input_errors_name_the_field():

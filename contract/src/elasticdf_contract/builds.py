@@ -72,7 +72,7 @@ class BuildRecord(_Model):
     digest: str = Field(description="sha256 over everything below (content_digest)")
     model: str = Field(description="the model's identity: zoo:NAME or onnx:URI")
     card_type: str = Field(alias="cardType")
-    fclk_mhz: float = Field(alias="fclkMhz", description="clock the plan assumed")
+    fclk_mhz: float = Field(alias="fclkMhz", description="clock the build is synthesised for")
     segments: list[RecordSegment] = Field(min_length=1)
     folding: dict[str, dict] = Field(default_factory=dict, description="FINN folding config of its layers")
 

@@ -157,12 +157,20 @@ class GroupSummary(_Model):
     predicted_fps: float = Field(0, alias="predictedFPS", description="all its instances")
 
 
+class CardClock(_Model):
+    mhz: float = Field(description="the kernel clock plans use for the card type")
+    source: str = Field(description="modelled default, a Fabric's clocks, or the clock a card build reported")
+    build_mhz: float | None = Field(None, alias="buildMhz", description="the clock its card builds are made for, "
+                                                                       "where mhz is what a build reached")
+
+
 class PlanSummary(_Model):
     objective: str = ""
     model: str = ""
     instances: list[InstanceSummary] = Field(default_factory=list)
     groups: list[GroupSummary] = Field(default_factory=list)
     cards_used: int = 0
+    clocks: dict[str, CardClock] = Field(default_factory=dict, description="per card type in use: its clock")
 
 
 class BuildSegment(_Model):
@@ -190,8 +198,8 @@ class BuildStatus(_Model):
     age_seconds: int | None = Field(None, description="seconds since the latest builder Job started")
     artifact: str | None = Field(None, description="oci://REGISTRY/elasticdf/builds@sha256:MANIFEST card pods pull")
     reported_clock_mhz: float | None = Field(None, alias="reportedClockMhz", description="the clock the build's "
-                                             "report states (Vitis: achieved; emulation: modelled); a Fabric's "
-                                             "spec.clocks makes the next plans use it")
+                                             "report states (Vitis: achieved; emulation: modelled): its cards run "
+                                             "at it, and the next plans use it (status.plan.clocks)")
     message: str | None = Field(None, description="why it is not Ready (a failed Job's log tail)")
 
 

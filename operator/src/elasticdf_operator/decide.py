@@ -13,12 +13,16 @@ Per pass, over the resource's card groups (each held by a group ConfigMap, read 
 5. the gateway's wiring lists the active instances.
 Rolls: every group records the key of the spec inputs it was planned from (`plan_key`: the model, objective,
 targets, placement); a group of another key, or whose card builds are at another clock than their card type has
-today (a Fabric's measured clocks), is *outdated*, and the resource rolls (`Roll`): new groups of the current
+today (a Fabric's clocks), is *outdated*, and the resource rolls (`Roll`): new groups of the current
 plan are placed on free cards while the outdated ones keep serving (spec.builds prefer-existing: the new groups
 may wait for their card builds meanwhile); a new group takes over the rotation only once its card pods are
 ready, which leaves outdated groups standby and released by step 2 (drained first). Without free cards, one
 outdated group at a time is taken out of the rotation to make room, but only while another group serves.
 spec.builds best takes every outdated group out at once.
+Clocks: a Fabric's clocks are what card builds are made for and plans use; the clock a card build *reports*
+(Vitis lowers it where timing does not close) is what its card runs at: the plans of the next passes use it for
+that card type while their builds keep the clock they target (`with_reported_clocks`), so a report changes
+predicted fps and later placements, never a build digest (no rebuild, no roll).
 Card builds (buildjobs.py): with a registry configured, a card whose build the registry lacks is held (no pod)
 until it is there, and a missing build gets one builder Job (the first resource needing a digest makes it; the
 others wait on it); a failed Job is re-created at most `builds.recreations` times, then reported BuildFailed.
@@ -39,6 +43,7 @@ from elasticdf_contract.wiring import CardWiring, SegmentWiring
 from elasticdf_partitioner.artifacts import ModelError
 from elasticdf_partitioner.catalog import Catalog, with_clocks
 from elasticdf_partitioner.errors import ElasticDFError, InfeasibleError
+from elasticdf_partitioner.plan import Clock
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.solver.pack import PackSettings
 
@@ -131,6 +136,7 @@ class Decision:
     solve_seconds: float | None = None
     active: set[int] = field(default_factory=set)  # instances in the gateway's rotation after this pass
     rolling: bool = False  # groups of an older plan still exist (their builds pending do not hold the service)
+    clocks: dict[str, Clock] = field(default_factory=dict)  # card type -> the clock plans use and its source
 
     def emit(self, type_: str, reason: str, message: str) -> None:
         self.actions.append(Emit(type_, reason, message))
@@ -171,7 +177,7 @@ class GroupRecord:
                    record.get("plan"))
 
     def current(self, key: str, clocks: dict[str, float]) -> bool:
-        """Planned from this spec's inputs, and every card build at today's clock of its card type."""
+        """Planned from this spec's inputs, and every card build made for today's clock of its card type."""
         return (self.plan is None or self.plan == key) and all(
             b["fclkMhz"] == clocks.get(b["cardType"], b["fclkMhz"]) for b in self.builds.values())
 
@@ -194,6 +200,16 @@ class GroupRecord:
 
     def wirings(self, instance: int) -> list[SegmentWiring]:
         return sorted((w for c in self.cards for w in c.segments if w.instance == instance), key=lambda w: w.segment)
+
+    def instance_fps(self, instance: dict, reported: dict[str, float]) -> float:
+        """The instance's fps at the clocks its card builds report (`reported`: build digest -> MHz): its planned
+        fps x the lowest clock its cards run at / the clock it was planned at. Exact when its cards are of one
+        type (the usual case), a lower bound otherwise."""
+        planned_at = instance.get("fclkMhz")
+        builds = {c.build for c in self.cards if any(w.instance == instance["index"] for w in c.segments)}
+        if not planned_at or not builds & set(reported):
+            return instance["fps"]
+        return round(instance["fps"] * min(reported.get(b, planned_at) for b in builds) / planned_at, 3)
 
 
 def desired_replicas(spec: ElasticInferenceSpec) -> int:
@@ -242,6 +258,27 @@ def with_fabric_clocks(catalog: Catalog, snap: Observed, decision: Decision) -> 
     return clocked
 
 
+def with_reported_clocks(catalog: Catalog, groups: list[GroupRecord], key: str, reported: dict[str, float]
+                         ) -> Catalog:
+    """The catalog with the clocks the card builds of this resource's current groups report (`reported`: build
+    digest -> MHz), the lowest per card type, where it differs from the catalog's: a build made for today's
+    target of its type reached that clock. Plans run at it; new builds still target the same clock."""
+    lowest: dict[str, tuple[float, str]] = {}
+    for group in groups:
+        for digest, build in group.builds.items() if group.plan in (None, key) else ():
+            card = catalog.cards.get(build["cardType"])
+            mhz = reported.get(digest)
+            if card is None or mhz is None or build["fclkMhz"] != card.synth_clock_mhz or mhz == card.fclk_mhz:
+                continue
+            if mhz < lowest.get(card.name, (float("inf"),))[0]:
+                lowest[card.name] = (mhz, digest)
+    for name, (mhz, digest) in sorted(lowest.items()):
+        target = catalog.cards[name].synth_clock_mhz
+        catalog = with_clocks(catalog, {name: mhz}, f"reported by card build {digest[:19]} (made for {target:g} "
+                              "MHz)", built_at=target)
+    return catalog
+
+
 def pod_ready(pod: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in pod.get("status", {}).get("conditions") or [])
@@ -252,7 +289,7 @@ class Roll:
     """Which groups are of the current plan, which are ready (every card pod Ready), which leave the rotation."""
 
     key: str
-    clocks: dict[str, float]  # card type -> MHz the plans use today
+    clocks: dict[str, float]  # card type -> MHz card builds are made for today
     groups: list[GroupRecord]
     ready: set[int]
     retiring: set[int] = field(default_factory=set)
@@ -261,7 +298,7 @@ class Roll:
     def of(cls, key: str, catalog: Catalog, groups: list[GroupRecord], owner: Owner,
            pods_by_name: dict[str, dict]) -> Roll:
         ready = {g.index for g in groups if len(g.ready_cards(owner.name, pods_by_name)) == len(g.cards)}
-        return cls(key, {name: card.fclk_mhz for name, card in catalog.cards.items()}, groups, ready)
+        return cls(key, {name: card.synth_clock_mhz for name, card in catalog.cards.items()}, groups, ready)
 
     def is_current(self, group: GroupRecord) -> bool:
         return group.current(self.key, self.clocks)
@@ -333,11 +370,14 @@ def decide(owner: Owner, spec: ElasticInferenceSpec, snap: Observed, now: float,
     want = desired_replicas(spec)
     modelled, catalog = catalog, with_fabric_clocks(catalog, snap, decision)
     fallback = modelled if settings.builds.registry and spec.builds == "prefer-existing" and any(
-        card.fclk_mhz != modelled.cards[name].fclk_mhz for name, card in catalog.cards.items()) else None
+        card.synth_clock_mhz != modelled.cards[name].synth_clock_mhz for name, card in catalog.cards.items()) else None
     key = plan_key(spec)
     cms, pods = snap.owned(owner.namespace, owner.name)
     pods_by_name = {p["metadata"]["name"]: p for p in pods}
     groups = drop_broken([GroupRecord.parse(cm) for cm in cms], pods, snap, now, catalog, settings, decision)
+    catalog = with_reported_clocks(catalog, groups, key, snap.builds.clocks)
+    decision.clocks = {name: Clock(mhz=card.fclk_mhz, source=card.fclk_source, build_mhz=card.build_clock_mhz)
+                       for name, card in catalog.cards.items()}
     roll = Roll.of(key, catalog, groups, owner, pods_by_name)
     decision.rolling = bool(roll.outdated)
     placed_now = False
@@ -690,7 +730,7 @@ def new_group(owner, spec, snap: Observed, pg: PlannedGroup, index: int, taken: 
     mode = builders.resolve_mode(spec, labels.get(pg.cards[0][0], {}))
     cards = [with_artifact(c, snap, settings)
              for c in builders.group_wiring(owner, spec, index, mode, places, numbered, position, pool)]
-    record = {"instances": [{"index": n, "fps": round(i.fps, 3)} for n, i in numbered],
+    record = {"instances": [{"index": n, "fps": round(i.fps, 3), "fclkMhz": i.fclk_mhz} for n, i in numbered],
               "builds": {b["digest"]: b for b in builds.values()}, "plan": key}
     cost = sum(fc.cluster.cost_per_hour(t) for _, _, t in pg.cards)
     cm = builders.group_configmap(owner, index, cards, record, pg.fps, cost)

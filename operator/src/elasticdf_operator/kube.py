@@ -219,14 +219,18 @@ class Kube:
         meta = ei["metadata"]
         now = dt.datetime.now(dt.UTC)
         stem = meta["name"][:240].rstrip(".-")  # the name + ".<12 hex>" stays a DNS subdomain (253)
-        self.core.create_namespaced_event(meta["namespace"], {
-            "metadata": {"name": f"{stem}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ElasticInference",
-                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
-            "type": type_, "reason": reason, "message": message[:1000],
-            "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
-            "source": {"component": MANAGER}, "reportingComponent": MANAGER,
-        })
+        try:
+            self.core.create_namespaced_event(meta["namespace"], {
+                "metadata": {"name": f"{stem}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+                "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ElasticInference",
+                                   "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+                "type": type_, "reason": reason, "message": message[:1000],
+                "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
+                "source": {"component": MANAGER}, "reportingComponent": MANAGER,
+            })
+        except ApiException as err:
+            if not namespace_terminating(err):  # the resource goes with its namespace: no one reads the event
+                raise
 
 
 def namespace_terminating(err: ApiException) -> bool:

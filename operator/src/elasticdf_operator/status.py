@@ -18,6 +18,7 @@ from .api import (
     CONDITION_TYPES,
     BuildSegment,
     BuildStatus,
+    CardClock,
     Condition,
     ConditionType,
     ElasticInferenceStatus,
@@ -68,19 +69,21 @@ def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], po
     instances, group_summaries, problems, cost = [], [], [], 0.0
     builds: dict[str, BuildStatus] = {}
     bitstreams = (spec_model.get("artifacts") or {}).get("bitstreams") or {}
+    seen = seen or BuildsSeen()
     for g in groups:
         ready_cards = g.ready_cards(owner.name, by_name)
         for inst in g.instances:
             wirings = g.wirings(inst["index"])
             problems += check_chain(wirings)
             instances.append(InstanceSummary(
-                index=inst["index"], group=g.index, fps=inst["fps"], standby=inst["index"] not in active,
+                index=inst["index"], group=g.index, fps=g.instance_fps(inst, seen.clocks),
+                standby=inst["index"] not in active,
                 ready=bool(wirings) and all((w.node, w.card) in ready_cards for w in wirings),
                 segments=[SegmentSummary(node=w.node, card=w.card, card_type=w.card_type, layers=w.layer_range)
                           for w in wirings]))
         group_summaries.append(GroupSummary(
             index=g.index, instances=[i["index"] for i in g.instances],
-            predicted_fps=round(sum(i["fps"] for i in g.instances), 3),
+            predicted_fps=round(sum(g.instance_fps(i, seen.clocks) for i in g.instances), 3),
             cards=[GroupCard(node=c.node, card=c.card, card_type=c.card_type, build=c.build) for c in g.cards]))
         cost += float(g.configmap["metadata"]["annotations"].get(builders.ANNOTATION_COST, 0))
         for c in g.cards:
@@ -95,7 +98,7 @@ def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], po
     now = dt.datetime.now(dt.UTC)
     if build_settings.registry:
         for entry in builds.values():
-            fill_build(entry, seen or BuildsSeen(), build_settings, now)
+            fill_build(entry, seen, build_settings, now)
     served = [i for i in instances if not i.standby]
     ready = sum(i.ready for i in served)
     fps = sum(i.fps for i in served)
@@ -108,7 +111,7 @@ def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], po
         phase=phase(conditions, len(served), ready), conditions=conditions.ordered(),
         plan=PlanSummary(objective=(ei.get("spec") or {}).get("objective", "throughput"),
                          model=spec_model.get("name") or "artifacts", instances=instances, groups=group_summaries,
-                         cards_used=cards_used),
+                         cards_used=cards_used, clocks=card_clocks(decision, groups)),
         replicas=len(served), ready_replicas=ready, standby_replicas=len(instances) - len(served),
         builds=sorted(builds.values(), key=lambda b: b.digest), selector=builders.selector(owner.name),
         predicted_fps=round(fps, 3), cost_per_hour=round(cost, 4),
@@ -117,6 +120,13 @@ def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], po
         grpc_endpoint=builders.grpc_endpoint(owner),
         observed_fps=(ei.get("status") or {}).get("observedFPS"),
         observed_generation=ei["metadata"].get("generation"))
+
+
+def card_clocks(decision: Decision, groups: list[GroupRecord]) -> dict[str, CardClock]:
+    """The clocks the plans use, for the card types the groups hold."""
+    used = {c.card_type for g in groups for c in g.cards}
+    return {name: CardClock(mhz=clock.mhz, source=clock.source, build_mhz=clock.build_mhz)
+            for name, clock in sorted(decision.clocks.items()) if name in used}
 
 
 def fill_build(entry: BuildStatus, seen: BuildsSeen, settings: BuildSettings, now: dt.datetime) -> None:

@@ -56,7 +56,7 @@ def _record(model: str, hosted: list) -> BuildRecord:
                       key=lambda d: segment_order(**d))
     folding = {name: cfg for _, s in hosted for name, cfg in sorted(s.folding.items())}
     card_type = hosted[0][1].card_type
-    fclk = min(inst.fclk_mhz for inst, _ in hosted)
+    fclk = min(inst.build_fclk_mhz or inst.fclk_mhz for inst, _ in hosted)  # the target, not an achieved clock
     digest = BuildRecord.content_digest(model, card_type, fclk, segments, folding)
     return BuildRecord(digest=digest, model=model, card_type=card_type, fclk_mhz=fclk, segments=segments,
                        folding=folding)
@@ -67,8 +67,8 @@ def plan_builds(model: str, plan: Plan) -> list[BuildRecord]:
     return list({r.digest: r for r in card_records(model, plan.instances).values()}.values())
 
 
-def report_clocks(directory: str | Path) -> dict[str, tuple[float, str]]:
-    """Card type -> (clock MHz, its source) from the build reports under `directory` (every report.json beside
+def report_clocks(directory: str | Path) -> dict[str, tuple[float, str, float]]:
+    """Card type -> (clock MHz, its source, the clock the build targeted) from the build reports under `directory` (every report.json beside
     its build.json, as a builder writes an artifact)."""
     pairs = []
     for path in sorted(Path(directory).rglob(REPORT_FILE)):
@@ -83,14 +83,14 @@ def report_clocks(directory: str | Path) -> dict[str, tuple[float, str]]:
     return lowest_clocks(pairs)
 
 
-def lowest_clocks(reports: list[tuple[BuildRecord, BuildReport]]) -> dict[str, tuple[float, str]]:
-    """Card type -> (clock MHz, its source): per card type the lowest clock its builds report, which every build
-    of that type reached (input of catalog.with_clocks)."""
-    found: dict[str, tuple[float, str]] = {}
+def lowest_clocks(reports: list[tuple[BuildRecord, BuildReport]]) -> dict[str, tuple[float, str, float]]:
+    """Card type -> (clock MHz, its source, the clock that build targeted): per card type the lowest clock its
+    builds report, which every build of that type reached (input of catalog.with_clocks)."""
+    found: dict[str, tuple[float, str, float]] = {}
     for record, report in reports:
         source = f"{report.clock_source} (build report {report.mode}, {report.digest[:19]})"
         if record.card_type not in found or report.clock_mhz < found[record.card_type][0]:
-            found[record.card_type] = (report.clock_mhz, source)
+            found[record.card_type] = (report.clock_mhz, source, record.fclk_mhz)
     return found
 
 

@@ -50,11 +50,18 @@ class CardType(BaseModel):
     qsfp_ports: int = Field(2, ge=0)
     fclk_mhz: float = Field(200, gt=0)
     fclk_source: str = Field("modelled default", description="where fclk_mhz came from (shown in every plan)")
+    build_clock_mhz: float | None = Field(None, gt=0, description="the clock its card builds are synthesised for, "
+                                          "where fclk_mhz is what a build achieved (None: fclk_mhz)")
     cost_per_hour: float = Field(1.65, ge=0)
     device_plugin_resources: list[str] = []
     board: str | None = Field(None, description="FINN board name (DataflowBuildConfig.board), e.g. U280")
     vitis_platform: str | None = Field(None, description="AMD Vitis platform the card's shell runs, e.g. "
                                                           "xilinx_u280_gen3x16_xdma_1_202211_1")
+
+    @property
+    def synth_clock_mhz(self) -> float:
+        """The clock card builds of this type target (FINN's synth_clk_period_ns)."""
+        return self.build_clock_mhz or self.fclk_mhz
 
     @field_validator("slrs")
     @classmethod
@@ -166,12 +173,16 @@ def load_catalog(extra_yaml: str | Path | None = None) -> Catalog:
         raise InputError(f"{source}: {where}", first["msg"]) from None
 
 
-def with_clocks(catalog: Catalog, clocks: dict[str, float], source: str) -> Catalog:
-    """The catalog with the achieved kernel clock of some card types replaced, e.g. a build report's Fmax."""
+def with_clocks(catalog: Catalog, clocks: dict[str, float], source: str, built_at: float | None = None) -> Catalog:
+    """The catalog with the kernel clock of some card types replaced: a clock to build for and plan with (a user
+    override), or with `built_at` what builds synthesised for `built_at` MHz achieved (a build report: Vitis
+    lowers the clock where timing does not close). Plans then run at the achieved clock while new builds keep
+    targeting `built_at`, so a re-plan on a report reuses the builds it measured instead of making new ones."""
     cards = dict(catalog.cards)
     for name, mhz in clocks.items():
         card = catalog.card(name, "clock")
         if not mhz > 0:
             raise InputError(f"clock {name}", f"clock must be > 0 MHz, got {mhz}")
-        cards[card.name] = card.model_copy(update={"fclk_mhz": float(mhz), "fclk_source": source})
+        cards[card.name] = card.model_copy(update={"fclk_mhz": float(mhz), "fclk_source": source,
+                                                   "build_clock_mhz": built_at if built_at != mhz else None})
     return catalog.model_copy(update={"cards": cards})

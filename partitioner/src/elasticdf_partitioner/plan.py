@@ -26,6 +26,8 @@ class Segment(BaseModel):
 class Instance(BaseModel):
     fps: float
     fclk_mhz: float
+    build_fclk_mhz: float | None = Field(None, description="the clock its card builds are synthesised for, where "
+                                                           "fclk_mhz is what a build achieved (None: fclk_mhz)")
     cycles_per_frame: int
     latency_ms: float
     segments: list[Segment]
@@ -35,6 +37,8 @@ class Clock(BaseModel):
     mhz: float
     source: str = Field(description="where the clock came from: 'modelled default' (cards.yaml), a catalog "
                                     "override, or a measured value (e.g. --clock, a build report)")
+    build_mhz: float | None = Field(None, description="the clock card builds are synthesised for, where mhz is "
+                                                      "what a build achieved (None: mhz)")
 
 
 class Plan(BaseModel):

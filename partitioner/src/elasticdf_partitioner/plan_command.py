@@ -63,8 +63,8 @@ def _catalog(args: argparse.Namespace):
     if getattr(args, "build_reports", None):
         from .builds import report_clocks
 
-        for card_type, (mhz, source) in report_clocks(args.build_reports).items():
-            catalog = with_clocks(catalog, {card_type: mhz}, source)
+        for card_type, (mhz, source, built_at) in report_clocks(args.build_reports).items():
+            catalog = with_clocks(catalog, {card_type: mhz}, source, built_at)
     clocks = {}
     for text in args.clock:
         name, _, mhz = text.partition("=")

@@ -58,7 +58,9 @@ def _stamped(template: Model, **fields) -> Model:
 def _instance_template(pipeline: Pipeline, cluster: Cluster, cards: list[Card],
                        placement: Placement) -> tuple[Instance, list[tuple[int, Segment]]]:
     segments = _segment_templates(pipeline, cluster, cards, placement)
-    return Instance(fps=round(placement.fps, 2), fclk_mhz=placement.fclk_mhz, cycles_per_frame=placement.cycles,
+    synth = min(cards[p.card].type.synth_clock_mhz for p in placement.pieces)
+    return Instance(fps=round(placement.fps, 2), fclk_mhz=placement.fclk_mhz,
+                    build_fclk_mhz=synth if synth != placement.fclk_mhz else None, cycles_per_frame=placement.cycles,
                     latency_ms=_latency_ms(pipeline, placement), segments=[]), segments
 
 
@@ -132,7 +134,8 @@ def build_plan(graph, pipeline, cluster, assignments, objective, bound, optimal,
         fps_per_dollar_hour=round(total / cost, 2) if cost else 0.0, solve_seconds=round(seconds, 4),
         bound=round(bound, 2) if bound != float("inf") else None, optimal=optimal,
         folding=_folding(graph, pipeline, first),
-        clocks={c.type.name: Clock(mhz=c.type.fclk_mhz, source=c.type.fclk_source) for c in cluster.cards},
+        clocks={c.type.name: Clock(mhz=c.type.fclk_mhz, source=c.type.fclk_source,
+                                   build_mhz=c.type.build_clock_mhz) for c in cluster.cards},
     )
 
 
