@@ -140,7 +140,7 @@ def test_a_build_reporting_a_lower_clock_runs_its_cards_at_it_and_later_groups_r
     (first,) = groups(core_v1, namespace, "vitis")
     record = BuildRecord.model_validate(first.builds[digest])
     report = BuildReport(digest=digest, mode="xrt", clockMhz=180.0, clockSource="measured",
-                         builder="e2e (what a Vitis builder reports)", seconds=1.0)
+                         resources=record.resources, builder="e2e (what a Vitis builder reports)", seconds=1.0)
     (tmp_path / RECORD_FILE).write_text(record.model_dump_json(by_alias=True))
     (tmp_path / REPORT_FILE).write_text(report.model_dump_json(by_alias=True))
     (tmp_path / XCLBIN_FILE).write_bytes(b"xclbin2\0" + bytes(64))
@@ -154,6 +154,8 @@ def test_a_build_reporting_a_lower_clock_runs_its_cards_at_it_and_later_groups_r
     st = wait_for(at_reported_clock, 60, "serving, at the reported clock")
     assert st["plan"]["clocks"]["u55c"]["buildMhz"] == 200.0 and digest[:19] in st["plan"]["clocks"]["u55c"]["source"]
     assert st["builds"][0]["reportedClockMhz"] == 180.0
+    assert st["builds"][0]["reportedResources"] == record.resources and not st["plan"].get("resourceScale"), \
+        "used as estimated: capacity unchanged"
     assert st["plan"]["groups"][0]["predictedFPS"] == pytest.approx(planned * 180 / 200, rel=1e-3)
 
     more = len(first.instances) + 1

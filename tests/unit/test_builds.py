@@ -17,12 +17,13 @@ from elasticdf_partitioner import bundle
 from elasticdf_partitioner.builds import (
     card_records,
     identity_reference,
+    lowest_clocks,
     plan_builds,
+    read_reports,
     reference_identity,
-    report_clocks,
 )
 from elasticdf_partitioner.catalog import load_catalog
-from elasticdf_partitioner.cli import main
+from elasticdf_partitioner.cli import main, usable_capacity
 from elasticdf_partitioner.cluster import load_cluster
 from elasticdf_partitioner.emulation_build import run_emulation_build
 from elasticdf_partitioner.errors import InputError
@@ -242,9 +243,12 @@ def test_cli_plan_build_out_then_build_run_then_plan_from_reports(tmp_path, caps
     # a measured clock (what an xrt builder reports) lowers the next plan's clock and says where it came from
     report_path = tmp_path / "artifacts" / tag / "report.json"
     report = BuildReport.model_validate_json(report_path.read_text())
-    report_path.write_text(report.model_copy(update={"mode": "xrt", "clock_mhz": 161.5, "clock_source": "measured"})
-                           .model_dump_json(by_alias=True))
-    assert report_clocks(tmp_path / "artifacts")["u280"][0] == 161.5
+    estimate = BuildRecord.model_validate_json((tmp_path / "artifacts" / tag / "build.json").read_text()).resources
+    assert report.resources == pytest.approx(estimate, abs=0.2), "emulation reports what the cost model estimates"
+    used = {**report.resources, "LUT": round(estimate["LUT"] * 1.25, 1)}  # Vivado placed 25 % more LUTs
+    report_path.write_text(report.model_copy(update={"mode": "xrt", "clock_mhz": 161.5, "clock_source": "measured",
+                                                     "resources": used}).model_dump_json(by_alias=True))
+    assert lowest_clocks(read_reports(tmp_path / "artifacts"))["u280"][0] == 161.5
     plan_json = tmp_path / "plan.json"
     assert main(["plan", "--model", "cnv", "--cluster", cluster, "--build-reports", str(tmp_path / "artifacts"),
                  "--json", str(plan_json)]) == 0
@@ -252,6 +256,13 @@ def test_cli_plan_build_out_then_build_run_then_plan_from_reports(tmp_path, caps
     assert plan["fclk_mhz"] == 161.5
     assert plan["clocks"]["u280"]["source"].startswith("measured (build report xrt")
     assert plan["clocks"]["u280"]["build_mhz"] == 200.0, "its builds still target the clock the report was made for"
+    assert plan["resource_scale"] == {"u280": {"lut": pytest.approx(1.25, abs=1e-3)}}
+    usable = usable_capacity(load_catalog().card("u280"), load_catalog()).as_dict()["lut"]
+    per_card: dict[tuple, float] = {}
+    for instance in plan["instances"]:
+        for seg in instance["segments"]:
+            per_card[(seg["node"], seg["card"])] = per_card.get((seg["node"], seg["card"]), 0) + seg["resources"]["lut"]
+    assert max(per_card.values()) * 1.25 <= usable, "every card fits at the LUT count the build reported"
 
 
 @pytest.mark.parametrize("argv,needle", [

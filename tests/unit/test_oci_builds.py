@@ -12,6 +12,7 @@ import pytest
 from elasticdf_contract.builds import (
     ANNOTATION_BUILD,
     ANNOTATION_CLOCK,
+    ANNOTATION_RESOURCES,
     ARTIFACT_TYPE,
     BUILD_REPOSITORY,
     MEDIA_SEGMENT_ONNX,
@@ -26,13 +27,14 @@ from elasticdf_partitioner.oci_builds import (
     BUILD_REFUSED,
     EMPTY_CONFIG,
     OCI_MANIFEST,
+    Reported,
     artifact_files,
     build_exists,
     build_reference,
     manifest_for,
     pull_build,
     push_build,
-    reported_clock,
+    reported,
     upload_blob,
 )
 from test_artifacts import (  # noqa: F401 - pytest fixtures
@@ -58,7 +60,7 @@ def write_build(directory: Path, rec: BuildRecord, segment: bytes = SEGMENT) -> 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "build.json").write_text(rec.model_dump_json(by_alias=True))
     report = BuildReport(digest=rec.digest, mode="emulation", clock_mhz=187.5, clock_source="modelled",
-                         files=["segment-0-5.onnx"], builder="test", seconds=0.5)
+                         resources={"LUT": 1200.0, "DSP": 8.0}, files=["segment-0-5.onnx"], builder="test", seconds=0.5)
     (directory / "report.json").write_text(report.model_dump_json(by_alias=True))
     (directory / "segment-0-5.onnx").write_bytes(segment)
     return directory
@@ -109,7 +111,8 @@ def test_the_manifest_is_an_oras_artifact(tmp_path, store, policy):
     manifest = json.loads(response.data)
     assert manifest["artifactType"] == ARTIFACT_TYPE
     assert manifest["config"]["mediaType"] == "application/vnd.oci.empty.v1+json"
-    assert manifest["annotations"] == {ANNOTATION_BUILD: rec.digest, ANNOTATION_CLOCK: "187.5"}
+    assert manifest["annotations"] == {ANNOTATION_BUILD: rec.digest, ANNOTATION_CLOCK: "187.5",
+                                       ANNOTATION_RESOURCES: '{"DSP":8.0,"LUT":1200.0}'}
     titles = {layer["annotations"]["org.opencontainers.image.title"]: layer["mediaType"]
               for layer in manifest["layers"]}
     assert titles["segment-0-5.onnx"] == MEDIA_SEGMENT_ONNX and set(titles) == {"build.json", "report.json",
@@ -249,9 +252,9 @@ def test_the_operators_registry_lookups_use_the_builds_pull_secret(tmp_path, sto
     assert "wants credentials" in str(without) and "builds.pullSecret" in str(without)
 
 
-def test_the_operator_reads_a_found_builds_reported_clock_into_its_status(tmp_path, store, policy):
-    """The clock a build's report states travels in its manifest (ANNOTATION_CLOCK): the operator reads it once per
-    found build and shows it as status.builds[].reportedClockMhz (what a Fabric's clocks may then declare)."""
+def test_the_operator_reads_a_found_builds_report_into_its_status(tmp_path, store, policy):
+    """The clock and resources a build's report states travel in its manifest (ANNOTATION_CLOCK,
+    ANNOTATION_RESOURCES): the operator reads them once per found build and shows them in status.builds[]."""
     import datetime as dt
 
     from elasticdf_operator.api import BuildStatus
@@ -262,10 +265,13 @@ def test_the_operator_reads_a_found_builds_reported_clock_into_its_status(tmp_pa
     registry, _ = store
     rec = record("zoo:cnv")
     manifest = push_build(write_build(tmp_path / "out", rec), registry, policy)
-    assert reported_clock(build_reference(registry, manifest), rec.digest, policy) == 187.5
+    assert reported(build_reference(registry, manifest), rec.digest, policy) == \
+        Reported(187.5, {"LUT": 1200.0, "DSP": 8.0})
     settings = BuildSettings(registry=registry, docker_config=str(policy.docker_config))
     seen = BuildIndex().observe(NoJobs(), settings, {rec.digest}, policy)
     assert seen.manifests == {rec.digest: manifest} and seen.clocks == {rec.digest: 187.5}
+    assert seen.resources == {rec.digest: {"LUT": 1200.0, "DSP": 8.0}}
     entry = BuildStatus(digest=rec.digest, card_type="u280", fclk_mhz=200.0, cards=1)
     fill_build(entry, seen, settings, dt.datetime.now(dt.UTC))
-    assert (entry.phase, entry.reported_clock_mhz) == ("Ready", 187.5)
+    assert (entry.phase, entry.reported_clock_mhz, entry.reported_resources) == \
+        ("Ready", 187.5, {"LUT": 1200.0, "DSP": 8.0})

@@ -16,6 +16,7 @@ from elasticdf_operator.decide import Apply, Create, Decision, DeleteGroup, Emit
 from elasticdf_operator.state import Observed
 from elasticdf_operator.status import build_status
 from elasticdf_partitioner.catalog import load_catalog
+from elasticdf_partitioner.cli import usable_capacity
 from elasticdf_partitioner.cluster import ClusterSpec, NodeSpec, cluster_from_spec
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.zoo import load_model
@@ -324,3 +325,22 @@ def test_a_build_reporting_a_lower_clock_changes_fps_and_later_plans_never_the_b
         "the group placed before the report runs at the reported clock too"
     assert by_group[1] == pytest.approx(sum(i["fps"] for i in new["instances"]), rel=1e-3)
     assert status.plan.clocks["u280"].mhz == 180
+
+
+def test_resources_a_build_reports_above_the_estimate_shrink_later_placements_not_the_placed_groups():
+    """Vivado placed 30 % more LUTs than the cost model estimated: later groups on that card type are planned with
+    capacity / 1.3 (as if every estimate were 30 % higher); the group already placed keeps its proven build."""
+    snap = all_ready(run(Observed([node("a", ["u280", "u280"])], [], []), spec(1, "cnv"))[0])
+    (old,) = groups_of(snap).values()
+    ((digest, build),) = old["builds"].items()
+    used = {**build["resources"], "LUT": round(build["resources"]["LUT"] * 1.3, 1)}
+    more = spec(len(old["instances"]) + 1, "cnv")
+    seen = BuildsSeen(manifests={digest: "sha256:" + "0" * 64}, resources={digest: used})
+    snap, d = step(dataclasses.replace(snap, builds=seen), more)
+    assert d.resource_scale == {"u280": {"lut": pytest.approx(1.3, abs=1e-3)}}
+    assert d.conditions["PlanCurrent"][:2] == ("True", "Current") and digest in groups_of(snap)[0]["builds"]
+    ((new_digest, new_build),) = groups_of(snap)[1]["builds"].items()
+    usable = usable_capacity(CATALOG.card("u280"), CATALOG).as_dict()["lut"]
+    assert build["resources"]["LUT"] * 1.3 > usable >= new_build["resources"]["LUT"] * 1.3, \
+        "the placed build would not fit at the reported ratio; the new group's does"
+    assert new_digest != digest

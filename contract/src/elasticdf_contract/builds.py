@@ -32,6 +32,9 @@ MEDIA_SEGMENT_ONNX = "application/vnd.elasticdf.segment.onnx"
 MEDIA_XCLBIN = "application/vnd.xilinx.xclbin"
 ANNOTATION_BUILD = "io.elasticdf.build"  # manifest annotation: the build digest ("sha256:...")
 ANNOTATION_CLOCK = "io.elasticdf.clock-mhz"  # manifest annotation: the achieved clock the report states
+ANNOTATION_RESOURCES = "io.elasticdf.resources"  # manifest annotation: the report's resources (JSON)
+# the cost model's resource kinds -> the names builds report them by (Vivado's utilisation report)
+REPORT_RESOURCES = {"lut": "LUT", "ff": "FF", "bram18": "BRAM_18K", "uram": "URAM", "dsp": "DSP"}
 RECORD_FILE = "build.json"
 REPORT_FILE = "report.json"
 XCLBIN_FILE = "card.xclbin"
@@ -69,12 +72,15 @@ class RecordSegment(_Model):
 class BuildRecord(_Model):
     """What a card build is: computed by the planner from a plan, the input of a builder."""
 
-    digest: str = Field(description="sha256 over everything below (content_digest)")
+    digest: str = Field(description="sha256 over the fields below but `resources` (content_digest)")
     model: str = Field(description="the model's identity: zoo:NAME or onnx:URI")
     card_type: str = Field(alias="cardType")
     fclk_mhz: float = Field(alias="fclkMhz", description="clock the build is synthesised for")
     segments: list[RecordSegment] = Field(min_length=1)
     folding: dict[str, dict] = Field(default_factory=dict, description="FINN folding config of its layers")
+    resources: dict[str, float] = Field(default_factory=dict, description="what the cost model estimates its "
+                                        "segments use (REPORT_RESOURCES names, summed): a report's resources are "
+                                        "compared with it")
 
     @staticmethod
     def content_digest(model: str, card_type: str, fclk_mhz: float, segments: list[dict],

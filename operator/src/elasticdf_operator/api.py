@@ -171,6 +171,9 @@ class PlanSummary(_Model):
     groups: list[GroupSummary] = Field(default_factory=list)
     cards_used: int = 0
     clocks: dict[str, CardClock] = Field(default_factory=dict, description="per card type in use: its clock")
+    resource_scale: dict[str, dict[str, float]] = Field(default_factory=dict, alias="resourceScale", description=(
+        "per card type in use whose builds reported other resources than estimated: used / estimated per kind "
+        "(lut, ff, bram18, uram, dsp); later placements divide capacity by it"))
 
 
 class BuildSegment(_Model):
@@ -200,6 +203,9 @@ class BuildStatus(_Model):
     reported_clock_mhz: float | None = Field(None, alias="reportedClockMhz", description="the clock the build's "
                                              "report states (Vitis: achieved; emulation: modelled): its cards run "
                                              "at it, and the next plans use it (status.plan.clocks)")
+    reported_resources: dict[str, float] | None = Field(None, alias="reportedResources", description="what the "
+                                                        "build's report says it uses (LUT, FF, BRAM_18K, URAM, DSP); "
+                                                        "the next plans scale capacity by used / estimated")
     message: str | None = Field(None, description="why it is not Ready (a failed Job's log tail)")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from elasticdf_contract.builds import build_tag
 from elasticdf_contract.names import ANNOTATION_BUILD_ATTEMPT, LABEL_BUILD
 from elasticdf_partitioner.artifacts import FetchPolicy, ModelError
-from elasticdf_partitioner.oci_builds import build_exists, build_reference, plain_http, reported_clock
+from elasticdf_partitioner.oci_builds import Reported, build_exists, build_reference, plain_http, reported
 
 LOG_TAIL_LINES = 20
 WANTED_SECONDS = 30.0
@@ -97,6 +97,7 @@ class BuildsSeen:
     pods: list[dict] = field(default_factory=list)
     logs: dict[str, str] = field(default_factory=dict)  # Job name -> its failed step's log tail
     clocks: dict[str, float] = field(default_factory=dict)  # build digest -> the clock its report states (MHz)
+    resources: dict[str, dict[str, float]] = field(default_factory=dict)  # build digest -> what it reports using
     error: str | None = None  # the registry could not be asked
 
 
@@ -104,10 +105,10 @@ class BuildIndex:
     """The operator's memory of builds: a build found in the registry stays found (content-addressed, never
     rebuilt), a failed Job's log tail is read once. Absent builds are asked again on every observe."""
 
-    def __init__(self, lookup=build_exists, clock_of=reported_clock):
-        self.lookup, self.clock_of = lookup, clock_of
+    def __init__(self, lookup=build_exists, report_of=reported):
+        self.lookup, self.report_of = lookup, report_of
         self.found: dict[str, str] = {}
-        self.clocks: dict[str, float] = {}  # a found build's reported clock, read once from its manifest
+        self.reports: dict[str, Reported] = {}  # a found build's report, read once from its manifest
         self.logs: dict[str, str] = {}
         # digests a decision asked about (Decision.lookups) -> until when every observe asks the registry (any
         # resource's observe may run first, and absent builds are not remembered)
@@ -140,22 +141,23 @@ class BuildIndex:
                 break
         with self.lock:
             self.found.update({d: m for d, m in seen.manifests.items() if m})
-        seen.clocks = self._clocks(settings, {d: m for d, m in seen.manifests.items() if m and d in digests}, quick)
+        reports = self._reports(settings, {d: m for d, m in seen.manifests.items() if m and d in digests}, quick)
+        seen.clocks = {d: r.clock_mhz for d, r in reports.items() if r.clock_mhz is not None}
+        seen.resources = {d: r.resources for d, r in reports.items() if r.resources}
         seen.logs = self._failed_logs(kube, settings.namespace, jobs, pods)
         return seen
 
-    def _clocks(self, settings: BuildSettings, found: dict[str, str], quick: FetchPolicy) -> dict[str, float]:
-        """The reported clocks of the found builds asked about (a manifest unreadable now is read next time)."""
-        for digest in sorted(set(found) - set(self.clocks)):
+    def _reports(self, settings: BuildSettings, found: dict[str, str], quick: FetchPolicy) -> dict[str, Reported]:
+        """The reports of the found builds asked about (a manifest unreadable now is read next time)."""
+        for digest in sorted(set(found) - set(self.reports)):
             try:
-                mhz = self.clock_of(settings.artifact(found[digest]), digest, quick)
+                report = self.report_of(settings.artifact(found[digest]), digest, quick)
             except ModelError:
                 continue
-            if mhz is not None:
-                with self.lock:
-                    self.clocks[digest] = mhz
+            with self.lock:
+                self.reports[digest] = report
         with self.lock:
-            return {d: self.clocks[d] for d in found if d in self.clocks}
+            return {d: self.reports[d] for d in found if d in self.reports}
 
     def _failed_logs(self, kube, namespace: str, jobs: list[dict], pods: list[dict]) -> dict[str, str]:
         for job in jobs:

@@ -22,7 +22,9 @@ spec.builds best takes every outdated group out at once.
 Clocks: a Fabric's clocks are what card builds are made for and plans use; the clock a card build *reports*
 (Vitis lowers it where timing does not close) is what its card runs at: the plans of the next passes use it for
 that card type while their builds keep the clock they target (`with_reported_clocks`), so a report changes
-predicted fps and later placements, never a build digest (no rebuild, no roll).
+predicted fps and later placements, never a build digest (no rebuild, no roll). The resources a build reports
+against what the cost model estimated for it scale the capacity of later placements on that card type
+(`with_reported_resources`); the groups already placed keep their proven builds.
 Card builds (buildjobs.py): with a registry configured, a card whose build the registry lacks is held (no pod)
 until it is there, and a missing build gets one builder Job (the first resource needing a digest makes it; the
 others wait on it); a failed Job is re-created at most `builds.recreations` times, then reported BuildFailed.
@@ -41,7 +43,8 @@ from dataclasses import dataclass, field
 from elasticdf_contract.builds import BuildRecord
 from elasticdf_contract.wiring import CardWiring, SegmentWiring
 from elasticdf_partitioner.artifacts import ModelError
-from elasticdf_partitioner.catalog import Catalog, with_clocks
+from elasticdf_partitioner.builds import resource_scales
+from elasticdf_partitioner.catalog import Catalog, with_clocks, with_resource_scale
 from elasticdf_partitioner.errors import ElasticDFError, InfeasibleError
 from elasticdf_partitioner.plan import Clock
 from elasticdf_partitioner.solver import solve
@@ -137,6 +140,7 @@ class Decision:
     active: set[int] = field(default_factory=set)  # instances in the gateway's rotation after this pass
     rolling: bool = False  # groups of an older plan still exist (their builds pending do not hold the service)
     clocks: dict[str, Clock] = field(default_factory=dict)  # card type -> the clock plans use and its source
+    resource_scale: dict[str, dict[str, float]] = field(default_factory=dict)  # card type -> used / estimated
 
     def emit(self, type_: str, reason: str, message: str) -> None:
         self.actions.append(Emit(type_, reason, message))
@@ -279,6 +283,16 @@ def with_reported_clocks(catalog: Catalog, groups: list[GroupRecord], key: str, 
     return catalog
 
 
+def with_reported_resources(catalog: Catalog, groups: list[GroupRecord], reported: dict[str, dict[str, float]]
+                            ) -> Catalog:
+    """The catalog with what the card builds of this resource's groups report using against what the cost model
+    estimated for them (`reported`: build digest -> REPORT_RESOURCES name -> used), as `elasticdf plan
+    --build-reports` reads local reports."""
+    pairs = [(BuildRecord.model_validate(build), reported[digest])
+             for g in groups for digest, build in g.builds.items() if digest in reported]
+    return with_resource_scale(catalog, resource_scales(pairs))
+
+
 def pod_ready(pod: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in pod.get("status", {}).get("conditions") or [])
@@ -375,7 +389,10 @@ def decide(owner: Owner, spec: ElasticInferenceSpec, snap: Observed, now: float,
     cms, pods = snap.owned(owner.namespace, owner.name)
     pods_by_name = {p["metadata"]["name"]: p for p in pods}
     groups = drop_broken([GroupRecord.parse(cm) for cm in cms], pods, snap, now, catalog, settings, decision)
-    catalog = with_reported_clocks(catalog, groups, key, snap.builds.clocks)
+    catalog = with_reported_resources(with_reported_clocks(catalog, groups, key, snap.builds.clocks), groups,
+                                      snap.builds.resources)
+    decision.resource_scale = {name: dict(card.resource_scale) for name, card in catalog.cards.items()
+                               if card.resource_scale}
     decision.clocks = {name: Clock(mhz=card.fclk_mhz, source=card.fclk_source, build_mhz=card.build_clock_mhz)
                        for name, card in catalog.cards.items()}
     roll = Roll.of(key, catalog, groups, owner, pods_by_name)

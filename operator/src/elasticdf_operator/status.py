@@ -111,7 +111,9 @@ def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], po
         phase=phase(conditions, len(served), ready), conditions=conditions.ordered(),
         plan=PlanSummary(objective=(ei.get("spec") or {}).get("objective", "throughput"),
                          model=spec_model.get("name") or "artifacts", instances=instances, groups=group_summaries,
-                         cards_used=cards_used, clocks=card_clocks(decision, groups)),
+                         cards_used=cards_used, clocks=card_clocks(decision, groups),
+                         resource_scale={t: s for t, s in decision.resource_scale.items()
+                                         if any(c.card_type == t for g in groups for c in g.cards)}),
         replicas=len(served), ready_replicas=ready, standby_replicas=len(instances) - len(served),
         builds=sorted(builds.values(), key=lambda b: b.digest), selector=builders.selector(owner.name),
         predicted_fps=round(fps, 3), cost_per_hour=round(cost, 4),
@@ -136,6 +138,7 @@ def fill_build(entry: BuildStatus, seen: BuildsSeen, settings: BuildSettings, no
     entry.start_time, entry.age_seconds = state.started, age_seconds(state.started, now)
     entry.artifact = settings.artifact(state.manifest) if state.manifest else None
     entry.reported_clock_mhz = seen.clocks.get(entry.digest)
+    entry.reported_resources = seen.resources.get(entry.digest)
     entry.message = state.message[:900] or None
 
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TypeVar
 
-from elasticdf_contract.builds import RECORD_FILE, REPORT_FILE, BuildRecord, BuildReport, segment_order
+from elasticdf_contract.builds import (
+    RECORD_FILE,
+    REPORT_FILE,
+    REPORT_RESOURCES,
+    BuildRecord,
+    BuildReport,
+    segment_order,
+)
 from pydantic import BaseModel, ValidationError
 
 from .errors import InputError
@@ -58,8 +65,10 @@ def _record(model: str, hosted: list) -> BuildRecord:
     card_type = hosted[0][1].card_type
     fclk = min(inst.build_fclk_mhz or inst.fclk_mhz for inst, _ in hosted)  # the target, not an achieved clock
     digest = BuildRecord.content_digest(model, card_type, fclk, segments, folding)
+    estimate = {REPORT_RESOURCES[kind]: round(sum(s.resources.get(kind, 0.0) for _, s in hosted), 1)
+                for kind in REPORT_RESOURCES}
     return BuildRecord(digest=digest, model=model, card_type=card_type, fclk_mhz=fclk, segments=segments,
-                       folding=folding)
+                       folding=folding, resources=estimate)
 
 
 def plan_builds(model: str, plan: Plan) -> list[BuildRecord]:
@@ -67,9 +76,9 @@ def plan_builds(model: str, plan: Plan) -> list[BuildRecord]:
     return list({r.digest: r for r in card_records(model, plan.instances).values()}.values())
 
 
-def report_clocks(directory: str | Path) -> dict[str, tuple[float, str, float]]:
-    """Card type -> (clock MHz, its source, the clock the build targeted) from the build reports under `directory` (every report.json beside
-    its build.json, as a builder writes an artifact)."""
+def read_reports(directory: str | Path) -> list[tuple[BuildRecord, BuildReport]]:
+    """(record, report) of every report.json below `directory` with its build.json beside it (as a builder writes
+    an artifact)."""
     pairs = []
     for path in sorted(Path(directory).rglob(REPORT_FILE)):
         report = read_document(BuildReport, path)
@@ -80,7 +89,7 @@ def report_clocks(directory: str | Path) -> dict[str, tuple[float, str, float]]:
         pairs.append((record, report))
     if not pairs:
         raise InputError(str(directory), f"no {REPORT_FILE} with a {RECORD_FILE} beside it found below it")
-    return lowest_clocks(pairs)
+    return pairs
 
 
 def lowest_clocks(reports: list[tuple[BuildRecord, BuildReport]]) -> dict[str, tuple[float, str, float]]:
@@ -91,6 +100,21 @@ def lowest_clocks(reports: list[tuple[BuildRecord, BuildReport]]) -> dict[str, t
         source = f"{report.clock_source} (build report {report.mode}, {report.digest[:19]})"
         if record.card_type not in found or report.clock_mhz < found[record.card_type][0]:
             found[record.card_type] = (report.clock_mhz, source, record.fclk_mhz)
+    return found
+
+
+def resource_scales(reports: list[tuple[BuildRecord, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Card type -> {resource kind: used / estimated}: per card type and kind the largest ratio of what a build
+    reports using (its report's `resources`) to what the cost model estimated for it (its record's), input of
+    catalog.with_resource_scale. Kinds a build did not report, or with nothing estimated, are left out; ratios of
+    1 too."""
+    found: dict[str, dict[str, float]] = {}
+    for record, resources in reports:
+        for kind, name in REPORT_RESOURCES.items():
+            estimated, used = record.resources.get(name, 0.0), resources.get(name)
+            if estimated > 0 and used is not None and round(used / estimated, 3) != 1.0:
+                ratios = found.setdefault(record.card_type, {})
+                ratios[kind] = max(ratios.get(kind, 0.0), round(used / estimated, 3))
     return found
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources as importlib_resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
 
 from .errors import InputError
-from .resources import Resources
+from .resources import RESOURCE_KINDS, Resources
 
 
 class Limits(BaseModel):
@@ -52,6 +53,9 @@ class CardType(BaseModel):
     fclk_source: str = Field("modelled default", description="where fclk_mhz came from (shown in every plan)")
     build_clock_mhz: float | None = Field(None, gt=0, description="the clock its card builds are synthesised for, "
                                           "where fclk_mhz is what a build achieved (None: fclk_mhz)")
+    resource_scale: dict[Literal["lut", "ff", "bram18", "uram", "dsp"], PositiveFloat] = Field(
+        default_factory=dict, description="per resource kind: what builds of this type used / what the cost model "
+        "estimated (build reports); plans divide the usable capacity by it")
     cost_per_hour: float = Field(1.65, ge=0)
     device_plugin_resources: list[str] = []
     board: str | None = Field(None, description="FINN board name (DataflowBuildConfig.board), e.g. U280")
@@ -101,7 +105,8 @@ class CardType(BaseModel):
         free = Resources.from_list(self.slrs[slr]) - self.shell_overhead(slr, ip)
         if with_eth and slr == self.eth_slr:
             free = free - Resources.from_list(ip.eth)
-        return free.scale(limits.as_resources())
+        calibrated = Resources(*(1.0 / self.resource_scale.get(kind, 1.0) for kind in RESOURCE_KINDS))
+        return free.scale(limits.as_resources()).scale(calibrated)
 
 
 class Catalog(BaseModel):
@@ -185,4 +190,14 @@ def with_clocks(catalog: Catalog, clocks: dict[str, float], source: str, built_a
             raise InputError(f"clock {name}", f"clock must be > 0 MHz, got {mhz}")
         cards[card.name] = card.model_copy(update={"fclk_mhz": float(mhz), "fclk_source": source,
                                                    "build_clock_mhz": built_at if built_at != mhz else None})
+    return catalog.model_copy(update={"cards": cards})
+
+
+def with_resource_scale(catalog: Catalog, scales: dict[str, dict[str, float]]) -> Catalog:
+    """The catalog with what builds of some card types used / what the cost model estimated (build reports'
+    resources, per kind): plans on those types count with capacity / ratio, as if every estimate were scaled."""
+    cards = dict(catalog.cards)
+    for name, ratios in scales.items():
+        card = catalog.card(name, "resource scale")
+        cards[card.name] = card.model_copy(update={"resource_scale": {**card.resource_scale, **ratios}})
     return catalog.model_copy(update={"cards": cards})

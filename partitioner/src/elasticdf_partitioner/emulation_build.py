@@ -14,14 +14,20 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from elasticdf_contract.builds import RECORD_FILE, REPORT_FILE, BuildRecord, BuildReport, segment_file
+from elasticdf_contract.builds import (
+    RECORD_FILE,
+    REPORT_FILE,
+    REPORT_RESOURCES,
+    BuildRecord,
+    BuildReport,
+    segment_file,
+)
 
 from .bundle import dataflow_file, layer_ranges, read_bundle
 from .errors import InputError
 from .graph import ModelGraph
 
 # the cost model's resource kinds under the names FINN's estimate reports use
-REPORT_RESOURCES = {"lut": "LUT", "ff": "FF", "bram18": "BRAM_18K", "uram": "URAM", "dsp": "DSP"}
 
 
 def hosted_resources(record: BuildRecord, graph: ModelGraph) -> dict[str, float]:

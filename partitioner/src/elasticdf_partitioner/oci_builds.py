@@ -32,6 +32,7 @@ import urllib3
 from elasticdf_contract.builds import (
     ANNOTATION_BUILD,
     ANNOTATION_CLOCK,
+    ANNOTATION_RESOURCES,
     ARTIFACT_TYPE,
     BUILD_REPOSITORY,
     MEDIA_RECORD,
@@ -140,7 +141,8 @@ def manifest_for(record: BuildRecord, report: BuildReport, files: list[ArtifactF
         "config": {"mediaType": EMPTY_MEDIA, "digest": f"sha256:{hashlib.sha256(EMPTY_CONFIG).hexdigest()}",
                    "size": len(EMPTY_CONFIG)},
         "layers": [f.descriptor() for f in files],
-        "annotations": {ANNOTATION_BUILD: record.digest, ANNOTATION_CLOCK: f"{report.clock_mhz:g}"},
+        "annotations": {ANNOTATION_BUILD: record.digest, ANNOTATION_CLOCK: f"{report.clock_mhz:g}",
+                        ANNOTATION_RESOURCES: json.dumps(report.resources, sort_keys=True, separators=(",", ":"))},
     }
     return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
 
@@ -268,13 +270,27 @@ def build_exists(registry: str, digest: str, policy: FetchPolicy) -> str | None:
     return retrying(f"{registry}: build {digest}", policy, head, BUILD_FIELD)
 
 
-def reported_clock(uri: str, build_digest: str, policy: FetchPolicy) -> float | None:
-    """The clock (MHz) the build's report states, from the verified manifest of the artifact at `uri` (its
-    ANNOTATION_CLOCK; None when absent): what a Vitis build reached, or the emulation builder's modelled one."""
+@dataclass(frozen=True)
+class Reported:
+    """What a build's report states, as its manifest carries it."""
+
+    clock_mhz: float | None  # what a Vitis build reached, or the emulation builder's modelled clock
+    resources: dict[str, float]  # REPORT_RESOURCES names -> used
+
+
+def reported(uri: str, build_digest: str, policy: FetchPolicy) -> Reported:
+    """The clock and resources the build's report states, from the verified manifest of the artifact at `uri`
+    (its ANNOTATION_CLOCK and ANNOTATION_RESOURCES; None / {} where absent)."""
     client = Registry(OciReference.parse(uri, BUILD_FIELD), policy, BUILD_FIELD, PULL_SECRET_VALUE)
-    clock = (_verified_manifest(client, uri, build_digest).get("annotations") or {}).get(ANNOTATION_CLOCK)
+    annotations = _verified_manifest(client, uri, build_digest).get("annotations") or {}
+    clock, resources = annotations.get(ANNOTATION_CLOCK), annotations.get(ANNOTATION_RESOURCES)
     try:
-        return float(clock) if clock else None
+        parsed = {str(k): float(v) for k, v in json.loads(resources).items()} if resources else {}
+    except (ValueError, TypeError, AttributeError):
+        raise _refused(uri, f"its {ANNOTATION_RESOURCES} annotation {resources!r} is not a JSON map of numbers") \
+            from None
+    try:
+        return Reported(float(clock) if clock else None, parsed)
     except ValueError:
         raise _refused(uri, f"its {ANNOTATION_CLOCK} annotation {clock!r} is not a number") from None
 

@@ -59,6 +59,8 @@ class Plan(BaseModel):
     min_instance_fps: float | None = Field(None, description="latency floor: no instance is slower than this")
     clocks: dict[str, Clock] = Field(default_factory=dict, description="per card type in the cluster: the "
                                                                        "kernel clock the plan used, and its source")
+    resource_scale: dict[str, dict[str, float]] = Field(default_factory=dict, description="per card type whose "
+        "builds reported other resources than estimated: used / estimated per kind (capacity was divided by it)")
     folding: dict[str, dict] = Field(default_factory=dict, description="FINN folding config of instance 0")
     latency_model: str = (
         "latency = sum over stages of cycles/fclk (FINN critical path, pessimistic: no overlap between layers) "

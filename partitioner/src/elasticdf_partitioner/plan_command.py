@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .catalog import Limits, load_catalog, with_clocks
+from .catalog import Limits, load_catalog, with_clocks, with_resource_scale
 from .cluster import load_cluster
 from .errors import InputError
 from .export import write_finn_outputs
@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write DIR/<build tag>/, the build bundle of every distinct card build of the plan")
     parser.add_argument("--build-reports", metavar="DIR",
                         help="take each card type's clock from the build reports below DIR (report.json beside "
-                             "build.json; the lowest per card type); --clock still overrides")
+                             "build.json; the lowest per card type), and scale its capacity by what the builds used "
+                             "/ what was estimated (the largest ratio per resource); --clock still overrides")
     parser.add_argument("--certify", action="store_true",
                         help="also prove the LP bound over instance configurations (slower; plans that reach "
                              "it are marked optimal)")
@@ -57,14 +58,16 @@ def plan_for(args: argparse.Namespace) -> tuple[Plan, ModelGraph]:
 
 
 def _catalog(args: argparse.Namespace):
-    """The catalog with the build reports' clocks, then the --clock overrides (a measured clock replaces the
-    modelled default)."""
+    """The catalog with the build reports' clocks and resources, then the --clock overrides (a measured clock
+    replaces the modelled default)."""
     catalog = load_catalog(args.catalog)
     if getattr(args, "build_reports", None):
-        from .builds import report_clocks
+        from .builds import lowest_clocks, read_reports, resource_scales
 
-        for card_type, (mhz, source, built_at) in report_clocks(args.build_reports).items():
+        reports = read_reports(args.build_reports)
+        for card_type, (mhz, source, built_at) in lowest_clocks(reports).items():
             catalog = with_clocks(catalog, {card_type: mhz}, source, built_at)
+        catalog = with_resource_scale(catalog, resource_scales([(rec, rep.resources) for rec, rep in reports]))
     clocks = {}
     for text in args.clock:
         name, _, mhz = text.partition("=")

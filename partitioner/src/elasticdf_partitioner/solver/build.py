@@ -136,6 +136,7 @@ def build_plan(graph, pipeline, cluster, assignments, objective, bound, optimal,
         folding=_folding(graph, pipeline, first),
         clocks={c.type.name: Clock(mhz=c.type.fclk_mhz, source=c.type.fclk_source,
                                    build_mhz=c.type.build_clock_mhz) for c in cluster.cards},
+        resource_scale={c.type.name: c.type.resource_scale for c in cluster.cards if c.type.resource_scale},
     )
 
 
