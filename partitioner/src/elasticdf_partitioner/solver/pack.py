@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..catalog import Catalog, Limits
 from ..cluster import Card
 from ..resources import Resources
-from .placers import GreedyPlacer, InstancePlacer, Placement
+from .placers import GreedyPlacer, InstancePlacer, Placement, Steps
 from .routes import routes
 from .stages import Pipeline
 from .state import EPS, GroupState
@@ -35,6 +35,7 @@ FILL_SLOWDOWN = 4
 WIDER_STAGES = 12
 WIDER_OPTION_COMBINATIONS = 3 ** WIDER_STAGES
 WIDER_NODE_BUDGET = 300
+WIDER_STEP_BUDGET = 400_000  # and of its walks (placers.Steps): 1-4 s; exact_bench #10 needs 376,000
 
 
 @dataclass
@@ -51,6 +52,7 @@ class PackSettings:
     exhaustive: bool = False
     node_budget: int = 400
     exhaustive_node_budget: int = 200_000
+    exhaustive_step_budget: float = math.inf  # steps of the exhaustive walks (placers.Steps); past it: not optimal
     max_instances: int | None = None
     exclusive_cards: bool = False  # each card hosts segments of one instance only
     min_instance_fps: float = 0.0  # latency floor: no instance slower than this
@@ -75,11 +77,16 @@ class GroupPacker:
     def solve(self, levels: list[int], floor: float = 0.0) -> GroupResult:
         """Best packing found; in fast mode levels that cannot beat `floor` fps are not searched."""
         if self.settings.exhaustive:
-            return self._search(levels, dive=False)
+            searched = self._search(levels, dive=False)
+            if searched.optimal or self.settings.exhaustive_step_budget == math.inf:
+                return searched
+            fast = self._fast(levels, floor)  # the walks ran out of steps: the fast mode may have done better
+            return searched if searched.fps >= fast.fps - EPS else fast
         fast = self._fast(levels, floor)
         if not self._small_option_space(levels):
             return fast
-        wider = self._search(levels, dive=False, exhaustive=True, budget=WIDER_NODE_BUDGET)
+        wider = self._search(levels, dive=False, exhaustive=True, budget=WIDER_NODE_BUDGET,
+                             step_budget=WIDER_STEP_BUDGET)
         best = wider if wider.fps > fast.fps + EPS else fast
         return GroupResult(best.placements, best.fps, False, fast.nodes + wider.nodes)
 
@@ -158,14 +165,15 @@ class GroupPacker:
         return min((free[k] / need[k] for k in range(5) if need[k] > 0), default=math.inf)
 
     def _search(self, levels: list[int], dive: bool, exhaustive: bool | None = None,
-                budget: int | None = None) -> GroupResult:
+                budget: int | None = None, step_budget: float | None = None) -> GroupResult:
         """Depth-first search over instances; a dive keeps only the first placement found at each depth.
-        `exhaustive` and `budget` default to the settings' mode and its node budget."""
+        `exhaustive`, `budget` and `step_budget` default to the settings' mode and budgets."""
         exhaustive = self.settings.exhaustive if exhaustive is None else exhaustive
         state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks, self.settings.exclusive_cards)
         state.min_fps = self.settings.min_instance_fps
+        steps = Steps(self.settings.exhaustive_step_budget if step_budget is None else step_budget)
         if exhaustive:
-            placers = [InstancePlacer(self.pipeline, state, lv, True) for lv in levels]
+            placers = [InstancePlacer(self.pipeline, state, lv, True, steps) for lv in levels]
             bound = self._bound
         else:
             placers = [GreedyPlacer(self.pipeline, state, lv) for lv in levels]
@@ -212,7 +220,7 @@ class GroupPacker:
                             return
 
         dfs(0, 0, 0.0)
-        return GroupResult(best[1], best[0], complete[0], nodes[0])
+        return GroupResult(best[1], best[0], complete[0] and not steps.exhausted, nodes[0])
 
 
 def _spread(values: list[int], count: int) -> list[int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -116,12 +117,32 @@ def _score(util: np.ndarray) -> np.ndarray:
     return util.max(axis=-1) + 1e-6 * util.sum(axis=-1)
 
 
+@dataclass
+class Steps:
+    """What the exhaustive walks of one search may cost: a walk that places nothing yields nothing, so the search's
+    node budget (placements) cannot bound it, and on two 3-SLR cards such walks took minutes."""
+
+    limit: float = math.inf
+    taken: int = 0
+
+    def take(self) -> bool:
+        """Count a step; False once the limit is reached (the walks then end, placing nothing more)."""
+        self.taken += 1
+        return self.taken <= self.limit
+
+    @property
+    def exhausted(self) -> bool:
+        return self.taken > self.limit
+
+
 class InstancePlacer:
-    def __init__(self, pipeline: Pipeline, state: GroupState, level: int, exhaustive: bool):
+    def __init__(self, pipeline: Pipeline, state: GroupState, level: int, exhaustive: bool,
+                 steps: Steps | None = None):
         self.pipeline = pipeline
         self.state = state
         self.level = level
         self.exhaustive = exhaustive
+        self.steps = steps or Steps()  # shared by the walks (copies) of this placer and of the search's others
         self.opts = [pipeline.pareto(s, level) for s in range(len(pipeline.stages))]
         if not exhaustive and all(self.opts):
             self.opts = _balanced_cached(pipeline, self.opts, level, state.free_total())
@@ -142,6 +163,8 @@ class InstancePlacer:
         yield from walk._step(0, 0)
 
     def _step(self, s: int, k: int) -> Iterator[Placement]:
+        if not self.steps.take():
+            return
         n = len(self.pipeline.stages)
         if s == n:
             if k == len(self.route) - 1 and self.pieces[-1][3]:

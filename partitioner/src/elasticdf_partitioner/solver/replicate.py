@@ -22,6 +22,9 @@ from .stages import Pipeline, kept_search
 SMALL_CLUSTER = 2
 EXHAUSTIVE_STAGES = 8
 EXHAUSTIVE_INSTANCES = 24
+# steps of its walks an exhaustive search chosen here may take (3-9 s here): past them the plan is the better of
+# what it found and the fast mode's, not proven optimal (two toy cards of 3 SLRs took 6 minutes unbounded)
+EXHAUSTIVE_STEPS = 300_000
 
 
 @dataclass
@@ -62,6 +65,8 @@ def _search_small(pipeline, cluster, limits, ratios, levels, settings, uplinks) 
     exhaustive = (len(pipeline.stages) <= EXHAUSTIVE_STAGES and len(cluster.cards) <= SMALL_CLUSTER
                   and packer.instance_bound(levels) <= EXHAUSTIVE_INSTANCES)
     group_settings = PackSettings(**{**settings.__dict__, "exhaustive": exhaustive or settings.exhaustive})
+    if exhaustive and not settings.exhaustive:
+        group_settings.exhaustive_step_budget = EXHAUSTIVE_STEPS
     packer.settings = group_settings
     return packer.solve(levels), group_settings.exhaustive
 
