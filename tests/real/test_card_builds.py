@@ -97,6 +97,8 @@ def test_builds_run_as_jobs_land_in_the_registry_and_card_pods_pull_and_serve(re
     (b,) = status(custom, ns)["builds"]
     assert b["artifact"].startswith(f"oci://{devcluster.BUILD_REGISTRY}/{BUILD_REPOSITORY}@sha256:")
     assert b["reportedClockMhz"] == b["fclkMhz"], "the emulation builder reports the modelled clock"
+    assert b["reportedResources"]["LUT"] > 0 and not status(custom, ns)["plan"].get("resourceScale"), \
+        "and the estimated resources: capacity stays as modelled"
     (pod,) = core_v1.list_namespaced_pod(ns, label_selector=f"elasticdf.io/name={label_value(MODEL)},"
                                                             "elasticdf.io/role=card").items
     assert [c.name for c in pod.spec.init_containers or []] == ["build"]

@@ -21,6 +21,7 @@ from elasticdf_partitioner.builds import (
     plan_builds,
     read_reports,
     reference_identity,
+    resource_scales,
 )
 from elasticdf_partitioner.catalog import load_catalog
 from elasticdf_partitioner.cli import main, usable_capacity
@@ -245,6 +246,8 @@ def test_cli_plan_build_out_then_build_run_then_plan_from_reports(tmp_path, caps
     report = BuildReport.model_validate_json(report_path.read_text())
     estimate = BuildRecord.model_validate_json((tmp_path / "artifacts" / tag / "build.json").read_text()).resources
     assert report.resources == pytest.approx(estimate, abs=0.2), "emulation reports what the cost model estimates"
+    built = BuildRecord.model_validate_json((tmp_path / "artifacts" / tag / "build.json").read_text())
+    assert resource_scales([(built, report.resources)]) == {}, "rounding differences scale nothing"
     used = {**report.resources, "LUT": round(estimate["LUT"] * 1.25, 1)}  # Vivado placed 25 % more LUTs
     report_path.write_text(report.model_copy(update={"mode": "xrt", "clock_mhz": 161.5, "clock_source": "measured",
                                                      "resources": used}).model_dump_json(by_alias=True))

@@ -106,13 +106,13 @@ def lowest_clocks(reports: list[tuple[BuildRecord, BuildReport]]) -> dict[str, t
 def resource_scales(reports: list[tuple[BuildRecord, dict[str, float]]]) -> dict[str, dict[str, float]]:
     """Card type -> {resource kind: used / estimated}: per card type and kind the largest ratio of what a build
     reports using (its report's `resources`) to what the cost model estimated for it (its record's), input of
-    catalog.with_resource_scale. Kinds a build did not report, or with nothing estimated, are left out; ratios of
-    1 too."""
+    catalog.with_resource_scale. Kinds a build did not report, or with nothing estimated, are left out, and so
+    are differences within rounding (1 unit or 1 %)."""
     found: dict[str, dict[str, float]] = {}
     for record, resources in reports:
         for kind, name in REPORT_RESOURCES.items():
             estimated, used = record.resources.get(name, 0.0), resources.get(name)
-            if estimated > 0 and used is not None and round(used / estimated, 3) != 1.0:
+            if estimated > 0 and used is not None and abs(used - estimated) > max(1.0, 0.01 * estimated):
                 ratios = found.setdefault(record.card_type, {})
                 ratios[kind] = max(ratios.get(kind, 0.0), round(used / estimated, 3))
     return found
