@@ -242,13 +242,10 @@ class Pipeline:
             where = f"segment {w.segment} ({address(w.listen)[0]})"
             try:
                 boot = await self._boot_id(w)
-            except TimeoutError:
-                if delivering:  # a slow answer while its results keep arriving: a busy card pod, not a dead one
+            except (TimeoutError, aiohttp.ClientError, OSError, IndexError) as exc:
+                if isinstance(exc, TimeoutError) and delivering:  # slow while its results keep arriving: busy
                     inst.strikes.passed()
                     return
-                self._strike(inst, f"{where} is down: TimeoutError")
-                return
-            except (aiohttp.ClientError, OSError, IndexError) as exc:
                 self._strike(inst, f"{where} is down: {str(exc) or type(exc).__name__}")
                 return
             previous, inst.boot_ids[w.segment] = inst.boot_ids.get(w.segment), boot
