@@ -76,12 +76,12 @@ class GroupPacker:
 
     def solve(self, levels: list[int], floor: float = 0.0) -> GroupResult:
         """Best packing found; in fast mode levels that cannot beat `floor` fps are not searched."""
-        if self.settings.exhaustive:
-            searched = self._search(levels, dive=False)
-            if searched.optimal or self.settings.exhaustive_step_budget == math.inf:
-                return searched
-            fast = self._fast(levels, floor)  # the walks ran out of steps: the fast mode may have done better
-            return searched if searched.fps >= fast.fps - EPS else fast
+        if self.settings.exhaustive and self.settings.exhaustive_step_budget == math.inf:
+            return self._search(levels, dive=False)
+        if self.settings.exhaustive:  # within a step budget: the fast mode's plan first, to prune by
+            fast = self._fast(levels, floor)
+            searched = self._search(levels, dive=False, incumbent=fast)
+            return searched if searched.fps > fast.fps + EPS or searched.optimal else fast
         fast = self._fast(levels, floor)
         if not self._small_option_space(levels):
             return fast
@@ -165,9 +165,11 @@ class GroupPacker:
         return min((free[k] / need[k] for k in range(5) if need[k] > 0), default=math.inf)
 
     def _search(self, levels: list[int], dive: bool, exhaustive: bool | None = None,
-                budget: int | None = None, step_budget: float | None = None) -> GroupResult:
+                budget: int | None = None, step_budget: float | None = None,
+                incumbent: GroupResult | None = None) -> GroupResult:
         """Depth-first search over instances; a dive keeps only the first placement found at each depth.
-        `exhaustive`, `budget` and `step_budget` default to the settings' mode and budgets."""
+        `exhaustive`, `budget` and `step_budget` default to the settings' mode and budgets; only packings better
+        than `incumbent` are searched for (it is the result if none is found)."""
         exhaustive = self.settings.exhaustive if exhaustive is None else exhaustive
         state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks, self.settings.exclusive_cards)
         state.min_fps = self.settings.min_instance_fps
@@ -180,7 +182,7 @@ class GroupPacker:
             single = len(levels) == 1 and placers[0].feasible_level()
             bound = self._greedy_bound(placers[0], levels[0]) if single else self._bound
         placers = [p for p in placers if p.feasible_level()]
-        best: list = [0.0, []]
+        best: list = [incumbent.fps, incumbent.placements] if incumbent else [0.0, []]
         current: list[Placement] = []
         nodes = [0]
         complete = [True]
