@@ -316,8 +316,8 @@ def test_a_build_reporting_a_lower_clock_changes_fps_and_later_plans_never_the_b
     assert set(new["builds"]) == {digest} and new["builds"][digest]["fclkMhz"] == 200, "made for 200 MHz"
     assert new["instances"][0]["fps"] == pytest.approx(old["instances"][0]["fps"] * 180 / 200, rel=1e-3)
     assert d.conditions["PlanCurrent"][:2] == ("True", "Current")
-    clock = d.clocks["u280"]
-    assert (clock.mhz, clock.build_mhz) == (180, 200) and digest[:19] in clock.source
+    card = d.catalog.cards["u280"]
+    assert (card.fclk_mhz, card.build_clock_mhz) == (180, 200) and digest[:19] in card.fclk_source
     ei = {"metadata": {"generation": 1}, "spec": {"objective": "throughput"}}
     status = build_status(ei, OWNER, more.replicas, snap.configmaps, snap.pods, d, {"name": "cnv"}, seen)
     by_group = {g.index: g.predicted_fps for g in status.plan.groups}
@@ -337,7 +337,8 @@ def test_resources_a_build_reports_above_the_estimate_shrink_later_placements_no
     more = spec(len(old["instances"]) + 1, "cnv")
     seen = BuildsSeen(manifests={digest: "sha256:" + "0" * 64}, resources={digest: used})
     snap, d = step(dataclasses.replace(snap, builds=seen), more)
-    assert d.resource_scale == {"u280": {"lut": pytest.approx(1.3, abs=1e-3)}}
+    assert {t: c.resource_scale for t, c in d.catalog.cards.items() if c.resource_scale} == \
+        {"u280": {"lut": pytest.approx(1.3, abs=1e-3)}}
     assert d.conditions["PlanCurrent"][:2] == ("True", "Current") and digest in groups_of(snap)[0]["builds"]
     ((new_digest, new_build),) = groups_of(snap)[1]["builds"].items()
     usable = usable_capacity(CATALOG.card("u280"), CATALOG).as_dict()["lut"]

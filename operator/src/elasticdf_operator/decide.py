@@ -46,7 +46,6 @@ from elasticdf_partitioner.artifacts import ModelError
 from elasticdf_partitioner.builds import resource_scales
 from elasticdf_partitioner.catalog import Catalog, with_clocks, with_resource_scale
 from elasticdf_partitioner.errors import ElasticDFError, InfeasibleError
-from elasticdf_partitioner.plan import Clock
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.solver.pack import PackSettings
 
@@ -139,8 +138,8 @@ class Decision:
     solve_seconds: float | None = None
     active: set[int] = field(default_factory=set)  # instances in the gateway's rotation after this pass
     rolling: bool = False  # groups of an older plan still exist (their builds pending do not hold the service)
-    clocks: dict[str, Clock] = field(default_factory=dict)  # card type -> the clock plans use and its source
-    resource_scale: dict[str, dict[str, float]] = field(default_factory=dict)  # card type -> used / estimated
+    # the catalog this pass planned with: clocks (Fabric, reported) and resource scales per card type
+    catalog: Catalog | None = None
 
     def emit(self, type_: str, reason: str, message: str) -> None:
         self.actions.append(Emit(type_, reason, message))
@@ -391,10 +390,7 @@ def decide(owner: Owner, spec: ElasticInferenceSpec, snap: Observed, now: float,
     groups = drop_broken([GroupRecord.parse(cm) for cm in cms], pods, snap, now, catalog, settings, decision)
     catalog = with_reported_resources(with_reported_clocks(catalog, groups, key, snap.builds.clocks), groups,
                                       snap.builds.resources)
-    decision.resource_scale = {name: dict(card.resource_scale) for name, card in catalog.cards.items()
-                               if card.resource_scale}
-    decision.clocks = {name: Clock(mhz=card.fclk_mhz, source=card.fclk_source, build_mhz=card.build_clock_mhz)
-                       for name, card in catalog.cards.items()}
+    decision.catalog = catalog
     roll = Roll.of(key, catalog, groups, owner, pods_by_name)
     decision.rolling = bool(roll.outdated)
     placed_now = False

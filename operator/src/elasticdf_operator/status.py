@@ -111,9 +111,7 @@ def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], po
         phase=phase(conditions, len(served), ready), conditions=conditions.ordered(),
         plan=PlanSummary(objective=(ei.get("spec") or {}).get("objective", "throughput"),
                          model=spec_model.get("name") or "artifacts", instances=instances, groups=group_summaries,
-                         cards_used=cards_used, clocks=card_clocks(decision, groups),
-                         resource_scale={t: s for t, s in decision.resource_scale.items()
-                                         if any(c.card_type == t for g in groups for c in g.cards)}),
+                         cards_used=cards_used, **planned_cards(decision, groups)),
         replicas=len(served), ready_replicas=ready, standby_replicas=len(instances) - len(served),
         builds=sorted(builds.values(), key=lambda b: b.digest), selector=builders.selector(owner.name),
         predicted_fps=round(fps, 3), cost_per_hour=round(cost, 4),
@@ -124,11 +122,13 @@ def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], po
         observed_generation=ei["metadata"].get("generation"))
 
 
-def card_clocks(decision: Decision, groups: list[GroupRecord]) -> dict[str, CardClock]:
-    """The clocks the plans use, for the card types the groups hold."""
-    used = {c.card_type for g in groups for c in g.cards}
-    return {name: CardClock(mhz=clock.mhz, source=clock.source, build_mhz=clock.build_mhz)
-            for name, clock in sorted(decision.clocks.items()) if name in used}
+def planned_cards(decision: Decision, groups: list[GroupRecord]) -> dict[str, dict]:
+    """The clocks and resource scales the plans use, for the card types the groups hold (PlanSummary fields)."""
+    catalog = decision.catalog
+    cards = [catalog.cards[t] for t in sorted({c.card_type for g in groups for c in g.cards})] if catalog else []
+    return {"clocks": {c.name: CardClock(mhz=c.fclk_mhz, source=c.fclk_source, build_mhz=c.build_clock_mhz)
+                       for c in cards},
+            "resource_scale": {c.name: dict(c.resource_scale) for c in cards if c.resource_scale}}
 
 
 def fill_build(entry: BuildStatus, seen: BuildsSeen, settings: BuildSettings, now: dt.datetime) -> None:

@@ -53,7 +53,7 @@ class CardType(BaseModel):
     fclk_source: str = Field("modelled default", description="where fclk_mhz came from (shown in every plan)")
     build_clock_mhz: float | None = Field(None, gt=0, description="the clock its card builds are synthesised for, "
                                           "where fclk_mhz is what a build achieved (None: fclk_mhz)")
-    resource_scale: dict[Literal["lut", "ff", "bram18", "uram", "dsp"], PositiveFloat] = Field(
+    resource_scale: dict[Literal[RESOURCE_KINDS], PositiveFloat] = Field(
         default_factory=dict, description="per resource kind: what builds of this type used / what the cost model "
         "estimated (build reports); plans divide the usable capacity by it")
     cost_per_hour: float = Field(1.65, ge=0)
