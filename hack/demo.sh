@@ -31,6 +31,9 @@ hack/dev-cluster.sh nodes "$CLUSTER" --prune
 kubectl get nodes -L elasticdf.io/dev-runtime,elasticdf.io/card-types,elasticdf.io/switch
 
 REGISTRY=$(.venv/bin/python -c 'import sys; sys.path.insert(0, "hack"); import devcluster; print(devcluster.BUILD_REGISTRY)')
+step "CRDs from charts/elastic-df/crds (helm creates CRDs once and never upgrades them)"
+kubectl apply --server-side --force-conflicts -f charts/elastic-df/crds/
+
 step "helm upgrade --install $RELEASE charts/elastic-df (operator on a real node; card builds in $REGISTRY)"
 helm upgrade --install "$RELEASE" charts/elastic-df --namespace "$OPERATOR_NS" --create-namespace \
   --set operator.image.pullPolicy=Never --set-string 'operator.nodeSelector.elasticdf\.io/dev-runtime=real' \

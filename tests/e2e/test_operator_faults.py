@@ -157,3 +157,18 @@ def test_autoscaler_follows_observed_fps_with_windows(operator, custom, core_v1,
     wait_for(lambda: serving(core_v1, custom, namespace, "auto", 1), 30, "1 instance left serving")
     events = core_v1.list_namespaced_event(namespace).items
     assert [e.reason for e in events if e.involved_object.name == "auto"].count("Scaled") >= 2
+
+
+def test_a_status_the_crd_rejects_is_one_actionable_log_line_not_a_failed_pass(k8s_client, crds, custom, namespace,
+                                                                                caplog):
+    """A CRD older than the operator (helm never upgrades CRDs) rejects conditions it does not know: the write
+    fails with 422, the operator says what to do and the pass's actions stand (a raised error would hold every
+    later pass back by kopf's retry delay: scaling took 20-45 s on a demo cluster upgraded in place)."""
+    from elasticdf_operator.kube import Kube
+
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ei("old-crd"))
+    condition = {"type": "NotInThisCRD", "status": "True", "reason": "Test", "message": "m",
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    Kube(k8s_client).patch_status(namespace, "old-crd", {"conditions": [condition]})
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "elasticdf.kube"]
+    assert "NotInThisCRD" in line and "kubectl apply --server-side -f charts/elastic-df/crds/" in line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import uuid
 
 from elasticdf_contract.names import (
@@ -30,6 +31,7 @@ from kubernetes.client.rest import ApiException
 from .state import Observed, project_configmap, project_node, project_pod
 
 PLURAL = "elasticinferences"
+log = logging.getLogger("elasticdf.kube")
 
 
 def _json(response) -> dict:
@@ -212,8 +214,18 @@ class Kube:
                                                           {"spec": {"replicas": replicas}})
 
     def patch_status(self, namespace: str, name: str, status: dict) -> None:
+        """Write the status. One the API server rejects as invalid means its CRD is older than this operator
+        (helm installs CRDs once and never upgrades them): that is logged in one line saying what to do, and
+        the reconcile's actions stand; failing the handler would only hold every later pass back a minute."""
         body = {"status": status}
-        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, body)
+        try:
+            self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, body)
+        except ApiException as err:
+            if err.status != 422:
+                raise
+            log.error("%s/%s: the API server rejects the status this operator writes (%s); the CRD installed is "
+                      "probably older than the operator: kubectl apply --server-side -f charts/elastic-df/crds/",
+                      namespace, name, rejection(err))
 
     def event(self, ei: dict, type_: str, reason: str, message: str) -> None:
         meta = ei["metadata"]
@@ -231,6 +243,14 @@ class Kube:
         except ApiException as err:
             if not namespace_terminating(err):  # the resource goes with its namespace: no one reads the event
                 raise
+
+
+def rejection(err: ApiException) -> str:
+    """The API server's message of a rejected write (its Status body), else the HTTP reason."""
+    try:
+        return json.loads(err.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(err.reason)
 
 
 def namespace_terminating(err: ApiException) -> bool:
