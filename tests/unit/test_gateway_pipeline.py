@@ -186,6 +186,30 @@ def test_a_slow_health_answer_is_no_strike_while_the_instance_delivers_results()
     asyncio.run(run())
 
 
+def test_an_instance_the_wiring_adds_is_checked_at_once_not_at_the_next_poll():
+    """Activating a standby instance: the health watcher polls every minute here, yet the added instance joins the
+    rotation as soon as its check passes."""
+    async def run():
+        async def healthz(_):
+            return web.Response(text="ok boot-1")
+
+        runner, health_port = await health_endpoint(healthz)
+        p, received, server = await connected_pipeline(health_port=health_port, poll_seconds=60.0)
+        await p.start()
+        data_port = server.sockets[0].getsockname()[1]
+        await asyncio.sleep(0.2)  # the watcher's first round is done: it now waits out its poll interval
+        added, _ = p.update(wirings(0, data_port) + [w.model_copy(update={"instance_id": "ns/m-1", "instance": 1})
+                                                     for w in wirings(1, data_port)])
+        assert added == ["ns/m-1"] and not p.instances[1].up
+        async with asyncio.timeout(10):
+            while not p.instances[1].up:
+                await asyncio.sleep(0.02)
+        await p.stop()
+        server.close()
+        await runner.cleanup()
+    asyncio.run(run())
+
+
 def test_strikes_count_consecutive_failures_only():
     s = Strikes(limit=3)
     assert [s.failed(), s.failed()] == [False, False]

@@ -24,6 +24,7 @@ bound; each request waits at most `timeout` seconds (504).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
@@ -153,6 +154,7 @@ class Pipeline:
         self.queue: deque[Job] = deque()
         self.queued_frames = 0
         self.work = asyncio.Event()  # a request was queued or an instance got room
+        self.recheck = asyncio.Event()  # the wiring added instances: check them now, not at the next poll
         self.batches: dict[int, Batch] = {}
         self.turn = itertools.count()
         self.late_frames = 0
@@ -206,6 +208,8 @@ class Pipeline:
             added.append(self._instance(key, ws))
             kept.append(added[-1])
         self.instances = kept
+        if added:
+            self.recheck.set()
         for inst in removed:
             self.retire(inst)
         return [i.id for i in added], [i.id for i in removed]
@@ -226,9 +230,13 @@ class Pipeline:
 
     # -- health and connections
     async def _watch(self) -> None:
+        """Health checks every poll, and at once after the wiring added instances: an activated standby
+        instance joins the rotation without waiting out the poll interval."""
         while True:
+            self.recheck.clear()
             await asyncio.gather(*(self.check(inst) for inst in list(self.instances)))
-            await asyncio.sleep(self.poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.recheck.wait(), self.poll_seconds)
 
     async def _boot_id(self, w: SegmentWiring) -> str:
         url = f"http://{address(w.listen)[0]}:{self.health_port}/healthz"
