@@ -98,7 +98,9 @@ class GroupPacker:
         return math.prod(fronts) <= WIDER_OPTION_COMBINATIONS
 
     def _fast(self, levels: list[int], floor: float) -> GroupResult:
-        """One balanced option choice per level: dives, then bounded searches and fills at the best levels."""
+        """One balanced option choice per level: dives, then bounded searches and fills at the best levels.
+        Greedy placers whatever the settings' mode: it is the exhaustive search's incumbent too (run with the
+        exhaustive placers, its dives and node budget took seconds and found less: exact_bench #4)."""
         fclk = max(c.type.fclk_mhz for c in self.cards) * 1e6
         empty = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
         ranked = sorted(((self._level_bound(level, fclk, empty), level) for level in levels), reverse=True)
@@ -107,7 +109,7 @@ class GroupPacker:
         for bound, level in ranked:
             if bound <= best_fps + EPS:
                 break
-            result = self._search([level], dive=True)
+            result = self._search([level], dive=True, exhaustive=False)
             nodes += result.nodes
             dives.append((result.fps, level, result))
             best_fps = max(best_fps, result.fps)
@@ -116,7 +118,8 @@ class GroupPacker:
         for _, level, _ in dives[:3]:
             # a bounded search at this level, and a dive that fills what it leaves with slower instances
             slower = _spread(sorted(lv for lv in levels if level < lv <= FILL_SLOWDOWN * level), FILL_LEVELS)
-            for result in (self._search([level], dive=False), self._search([level] + slower, dive=True)):
+            for result in (self._search([level], dive=False, exhaustive=False),
+                           self._search([level] + slower, dive=True, exhaustive=False)):
                 nodes += result.nodes
                 if result.fps > best.fps + EPS:
                     best = result
