@@ -9,7 +9,9 @@ from elasticdf_partitioner.errors import InfeasibleError
 from elasticdf_partitioner.models.synthetic import chain, toy_cluster
 from elasticdf_partitioner.resources import Resources
 from elasticdf_partitioner.solver import solve
+from elasticdf_partitioner.solver.bound import fps_per_resource
 from elasticdf_partitioner.solver.exact import exact_optimum
+from elasticdf_partitioner.solver.pack import GroupPacker, PackSettings
 from elasticdf_partitioner.solver.replicate import EXHAUSTIVE_STAGES
 from elasticdf_partitioner.solver.stages import build_pipeline
 from hypothesis import HealthCheck, given, settings
@@ -67,6 +69,18 @@ def test_fast_mode_finds_the_only_plan_of_bench_problem_11():
 def test_fast_mode_reaches_the_optimum_of_bench_problem_10():
     graph, cluster = _graph(BENCH_10), toy_cluster([[186, 195, 200]], [0], sll=48)
     assert _plan_fps(graph, cluster) == pytest.approx(_optimum(graph, cluster)) == pytest.approx(250_000)
+
+
+def test_fast_mode_leaves_room_for_the_vnx_stack_on_the_card_it_leaves():
+    """A card is left from its Ethernet SLR, where the VNx stack goes: the run there must leave room for it
+    (the greedy placer used to measure the run first and open the stack on an overdrawn SLR). 90 LUT of
+    stages, 80 LUT on the two cards once both stacks are on: nothing fits."""
+    graph = chain("eth", [[(50, Resources(30, 0, 0, 0, 0), 8)]] * 3)
+    cluster = toy_cluster([[40], [60]], [0, 0], sll=40)
+    pipeline = build_pipeline(graph)
+    packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, LIMITS, fps_per_resource(pipeline, 100),
+                         PackSettings())
+    assert packer.solve(pipeline.levels()).fps == 0
 
 
 option = st.tuples(st.integers(15, 45), st.integers(10, 40), st.sampled_from([8, 16, 32]))

@@ -270,6 +270,9 @@ class GreedyPlacer(InstancePlacer):
         n, s = len(self.choice), 0
         for k, (card, slr) in enumerate(self.route):
             last_slot = k == len(self.route) - 1
+            # a card is left from its Ethernet SLR: its VNx stack goes there before the run is measured
+            if not last_slot and self.route[k + 1][0] != card and not self.state.open_eth(card):
+                return None
             end = self._farthest(card, slr, s)
             if last_slot and end < n or k == 0 and end == s or not last_slot and end == n:
                 return None
