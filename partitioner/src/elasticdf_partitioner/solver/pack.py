@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..catalog import Catalog, Limits
 from ..cluster import Card
 from ..resources import Resources
-from .placers import GreedyPlacer, InstancePlacer, Placement, Steps
+from .placers import GreedyPlacer, InstancePlacer, Placement, SharedRoutePlacer, Steps
 from .routes import routes
 from .stages import Pipeline
 from .state import EPS, GroupState
@@ -36,6 +36,8 @@ WIDER_STAGES = 12
 WIDER_OPTION_COMBINATIONS = 3 ** WIDER_STAGES
 WIDER_NODE_BUDGET = 300
 WIDER_STEP_BUDGET = 400_000  # and of its walks (placers.Steps): 1-4 s; exact_bench #10 needs 376,000
+SHARED_STEP_BUDGET = 20_000  # steps of the shared-route searches (placers.SharedRoutePlacer): a fit is found in
+# tens or hundreds (exact_bench #1: 52, #10: 517), a count that does not fit would take the whole budget
 
 
 @dataclass
@@ -78,17 +80,41 @@ class GroupPacker:
         """Best packing found; in fast mode levels that cannot beat `floor` fps are not searched."""
         if self.settings.exhaustive and self.settings.exhaustive_step_budget == math.inf:
             return self._search(levels, dive=False)
+        fast = self._fast(levels, floor)
+        if self._small_option_space(levels):
+            fast = self._shared(levels, fast)
         if self.settings.exhaustive:  # within a step budget: the fast mode's plan first, to prune by
-            fast = self._fast(levels, floor)
             searched = self._search(levels, dive=False, incumbent=fast)
             return searched if searched.fps > fast.fps + EPS or searched.optimal else fast
-        fast = self._fast(levels, floor)
         if not self._small_option_space(levels):
             return fast
         wider = self._search(levels, dive=False, exhaustive=True, budget=WIDER_NODE_BUDGET,
-                             step_budget=WIDER_STEP_BUDGET)
-        best = wider if wider.fps > fast.fps + EPS else fast
-        return GroupResult(best.placements, best.fps, False, fast.nodes + wider.nodes)
+                             step_budget=WIDER_STEP_BUDGET, incumbent=fast)
+        return GroupResult(wider.placements, wider.fps, False, fast.nodes + wider.nodes)
+
+    def _shared(self, levels: list[int], incumbent: GroupResult) -> GroupResult:
+        """`incumbent`, or more instances of one level sharing one of the longest routes (each SLR of it holds
+        a part of every instance: placers.SharedRoutePlacer), as many as fit within SHARED_STEP_BUDGET."""
+        if self.settings.exclusive_cards or not levels:  # instances that share a card
+            return incumbent
+        longest = max(len(route) for route in self.routes)
+        empty = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
+        steps, best = Steps(SHARED_STEP_BUDGET), incumbent
+        for route in (r for r in self.routes if len(r) == longest):
+            fps = min(self.cards[c].type.fclk_mhz for c, _ in route) * 1e6
+            for level in levels:
+                count = math.floor(best.fps * level / fps + 1e-9) + 1  # the fewest that beat the best so far
+                most = min(math.floor(self._count_bound(empty, level) + 1e-9), self.settings.max_instances or math.inf)
+                while count <= most and not steps.exhausted:
+                    state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
+                    state.min_fps = self.settings.min_instance_fps
+                    placer = SharedRoutePlacer(self.pipeline, state, level, steps)
+                    placements = placer.feasible_level() and placer.place_together(route, count)
+                    if not placements:
+                        break
+                    best = GroupResult(placements, sum(p.fps for p in placements), False, incumbent.nodes)
+                    count += 1
+        return best
 
     def _small_option_space(self, levels: list[int]) -> bool:
         """Whether an exhaustive walk stays cheap: few stages, few option combinations at the slowest level."""
