@@ -101,10 +101,12 @@ class GroupPacker:
         empty = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
         steps, best = Steps(SHARED_STEP_BUDGET), incumbent
         for route in (r for r in self.routes if len(r) == longest):
-            fps = min(self.cards[c].type.fclk_mhz for c, _ in route) * 1e6
+            clock = min(self.cards[c].type.fclk_mhz for c, _ in route) * 1e6
             for level in levels:
-                count = math.floor(best.fps * level / fps + 1e-9) + 1  # the fewest that beat the best so far
-                most = min(math.floor(self._count_bound(empty, level) + 1e-9), self.settings.max_instances or math.inf)
+                count = math.floor(best.fps * level / clock + 1e-9) + 1  # the fewest that beat the best so far
+                most = self._count_bound(empty, level) + 1e-9  # infinite where an instance needs nothing
+                if self.settings.max_instances is not None:
+                    most = min(most, self.settings.max_instances)
                 while count <= most and not steps.exhausted:
                     state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
                     state.min_fps = self.settings.min_instance_fps
