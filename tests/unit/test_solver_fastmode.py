@@ -39,6 +39,25 @@ BENCH_10 = [[(400, 21, 19, 8), (200, 42, 9, 16), (200, 15, 38, 32)],
             [(800, 15, 11, 8), (400, 30, 5, 32), (400, 12, 22, 32)],
             [(400, 22, 19, 16), (200, 44, 9, 32), (200, 16, 38, 32)]]
 
+# #1 and #4: two 3-SLR cards; the optima (500,000 fps, the MILP's in benchmarks/results/exact.md) have two
+# instances at 400 cycles that both span the two cards (#1), and four at 800 (#4)
+BENCH_1 = [[(800, 43, 29, 8), (400, 86, 14, 16), (400, 26, 58, 32)],
+           [(400, 42, 13, 16), (200, 84, 6, 16), (200, 26, 26, 32)],
+           [(800, 34, 16, 16), (400, 68, 8, 32), (400, 22, 32, 32)],
+           [(400, 18, 36, 8), (200, 36, 18, 32), (200, 14, 72, 32)],
+           [(400, 15, 15, 16), (200, 30, 7, 16), (200, 12, 30, 16)],
+           [(800, 30, 31, 8), (400, 60, 15, 32), (400, 20, 62, 32)],
+           [(800, 30, 24, 16), (400, 60, 12, 32), (400, 20, 48, 16)],
+           [(800, 30, 22, 8), (400, 60, 11, 32), (400, 20, 44, 32)],
+           [(400, 33, 14, 16), (200, 66, 7, 32), (200, 21, 28, 32)],
+           [(400, 41, 32, 16), (200, 82, 16, 32), (200, 25, 64, 16)]]
+BENCH_4 = [[(800, 29, 35, 16), (400, 58, 17, 16), (400, 19, 70, 32)],
+           [(400, 23, 17, 16), (200, 46, 8, 16), (200, 16, 34, 16)],
+           [(1600, 15, 39, 16), (800, 30, 19, 16), (800, 12, 78, 16)],
+           [(800, 27, 24, 16), (400, 54, 12, 32), (400, 18, 48, 32)],
+           [(400, 23, 14, 16), (200, 46, 7, 32), (200, 16, 28, 16)],
+           [(1600, 33, 36, 16), (800, 66, 18, 16), (800, 21, 72, 16)]]
+
 
 def _graph(tables):
     return chain("fast", [[(c, Resources(lut, 0, 0, 0, dsp), w) for c, lut, dsp, w in t] for t in tables])
@@ -81,6 +100,16 @@ def test_fast_mode_leaves_room_for_the_vnx_stack_on_the_card_it_leaves():
     packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, LIMITS, fps_per_resource(pipeline, 100),
                          PackSettings())
     assert packer.solve(pipeline.levels()).fps == 0
+
+
+@pytest.mark.parametrize("tables, cards, eth, sll", [
+    (BENCH_1, [[160, 133, 145], [167, 124, 105]], [2, 2], 5000),
+    (BENCH_4, [[173, 149, 176], [132, 187, 197]], [1, 0], 48)], ids=["bench-1", "bench-4"])
+def test_solver_reaches_the_optimum_of_bench_problems_1_and_4(tables, cards, eth, sll):
+    """Two 3-SLR cards. #1 needs instances that each use their own variants on SLRs they share (one after
+    the other, the first fills the first SLRs and the second does not fit what is left); #4's fast-mode plan
+    is optimal, and the exhaustive search that follows on 6 stages must keep it."""
+    assert _plan_fps(_graph(tables), toy_cluster(cards, eth, sll=sll)) == pytest.approx(500_000)
 
 
 option = st.tuples(st.integers(15, 45), st.integers(10, 40), st.sampled_from([8, 16, 32]))
