@@ -7,9 +7,11 @@ a balanced option choice; each level is first dived (the first placement at each
 levels get a depth-first search within a node budget and a dive that fills what they leave with instances of
 slower levels. One option choice per level can miss what mixing options does (an LUT-heavy variant on one SLR,
 a DSP-heavy one on the next: exact_bench.py found a 10-stage problem the fast mode called infeasible), so on
-pipelines of at most WIDER_STAGES stages and few option combinations an exhaustive search within
-WIDER_NODE_BUDGET placements runs as well and the better packing wins. Either way the result is feasible by
-construction.
+pipelines of at most WIDER_STAGES stages and few option combinations two searches follow, each starting from
+the best plan so far: instances of one level placed together along one of the longest routes, each SLR of it
+shared by all of them and each instance with its own options (placers.SharedRoutePlacer, within
+SHARED_STEP_BUDGET steps), then an exhaustive search within WIDER_NODE_BUDGET placements. Either way the result
+is feasible by construction.
 """
 
 from __future__ import annotations
@@ -80,17 +82,18 @@ class GroupPacker:
         """Best packing found; in fast mode levels that cannot beat `floor` fps are not searched."""
         if self.settings.exhaustive and self.settings.exhaustive_step_budget == math.inf:
             return self._search(levels, dive=False)
-        fast = self._fast(levels, floor)
-        if self._small_option_space(levels):
-            fast = self._shared(levels, fast)
-        if self.settings.exhaustive:  # within a step budget: the fast mode's plan first, to prune by
-            searched = self._search(levels, dive=False, incumbent=fast)
-            return searched if searched.fps > fast.fps + EPS or searched.optimal else fast
-        if not self._small_option_space(levels):
-            return fast
+        best = self._fast(levels, floor)
+        small = self._small_option_space(levels)
+        if small:
+            best = self._shared(levels, best)
+        if self.settings.exhaustive:  # within a step budget: the plan so far first, to prune by
+            searched = self._search(levels, dive=False, incumbent=best)
+            return searched if searched.fps > best.fps + EPS or searched.optimal else best
+        if not small:
+            return best
         wider = self._search(levels, dive=False, exhaustive=True, budget=WIDER_NODE_BUDGET,
-                             step_budget=WIDER_STEP_BUDGET, incumbent=fast)
-        return GroupResult(wider.placements, wider.fps, False, fast.nodes + wider.nodes)
+                             step_budget=WIDER_STEP_BUDGET, incumbent=best)
+        return GroupResult(wider.placements, wider.fps, False, best.nodes + wider.nodes)
 
     def _shared(self, levels: list[int], incumbent: GroupResult) -> GroupResult:
         """`incumbent`, or more instances of one level sharing one of the longest routes (each SLR of it holds
