@@ -3,9 +3,9 @@
 
 Part 1, random problems the MILP solves to optimality: chains of 6-10 table-driven stages (3 options each, a
 LUT- and a DSP-leaning variant among them) on 1-2 toy cards of 2-3 SLRs. Exhaustive enumeration is out of
-reach at these sizes, and the solver searches most of them in its fast mode (more than 8 stages, plus a
-budgeted exhaustive search on pipelines this small, pack.py WIDER_*). Per problem: the solver's fps, the
-exact optimum, the LP bound (`--certify`) and the per-resource bound.
+reach at these sizes, and the solver searches most of them in its fast mode (more than 8 stages, plus the
+shared-route and budgeted exhaustive searches on pipelines this small, pack.py SHARED_STEP_BUDGET and WIDER_*).
+Per problem: the solver's fps, the exact optimum, the LP bound (`--certify`) and the per-resource bound.
 Part 2, the zoo models on 1-2 cards: the size of the exact model (instances x stage options x SLRs), which
 is what keeps SCIP from solving them within minutes.
 Run: .venv/bin/python benchmarks/exact_bench.py   (writes benchmarks/results/exact.md)

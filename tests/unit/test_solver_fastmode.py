@@ -9,7 +9,9 @@ from elasticdf_partitioner.errors import InfeasibleError
 from elasticdf_partitioner.models.synthetic import chain, toy_cluster
 from elasticdf_partitioner.resources import Resources
 from elasticdf_partitioner.solver import solve
+from elasticdf_partitioner.solver.bound import fps_per_resource
 from elasticdf_partitioner.solver.exact import exact_optimum
+from elasticdf_partitioner.solver.pack import GroupPacker, PackSettings
 from elasticdf_partitioner.solver.replicate import EXHAUSTIVE_STAGES
 from elasticdf_partitioner.solver.stages import build_pipeline
 from hypothesis import HealthCheck, given, settings
@@ -36,6 +38,25 @@ BENCH_10 = [[(400, 21, 19, 8), (200, 42, 9, 16), (200, 15, 38, 32)],
             [(1600, 34, 10, 8), (800, 68, 5, 16), (800, 22, 20, 32)],
             [(800, 15, 11, 8), (400, 30, 5, 32), (400, 12, 22, 32)],
             [(400, 22, 19, 16), (200, 44, 9, 32), (200, 16, 38, 32)]]
+
+# #1 and #4: two 3-SLR cards; the optima (500,000 fps, the MILP's in benchmarks/results/exact.md) have two
+# instances at 400 cycles that both span the two cards (#1), and four at 800 (#4)
+BENCH_1 = [[(800, 43, 29, 8), (400, 86, 14, 16), (400, 26, 58, 32)],
+           [(400, 42, 13, 16), (200, 84, 6, 16), (200, 26, 26, 32)],
+           [(800, 34, 16, 16), (400, 68, 8, 32), (400, 22, 32, 32)],
+           [(400, 18, 36, 8), (200, 36, 18, 32), (200, 14, 72, 32)],
+           [(400, 15, 15, 16), (200, 30, 7, 16), (200, 12, 30, 16)],
+           [(800, 30, 31, 8), (400, 60, 15, 32), (400, 20, 62, 32)],
+           [(800, 30, 24, 16), (400, 60, 12, 32), (400, 20, 48, 16)],
+           [(800, 30, 22, 8), (400, 60, 11, 32), (400, 20, 44, 32)],
+           [(400, 33, 14, 16), (200, 66, 7, 32), (200, 21, 28, 32)],
+           [(400, 41, 32, 16), (200, 82, 16, 32), (200, 25, 64, 16)]]
+BENCH_4 = [[(800, 29, 35, 16), (400, 58, 17, 16), (400, 19, 70, 32)],
+           [(400, 23, 17, 16), (200, 46, 8, 16), (200, 16, 34, 16)],
+           [(1600, 15, 39, 16), (800, 30, 19, 16), (800, 12, 78, 16)],
+           [(800, 27, 24, 16), (400, 54, 12, 32), (400, 18, 48, 32)],
+           [(400, 23, 14, 16), (200, 46, 7, 32), (200, 16, 28, 16)],
+           [(1600, 33, 36, 16), (800, 66, 18, 16), (800, 21, 72, 16)]]
 
 
 def _graph(tables):
@@ -67,6 +88,28 @@ def test_fast_mode_finds_the_only_plan_of_bench_problem_11():
 def test_fast_mode_reaches_the_optimum_of_bench_problem_10():
     graph, cluster = _graph(BENCH_10), toy_cluster([[186, 195, 200]], [0], sll=48)
     assert _plan_fps(graph, cluster) == pytest.approx(_optimum(graph, cluster)) == pytest.approx(250_000)
+
+
+def test_fast_mode_leaves_room_for_the_vnx_stack_on_the_card_it_leaves():
+    """A card is left from its Ethernet SLR, where the VNx stack goes: the run there must leave room for it
+    (the greedy placer used to measure the run first and open the stack on an overdrawn SLR). 90 LUT of
+    stages, 80 LUT on the two cards once both stacks are on: nothing fits."""
+    graph = chain("eth", [[(50, Resources(30, 0, 0, 0, 0), 8)]] * 3)
+    cluster = toy_cluster([[40], [60]], [0, 0], sll=40)
+    pipeline = build_pipeline(graph)
+    packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, LIMITS, fps_per_resource(pipeline, 100),
+                         PackSettings())
+    assert packer.solve(pipeline.levels()).fps == 0
+
+
+@pytest.mark.parametrize("tables, cards, eth, sll", [
+    (BENCH_1, [[160, 133, 145], [167, 124, 105]], [2, 2], 5000),
+    (BENCH_4, [[173, 149, 176], [132, 187, 197]], [1, 0], 48)], ids=["bench-1", "bench-4"])
+def test_solver_reaches_the_optimum_of_bench_problems_1_and_4(tables, cards, eth, sll):
+    """Two 3-SLR cards. #1 needs instances that each use their own variants on SLRs they share (one after
+    the other, the first fills the first SLRs and the second does not fit what is left); #4's fast-mode plan
+    is optimal, and the exhaustive search that follows on 6 stages must keep it."""
+    assert _plan_fps(_graph(tables), toy_cluster(cards, eth, sll=sll)) == pytest.approx(500_000)
 
 
 option = st.tuples(st.integers(15, 45), st.integers(10, 40), st.sampled_from([8, 16, 32]))

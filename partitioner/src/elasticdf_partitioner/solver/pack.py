@@ -7,9 +7,11 @@ a balanced option choice; each level is first dived (the first placement at each
 levels get a depth-first search within a node budget and a dive that fills what they leave with instances of
 slower levels. One option choice per level can miss what mixing options does (an LUT-heavy variant on one SLR,
 a DSP-heavy one on the next: exact_bench.py found a 10-stage problem the fast mode called infeasible), so on
-pipelines of at most WIDER_STAGES stages and few option combinations an exhaustive search within
-WIDER_NODE_BUDGET placements runs as well and the better packing wins. Either way the result is feasible by
-construction.
+pipelines of at most WIDER_STAGES stages and few option combinations two searches follow, each starting from
+the best plan so far: instances of one level placed together along one of the longest routes, each SLR of it
+shared by all of them and each instance with its own options (placers.SharedRoutePlacer, within
+SHARED_STEP_BUDGET steps), then an exhaustive search within WIDER_NODE_BUDGET placements. Either way the result
+is feasible by construction.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from ..catalog import Catalog, Limits
 from ..cluster import Card
 from ..resources import Resources
-from .placers import GreedyPlacer, InstancePlacer, Placement, Steps
+from .placers import GreedyPlacer, InstancePlacer, Placement, SharedRoutePlacer, Steps
 from .routes import routes
 from .stages import Pipeline
 from .state import EPS, GroupState
@@ -36,6 +38,8 @@ WIDER_STAGES = 12
 WIDER_OPTION_COMBINATIONS = 3 ** WIDER_STAGES
 WIDER_NODE_BUDGET = 300
 WIDER_STEP_BUDGET = 400_000  # and of its walks (placers.Steps): 1-4 s; exact_bench #10 needs 376,000
+SHARED_STEP_BUDGET = 20_000  # steps of the shared-route searches (placers.SharedRoutePlacer): a fit is found in
+# tens or hundreds (exact_bench #1: 52, #10: 517), a count that does not fit would take the whole budget
 
 
 @dataclass
@@ -78,17 +82,44 @@ class GroupPacker:
         """Best packing found; in fast mode levels that cannot beat `floor` fps are not searched."""
         if self.settings.exhaustive and self.settings.exhaustive_step_budget == math.inf:
             return self._search(levels, dive=False)
-        if self.settings.exhaustive:  # within a step budget: the fast mode's plan first, to prune by
-            fast = self._fast(levels, floor)
-            searched = self._search(levels, dive=False, incumbent=fast)
-            return searched if searched.fps > fast.fps + EPS or searched.optimal else fast
-        fast = self._fast(levels, floor)
-        if not self._small_option_space(levels):
-            return fast
+        best = self._fast(levels, floor)
+        small = self._small_option_space(levels)
+        if small:
+            best = self._shared(levels, best)
+        if self.settings.exhaustive:  # within a step budget: the plan so far first, to prune by
+            searched = self._search(levels, dive=False, incumbent=best)
+            return searched if searched.fps > best.fps + EPS or searched.optimal else best
+        if not small:
+            return best
         wider = self._search(levels, dive=False, exhaustive=True, budget=WIDER_NODE_BUDGET,
-                             step_budget=WIDER_STEP_BUDGET)
-        best = wider if wider.fps > fast.fps + EPS else fast
-        return GroupResult(best.placements, best.fps, False, fast.nodes + wider.nodes)
+                             step_budget=WIDER_STEP_BUDGET, incumbent=best)
+        return GroupResult(wider.placements, wider.fps, False, best.nodes + wider.nodes)
+
+    def _shared(self, levels: list[int], incumbent: GroupResult) -> GroupResult:
+        """`incumbent`, or more instances of one level sharing one of the longest routes (each SLR of it holds
+        a part of every instance: placers.SharedRoutePlacer), as many as fit within SHARED_STEP_BUDGET."""
+        if self.settings.exclusive_cards or not levels:  # instances that share a card
+            return incumbent
+        longest = max(len(route) for route in self.routes)
+        empty = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
+        steps, best = Steps(SHARED_STEP_BUDGET), incumbent
+        for route in (r for r in self.routes if len(r) == longest):
+            clock = min(self.cards[c].type.fclk_mhz for c, _ in route) * 1e6
+            for level in levels:
+                count = math.floor(best.fps * level / clock + 1e-9) + 1  # the fewest that beat the best so far
+                most = self._count_bound(empty, level) + 1e-9  # infinite where an instance needs nothing
+                if self.settings.max_instances is not None:
+                    most = min(most, self.settings.max_instances)
+                while count <= most and not steps.exhausted:
+                    state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
+                    state.min_fps = self.settings.min_instance_fps
+                    placer = SharedRoutePlacer(self.pipeline, state, level, steps)
+                    placements = placer.feasible_level() and placer.place_together(route, count)
+                    if not placements:
+                        break
+                    best = GroupResult(placements, sum(p.fps for p in placements), False, incumbent.nodes)
+                    count += 1
+        return best
 
     def _small_option_space(self, levels: list[int]) -> bool:
         """Whether an exhaustive walk stays cheap: few stages, few option combinations at the slowest level."""
@@ -98,7 +129,9 @@ class GroupPacker:
         return math.prod(fronts) <= WIDER_OPTION_COMBINATIONS
 
     def _fast(self, levels: list[int], floor: float) -> GroupResult:
-        """One balanced option choice per level: dives, then bounded searches and fills at the best levels."""
+        """One balanced option choice per level: dives, then bounded searches and fills at the best levels.
+        Greedy placers whatever the settings' mode: it is the exhaustive search's incumbent too (run with the
+        exhaustive placers, its dives and node budget took seconds and found less: exact_bench #4)."""
         fclk = max(c.type.fclk_mhz for c in self.cards) * 1e6
         empty = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
         ranked = sorted(((self._level_bound(level, fclk, empty), level) for level in levels), reverse=True)
@@ -107,7 +140,7 @@ class GroupPacker:
         for bound, level in ranked:
             if bound <= best_fps + EPS:
                 break
-            result = self._search([level], dive=True)
+            result = self._search([level], dive=True, exhaustive=False)
             nodes += result.nodes
             dives.append((result.fps, level, result))
             best_fps = max(best_fps, result.fps)
@@ -116,7 +149,8 @@ class GroupPacker:
         for _, level, _ in dives[:3]:
             # a bounded search at this level, and a dive that fills what it leaves with slower instances
             slower = _spread(sorted(lv for lv in levels if level < lv <= FILL_SLOWDOWN * level), FILL_LEVELS)
-            for result in (self._search([level], dive=False), self._search([level] + slower, dive=True)):
+            for result in (self._search([level], dive=False, exhaustive=False),
+                           self._search([level] + slower, dive=True, exhaustive=False)):
                 nodes += result.nodes
                 if result.fps > best.fps + EPS:
                     best = result

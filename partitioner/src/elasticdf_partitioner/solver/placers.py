@@ -3,7 +3,8 @@
 InstancePlacer (exhaustive) yields every placement: each SLR of the route takes any run of stages, each stage
 any Pareto-optimal option. GreedyPlacer (fast) yields at most one: every stage uses its balanced option and
 each SLR takes the longest run that fits. Either way a placement is feasible by construction and holds its
-resources in the GroupState until the caller resumes the generator.
+resources in the GroupState until the caller resumes the generator. SharedRoutePlacer places several instances
+of one level together along one route (each SLR shared by all of them), searching their options stage by stage.
 """
 
 from __future__ import annotations
@@ -270,6 +271,9 @@ class GreedyPlacer(InstancePlacer):
         n, s = len(self.choice), 0
         for k, (card, slr) in enumerate(self.route):
             last_slot = k == len(self.route) - 1
+            # a card is left from its Ethernet SLR: its VNx stack goes there before the run is measured
+            if not last_slot and self.route[k + 1][0] != card and not self.state.open_eth(card):
+                return None
             end = self._farthest(card, slr, s)
             if last_slot and end < n or k == 0 and end == s or not last_slot and end == n:
                 return None
@@ -334,3 +338,122 @@ class GreedyPlacer(InstancePlacer):
             self.state.open_eth(card)
             self.state.open_eth(next_card)
             self.cuts.append((card, next_card, position))
+
+
+class SharedRoutePlacer(InstancePlacer):
+    """Several instances of one level along one route, placed together stage by stage (stage s of every
+    instance, then stage s + 1), each with its own option per stage: every SLR of the route is shared by all
+    of them, an LUT-heavy variant of one next to a DSP-heavy one of another. Placing one instance after the
+    other fills the first SLRs with the first and leaves the next only the end of the route (exact_bench #1:
+    two instances that both span the two cards). Exhaustive within its steps."""
+
+    def __init__(self, pipeline: Pipeline, state: GroupState, level: int, steps: Steps):
+        super().__init__(pipeline, state, level, exhaustive=True, steps=steps)
+
+    def place_together(self, route: Route, count: int) -> list[Placement] | None:
+        """`count` instances, each from the route's first SLR to any later one; the state keeps what they hold.
+        None if they do not fit (or the steps run out first)."""
+        mark = self.state.mark()
+        cards = {c for c, _ in route}
+        # the VNx stacks first: an instance that crosses to the next card needs them, whatever it left there
+        if self.state.cards_free(cards) and (len(cards) == 1 or all(self.state.open_eth(c) for c in cards)):
+            self._weigh(route)
+            lanes = [self._lane(route) for _ in range(count)]
+            if self._fill(lanes, 0, 0):
+                placements = [lane._finish_lane() for lane in lanes]
+                if None not in placements:
+                    return placements
+        self.state.undo(mark)
+        return None
+
+    def _weigh(self, route: Route) -> None:
+        """Weights that sum the five resources into one share of what the route offers (an LUT-heavy variant
+        saves DSPs and spends LUTs, which per-resource sums cannot see), per stage the least share of the stages
+        from it on, and each stage's options cheapest first (a fit is then found in tens of steps, not tens of
+        thousands)."""
+        offered = [sum(self.state.slots[c][r].free[k] for c, r in route) for k in range(5)]
+        self.weights = [1 / f if f > EPS else 0.0 for f in offered]
+        share = [[sum(w * x for w, x in zip(self.weights, o.res)) for o in options] for options in self.opts]
+        self.opts = [[o for _, o in sorted(zip(shares, options), key=lambda so: so[0])]
+                     for shares, options in zip(share, self.opts)]
+        least = [min(shares) for shares in share]
+        self.least_after = list(itertools.accumulate(reversed(least + [0.0])))[::-1]
+
+    def _room_for(self, lanes: list[SharedRoutePlacer], s: int) -> bool:
+        """Whether the route's SLRs that a lane can still use hold at least the least share of every lane's
+        stages from s on (a bound: failing walks end early instead of spending the steps)."""
+        first = min(lane.at for lane in lanes)
+        room = sum(w * f for c, r in lanes[0].route[first:] for w, f in zip(self.weights, self.state.slots[c][r].free))
+        return len(lanes) * self.least_after[s] <= room + EPS
+
+    def _lane(self, route: Route) -> SharedRoutePlacer:
+        lane = copy.copy(self)
+        lane.route, lane.at, lane.keys = route, 0, []
+        lane.chosen = [None] * len(self.pipeline.stages)
+        lane.pieces, lane.cuts = [[route[0][0], route[0][1], 0, []]], []
+        return lane
+
+    def _fill(self, lanes: list[SharedRoutePlacer], s: int, i: int) -> bool:
+        """Place stage s of lane i and every later (stage, lane), depth first; True once all are placed (the
+        state then holds them), else the lane and the state are as they were."""
+        if i == len(lanes):
+            s, i = s + 1, 0
+        if s == len(self.pipeline.stages):
+            return True
+        if not self.steps.take() or i == 0 and not self._room_for(lanes, s):
+            return False
+        lane, mark = lanes[i], self.state.mark()
+        at, pieces, cuts = lane.at, len(lane.pieces), len(lane.cuts)
+        while not self._fill_here(lanes, s, i):
+            if not lane._move_on(s):
+                lane.at, lane.pieces[pieces:], lane.cuts[cuts:] = at, [], []
+                self.state.undo(mark)
+                return False
+        return True
+
+    def _fill_here(self, lanes: list[SharedRoutePlacer], s: int, i: int) -> bool:
+        """Stage s of lane i on the lane's current SLR with each option that fits in turn, and the rest after it."""
+        lane = lanes[i]
+        card, slr = lane.route[lane.at]
+        for position, option in enumerate(self.opts[s]):
+            key = (lane.at, position)
+            if not self.state.fits(card, slr, option.res) or _below_previous(lanes, i, s, key):
+                continue
+            mark = self.state.mark()
+            self.state.take(card, slr, option.res)
+            lane.chosen[s] = option
+            lane.pieces[-1][3].append(option)
+            lane.keys.append(key)
+            if self._fill(lanes, s, i + 1):
+                return True
+            lane.keys.pop()
+            lane.pieces[-1][3].pop()
+            self.state.undo(mark)
+        return False
+
+    def _move_on(self, s: int) -> bool:
+        """Carry this lane's stream from its SLR to the route's next one at cut s; False where it cannot."""
+        if s == 0 or self.at + 1 == len(self.route):
+            return False
+        (card, slr), (next_card, next_slr) = self.route[self.at], self.route[self.at + 1]
+        if next_card == card:
+            boundary = self.state.sll[card]
+            width = sum(self.chosen[e.src].out_widths[e.src_pos] for e in self.crossing[s])
+            if width > boundary[(slr, next_slr)] + EPS:
+                return False
+            self.state._set(boundary, (slr, next_slr), boundary[(slr, next_slr)] - width)
+        else:
+            self.cuts.append((card, next_card, s))
+        self.at += 1
+        self.pieces.append([next_card, next_slr, s, []])
+        return True
+
+    def _finish_lane(self) -> Placement | None:
+        self.route = self.route[:self.at + 1]  # the lane ends where its last stage is
+        return self._finish()
+
+
+def _below_previous(lanes: list[SharedRoutePlacer], i: int, s: int, key: tuple[int, int]) -> bool:
+    """Lanes are interchangeable, so only one order of them is searched: a lane that so far repeats the previous
+    one (same SLR and option at every stage) may not choose less than it at stage s."""
+    return i > 0 and lanes[i - 1].keys[:s] == lanes[i].keys and key < lanes[i - 1].keys[s]
