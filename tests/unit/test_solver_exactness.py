@@ -9,7 +9,7 @@ from elasticdf_partitioner.resources import Resources
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.solver.pack import PackSettings
 from elasticdf_partitioner.solver.stages import build_pipeline
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from reference_packing import best_total_fps
 
@@ -25,6 +25,9 @@ cards = st.lists(st.tuples(st.lists(st.integers(40, 160), min_size=1, max_size=2
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(layers=[[(200, Resources(84, 0, 0, 0, 58), 8), (50, Resources(35, 0, 0, 0, 0), 8)],
+                 [(50, Resources(30, 0, 0, 0, 0), 8)]],
+         cards=[([72, 118], 1), ([154, 155], 0)], sll=40, skip=False, exclusive=False)
 @given(layers=layers, cards=cards, sll=st.sampled_from([40, 5000]), skip=st.booleans(), exclusive=st.booleans())
 def test_solver_matches_exact_reference(layers, cards, sll, skip, exclusive):
     extra = [(0, 2)] if skip and len(layers) == 3 else []
@@ -33,10 +36,10 @@ def test_solver_matches_exact_reference(layers, cards, sll, skip, exclusive):
     expected = best_total_fps(build_pipeline(graph), cluster, LIMITS, exclusive)
     try:
         plan = solve(graph, cluster, limits=LIMITS, settings=PackSettings(exclusive_cards=exclusive))
-        got = plan.total_fps
-        assert plan.optimal
     except Exception as err:  # infeasible must mean the reference found nothing either
         assert expected == 0, err
         return
-    assert got == pytest.approx(expected, rel=1e-6, abs=0.01)
-    assert plan.bound is None or plan.bound >= got - 0.01
+    # the value, not the claim: where many instances fit a card the fast mode plans (exhaustive search only
+    # where few do) and reaches the optimum without proving it (e.g. 7 instances on two 2-SLR toy cards)
+    assert plan.total_fps == pytest.approx(expected, rel=1e-6, abs=0.01)
+    assert plan.bound is None or plan.bound >= plan.total_fps - 0.01
