@@ -20,6 +20,7 @@ import numpy as np
 
 from ..catalog import Limits
 from ..cluster import LINK_GBPS, Cluster
+from .pack import PackSettings
 from .stages import Pipeline
 from .state import AVG_KINDS
 
@@ -128,29 +129,61 @@ class _Tables:
 
 @dataclass
 class Column:
+    level: int  # index into the levels
     fps: float
     use: np.ndarray
 
 
-class ColumnBound:
-    """Column generation for the LP; `bound()` returns a proven upper bound on total fps."""
+@dataclass
+class _Walks:
+    """The DP's cheapest walks under one price vector for some levels: per level its cost, last slot and the
+    back pointers and options to read the walk back, and the moves it priced crossings with."""
 
-    def __init__(self, pipeline: Pipeline, cluster: Cluster, limits: Limits, min_fps: float = 0.0):
+    levels: list[int]
+    total: np.ndarray  # (levels,)
+    end: np.ndarray  # (levels,)
+    back: np.ndarray  # (levels, stages, S)
+    which: np.ndarray  # (levels, stages, S)
+    moves: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class ColumnBound:
+    """Column generation for the LP; `bound()` returns a proven upper bound on total fps.
+
+    An instance uses at most k = min(cards of a type, max cards per instance) cards of each type, so it uses at
+    most k times one card's resources, mean budget, SLLs and ports of each slot, boundary and type (its
+    *per-instance limit*). Pricing only checks each option against an SLR, so without that limit the LP runs
+    configurations that would need several cards' worth of one SLR at a fraction each. The master therefore
+    has, per level with columns, the limit for the average instance of that level (sum over its columns of
+    x_j (use_j - limit) <= 0: every real instance meets it, so does any mix of them). Its dual mu_L >= 0 enters
+    pricing as a Lagrangian term: for a real instance R of level L, y.use_R >= (y + mu_L).use_R - mu_L.limit,
+    and the DP under the prices y + mu_L bounds the first term from below, so the bound stays proven for any
+    mu_L. The limit term is charged once per instance, not per visit of a slot."""
+
+    def __init__(self, pipeline: Pipeline, cluster: Cluster, limits: Limits, settings: PackSettings | None = None):
+        settings = settings or PackSettings()
         self.pipeline = pipeline
         self.cap = Capacity.of(cluster, limits)
         self.tables = _Tables(pipeline, self.cap)
         self.boundaries = self.cap.boundary_rows()
         self.fps = self.cap.fclk_mhz * 1e6 / self.tables.levels
-        self.allowed = self.fps >= min_fps * (1 - 1e-9)  # a latency floor rules the slower levels out
-        c, s = self.cap, self.cap.n_slots
-        n_types = len(c.count)
-        self.rhs = np.concatenate([
-            (c.cap * c.count[c.slot_type][:, None]).ravel(),
-            c.mean_budget * c.count[c.slot_type],
-            np.array([c.sll[t] * c.count[t] for t, _, _ in self.boundaries]),
-            c.ports_gbps * c.count, c.ports_gbps * c.count,
-        ])
+        # a latency floor rules the slower levels out
+        self.allowed = np.flatnonzero(self.fps >= settings.min_instance_fps * (1 - 1e-9)).tolist()
+        self.rhs = self._row_limits(self.cap.count)
+        self.per_instance = self._row_limits(np.minimum(self.cap.count, settings.max_cards_per_instance))
+        s, n_types = self.cap.n_slots, len(self.cap.count)
         self.n_res, self.n_mean, self.n_sll, self.n_types = 5 * s, s, len(self.boundaries), n_types
+
+    def _row_limits(self, cards: np.ndarray) -> np.ndarray:
+        """Each row's limit (resources and mean budget per slot, SLLs per boundary, ports out and in per type)
+        for `cards` cards of each type."""
+        c = self.cap
+        return np.concatenate([
+            (c.cap * cards[c.slot_type][:, None]).ravel(),
+            c.mean_budget * cards[c.slot_type],
+            np.array([c.sll[t] * cards[t] for t, _, _ in self.boundaries]),
+            c.ports_gbps * cards, c.ports_gbps * cards,
+        ])
 
     # -- dual vector layout ---------------------------------------------------------------------
     def _split(self, y: np.ndarray):
@@ -184,19 +217,36 @@ class ColumnBound:
         step = 1 if b > a else -1
         return [(x, x + step) for x in range(a, b, step)]
 
-    def price(self, y: np.ndarray) -> list[tuple[float, Column]]:
-        """The cheapest configuration per level under dual prices y, as (reduced cost / fps, column)."""
+    def price(self, y: np.ndarray, mu: dict[int, np.ndarray]) -> list[tuple[float, Column]]:
+        """Per allowed level, a lower bound on the reduced cost / fps of its cheapest real configuration under
+        the duals y of the cluster rows and mu[level] of the per-instance limit rows (none: 0), and the walk
+        that attains it, best first. Levels without limit duals share one DP; each other level gets its own."""
+        found = []
+        shared = [lv for lv in self.allowed if lv not in mu]
+        groups = ([(y, shared)] if shared else []) + [(y + mu[lv], [lv]) for lv in self.allowed if lv in mu]
+        for prices, levels in groups:
+            walks = self._walks(prices, levels)
+            for i, lv in enumerate(levels):
+                if np.isfinite(walks.total[i]):
+                    credit = float(mu[lv] @ self.per_instance) if lv in mu else 0.0
+                    found.append(((self.fps[lv] - walks.total[i] + credit) / self.fps[lv], lv, walks, i))
+        found.sort(key=lambda f: -f[0])
+        return [(r, self._column(walks, i)) for r, _, walks, i in found]
+
+    def _walks(self, y: np.ndarray, levels: list[int]) -> _Walks:
+        """The cheapest walk of each of `levels` under prices y (DP over the stages, a slot per stage)."""
         res, mean, sll, out, inn = self._split(y)
         t = self.tables
         slot_price = res + mean[:, None] * self.cap.mean_weight  # (S, 5)
-        cost, which = t.cheapest(t.res @ slot_price.T)
-        walk, hop_sll, hop_net = (np.nan_to_num(m, posinf=1e30) for m in self._moves(sll, out, inn))
+        cost, which = (a[levels] for a in t.cheapest(t.res @ slot_price.T))
+        moves = self._moves(sll, out, inn)
+        walk, hop_sll, hop_net = (np.nan_to_num(m, posinf=1e30) for m in moves)
         n_levels, n_stages, s = cost.shape
         f = cost[:, 0, :]
         back = np.zeros((n_levels, n_stages, s), dtype=np.int64)
-        gbps = t.bits[None, :] * self.fps[:, None] / 1e9  # (L, P)
+        gbps = t.bits[None, :] * self.fps[levels][:, None] / 1e9  # (L, P)
         for p in range(1, n_stages):
-            w = t.width[:, p][:, None, None]
+            w = t.width[levels, p][:, None, None]
             move = np.minimum(walk[None] * w, hop_sll[None] * w + hop_net[None] * gbps[:, p][:, None, None])
             move = np.where(np.eye(s, dtype=bool)[None], 0.0, move)
             cand = f[:, :, None] + move
@@ -204,20 +254,16 @@ class ColumnBound:
             f = np.take_along_axis(cand, back[:, p][:, None, :], axis=1)[:, 0, :] + cost[:, p, :]
         end = f.argmin(axis=1)
         total = f[np.arange(n_levels), end]
-        found = []
-        for lv in np.flatnonzero(np.isfinite(total) & self.allowed):
-            reduced = (self.fps[lv] - total[lv]) / self.fps[lv]
-            found.append((reduced, lv, end[lv]))
-        found.sort(reverse=True)
-        return [(r, self._column(lv, end_slot, back, which)) for r, lv, end_slot in found]
+        return _Walks(levels, total, end, back, which, moves)
 
-    def _column(self, lv: int, end_slot: int, back: np.ndarray, which: np.ndarray) -> Column:
+    def _column(self, walks: _Walks, i: int) -> Column:
         t, c = self.tables, self.cap
-        n_stages = back.shape[1]
+        lv = walks.levels[i]
+        n_stages = walks.back.shape[1]
         slots = [0] * n_stages
-        slots[-1] = end_slot
+        slots[-1] = walks.end[i]
         for p in range(n_stages - 1, 0, -1):
-            slots[p - 1] = back[lv, p, slots[p]]
+            slots[p - 1] = walks.back[i, p, slots[p]]
         use = np.zeros(len(self.rhs))
         res = use[:self.n_res].reshape(-1, 5)
         mean = use[self.n_res:self.n_res + self.n_mean]
@@ -225,64 +271,71 @@ class ColumnBound:
         sll_index = {(a, b): base + i for i, (_, a, b) in enumerate(self.boundaries)}
         net = base + self.n_sll
         for p, slot in enumerate(slots):
-            option = which[lv, p, slot]
+            option = walks.which[i, p, slot]
             res[slot] += t.res[option]
             mean[slot] += t.res[option] @ c.mean_weight[slot]
             if p == 0 or slots[p - 1] == slot:
                 continue
             a, b = slots[p - 1], slot
             width = t.width[lv, p]
-            if c.slot_type[a] == c.slot_type[b] and self._walk_cheaper(a, b, lv, p):
+            gbps = t.bits[p] * self.fps[lv] / 1e9
+            walk, hop_sll, hop_net = walks.moves
+            if c.slot_type[a] == c.slot_type[b] and walk[a, b] * width <= hop_sll[a, b] * width + hop_net[a, b] * gbps:
                 for pair in self._path(a, b):
                     use[sll_index[pair]] += width
             else:
                 for pair in self._path(a, c.eth_slot[c.slot_type[a]]) + self._path(c.eth_slot[c.slot_type[b]], b):
                     use[sll_index[pair]] += width
-                gbps = t.bits[p] * self.fps[lv] / 1e9
                 use[net + c.slot_type[a]] += gbps
                 use[net + self.n_types + c.slot_type[b]] += gbps
-        return Column(float(self.fps[lv]), use)
-
-    def _walk_cheaper(self, a: int, b: int, lv: int, p: int) -> bool:
-        walk, hop_sll, hop_net = self._last_moves
-        w, g = self.tables.width[lv, p], self.tables.bits[p] * self.fps[lv] / 1e9
-        return walk[a, b] * w <= hop_sll[a, b] * w + hop_net[a, b] * g
+        return Column(lv, float(self.fps[lv]), use)
 
     def bound(self) -> float:
         columns: list[Column] = []
-        y = np.zeros(len(self.rhs))
+        y, mu = np.zeros(len(self.rhs)), {}
         best = math.inf
         for _ in range(MAX_ROUNDS):
-            self._last_moves = self._moves(*self._split(y)[2:])
-            priced = self.price(y)
+            priced = self.price(y, mu)
             if not priced:
                 return 0.0  # no level has a fitting option for every stage
             worst = max(r for r, _ in priced)
             dual_value = float(y @ self.rhs)
-            if worst < 1:  # y / (1 - worst) prices every column at least at its fps: a proven bound
+            if worst < 1:  # (y, mu) / (1 - worst) prices every real instance at least at its fps: a proven bound
                 best = min(best, dual_value / (1 - max(worst, 0.0)))
             if worst <= TOLERANCE:
                 break
             columns += [col for r, col in priced[:COLUMNS_PER_ROUND] if r > TOLERANCE]
-            y = self._master(columns)
+            y, mu = self._master(columns)
         return best
 
-    def _master(self, columns: list[Column]) -> np.ndarray:
+    def _master(self, columns: list[Column]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """The restricted master LP over `columns`: duals of the cluster rows, and per level the duals of
+        its per-instance limit rows (only rows some column of the level exceeds: the others cannot bind)."""
         from ortools.linear_solver import pywraplp  # only --certify needs the LP solver: plans load faster
 
         solver = pywraplp.Solver.CreateSolver("GLOP")
         x = [solver.NumVar(0, solver.infinity(), "") for _ in columns]
-        rows = []
         use = np.array([col.use for col in columns])
-        for r, rhs in enumerate(self.rhs):
-            terms = np.flatnonzero(use[:, r] > 0)
-            row = solver.Constraint(-solver.infinity(), float(rhs))
-            for j in terms:
-                row.SetCoefficient(x[j], float(use[j, r]))
-            rows.append(row)
+        rows = [self._row(solver, x, use[:, r], float(rhs)) for r, rhs in enumerate(self.rhs)]
+        limit_rows = {}
+        for lv in sorted({col.level for col in columns}):
+            at = np.array([col.level == lv for col in columns])
+            over = use[at] - self.per_instance[None, :]
+            for r in np.flatnonzero((over > 1e-9).any(axis=0)):
+                limit_rows[lv, r] = self._row(solver, x, np.where(at, use[:, r] - self.per_instance[r], 0.0), 0.0)
         objective = solver.Objective()
         for var, col in zip(x, columns):
             objective.SetCoefficient(var, col.fps)
         objective.SetMaximization()
         solver.Solve()
-        return np.maximum(np.array([row.dual_value() for row in rows]), 0.0)
+        mu: dict[int, np.ndarray] = {}
+        for (lv, r), row in limit_rows.items():
+            mu.setdefault(lv, np.zeros(len(self.rhs)))[r] = max(row.dual_value(), 0.0)
+        return np.maximum(np.array([row.dual_value() for row in rows]), 0.0), mu
+
+    @staticmethod
+    def _row(solver, x: list, coefficients: np.ndarray, rhs: float):
+        row = solver.Constraint(-solver.infinity(), rhs)
+        for j in np.flatnonzero(coefficients):
+            row.SetCoefficient(x[j], float(coefficients[j]))
+        return row
