@@ -26,8 +26,12 @@ from .stages import Pipeline
 from .state import AVG_KINDS
 
 MAX_ROUNDS = 200
-TOLERANCE = 1e-7  # relative reduced cost below which pricing counts as converged
+TOLERANCE = 1e-7  # relative reduced cost below which a column is not worth adding
+# the rounds stop once the bound is within this of the master LP's value (a lower bound on the LP's optimum):
+# near the end the master's duals are degenerate and each round gains less than this
+CONVERGED = 1e-5
 COLUMNS_PER_ROUND = 16
+DP_LEVELS = 16  # levels per DP pass in pricing
 
 
 @dataclass
@@ -241,29 +245,43 @@ class ColumnBound:
         """Under the duals y of the cluster rows and mu[level] of the per-instance limit rows (none: 0): the
         largest over levels of a lower bound on the reduced cost / fps of every real configuration of the level
         (None: no level has a walk), and the walks of the COLUMNS_PER_ROUND best levels that price positive.
-        Levels without limit duals share one price vector; each other level gets its own."""
+        Levels without limit duals share one price vector; each other level gets its own.
+
+        A walk costs at least the cheapest slot of each of its stages, which bounds every level's reduced cost
+        from above; the DP runs on the levels in the order of that bound, DP_LEVELS at a time, until no level
+        left could beat the largest reduced cost found (the result is the DP's over all levels, faster)."""
         shared = [lv for lv in self.allowed if lv not in mu]
         own = [lv for lv in self.allowed if lv in mu]
-        prices = np.array([y] + [y + mu[lv] for lv in own])
+        levels = shared + own
         group = np.concatenate([np.zeros(len(shared), dtype=np.int64), np.arange(1, len(own) + 1)])
-        walks = self._walks(prices, shared + own, group)
+        parts = [self._split(prices) for prices in [y] + [y + mu[lv] for lv in own]]
+        slot_price = np.array([res + mean[:, None] * self.cap.mean_weight for res, mean, *_ in parts])  # (G, S, 5)
+        cost, priced = self.tables.cheapest(slot_price, levels, group)
+        moves = [np.array(m) for m in zip(*(self._moves(*part[2:]) for part in parts))]
+        fps = self.fps[levels]
         credit = np.array([0.0] * len(shared) + [float(mu[lv] @ self.per_instance) for lv in own])
-        fps = self.fps[walks.levels]
-        reduced = (fps - walks.total + credit) / fps
-        finite = np.flatnonzero(np.isfinite(reduced))
-        if not len(finite):
+        optimistic = (fps - cost.min(axis=2).sum(axis=1) + credit) / fps
+        order = np.argsort(-optimistic)
+        found: list[tuple[float, _Walks, int]] = []
+        for start in range(0, len(order), DP_LEVELS):
+            if found and optimistic[order[start]] <= found[0][0]:
+                break
+            chunk = order[start:start + DP_LEVELS]
+            walks = self._walks(cost[chunk], [levels[i] for i in chunk], group[chunk], priced, moves)
+            reduced = (fps[chunk] - walks.total + credit[chunk]) / fps[chunk]
+            found = sorted(found + [(r, walks, i) for i, r in enumerate(reduced) if np.isfinite(r)],
+                           key=lambda f: -f[0])
+        if not found:
             return None, []
-        best = finite[np.argsort(-reduced[finite])][:COLUMNS_PER_ROUND]
-        return float(reduced[best[0]]), [self._column(walks, i) for i in best if reduced[i] > TOLERANCE]
+        return found[0][0], [self._column(walks, i) for r, walks, i in found[:COLUMNS_PER_ROUND] if r > TOLERANCE]
 
-    def _walks(self, prices: np.ndarray, levels: list[int], group: np.ndarray) -> _Walks:
-        """The cheapest walk of each of `levels` under its prices, prices[group[i]] for levels[i]: a DP over the
-        stages whose state is the slot, the direction of the walk on the current card and the run (card) count."""
-        t, c = self.tables, self.cap
-        parts = [self._split(y) for y in prices]
-        slot_price = np.array([res + mean[:, None] * c.mean_weight for res, mean, *_ in parts])  # (G, S, 5)
-        cost, priced = t.cheapest(slot_price, levels, group)
-        walk, hop_sll, hop_net = (np.array(m)[group] for m in zip(*(self._moves(*part[2:]) for part in parts)))
+    def _walks(self, cost: np.ndarray, levels: list[int], group: np.ndarray, priced: np.ndarray,
+               moves: list[np.ndarray]) -> _Walks:
+        """The cheapest walk of each of `levels` given the cheapest option cost per stage and slot (L, stages,
+        S) and the moves of each price group: a DP over the stages whose state is the slot, the direction of the
+        walk on the current card and the run (card) count."""
+        t = self.tables
+        walk, hop_sll, hop_net = (m[group] for m in moves)
         n_levels, n_stages, s = cost.shape
         runs = self.runs
         state = np.arange(2 * runs * s).reshape(2, runs, s)
@@ -339,55 +357,79 @@ class ColumnBound:
         return Column(lv, float(self.fps[lv]), use)
 
     def bound(self) -> float:
-        columns: list[Column] = []
+        master = _Master(self.rhs, self.per_instance)
         y, mu = np.zeros(len(self.rhs)), {}
         best = math.inf
         for _ in range(MAX_ROUNDS):
             worst, priced = self.price(y, mu)
             if worst is None:
                 return 0.0  # no level has a fitting option for every stage
+            value = float(y @ self.rhs)
             if worst < 1:  # (y, mu) / (1 - worst) prices every real instance at least at its fps: a proven bound
-                best = min(best, float(y @ self.rhs) / (1 - max(worst, 0.0)))
-            if worst <= TOLERANCE:
+                best = min(best, value / (1 - max(worst, 0.0)))
+            if worst <= TOLERANCE or best <= value * (1 + CONVERGED):
                 break
-            columns += priced
-            duals = self._master(columns)
+            master.add(priced)
+            duals = master.solve()
             if duals is None:
                 break  # the master LP failed numerically: the bounds found so far stand
             y, mu = duals
         return best
 
-    def _master(self, columns: list[Column]) -> tuple[np.ndarray, dict[int, np.ndarray]] | None:
-        """The restricted master LP over `columns`: duals of the cluster rows, and per level the duals of
-        its per-instance limit rows (only rows some column of the level exceeds: the others cannot bind). None
-        if GLOP does not solve it."""
+
+class _Master:
+    """The restricted master LP over the columns priced so far, grown in place (GLOP starts from its last
+    basis): the cluster rows, and per level the per-instance limit rows some column of the level exceeds (the
+    others cannot bind: every coefficient would be <= 0)."""
+
+    def __init__(self, rhs: np.ndarray, per_instance: np.ndarray):
+        self.rhs = rhs
+        self.per_instance = per_instance
+        self.columns: list[Column] = []
+        self._fresh()
+
+    def _fresh(self) -> None:
         from ortools.linear_solver import pywraplp  # only --certify needs the LP solver: plans load faster
 
-        solver = pywraplp.Solver.CreateSolver("GLOP")
-        x = [solver.NumVar(0, solver.infinity(), "") for _ in columns]
-        use = np.array([col.use for col in columns])
-        rows = [self._row(solver, x, use[:, r], float(rhs)) for r, rhs in enumerate(self.rhs)]
-        limit_rows = {}
-        for lv in sorted({col.level for col in columns}):
-            at = np.array([col.level == lv for col in columns])
-            over = use[at] - self.per_instance[None, :]
-            for r in np.flatnonzero((over > 1e-9).any(axis=0)):
-                limit_rows[lv, r] = self._row(solver, x, np.where(at, use[:, r] - self.per_instance[r], 0.0), 0.0)
-        objective = solver.Objective()
-        for var, col in zip(x, columns):
-            objective.SetCoefficient(var, col.fps)
-        objective.SetMaximization()
-        if solver.Solve() != pywraplp.Solver.OPTIMAL:
-            return None
-        mu: dict[int, np.ndarray] = {}
-        for (lv, r), row in limit_rows.items():
-            if row.dual_value() > 0:  # a level whose limit rows all price 0 shares the DP of the others
-                mu.setdefault(lv, np.zeros(len(self.rhs)))[r] = row.dual_value()
-        return np.maximum(np.array([row.dual_value() for row in rows]), 0.0), mu
+        self.solver = pywraplp.Solver.CreateSolver("GLOP")
+        self.optimal = pywraplp.Solver.OPTIMAL
+        self.rows = [self.solver.Constraint(-self.solver.infinity(), float(limit)) for limit in self.rhs]
+        self.limit_rows: dict[tuple[int, int], object] = {}
+        self.at_level: dict[int, list[tuple[object, Column]]] = {}
+        self.objective = self.solver.Objective()
+        self.objective.SetMaximization()
 
-    @staticmethod
-    def _row(solver, x: list, coefficients: np.ndarray, rhs: float):
-        row = solver.Constraint(-solver.infinity(), rhs)
-        for j in np.flatnonzero(coefficients):
-            row.SetCoefficient(x[j], float(coefficients[j]))
-        return row
+    def add(self, columns: list[Column]) -> None:
+        self.columns += columns
+        for col in columns:
+            self._add(col)
+
+    def _add(self, col: Column) -> None:
+        var = self.solver.NumVar(0, self.solver.infinity(), "")
+        self.objective.SetCoefficient(var, col.fps)
+        for r in np.flatnonzero(col.use):
+            self.rows[r].SetCoefficient(var, float(col.use[r]))
+        here = self.at_level.setdefault(col.level, [])
+        here.append((var, col))
+        for (lv, r), row in self.limit_rows.items():
+            if lv == col.level:
+                row.SetCoefficient(var, float(col.use[r] - self.per_instance[r]))
+        for r in np.flatnonzero(col.use > self.per_instance + 1e-9):
+            if (col.level, r) not in self.limit_rows:
+                self.limit_rows[col.level, r] = row = self.solver.Constraint(-self.solver.infinity(), 0.0)
+                for other, other_col in here:
+                    row.SetCoefficient(other, float(other_col.use[r] - self.per_instance[r]))
+
+    def solve(self) -> tuple[np.ndarray, dict[int, np.ndarray]] | None:
+        """Duals of the cluster rows, and per level those of its limit rows; None if GLOP does not solve it."""
+        if self.solver.Solve() != self.optimal:  # GLOP can fail from its last basis: a fresh model starts over
+            self._fresh()
+            for col in self.columns:
+                self._add(col)
+            if self.solver.Solve() != self.optimal:
+                return None
+        mu: dict[int, np.ndarray] = {}
+        for (lv, r), row in self.limit_rows.items():
+            if row.dual_value() > 0:  # a level whose limit rows all price 0 shares the DP of the others
+                mu.setdefault(lv, np.zeros(len(self.per_instance)))[r] = row.dual_value()
+        return np.maximum(np.array([row.dual_value() for row in self.rows]), 0.0), mu
