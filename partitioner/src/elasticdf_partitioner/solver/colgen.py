@@ -30,6 +30,7 @@ TOLERANCE = 1e-7  # relative reduced cost below which a column is not worth addi
 # the rounds stop once the bound is within this of the master LP's value (a lower bound on the LP's optimum):
 # near the end the master's duals are degenerate and each round gains less than this
 CONVERGED = 1e-5
+STALL_ROUNDS = 25  # or once that many rounds have neither lowered the bound nor raised the value as much
 COLUMNS_PER_ROUND = 16
 DP_LEVELS = 16  # levels per DP pass in pricing
 
@@ -356,18 +357,29 @@ class ColumnBound:
                 use[sll_index[pair]] += width
         return Column(lv, float(self.fps[lv]), use)
 
+    def _first_prices(self) -> np.ndarray:
+        """Each row priced at the inverse of what the cluster has of it, scaled so that all of everything costs the
+        slowest level's fps (any prices prove a bound): the first columns are then configurations lean in what
+        is scarce, not whatever fits when everything is free."""
+        scarce = np.divide(1.0, self.rhs, out=np.zeros(len(self.rhs)), where=self.rhs > 0)
+        slowest = self.fps[self.allowed].min() if self.allowed else 0.0
+        return scarce * slowest / max(np.count_nonzero(scarce), 1)
+
     def bound(self) -> float:
         master = _Master(self.rhs, self.per_instance)
-        y, mu = np.zeros(len(self.rhs)), {}
-        best = math.inf
-        for _ in range(MAX_ROUNDS):
+        y, mu = self._first_prices(), {}
+        best, most, progress = math.inf, 0.0, 0
+        for round_ in range(MAX_ROUNDS):
             worst, priced = self.price(y, mu)
             if worst is None:
                 return 0.0  # no level has a fitting option for every stage
             value = float(y @ self.rhs)
-            if worst < 1:  # (y, mu) / (1 - worst) prices every real instance at least at its fps: a proven bound
-                best = min(best, value / (1 - max(worst, 0.0)))
-            if worst <= TOLERANCE or best <= value * (1 + CONVERGED):
+            proven = value / (1 - max(worst, 0.0)) if worst < 1 else math.inf
+            if proven < best * (1 - CONVERGED) or value > most * (1 + CONVERGED):
+                progress = round_
+            # (y, mu) / (1 - worst) prices every real instance at least at its fps: a proven bound
+            best, most = min(best, proven), max(most, value)
+            if worst <= TOLERANCE or best <= value * (1 + CONVERGED) or round_ - progress >= STALL_ROUNDS:
                 break
             master.add(priced)
             duals = master.solve()
