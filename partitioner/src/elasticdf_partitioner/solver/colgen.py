@@ -147,9 +147,9 @@ class Column:
 
 @dataclass
 class _Walks:
-    """The DP's cheapest walks of some levels: per level its cost, its last state, the back pointers and options
-    to read the walk back, and the moves (per level) it priced crossings with. A state is (direction, run, slot)
-    flattened; a run is the part of the walk on one card."""
+    """The DP's cheapest walks of some levels: per level its cost, its last state, and the back pointers and
+    option prices to read the walk back. A state is (direction, run, slot) flattened; a run is the part of the
+    walk on one card."""
 
     levels: list[int]
     total: np.ndarray  # (L,)
@@ -176,7 +176,9 @@ class ColumnBound:
     x_j (use_j - limit) <= 0: every real instance meets it, so does any mix of them). Its dual mu_L >= 0 enters
     pricing as a Lagrangian term: for a real instance R of level L, y.use_R >= (y + mu_L).use_R - mu_L.limit,
     and the DP under the prices y + mu_L bounds the first term from below, so the bound stays proven for any
-    mu_L. The limit term is charged once per instance, not per visit of a slot."""
+    mu_L. The limit term is charged once per instance, not per visit of a slot. (Lagrangian prices can only ever
+    enforce the limit on the average instance of a level: a mix of a walk that overfills one SLR with one that
+    overfills another passes it. benchmarks/results/certificate.md says what that leaves.)"""
 
     def __init__(self, pipeline: Pipeline, cluster: Cluster, limits: Limits, settings: PackSettings | None = None):
         settings = settings or PackSettings()
