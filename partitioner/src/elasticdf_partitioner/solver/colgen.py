@@ -408,7 +408,7 @@ class _Master:
         self.solver = pywraplp.Solver.CreateSolver("GLOP")
         self.optimal = pywraplp.Solver.OPTIMAL
         self.rows = [self.solver.Constraint(-self.solver.infinity(), float(limit)) for limit in self.rhs]
-        self.limit_rows: dict[tuple[int, int], object] = {}
+        self.limit_rows: dict[int, dict[int, object]] = {}  # level -> row index -> its limit row
         self.at_level: dict[int, list[tuple[object, Column]]] = {}
         self.objective = self.solver.Objective()
         self.objective.SetMaximization()
@@ -425,12 +425,12 @@ class _Master:
             self.rows[r].SetCoefficient(var, float(col.use[r]))
         here = self.at_level.setdefault(col.level, [])
         here.append((var, col))
-        for (lv, r), row in self.limit_rows.items():
-            if lv == col.level:
-                row.SetCoefficient(var, float(col.use[r] - self.per_instance[r]))
+        limits = self.limit_rows.setdefault(col.level, {})
+        for r, row in limits.items():
+            row.SetCoefficient(var, float(col.use[r] - self.per_instance[r]))
         for r in np.flatnonzero(col.use > self.per_instance + 1e-9):
-            if (col.level, r) not in self.limit_rows:
-                self.limit_rows[col.level, r] = row = self.solver.Constraint(-self.solver.infinity(), 0.0)
+            if r not in limits:
+                limits[r] = row = self.solver.Constraint(-self.solver.infinity(), 0.0)
                 for other, other_col in here:
                     row.SetCoefficient(other, float(other_col.use[r] - self.per_instance[r]))
 
@@ -443,7 +443,8 @@ class _Master:
             if self.solver.Solve() != self.optimal:
                 return None
         mu: dict[int, np.ndarray] = {}
-        for (lv, r), row in self.limit_rows.items():
-            if row.dual_value() > 0:  # a level whose limit rows all price 0 shares the DP of the others
-                mu.setdefault(lv, np.zeros(len(self.per_instance)))[r] = row.dual_value()
+        for lv, limits in self.limit_rows.items():
+            for r, row in limits.items():
+                if row.dual_value() > 0:  # a level whose limit rows all price 0 shares the DP of the others
+                    mu.setdefault(lv, np.zeros(len(self.per_instance)))[r] = row.dual_value()
         return np.maximum(np.array([row.dual_value() for row in self.rows]), 0.0), mu
