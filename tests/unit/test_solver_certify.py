@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 from elasticdf_partitioner.builds import plan_builds
 from elasticdf_partitioner.catalog import load_catalog, with_clocks
@@ -13,10 +15,12 @@ from elasticdf_partitioner.models.synthetic import chain, toy_cluster
 from elasticdf_partitioner.resources import Resources
 from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.solver.colgen import ColumnBound
+from elasticdf_partitioner.solver.exact import exact_optimum
 from elasticdf_partitioner.solver.pack import PackSettings
 from elasticdf_partitioner.solver.stages import build_pipeline
 from elasticdf_partitioner.zoo import load_model
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from reference_packing import best_total_fps
 from test_solver_exactness import LIMITS, cards, layers
 
@@ -35,6 +39,50 @@ def test_lp_bound_is_never_below_the_exact_optimum(layers, cards):
         plan = solve(graph, cluster, limits=LIMITS, certify=True)
         assert plan.total_fps <= plan.bound + 0.01
         assert plan.total_fps == pytest.approx(exact, rel=1e-6, abs=0.01)  # these are searched exhaustively
+
+
+def _without_instance_limits(bound: ColumnBound) -> ColumnBound:
+    """The LP without the per-instance limit rows: no column exceeds an infinite limit."""
+    bound.per_instance = np.full_like(bound.per_instance, np.inf)
+    return bound
+
+
+# several stages of a LUT- and a DSP-leaning variant at two speeds, on up to two cards of up to three SLRs: the
+# fast configurations need more than one SLR or card, which the per-instance limits are about
+variant = st.tuples(st.sampled_from([100, 200, 400]), st.integers(10, 70), st.integers(0, 60), st.sampled_from([8, 32]))
+stages = st.lists(st.lists(variant, min_size=1, max_size=3), min_size=2, max_size=4)
+small_cards = st.lists(st.tuples(st.lists(st.integers(60, 160), min_size=1, max_size=3), st.integers(0, 2)),
+                       min_size=1, max_size=2)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stages=stages, cards=small_cards, sll=st.sampled_from([40, 5000]), same_type=st.booleans(),
+       max_cards=st.sampled_from([1, 2, 4]))
+def test_lp_bound_with_instance_limits_is_proven_and_no_looser(stages, cards, sll, same_type, max_cards):
+    graph = chain("rand", [[(c, Resources(lut, 0, 0, 0, dsp), w) for c, lut, dsp, w in stage] for stage in stages])
+    cluster = toy_cluster([c[0] for c in cards], [min(c[1], len(c[0]) - 1) for c in cards], sll=sll)
+    if same_type:  # cards of one type share the LP's slots, and their limit is per instance, not per card
+        cluster = dataclasses.replace(cluster, cards=[dataclasses.replace(c, type=cluster.cards[0].type)
+                                                      for c in cluster.cards])
+    pipeline = build_pipeline(graph)
+    pack = PackSettings(max_cards_per_instance=max_cards)
+    found = exact_optimum(pipeline, cluster, LIMITS, pack, time_limit=30).fps  # feasible, if not proven optimal
+    bound = ColumnBound(pipeline, cluster, LIMITS, pack).bound()
+    assert bound >= found * (1 - 1e-6) - 1e-6
+    looser = _without_instance_limits(ColumnBound(pipeline, cluster, LIMITS, pack)).bound()
+    assert bound <= looser * (1 + 1e-3) + 1e-6  # the rounds stop within 1e-5 of the LP, or on a stall
+
+
+def test_an_instance_that_needs_more_than_a_card_prices_out():
+    # two stages, each fast (100 cycles) in 55 LUT or slow (200 cycles) in 40, on one SLR of 100 LUT: the fast
+    # instance (110 LUT) fits no card, one slow one fits (1 x 500,000 fps). Without the per-instance limit the LP
+    # runs 100/110 of a fast instance (909,091 fps); with it, 100/80 slow ones (625,000 fps)
+    graph = chain("two", [[(100, Resources(55, 0, 0, 0, 0), 8), (200, Resources(40, 0, 0, 0, 0), 8)]] * 2)
+    cluster = toy_cluster([[100]], [0])
+    pipeline = build_pipeline(graph)
+    assert exact_optimum(pipeline, cluster, LIMITS).fps == pytest.approx(500_000)
+    assert _without_instance_limits(ColumnBound(pipeline, cluster, LIMITS)).bound() == pytest.approx(1e6 / 1.1)
+    assert ColumnBound(pipeline, cluster, LIMITS).bound() == pytest.approx(625_000)
 
 
 def test_a_plan_that_reaches_the_lp_bound_says_it_is_optimal():

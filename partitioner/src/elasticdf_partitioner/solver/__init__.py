@@ -83,7 +83,7 @@ def solve(graph: ModelGraph, cluster: Cluster, objective: str = "throughput", ta
     bound = fps_bound(pipeline, usable, fclk)
     bound_method = "resource"
     if certify:
-        lp = ColumnBound(pipeline, cluster, limits, settings.min_instance_fps).bound()
+        lp = ColumnBound(pipeline, cluster, limits, settings).bound()
         bound, bound_method = min(bound, lp), "lp" if lp < bound else bound_method
     floor_cycles = fclk * 1e6 / settings.min_instance_fps if settings.min_instance_fps else float("inf")
     levels = candidate_levels(pipeline, max_cycles=floor_cycles)

@@ -3,11 +3,12 @@
 An instance configuration (a *column*) is one copy of the pipeline: a level (its fps), an option per stage
 and a slot (card type, SLR) per stage. The master LP runs any non-negative amount of each column within the
 cluster's per-SLR resources, the BRAM/URAM/DSP mean limit per SLR, SLLs per SLR boundary and direction and
-Ethernet port bandwidth, each summed over the cards of a type. Columns come from pricing (column
-generation): given the LP's resource prices, a dynamic program over the stages finds, for every level, the
-cheapest configuration. Pricing searches a superset of the real placements (any walk over SLRs and cards,
-each crossing charged its narrowest possible stream width, VNx stacks, uplinks and integrality left out),
-so the LP is a relaxation of the solver's problem and any dual-feasible price vector proves a bound.
+Ethernet port bandwidth, each summed over the cards of a type, and within what one instance can use (see
+ColumnBound). Columns come from pricing (column generation): given the LP's resource prices, a dynamic program
+over the stages finds, for every level, the cheapest configuration. Pricing searches a superset of the real
+placements (walks that go one way on each card over at most max-cards-per-instance cards, each crossing
+charged its narrowest possible stream width, VNx stacks, uplinks and integrality left out), so the LP is a
+relaxation of the solver's problem and any dual-feasible price vector proves a bound.
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ import numpy as np
 
 from ..catalog import Limits
 from ..cluster import LINK_GBPS, Cluster
+from .pack import PackSettings
 from .stages import Pipeline
 from .state import AVG_KINDS
 
 MAX_ROUNDS = 200
-TOLERANCE = 1e-7  # relative reduced cost below which pricing counts as converged
+TOLERANCE = 1e-7  # relative reduced cost below which a column is not worth adding
+# the rounds stop once the bound is within this of the master LP's value (a lower bound on the LP's optimum):
+# near the end the master's duals are degenerate and each round gains less than this
+CONVERGED = 1e-5
+STALL_ROUNDS = 25  # or once that many rounds have neither lowered the bound nor raised the value as much
 COLUMNS_PER_ROUND = 16
+DP_LEVELS = 16  # levels per DP pass in pricing
 
 
 @dataclass
@@ -96,7 +103,7 @@ class _Tables:
         self.last = np.where(ends >= self.starts[None, :], ends, -1)  # last option within each level, -1: none
         fits = (self.res[:, None, :] <= capacity.cap[None, :, :] + 1e-9).all(axis=2)
         fits &= (self.res @ capacity.mean_weight.T) <= capacity.mean_budget[None, :] + 1e-9
-        self.fits = fits  # (N, S): the option fits the slot alone
+        self.misfit = np.where(fits, 0.0, np.inf)  # (N, S): 0 where the option fits the slot alone
         n = len(pipeline.stages)
         self.width = np.zeros((len(self.levels), n))  # narrowest stream over each cut, at each level
         self.bits = np.zeros(n)
@@ -108,49 +115,103 @@ class _Tables:
                 self.width[:, p] += np.where(idx >= 0, widths[np.clip(idx, 0, b - a - 1)], 0.0)
                 self.bits[p] += e.bits_per_frame
 
-    def cheapest(self, price: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """cost[L, s, slot] of the cheapest fitting option within level L under `price` (N, S), and which."""
-        cost = np.where(self.fits, price, np.inf)
-        n, slots = cost.shape
-        best = np.empty_like(cost)
-        which = np.empty(cost.shape, dtype=np.int64)
-        bounds = list(self.starts) + [n]
-        for a, b in zip(bounds[:-1], bounds[1:]):  # prefix minima within each stage's cycle-sorted options
-            seg = cost[a:b]
-            best[a:b] = np.minimum.accumulate(seg, axis=0)
-            arg = np.where(seg == best[a:b], np.arange(a, b)[:, None], -1)
-            which[a:b] = np.maximum.accumulate(np.where(np.isfinite(seg), arg, -1), axis=0)
-        idx = self.last  # (L, stages)
-        valid = idx >= 0
-        safe = np.where(valid, idx, 0)
-        return np.where(valid[:, :, None], best[safe], np.inf), which[safe]
+    def cheapest(self, slot_price: np.ndarray, levels: list[int], group: np.ndarray):
+        """cost[i, s, slot] of the cheapest option of stage s within level levels[i] under the slot prices
+        slot_price[group[i]] (G, S, 5), and the option prices (N + 1, G, S): inf where the option does not fit
+        the slot, and a last row of inf that ends the last stage's range. Every level must have an option for
+        every stage."""
+        n, (groups, slots, _) = len(self.res), slot_price.shape
+        priced = np.empty((n + 1, groups * slots))
+        priced[n] = np.inf
+        np.matmul(self.res, slot_price.reshape(-1, 5).T, out=priced[:n])  # one product for every group
+        priced = priced.reshape(n + 1, groups, slots)
+        priced[:n] += self.misfit[:, None, :]
+        cost = np.empty((len(levels), len(self.starts), slots))
+        for i, level in enumerate(levels):
+            ranges = np.column_stack([self.starts, self.last[level] + 1]).ravel()
+            cost[i] = np.minimum.reduceat(priced[:, group[i]], ranges, axis=0)[::2]
+        return cost, priced
+
+    def cheapest_option(self, priced: np.ndarray, level: int, stage: int, slot: int) -> int:
+        """Which option `cheapest` took for this stage and slot (priced: one group's option prices, (N + 1, S))."""
+        first = self.starts[stage]
+        return first + int(np.argmin(priced[first:self.last[level, stage] + 1, slot]))
 
 
 @dataclass
 class Column:
+    level: int  # index into the levels
     fps: float
     use: np.ndarray
 
 
-class ColumnBound:
-    """Column generation for the LP; `bound()` returns a proven upper bound on total fps."""
+@dataclass
+class _Walks:
+    """The DP's cheapest walks of some levels: per level its cost, its last state, and the back pointers and
+    option prices to read the walk back. A state is (direction, run, slot) flattened; a run is the part of the
+    walk on one card."""
 
-    def __init__(self, pipeline: Pipeline, cluster: Cluster, limits: Limits, min_fps: float = 0.0):
+    levels: list[int]
+    total: np.ndarray  # (L,)
+    end: np.ndarray  # (L,)
+    back: np.ndarray  # (L, stages, 2, runs, S): the state the walk came from
+    priced: np.ndarray  # (N + 1, G, S): option prices of each price group (see _Tables.cheapest)
+    group: np.ndarray  # (L,)
+
+
+class ColumnBound:
+    """Column generation for the LP; `bound()` returns a proven upper bound on total fps.
+
+    Pricing walks follow the placement rules that cost nothing to track: on a card the walk goes one way (a
+    stream leaving a card walks on towards its Ethernet SLR, one arriving walks away from it), and an instance
+    runs on at most max cards per instance cards, so its walk has that many runs. Without the one-way rule a
+    walk could alternate between SLRs and mix stages of every part of the model on each SLR, which no placement
+    can.
+
+    An instance uses at most k = min(cards of a type, max cards per instance) cards of each type, so it uses at
+    most k times one card's resources, mean budget, SLLs and ports of each slot, boundary and type (its
+    *per-instance limit*). Pricing only checks each option against an SLR, so without that limit the LP runs
+    configurations that would need several cards' worth of one SLR at a fraction each. The master therefore
+    has, per level with columns, the limit for the average instance of that level (sum over its columns of
+    x_j (use_j - limit) <= 0: every real instance meets it, so does any mix of them). Its dual mu_L >= 0 enters
+    pricing as a Lagrangian term: for a real instance R of level L, y.use_R >= (y + mu_L).use_R - mu_L.limit,
+    and the DP under the prices y + mu_L bounds the first term from below, so the bound stays proven for any
+    mu_L. The limit term is charged once per instance, not per visit of a slot. (Lagrangian prices can only ever
+    enforce the limit on the average instance of a level: a mix of a walk that overfills one SLR with one that
+    overfills another passes it. benchmarks/results/certificate.md says what that leaves.)"""
+
+    def __init__(self, pipeline: Pipeline, cluster: Cluster, limits: Limits, settings: PackSettings | None = None):
+        settings = settings or PackSettings()
         self.pipeline = pipeline
-        self.cap = Capacity.of(cluster, limits)
-        self.tables = _Tables(pipeline, self.cap)
-        self.boundaries = self.cap.boundary_rows()
-        self.fps = self.cap.fclk_mhz * 1e6 / self.tables.levels
-        self.allowed = self.fps >= min_fps * (1 - 1e-9)  # a latency floor rules the slower levels out
-        c, s = self.cap, self.cap.n_slots
-        n_types = len(c.count)
-        self.rhs = np.concatenate([
-            (c.cap * c.count[c.slot_type][:, None]).ravel(),
-            c.mean_budget * c.count[c.slot_type],
-            np.array([c.sll[t] * c.count[t] for t, _, _ in self.boundaries]),
-            c.ports_gbps * c.count, c.ports_gbps * c.count,
+        self.cap = c = Capacity.of(cluster, limits)
+        self.tables = _Tables(pipeline, c)
+        self.boundaries = c.boundary_rows()
+        self.fps = c.fclk_mhz * 1e6 / self.tables.levels
+        # levels every stage has an option for, and no slower than a latency floor allows
+        reachable = (self.tables.last >= 0).all(axis=1) & (self.fps >= settings.min_instance_fps * (1 - 1e-9))
+        self.allowed = np.flatnonzero(reachable).tolist()
+        self.rhs = self._row_limits(c.count)
+        self.per_instance = self._row_limits(np.minimum(c.count, settings.max_cards_per_instance))
+        self.n_res, self.n_mean, self.n_sll, self.n_types = 5 * c.n_slots, c.n_slots, len(self.boundaries), len(c.count)
+        self.runs = int(min(settings.max_cards_per_instance, c.count.sum()))
+        same = c.slot_type[:, None] == c.slot_type[None, :]
+        self.step_ok = np.array([same & (c.slot_slr[None, :] >= c.slot_slr[:, None]),  # [direction, a, b]:
+                                 same & (c.slot_slr[None, :] <= c.slot_slr[:, None])])  # up, down
+        eth = c.slot_slr[np.array(c.eth_slot)][c.slot_type]  # the Ethernet SLR of each slot's card
+        self.leave_ok = np.array([eth >= c.slot_slr, eth <= c.slot_slr])  # [direction, slot]
+        self.arrive_ok = np.array([c.slot_slr >= eth, c.slot_slr <= eth])
+        self.hop_ok = ~same | (c.count[c.slot_type] >= 2)[:, None]
+
+    def _row_limits(self, cards: np.ndarray) -> np.ndarray:
+        """Each row's limit (resources and mean budget per slot, SLLs per boundary, ports out and in per type)
+        for `cards` cards of each type."""
+        c = self.cap
+        return np.concatenate([
+            (c.cap * cards[c.slot_type][:, None]).ravel(),
+            c.mean_budget * cards[c.slot_type],
+            np.array([c.sll[t] * cards[t] for t, _, _ in self.boundaries]),
+            c.ports_gbps * cards, c.ports_gbps * cards,
         ])
-        self.n_res, self.n_mean, self.n_sll, self.n_types = 5 * s, s, len(self.boundaries), n_types
 
     # -- dual vector layout ---------------------------------------------------------------------
     def _split(self, y: np.ndarray):
@@ -164,10 +225,11 @@ class ColumnBound:
 
     def _moves(self, sll_price: np.ndarray, out: np.ndarray, inn: np.ndarray):
         """Per slot pair: SLL price summed over the walk inside a card (walk), and for a hand-off to another
-        card the SLL prices to and from the Ethernet SLRs (hop_sll) plus the port prices (hop_net)."""
+        card the SLL prices to and from the Ethernet SLRs (hop_sll) plus the port prices (hop_net). Pairs the
+        move cannot join cost 0 here: the DP's masks rule them out."""
         c, s = self.cap, self.cap.n_slots
         price = {(a, b): sll_price[i] for i, (_, a, b) in enumerate(self.boundaries)}
-        walk = np.full((s, s), np.inf)
+        walk = np.zeros((s, s))
         for a in range(s):
             for b in range(s):
                 if c.slot_type[a] == c.slot_type[b]:
@@ -175,8 +237,6 @@ class ColumnBound:
         to_eth = np.array([walk[a, c.eth_slot[c.slot_type[a]]] for a in range(s)])
         from_eth = np.array([walk[c.eth_slot[c.slot_type[b]], b] for b in range(s)])
         hop_net = out[c.slot_type][:, None] + inn[c.slot_type][None, :]
-        single = (c.slot_type[:, None] == c.slot_type[None, :]) & (c.count[c.slot_type][:, None] < 2)
-        hop_net = np.where(single, np.inf, hop_net)
         return walk, to_eth[:, None] + from_eth[None, :], hop_net
 
     def _path(self, a: int, b: int) -> list[tuple[int, int]]:
@@ -184,105 +244,207 @@ class ColumnBound:
         step = 1 if b > a else -1
         return [(x, x + step) for x in range(a, b, step)]
 
-    def price(self, y: np.ndarray) -> list[tuple[float, Column]]:
-        """The cheapest configuration per level under dual prices y, as (reduced cost / fps, column)."""
-        res, mean, sll, out, inn = self._split(y)
-        t = self.tables
-        slot_price = res + mean[:, None] * self.cap.mean_weight  # (S, 5)
-        cost, which = t.cheapest(t.res @ slot_price.T)
-        walk, hop_sll, hop_net = (np.nan_to_num(m, posinf=1e30) for m in self._moves(sll, out, inn))
-        n_levels, n_stages, s = cost.shape
-        f = cost[:, 0, :]
-        back = np.zeros((n_levels, n_stages, s), dtype=np.int64)
-        gbps = t.bits[None, :] * self.fps[:, None] / 1e9  # (L, P)
-        for p in range(1, n_stages):
-            w = t.width[:, p][:, None, None]
-            move = np.minimum(walk[None] * w, hop_sll[None] * w + hop_net[None] * gbps[:, p][:, None, None])
-            move = np.where(np.eye(s, dtype=bool)[None], 0.0, move)
-            cand = f[:, :, None] + move
-            back[:, p] = cand.argmin(axis=1)
-            f = np.take_along_axis(cand, back[:, p][:, None, :], axis=1)[:, 0, :] + cost[:, p, :]
-        end = f.argmin(axis=1)
-        total = f[np.arange(n_levels), end]
-        found = []
-        for lv in np.flatnonzero(np.isfinite(total) & self.allowed):
-            reduced = (self.fps[lv] - total[lv]) / self.fps[lv]
-            found.append((reduced, lv, end[lv]))
-        found.sort(reverse=True)
-        return [(r, self._column(lv, end_slot, back, which)) for r, lv, end_slot in found]
+    def price(self, y: np.ndarray, mu: dict[int, np.ndarray]) -> tuple[float | None, list[Column]]:
+        """Under the duals y of the cluster rows and mu[level] of the per-instance limit rows (none: 0): the
+        largest over levels of a lower bound on the reduced cost / fps of every real configuration of the level
+        (None: no level has a walk), and the walks of the COLUMNS_PER_ROUND best levels that price positive.
+        Levels without limit duals share one price vector; each other level gets its own.
 
-    def _column(self, lv: int, end_slot: int, back: np.ndarray, which: np.ndarray) -> Column:
+        A walk costs at least the cheapest slot of each of its stages, which bounds every level's reduced cost
+        from above; the DP runs on the levels in the order of that bound, DP_LEVELS at a time, until no level
+        left could beat the largest reduced cost found (the result is the DP's over all levels, faster)."""
+        shared = [lv for lv in self.allowed if lv not in mu]
+        own = [lv for lv in self.allowed if lv in mu]
+        levels = shared + own
+        group = np.concatenate([np.zeros(len(shared), dtype=np.int64), np.arange(1, len(own) + 1)])
+        parts = [self._split(prices) for prices in [y] + [y + mu[lv] for lv in own]]
+        slot_price = np.array([res + mean[:, None] * self.cap.mean_weight for res, mean, *_ in parts])  # (G, S, 5)
+        cost, priced = self.tables.cheapest(slot_price, levels, group)
+        moves = [np.array(m) for m in zip(*(self._moves(*part[2:]) for part in parts))]
+        fps = self.fps[levels]
+        credit = np.array([0.0] * len(shared) + [float(mu[lv] @ self.per_instance) for lv in own])
+        optimistic = (fps - cost.min(axis=2).sum(axis=1) + credit) / fps
+        order = np.argsort(-optimistic)
+        found: list[tuple[float, _Walks, int]] = []
+        for start in range(0, len(order), DP_LEVELS):
+            if found and optimistic[order[start]] <= found[0][0]:
+                break
+            chunk = order[start:start + DP_LEVELS]
+            walks = self._walks(cost[chunk], [levels[i] for i in chunk], group[chunk], priced, moves)
+            reduced = (fps[chunk] - walks.total + credit[chunk]) / fps[chunk]
+            found = sorted(found + [(r, walks, i) for i, r in enumerate(reduced) if np.isfinite(r)],
+                           key=lambda f: -f[0])
+        if not found:
+            return None, []
+        return found[0][0], [self._column(walks, i) for r, walks, i in found[:COLUMNS_PER_ROUND] if r > TOLERANCE]
+
+    def _walks(self, cost: np.ndarray, levels: list[int], group: np.ndarray, priced: np.ndarray,
+               moves: list[np.ndarray]) -> _Walks:
+        """The cheapest walk of each of `levels` given the cheapest option cost per stage and slot (L, stages,
+        S) and the moves of each price group: a DP over the stages whose state is the slot, the direction of the
+        walk on the current card and the run (card) count."""
+        t = self.tables
+        walk, hop_sll, hop_net = (m[group] for m in moves)
+        n_levels, n_stages, s = cost.shape
+        runs = self.runs
+        state = np.arange(2 * runs * s).reshape(2, runs, s)
+        f = np.full((n_levels, 2, runs, s), np.inf)
+        f[:, :, 0] = cost[:, 0, None, :]
+        back = np.zeros((n_levels, n_stages, 2, runs, s), dtype=np.int64)
+        gbps = t.bits[None, :] * self.fps[levels][:, None] / 1e9  # (L, P)
+        for p in range(1, n_stages):
+            w = t.width[levels, p][:, None, None]
+            inside = np.where(self.step_ok[None], (walk * w)[:, None], np.inf)  # (L, 2, S, S)
+            cand = f[..., :, None] + inside[:, :, None]  # (L, 2, runs, S from, S to)
+            arg = cand.argmin(axis=3)
+            new = np.take_along_axis(cand, arg[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+            src = state[None, :, :, :1] + arg  # the same direction and run, slot arg
+            if runs > 1:
+                hop = np.where(self.hop_ok[None], hop_sll * w + hop_net * gbps[:, p][:, None, None], np.inf)
+                new, src = self._hand_off(f, hop, new, src, state)
+            back[:, p] = src
+            f = new + cost[:, p][:, None, None, :]
+        flat = f.reshape(n_levels, -1)
+        end = flat.argmin(axis=1)
+        return _Walks(levels, flat[np.arange(n_levels), end], end, back, priced, group)
+
+    def _hand_off(self, f: np.ndarray, hop: np.ndarray, new: np.ndarray, src: np.ndarray, state: np.ndarray):
+        """Improve the next states `new` (from `src`) by a hand-off to another card, which starts the next run:
+        it leaves the card walking on to its Ethernet SLR and arrives walking away from the next one's."""
+        leaving = np.where(self.leave_ok[None, :, None, :], f, np.inf)  # (L, 2, runs, S)
+        direction = leaving.argmin(axis=1)  # (L, runs, S)
+        best = np.take_along_axis(leaving, direction[:, None], axis=1)[:, 0]
+        cand = best[:, :-1, :, None] + hop[:, None]  # (L, runs - 1, S from, S to)
+        slot = cand.argmin(axis=2)
+        arrived = np.take_along_axis(cand, slot[:, :, None, :], axis=2)[:, :, 0, :]
+        arrived = np.where(self.arrive_ok[None, :, None, :], arrived[:, None], np.inf)  # (L, 2, runs - 1, S)
+        left_in = np.take_along_axis(direction[:, :-1], slot, axis=2)  # the direction on the card it left
+        came = state[left_in, np.arange(len(state[0]) - 1)[None, :, None], slot]  # (L, runs - 1, S)
+        better = arrived < new[:, :, 1:]
+        new[:, :, 1:] = np.where(better, arrived, new[:, :, 1:])
+        src[:, :, 1:] = np.where(better, came[:, None], src[:, :, 1:])
+        return new, src
+
+    def _column(self, walks: _Walks, i: int) -> Column:
+        """The configuration of walk i and what it uses of each row."""
         t, c = self.tables, self.cap
-        n_stages = back.shape[1]
-        slots = [0] * n_stages
-        slots[-1] = end_slot
+        lv = walks.levels[i]
+        n_stages, s, runs = walks.back.shape[1], c.n_slots, self.runs
+        states = [0] * n_stages
+        states[-1] = walks.end[i]
         for p in range(n_stages - 1, 0, -1):
-            slots[p - 1] = back[lv, p, slots[p]]
+            states[p - 1] = walks.back[i, p].ravel()[states[p]]
         use = np.zeros(len(self.rhs))
         res = use[:self.n_res].reshape(-1, 5)
         mean = use[self.n_res:self.n_res + self.n_mean]
         base = self.n_res + self.n_mean
         sll_index = {(a, b): base + i for i, (_, a, b) in enumerate(self.boundaries)}
         net = base + self.n_sll
-        for p, slot in enumerate(slots):
-            option = which[lv, p, slot]
+        for p, st in enumerate(states):
+            slot = st % s
+            option = t.cheapest_option(walks.priced[:, walks.group[i]], lv, p, slot)
             res[slot] += t.res[option]
             mean[slot] += t.res[option] @ c.mean_weight[slot]
-            if p == 0 or slots[p - 1] == slot:
+            if p == 0:
                 continue
-            a, b = slots[p - 1], slot
-            width = t.width[lv, p]
-            if c.slot_type[a] == c.slot_type[b] and self._walk_cheaper(a, b, lv, p):
-                for pair in self._path(a, b):
-                    use[sll_index[pair]] += width
-            else:
-                for pair in self._path(a, c.eth_slot[c.slot_type[a]]) + self._path(c.eth_slot[c.slot_type[b]], b):
-                    use[sll_index[pair]] += width
+            a, width = states[p - 1] % s, t.width[lv, p]
+            if (st // s) % runs == (states[p - 1] // s) % runs:  # a walk on the card
+                path = self._path(a, slot)
+            else:  # a hand-off: to the Ethernet SLR, over the network, from the next card's
+                path = self._path(a, c.eth_slot[c.slot_type[a]]) + self._path(c.eth_slot[c.slot_type[slot]], slot)
                 gbps = t.bits[p] * self.fps[lv] / 1e9
                 use[net + c.slot_type[a]] += gbps
-                use[net + self.n_types + c.slot_type[b]] += gbps
-        return Column(float(self.fps[lv]), use)
+                use[net + self.n_types + c.slot_type[slot]] += gbps
+            for pair in path:
+                use[sll_index[pair]] += width
+        return Column(lv, float(self.fps[lv]), use)
 
-    def _walk_cheaper(self, a: int, b: int, lv: int, p: int) -> bool:
-        walk, hop_sll, hop_net = self._last_moves
-        w, g = self.tables.width[lv, p], self.tables.bits[p] * self.fps[lv] / 1e9
-        return walk[a, b] * w <= hop_sll[a, b] * w + hop_net[a, b] * g
+    def _first_prices(self) -> np.ndarray:
+        """Each row priced at the inverse of what the cluster has of it, scaled so that all of everything costs the
+        slowest level's fps (any prices prove a bound): the first columns are then configurations lean in what
+        is scarce, not whatever fits when everything is free."""
+        scarce = np.divide(1.0, self.rhs, out=np.zeros(len(self.rhs)), where=self.rhs > 0)
+        slowest = self.fps[self.allowed].min() if self.allowed else 0.0
+        return scarce * slowest / max(np.count_nonzero(scarce), 1)
 
     def bound(self) -> float:
-        columns: list[Column] = []
-        y = np.zeros(len(self.rhs))
-        best = math.inf
-        for _ in range(MAX_ROUNDS):
-            self._last_moves = self._moves(*self._split(y)[2:])
-            priced = self.price(y)
-            if not priced:
+        master = _Master(self.rhs, self.per_instance)
+        y, mu = self._first_prices(), {}
+        best, most, progress = math.inf, 0.0, 0
+        for round_ in range(MAX_ROUNDS):
+            worst, priced = self.price(y, mu)
+            if worst is None:
                 return 0.0  # no level has a fitting option for every stage
-            worst = max(r for r, _ in priced)
-            dual_value = float(y @ self.rhs)
-            if worst < 1:  # y / (1 - worst) prices every column at least at its fps: a proven bound
-                best = min(best, dual_value / (1 - max(worst, 0.0)))
-            if worst <= TOLERANCE:
+            value = float(y @ self.rhs)
+            proven = value / (1 - max(worst, 0.0)) if worst < 1 else math.inf
+            if proven < best * (1 - CONVERGED) or value > most * (1 + CONVERGED):
+                progress = round_
+            # (y, mu) / (1 - worst) prices every real instance at least at its fps: a proven bound
+            best, most = min(best, proven), max(most, value)
+            if worst <= TOLERANCE or best <= value * (1 + CONVERGED) or round_ - progress >= STALL_ROUNDS:
                 break
-            columns += [col for r, col in priced[:COLUMNS_PER_ROUND] if r > TOLERANCE]
-            y = self._master(columns)
+            master.add(priced)
+            duals = master.solve()
+            if duals is None:
+                break  # the master LP failed numerically: the bounds found so far stand
+            y, mu = duals
         return best
 
-    def _master(self, columns: list[Column]) -> np.ndarray:
+
+class _Master:
+    """The restricted master LP over the columns priced so far, grown in place (GLOP starts from its last
+    basis): the cluster rows, and per level the per-instance limit rows some column of the level exceeds (the
+    others cannot bind: every coefficient would be <= 0)."""
+
+    def __init__(self, rhs: np.ndarray, per_instance: np.ndarray):
+        self.rhs = rhs
+        self.per_instance = per_instance
+        self.columns: list[Column] = []
+        self._fresh()
+
+    def _fresh(self) -> None:
         from ortools.linear_solver import pywraplp  # only --certify needs the LP solver: plans load faster
 
-        solver = pywraplp.Solver.CreateSolver("GLOP")
-        x = [solver.NumVar(0, solver.infinity(), "") for _ in columns]
-        rows = []
-        use = np.array([col.use for col in columns])
-        for r, rhs in enumerate(self.rhs):
-            terms = np.flatnonzero(use[:, r] > 0)
-            row = solver.Constraint(-solver.infinity(), float(rhs))
-            for j in terms:
-                row.SetCoefficient(x[j], float(use[j, r]))
-            rows.append(row)
-        objective = solver.Objective()
-        for var, col in zip(x, columns):
-            objective.SetCoefficient(var, col.fps)
-        objective.SetMaximization()
-        solver.Solve()
-        return np.maximum(np.array([row.dual_value() for row in rows]), 0.0)
+        self.solver = pywraplp.Solver.CreateSolver("GLOP")
+        self.optimal = pywraplp.Solver.OPTIMAL
+        self.rows = [self.solver.Constraint(-self.solver.infinity(), float(limit)) for limit in self.rhs]
+        self.limit_rows: dict[int, dict[int, object]] = {}  # level -> row index -> its limit row
+        self.at_level: dict[int, list[tuple[object, Column]]] = {}
+        self.objective = self.solver.Objective()
+        self.objective.SetMaximization()
+
+    def add(self, columns: list[Column]) -> None:
+        self.columns += columns
+        for col in columns:
+            self._add(col)
+
+    def _add(self, col: Column) -> None:
+        var = self.solver.NumVar(0, self.solver.infinity(), "")
+        self.objective.SetCoefficient(var, col.fps)
+        for r in np.flatnonzero(col.use):
+            self.rows[r].SetCoefficient(var, float(col.use[r]))
+        here = self.at_level.setdefault(col.level, [])
+        here.append((var, col))
+        limits = self.limit_rows.setdefault(col.level, {})
+        for r, row in limits.items():
+            row.SetCoefficient(var, float(col.use[r] - self.per_instance[r]))
+        for r in np.flatnonzero(col.use > self.per_instance + 1e-9):
+            if r not in limits:
+                limits[r] = row = self.solver.Constraint(-self.solver.infinity(), 0.0)
+                for other, other_col in here:
+                    row.SetCoefficient(other, float(other_col.use[r] - self.per_instance[r]))
+
+    def solve(self) -> tuple[np.ndarray, dict[int, np.ndarray]] | None:
+        """Duals of the cluster rows, and per level those of its limit rows; None if GLOP does not solve it."""
+        if self.solver.Solve() != self.optimal:  # GLOP can fail from its last basis: a fresh model starts over
+            self._fresh()
+            for col in self.columns:
+                self._add(col)
+            if self.solver.Solve() != self.optimal:
+                return None
+        mu: dict[int, np.ndarray] = {}
+        for lv, limits in self.limit_rows.items():
+            for r, row in limits.items():
+                if row.dual_value() > 0:  # a level whose limit rows all price 0 shares the DP of the others
+                    mu.setdefault(lv, np.zeros(len(self.per_instance)))[r] = row.dual_value()
+        return np.maximum(np.array([row.dual_value() for row in self.rows]), 0.0), mu
