@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ..catalog import Catalog, Limits
 from ..cluster import Card
 from ..resources import Resources
-from .placers import GreedyPlacer, InstancePlacer, Placement, SharedRoutePlacer, Steps
+from .placers import GreedyPlacer, InstancePlacer, Placement, RunPlacer, SharedRoutePlacer, Steps
 from .routes import routes
 from .stages import Pipeline
 from .state import EPS, GroupState
@@ -38,6 +38,9 @@ WIDER_STAGES = 12
 WIDER_OPTION_COMBINATIONS = 3 ** WIDER_STAGES
 WIDER_NODE_BUDGET = 300
 WIDER_STEP_BUDGET = 400_000  # and of its walks (placers.Steps): 1-4 s; exact_bench #10 needs 376,000
+# Levels at which at most this many instances fit the group (the count bound) also get a dive with per-SLR
+# option choices (placers.RunPlacer): there each instance spans SLRs, where one option mix wastes the most.
+RUN_PLACER_MAX_COUNT = 3
 SHARED_STEP_BUDGET = 20_000  # steps of the shared-route searches (placers.SharedRoutePlacer): a fit is found in
 # tens or hundreds (exact_bench #1: 52, #10: 517), a count that does not fit would take the whole budget
 
@@ -154,7 +157,21 @@ class GroupPacker:
                 nodes += result.nodes
                 if result.fps > best.fps + EPS:
                     best = result
-        return GroupResult(best.placements, best.fps, False, nodes)
+        best = self._run_dives(ranked, empty, best)
+        return GroupResult(best.placements, best.fps, False, nodes + best.nodes)
+
+    def _run_dives(self, ranked: list[tuple[float, int]], empty: GroupState, best: GroupResult) -> GroupResult:
+        """`best`, or a dive of per-SLR option choices (placers.RunPlacer) at a level that can beat it and of which
+        few instances fit, fastest bound first; the first that beats `best` ends the search."""
+        for bound, level in ranked:
+            if bound <= best.fps + EPS:
+                break
+            if self._count_bound(empty, level) > RUN_PLACER_MAX_COUNT:
+                continue
+            result = self._search([level], dive=True, exhaustive=False, placer_type=RunPlacer)
+            if result.fps > best.fps + EPS:
+                return result
+        return best
 
     def _level_bound(self, level: int, fclk: float, empty: GroupState) -> float:
         return min(self._bound(empty), fclk / level * self._count_bound(empty, level))
@@ -200,10 +217,10 @@ class GroupPacker:
 
     def _search(self, levels: list[int], dive: bool, exhaustive: bool | None = None,
                 budget: int | None = None, step_budget: float | None = None,
-                incumbent: GroupResult | None = None) -> GroupResult:
+                incumbent: GroupResult | None = None, placer_type: type[GreedyPlacer] = GreedyPlacer) -> GroupResult:
         """Depth-first search over instances; a dive keeps only the first placement found at each depth.
         `exhaustive`, `budget` and `step_budget` default to the settings' mode and budgets; only packings better
-        than `incumbent` are searched for (it is the result if none is found)."""
+        than `incumbent` are searched for (it is the result if none is found). Fast mode places with `placer_type`."""
         exhaustive = self.settings.exhaustive if exhaustive is None else exhaustive
         state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks, self.settings.exclusive_cards)
         state.min_fps = self.settings.min_instance_fps
@@ -212,8 +229,9 @@ class GroupPacker:
             placers = [InstancePlacer(self.pipeline, state, lv, True, steps) for lv in levels]
             bound = self._bound
         else:
-            placers = [GreedyPlacer(self.pipeline, state, lv) for lv in levels]
-            single = len(levels) == 1 and placers[0].feasible_level()
+            placers = [placer_type(self.pipeline, state, lv) for lv in levels]
+            # the fixed option choice's totals bound only instances that all use it
+            single = len(levels) == 1 and placers[0].feasible_level() and placer_type is GreedyPlacer
             bound = self._greedy_bound(placers[0], levels[0]) if single else self._bound
         placers = [p for p in placers if p.feasible_level()]
         best: list = [incumbent.fps, incumbent.placements] if incumbent else [0.0, []]

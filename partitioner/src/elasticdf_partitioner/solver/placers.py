@@ -91,12 +91,15 @@ def balanced_order(opts: list[list[StageOption]], capacity: Resources) -> list[l
             for s, options in enumerate(opts)]
 
 
-def _balanced_cached(pipeline: Pipeline, opts, level: int, capacity: Resources) -> list[list[StageOption]]:
-    """balanced_order depends only on the proportions of the capacity, so groups of one card type share it."""
+def _balanced_cached(pipeline: Pipeline, opts, level: int, capacity: Resources,
+                     stages: tuple[int, int] | None = None) -> list[list[StageOption]]:
+    """balanced_order of the stages first..end-1 (default: all) depends only on the proportions of the capacity,
+    so groups of one card type, and the runs of a walk that start on an SLR as empty as before, share it."""
+    first, end = stages or (0, len(opts))
     top = max(capacity) or 1.0
-    key = ("balanced", level, tuple(round(c / top, 4) for c in capacity))
+    key = ("balanced", level, first, end, tuple(round(c / top, 4) for c in capacity))
     if key not in pipeline.memo:
-        pipeline.memo[key] = balanced_order(opts, capacity)
+        pipeline.memo[key] = balanced_order(opts[first:end], capacity)
     return pipeline.memo[key]
 
 
@@ -261,7 +264,7 @@ class GreedyPlacer(InstancePlacer):
         mark = self.state.mark()
         # the walk is over before its placement is yielded, so it can run on the placer itself (unlike the
         # exhaustive walk, which yields from inside and would be overwritten by the caller's next instance)
-        self.route, self.chosen, self.pieces, self.cuts = route, self.choice, [], []
+        self.route, self.chosen, self.pieces, self.cuts = route, self._fresh_choice(), [], []
         placement = self._greedy()
         if placement is not None:
             yield placement
@@ -281,15 +284,24 @@ class GreedyPlacer(InstancePlacer):
                 end -= 1
             if not last_slot and not self._cut_ok(k, end) or k == 0 and end == s:
                 return None
-            self.state.take(card, slr, Resources(*self._run_sums(card, slr, s)[0][end - s].tolist()))
-            self.pieces.append([card, slr, s, list(self.choice[s:end])])
+            self.state.take(card, slr, self._run_resources(card, slr, s, end))
+            self.pieces.append([card, slr, s, list(self.chosen[s:end])])
             if not last_slot:
                 self._cross(k, end)
             s = end
         return self._finish()
 
+    def _fresh_choice(self) -> list[StageOption]:
+        return self.choice  # every instance of the level uses the same options: never written to
+
     def _cycles(self) -> int:
-        return self.cycles  # every instance of the level uses the same options
+        return self.cycles
+
+    def _run_resources(self, card: int, slr: int, s: int, end: int) -> Resources:
+        return Resources(*self._run_sums(card, slr, s)[0][end - s].tolist())
+
+    def _width(self, position: int) -> float:
+        return self.widths[position]
 
     def _farthest(self, card: int, slr: int, s: int) -> int:
         """The largest end e such that stages s..e-1 fit the SLR: fits is monotone in e, so a binary search
@@ -324,7 +336,7 @@ class GreedyPlacer(InstancePlacer):
     def _cut_ok(self, k: int, position: int) -> bool:
         (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]
         if next_card == card:
-            return self.widths[position] <= self.state.sll[card][(slr, next_slr)] + EPS
+            return self._width(position) <= self.state.sll[card][(slr, next_slr)] + EPS
         eth_free = all(self.state.eth_on[c] or self.state.fits(c, self.state.cards[c].type.eth_slr,
                                                                self.state.eth_cost[c]) for c in (card, next_card))
         return eth_free
@@ -333,11 +345,78 @@ class GreedyPlacer(InstancePlacer):
         (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]
         if next_card == card:
             boundary = self.state.sll[card]
-            self.state._set(boundary, (slr, next_slr), boundary[(slr, next_slr)] - self.widths[position])
+            self.state._set(boundary, (slr, next_slr), boundary[(slr, next_slr)] - self._width(position))
         else:
             self.state.open_eth(card)
             self.state.open_eth(next_card)
             self.cuts.append((card, next_card, position))
+
+
+class RunPlacer(GreedyPlacer):
+    """Fast mode for instances that span several SLRs: each SLR's run of stages gets its own balanced option
+    choice (balanced_order against that SLR's free resources), so a stretch of LUT-heavy layers can take
+    DSP variants on one SLR while a DSP-heavy stretch takes LUT variants on the next, which one option choice
+    for the whole instance cannot (ResNet-50 on a U280: 3 x 498 fps one per SLR, 1,993 fps over all three).
+    Each run is the longest the binary search finds whose own balanced choice fits: a heuristic (fitting need
+    not be monotone in the run's end), but every run placed fits, so placements stay feasible."""
+
+    def __init__(self, pipeline: Pipeline, state: GroupState, level: int):
+        super().__init__(pipeline, state, level)
+        if self.feasible_level():
+            least = np.array(pipeline.least_per_stage(level))
+            self.least_prefix = np.vstack([np.zeros(5), np.cumsum(least, axis=0)])  # row e: stages 0..e-1
+
+    def place(self, route: Route) -> Iterator[Placement]:
+        if self._route_can_hold(route):
+            yield from super().place(route)
+
+    def _route_can_hold(self, route: Route) -> bool:
+        """Whether the route's SLRs together have the least of each resource an instance of the level needs:
+        a run's balanced_order costs a millisecond, and most routes of a group too big for one instance are
+        too small for it (each resource is bounded alone, so this never rejects a route that can hold one)."""
+        need = self.pipeline.least_resources(self.level)
+        free = np.sum([self.state.slots[card][slr].free for card, slr in route], axis=0)
+        return all(n <= f + EPS for n, f in zip(need, free.tolist()))
+
+    def _fresh_choice(self) -> list[StageOption]:
+        return list(self.choice)  # overwritten run by run with the options chosen for each SLR
+
+    def _cycles(self) -> int:
+        return max(o.cycles for o in self.chosen)
+
+    def _run_resources(self, card: int, slr: int, s: int, end: int) -> Resources:
+        return sum((o.res for o in self.chosen[s:end]), Resources())  # an empty run passes the stream on
+
+    def _width(self, position: int) -> float:
+        return sum(self.chosen[e.src].out_widths[e.src_pos] for e in self.crossing[position])
+
+    def _farthest(self, card: int, slr: int, s: int) -> int:
+        """The largest end e the binary search finds such that stages s..e-1, with options balanced for this
+        SLR, fit it; those options go into self.chosen."""
+        slot = self.state.slots[card][slr]
+        capacity = Resources(*(f if f > 0.0 else 0.0 for f in slot.free))
+        fitting: dict[int, list[StageOption]] = {s: []}
+        # runs ending past `most` need more of some resource than the SLR has, whatever their options
+        least_runs = self.least_prefix[s:] - self.least_prefix[s]
+        too_big = (least_runs > np.array(slot.free) + EPS).any(axis=1) | \
+            (least_runs @ self.state.avg_vector(card, slr) > slot.avg_free + EPS)
+        most = s + int(too_big.argmax()) - 1 if too_big.any() else len(self.choice)
+
+        def fits(e: int) -> bool:
+            run = [options[0] for options in _balanced_cached(self.pipeline, self.opts, self.level, capacity, (s, e))]
+            if self.state.fits(card, slr, sum((o.res for o in run), Resources())):
+                fitting[e] = run
+                return True
+            return False
+
+        if most > s and not fits(most):
+            low, high = s, most  # the run to `low` fits, the run to `high` does not
+            while high - low > 1:
+                mid = (low + high) // 2
+                low, high = (mid, high) if fits(mid) else (low, mid)
+        end = max(fitting)
+        self.chosen[s:end] = fitting[end]
+        return end
 
 
 class SharedRoutePlacer(InstancePlacer):

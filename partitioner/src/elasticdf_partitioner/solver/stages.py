@@ -89,15 +89,19 @@ class Pipeline:
         without building the Pareto fronts."""
         key = ("least", max_cycles)
         if key not in self.memo:
-            least = []
-            for cycles, prefix_min in self._least_tables():
-                cut = bisect.bisect_right(cycles, max_cycles)
-                if cut == 0:
-                    break
-                least.append(prefix_min[cut - 1])
-            self.memo[key] = None if len(least) < len(self.stages) else Resources(
-                *(sum(row[k] for row in least) for k in range(5)))
+            least = self.least_per_stage(max_cycles)
+            self.memo[key] = None if least is None else Resources(*(sum(row[k] for row in least) for k in range(5)))
         return self.memo[key]
+
+    def least_per_stage(self, max_cycles: int) -> list[list[float]] | None:
+        """Per stage, the least of each resource its options within `max_cycles` use (None: some stage has none)."""
+        least = []
+        for cycles, prefix_min in self._least_tables():
+            cut = bisect.bisect_right(cycles, max_cycles)
+            if cut == 0:
+                return None
+            least.append(prefix_min[cut - 1])
+        return least
 
     def _least_tables(self) -> list[tuple[list[int], list[list[float]]]]:
         """Per stage: its options' cycles (ascending) and, per option, the least of each resource so far."""
