@@ -159,15 +159,15 @@ def _per_slr_feasible(pipeline, cluster, placement) -> bool:
 
 def test_fast_mode_spans_the_slrs_of_a_u280_with_options_chosen_per_slr():
     """ResNet-50's fastest instance on one U280 SLR runs 498 fps, so one option choice per level planned three
-    of them (1,495 fps); with options balanced per SLR one instance spans all three SLRs at a faster level
-    (a MILP fits 1,993 fps; the nearest candidate level is 1,736), and the plan stays feasible SLR by SLR."""
+    of them (1,495 fps); with options balanced per SLR one instance spans all three SLRs at 1,993 fps (the
+    fastest level a MILP fits, between the candidate levels 2,278 and 1,736), and stays feasible SLR by SLR."""
     cluster = load_cluster(Path(__file__).parents[2] / "examples" / "clusters" / "1xU280.yaml")
     graph = load_model("resnet50")
-    assert solve(graph, cluster).total_fps > 1.15 * 3 * 498
+    assert solve(graph, cluster).total_fps > 1.3 * 3 * 498
     pipeline = build_pipeline(graph)
     packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, Limits(), fps_per_resource(pipeline, 200),
                          PackSettings())
     result = packer.solve(candidate_levels(pipeline))
-    assert result.fps > 1.15 * 3 * 498
+    assert result.fps > 1.3 * 3 * 498
     assert all(_per_slr_feasible(pipeline, cluster, p) for p in result.placements)
     assert {len(p.pieces) for p in result.placements} == {3}

@@ -404,7 +404,7 @@ class RunPlacer(GreedyPlacer):
 
         def fits(e: int) -> bool:
             run = [options[0] for options in _balanced_cached(self.pipeline, self.opts, self.level, capacity, (s, e))]
-            if self.state.fits(card, slr, sum((o.res for o in run), Resources())):
+            if self.state.fits(card, slr, Resources(*np.sum([o.res for o in run], axis=0).tolist())):
                 fitting[e] = run
                 return True
             return False
