@@ -5,7 +5,9 @@ lists the routes, state.py holds what is left). In exhaustive mode it branches o
 position and option, so its answer is optimal. In fast mode every instance of the group gets one level with
 a balanced option choice; each level is first dived (the first placement at each depth), then the three best
 levels get a depth-first search within a node budget and a dive that fills what they leave with instances of
-slower levels. One option choice per level can miss what mixing options does (an LUT-heavy variant on one SLR,
+slower levels; where few instances of a level fit the group, each SLR an instance spans gets its own balanced
+option choice in a further dive (placers.RunPlacer, at levels between the thinned candidates too). One option
+choice per level can miss what mixing options does (an LUT-heavy variant on one SLR,
 a DSP-heavy one on the next: exact_bench.py found a 10-stage problem the fast mode called infeasible), so on
 pipelines of at most WIDER_STAGES stages and few option combinations two searches follow, each starting from
 the best plan so far: instances of one level placed together along one of the longest routes, each SLR of it
