@@ -109,13 +109,17 @@ def test_invalid_specs_are_rejected_naming_the_field(crds, custom, namespace, sp
 
 
 def test_partition_infeasible_carries_the_partitioner_message(operator, custom, core_v1, namespace, wait_for):
-    tiny = dict.fromkeys(("lut", "ff", "bram18", "uram", "dsp", "memorydspmean"), 0.01)
+    # 0.1 % of every SLR: no CNV layer fits (1 % did until the fast mode learnt to choose options per SLR:
+    # the slowest CNV then fits over a U280's three SLRs)
+    tiny = dict.fromkeys(("lut", "ff", "bram18", "uram", "dsp", "memorydspmean"), 0.001)
     tiny["memory_dsp_mean"] = tiny.pop("memorydspmean")
     body = ei("tight", placement={"limits": tiny})
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
     cond = wait_for(lambda: condition(custom, namespace, "tight", "PartitionSolved"), 60, "PartitionSolved")
     assert cond["status"] == "False" and cond["reason"] == "PartitionInfeasible"
-    assert "cnv" in cond["message"]
+    # which resource is short, where, and by how much
+    assert "does not fit any SLR" in cond["message"] and "short by {'uram'" in cond["message"]
+    assert "the roomiest SLR (" in cond["message"]
     events = wait_for(lambda: [e for e in core_v1.list_namespaced_event(namespace).items
                                if e.involved_object.name == "tight" and e.reason == "PartitionInfeasible"],
                       30, "a PartitionInfeasible event")
