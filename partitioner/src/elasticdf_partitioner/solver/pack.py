@@ -116,9 +116,7 @@ class GroupPacker:
                 if self.settings.max_instances is not None:
                     most = min(most, self.settings.max_instances)
                 while count <= most and not steps.exhausted:
-                    state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks)
-                    state.min_fps = self.settings.min_instance_fps
-                    placer = SharedRoutePlacer(self.pipeline, state, level, steps)
+                    placer = SharedRoutePlacer(self.pipeline, self._placing_state(), level, steps)
                     placements = placer.feasible_level() and placer.place_together(route, count)
                     if not placements:
                         break
@@ -236,6 +234,12 @@ class GroupPacker:
         free = state.free_total()
         return min((free[k] / need[k] for k in range(5) if need[k] > 0), default=math.inf)
 
+    def _placing_state(self) -> GroupState:
+        """The empty group as placements see it: the settings' exclusive cards and latency floor."""
+        state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks, self.settings.exclusive_cards)
+        state.min_fps = self.settings.min_instance_fps
+        return state
+
     def _search(self, levels: list[int], dive: bool, exhaustive: bool | None = None,
                 budget: int | None = None, step_budget: float | None = None,
                 incumbent: GroupResult | None = None, placer_type: type[GreedyPlacer] = GreedyPlacer) -> GroupResult:
@@ -243,8 +247,7 @@ class GroupPacker:
         `exhaustive`, `budget` and `step_budget` default to the settings' mode and budgets; only packings better
         than `incumbent` are searched for (it is the result if none is found). Fast mode places with `placer_type`."""
         exhaustive = self.settings.exhaustive if exhaustive is None else exhaustive
-        state = GroupState.fresh(self.cards, self.catalog, self.limits, self.uplinks, self.settings.exclusive_cards)
-        state.min_fps = self.settings.min_instance_fps
+        state = self._placing_state()
         steps = Steps(self.settings.exhaustive_step_budget if step_budget is None else step_budget)
         if exhaustive:
             placers = [InstancePlacer(self.pipeline, state, lv, True, steps) for lv in levels]

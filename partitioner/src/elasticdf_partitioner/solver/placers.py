@@ -201,12 +201,9 @@ class InstancePlacer:
     def _advance(self, s: int, k: int) -> Iterator[Placement]:
         (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]
         mark = self.state.mark()
-        width = sum(self.chosen[e.src].out_widths[e.src_pos] for e in self.crossing[s])
         if next_card == card:
-            boundary = self.state.sll[card]
-            if width > boundary[(slr, next_slr)] + EPS:
+            if not self.state.cross(card, slr, next_slr, self._chosen_width(s)):
                 return
-            self.state._set(boundary, (slr, next_slr), boundary[(slr, next_slr)] - width)
         else:
             if not (self.state.open_eth(card) and self.state.open_eth(next_card)):
                 self.state.undo(mark)
@@ -218,6 +215,10 @@ class InstancePlacer:
         if next_card != card:
             self.cuts.pop()
         self.state.undo(mark)
+
+    def _chosen_width(self, position: int) -> float:
+        """Bits per cycle of the streams crossing cut `position`, as the options chosen so far produce them."""
+        return sum(self.chosen[e.src].out_widths[e.src_pos] for e in self.crossing[position])
 
     def _cycles(self) -> int:
         """The instance's cycles per frame: its slowest stage."""
@@ -345,8 +346,7 @@ class GreedyPlacer(InstancePlacer):
     def _cross(self, k: int, position: int) -> None:
         (card, slr), (next_card, next_slr) = self.route[k], self.route[k + 1]
         if next_card == card:
-            boundary = self.state.sll[card]
-            self.state._set(boundary, (slr, next_slr), boundary[(slr, next_slr)] - self._width(position))
+            self.state.cross(card, slr, next_slr, self._width(position))  # _cut_ok checked the room
         else:
             self.state.open_eth(card)
             self.state.open_eth(next_card)
@@ -389,7 +389,7 @@ class RunPlacer(GreedyPlacer):
         return sum((o.res for o in self.chosen[s:end]), Resources())  # an empty run passes the stream on
 
     def _width(self, position: int) -> float:
-        return sum(self.chosen[e.src].out_widths[e.src_pos] for e in self.crossing[position])
+        return self._chosen_width(position)
 
     def _farthest(self, card: int, slr: int, s: int) -> int:
         """The largest end e the binary search finds such that stages s..e-1, with options balanced for this
@@ -517,11 +517,8 @@ class SharedRoutePlacer(InstancePlacer):
             return False
         (card, slr), (next_card, next_slr) = self.route[self.at], self.route[self.at + 1]
         if next_card == card:
-            boundary = self.state.sll[card]
-            width = sum(self.chosen[e.src].out_widths[e.src_pos] for e in self.crossing[s])
-            if width > boundary[(slr, next_slr)] + EPS:
+            if not self.state.cross(card, slr, next_slr, self._chosen_width(s)):
                 return False
-            self.state._set(boundary, (slr, next_slr), boundary[(slr, next_slr)] - width)
         else:
             self.cuts.append((card, next_card, s))
         self.at += 1

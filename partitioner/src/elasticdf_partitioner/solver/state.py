@@ -123,6 +123,15 @@ class GroupState:
         self._set(slot.__dict__, "free", [f - r for f, r in zip(slot.free, res)])
         self._set(slot.__dict__, "avg_free", slot.avg_free - self.avg_weight(card, slr, res))
 
+    def cross(self, card: int, slr: int, next_slr: int, width: float) -> bool:
+        """Reserve `width` SLLs on the card's boundary from `slr` to `next_slr`; False (nothing taken) if fewer
+        are left."""
+        boundary = self.sll[card]
+        if width > boundary[(slr, next_slr)] + EPS:
+            return False
+        self._set(boundary, (slr, next_slr), boundary[(slr, next_slr)] - width)
+        return True
+
     def open_eth(self, card: int) -> bool:
         """Reserve the VNx stack on the card's Ethernet SLR (once); False if it does not fit."""
         if self.eth_on[card]:
