@@ -90,7 +90,8 @@ lean_cards = st.lists(st.tuples(st.lists(st.integers(60, 140), min_size=2, max_s
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stages=st.lists(lean, min_size=2, max_size=5), cards=lean_cards, sll=st.sampled_from([48, 5000]))
 def test_lp_bound_over_integer_counts_is_proven_and_no_looser(stages, cards, sll):
-    graph = chain("lean", [[(c, Resources(lut, 0, 0, 0, dsp), w), (c // 2, Resources(2 * lut, 0, 0, 0, dsp // 2), 2 * w),
+    graph = chain("lean", [[(c, Resources(lut, 0, 0, 0, dsp), w),
+                            (c // 2, Resources(2 * lut, 0, 0, 0, dsp // 2), 2 * w),
                             (c // 2, Resources(lut // 2 + 5, 0, 0, 0, 2 * dsp), 2 * w)] for c, lut, dsp, w in stages])
     cluster = toy_cluster([c[0] for c in cards], [min(c[1], len(c[0]) - 1) for c in cards], sll=sll)
     pipeline = build_pipeline(graph)

@@ -8,7 +8,8 @@ ColumnBound). Columns come from pricing (column generation): given the LP's reso
 over the stages finds, for every level, the cheapest configuration. Pricing searches a superset of the real
 placements (walks that go one way on each card over at most max-cards-per-instance cards, each crossing
 charged its narrowest possible stream width, VNx stacks, uplinks and integrality left out), so the LP is a
-relaxation of the solver's problem and any dual-feasible price vector proves a bound.
+relaxation of the solver's problem and any dual-feasible price vector proves a bound. Where the LP runs few
+instances, a real plan's integer instance count is used too (ColumnBound.bound).
 """
 
 from __future__ import annotations
