@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from elasticdf_partitioner.cluster import load_cluster
 from elasticdf_partitioner.errors import InputError
 from elasticdf_partitioner.models.synthetic import chain, toy_cluster
 from elasticdf_partitioner.resources import Resources
-from elasticdf_partitioner.solver import solve
+from elasticdf_partitioner.solver import colgen, solve
 from elasticdf_partitioner.solver.colgen import ColumnBound
 from elasticdf_partitioner.solver.exact import exact_optimum
 from elasticdf_partitioner.solver.pack import PackSettings
@@ -73,16 +74,77 @@ def test_lp_bound_with_instance_limits_is_proven_and_no_looser(stages, cards, sl
     assert bound <= looser * (1 + 1e-3) + 1e-6  # the rounds stop within 1e-5 of the LP, or on a stall
 
 
+def _over_any_count(bound: ColumnBound) -> float:
+    """The LP bound without the integer instance counts."""
+    with mock.patch.object(colgen, "MAX_COUNTED", 0):
+        return bound.bound()
+
+
+# stages of a slow variant and a LUT- and a DSP-leaning fast one (as benchmarks/exact_bench.py), on one or two
+# cards of two or three SLRs: one or two instances fit, so the LP's fractional count matters
+lean = st.tuples(st.sampled_from([400, 800]), st.integers(15, 45), st.integers(10, 40), st.sampled_from([8, 16]))
+lean_cards = st.lists(st.tuples(st.lists(st.integers(60, 140), min_size=2, max_size=3), st.integers(0, 2)),
+                      min_size=1, max_size=2)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stages=st.lists(lean, min_size=2, max_size=5), cards=lean_cards, sll=st.sampled_from([48, 5000]))
+def test_lp_bound_over_integer_counts_is_proven_and_no_looser(stages, cards, sll):
+    graph = chain("lean", [[(c, Resources(lut, 0, 0, 0, dsp), w),
+                            (c // 2, Resources(2 * lut, 0, 0, 0, dsp // 2), 2 * w),
+                            (c // 2, Resources(lut // 2 + 5, 0, 0, 0, 2 * dsp), 2 * w)] for c, lut, dsp, w in stages])
+    cluster = toy_cluster([c[0] for c in cards], [min(c[1], len(c[0]) - 1) for c in cards], sll=sll)
+    pipeline = build_pipeline(graph)
+    found = exact_optimum(pipeline, cluster, LIMITS, time_limit=30).fps  # feasible, if not proven optimal
+    bound = ColumnBound(pipeline, cluster, LIMITS).bound()
+    assert bound >= found * (1 - 1e-6) - 1e-6
+    assert bound <= _over_any_count(ColumnBound(pipeline, cluster, LIMITS)) * (1 + 1e-6) + 1e-6
+
+
+def test_a_fractional_instance_count_is_not_claimed():
+    # one stage of 60 LUT on an SLR of 100: the LP runs 100/60 instances (1,666,667 fps), a plan one (1,000,000):
+    # at most one instance is 1,000,000 and two do not fit (the line of the count row's master proves it)
+    graph = chain("one", [[(100, Resources(60, 0, 0, 0, 0), 8)]])
+    cluster = toy_cluster([[100]], [0])
+    pipeline = build_pipeline(graph)
+    assert exact_optimum(pipeline, cluster, LIMITS).fps == pytest.approx(1e6)
+    assert _over_any_count(ColumnBound(pipeline, cluster, LIMITS)) == pytest.approx(1e6 / 0.6)
+    assert ColumnBound(pipeline, cluster, LIMITS).bound() == pytest.approx(1e6)
+
+
+# benchmarks/exact_bench.py's problem #3 (seed 14): (cycles, LUT, DSP, output width) per option, per stage, on one
+# card of three SLRs (105, 117, 148 LUT, Ethernet on SLR 2, 48 SLLs)
+BENCH_3 = [[(800, 30, 24, 8), (400, 60, 12, 32), (400, 20, 48, 16)],
+           [(400, 23, 32, 16), (200, 46, 16, 32), (200, 16, 64, 32)],
+           [(400, 29, 17, 8), (200, 58, 8, 16), (200, 19, 34, 16)],
+           [(400, 15, 31, 8), (200, 30, 15, 32), (200, 12, 62, 16)],
+           [(1600, 28, 24, 16), (800, 56, 12, 32), (800, 19, 48, 32)],
+           [(400, 42, 21, 8), (200, 84, 10, 16), (200, 26, 42, 16)],
+           [(800, 41, 13, 8), (400, 82, 6, 16), (400, 25, 26, 16)]]
+
+
+def test_exact_bench_problem_3_bound_drops_with_integer_counts():
+    # the optimum is one instance at 800 cycles (125,000 fps); the LP runs 1.76 instances of that speed (219,620
+    # fps), over integer counts 158,860
+    graph = chain("bench3", [[(c, Resources(lut, 0, 0, 0, dsp), w) for c, lut, dsp, w in stage] for stage in BENCH_3])
+    cluster = toy_cluster([[105, 117, 148]], [2], sll=48)
+    pipeline = build_pipeline(graph)
+    assert ColumnBound(pipeline, cluster, LIMITS).bound() == pytest.approx(158_860, rel=1e-3)
+    assert _over_any_count(ColumnBound(pipeline, cluster, LIMITS)) == pytest.approx(219_620, rel=1e-3)
+
+
 def test_an_instance_that_needs_more_than_a_card_prices_out():
     # two stages, each fast (100 cycles) in 55 LUT or slow (200 cycles) in 40, on one SLR of 100 LUT: the fast
-    # instance (110 LUT) fits no card, one slow one fits (1 x 500,000 fps). Without the per-instance limit the LP
-    # runs 100/110 of a fast instance (909,091 fps); with it, 100/80 slow ones (625,000 fps)
+    # instance (110 LUT) fits no card, one slow one fits (1 x 500,000 fps). Over any instance count, without the
+    # per-instance limit the LP runs 100/110 of a fast instance (909,091 fps); with it, 100/80 slow ones
+    # (625,000 fps); over integer counts, one slow one (two do not fit)
     graph = chain("two", [[(100, Resources(55, 0, 0, 0, 0), 8), (200, Resources(40, 0, 0, 0, 0), 8)]] * 2)
     cluster = toy_cluster([[100]], [0])
     pipeline = build_pipeline(graph)
     assert exact_optimum(pipeline, cluster, LIMITS).fps == pytest.approx(500_000)
-    assert _without_instance_limits(ColumnBound(pipeline, cluster, LIMITS)).bound() == pytest.approx(1e6 / 1.1)
-    assert ColumnBound(pipeline, cluster, LIMITS).bound() == pytest.approx(625_000)
+    assert _over_any_count(_without_instance_limits(ColumnBound(pipeline, cluster, LIMITS))) == pytest.approx(1e6 / 1.1)
+    assert _over_any_count(ColumnBound(pipeline, cluster, LIMITS)) == pytest.approx(625_000)
+    assert ColumnBound(pipeline, cluster, LIMITS).bound() == pytest.approx(500_000)
 
 
 def test_a_plan_that_reaches_the_lp_bound_says_it_is_optimal():

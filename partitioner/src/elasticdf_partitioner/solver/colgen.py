@@ -8,7 +8,8 @@ ColumnBound). Columns come from pricing (column generation): given the LP's reso
 over the stages finds, for every level, the cheapest configuration. Pricing searches a superset of the real
 placements (walks that go one way on each card over at most max-cards-per-instance cards, each crossing
 charged its narrowest possible stream width, VNx stacks, uplinks and integrality left out), so the LP is a
-relaxation of the solver's problem and any dual-feasible price vector proves a bound.
+relaxation of the solver's problem and any dual-feasible price vector proves a bound. Where the LP runs few
+instances, a real plan's integer instance count is used too (ColumnBound.bound).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ CONVERGED = 1e-5
 STALL_ROUNDS = 25  # or once that many rounds have neither lowered the bound nor raised the value as much
 COLUMNS_PER_ROUND = 16
 DP_LEVELS = 16  # levels per DP pass in pricing
+SMOOTHING = 0.5  # weight of the best duals so far in the prices of rounds with a count target
+MAX_COUNTED = 30  # the LP's instance count up to which the bound is taken over integer counts
+COUNT_TOLERANCE = 1e-3  # an LP count this close to an integer is not refined
+MAX_INSTANCES = 1 << 40  # more instances than any cluster runs
 
 
 @dataclass
@@ -146,6 +151,16 @@ class Column:
 
 
 @dataclass
+class _Pricing:
+    """What pricing proves for one price vector: every real configuration's reduced cost is at most
+    `relative` x its fps and at most `absolute`; and the columns worth adding to the master."""
+
+    relative: float
+    absolute: float
+    columns: list[Column]
+
+
+@dataclass
 class _Walks:
     """The DP's cheapest walks of some levels: per level its cost, its last state, and the back pointers and
     option prices to read the walk back. A state is (direction, run, slot) flattened; a run is the part of the
@@ -244,15 +259,16 @@ class ColumnBound:
         step = 1 if b > a else -1
         return [(x, x + step) for x in range(a, b, step)]
 
-    def price(self, y: np.ndarray, mu: dict[int, np.ndarray]) -> tuple[float | None, list[Column]]:
-        """Under the duals y of the cluster rows and mu[level] of the per-instance limit rows (none: 0): the
-        largest over levels of a lower bound on the reduced cost / fps of every real configuration of the level
-        (None: no level has a walk), and the walks of the COLUMNS_PER_ROUND best levels that price positive.
-        Levels without limit duals share one price vector; each other level gets its own.
+    def price(self, y: np.ndarray, mu: dict[int, np.ndarray], count_price: float = 0.0) -> _Pricing | None:
+        """Under the duals y of the cluster rows, mu[level] of the per-instance limit rows (none: 0) and
+        count_price of the instance-count row: upper bounds on the reduced cost of every real configuration
+        (None: no level has a walk), and the walks of the COLUMNS_PER_ROUND best levels whose reduced cost
+        less count_price is positive. Levels without limit duals share one price vector; each other level gets
+        its own.
 
         A walk costs at least the cheapest slot of each of its stages, which bounds every level's reduced cost
-        from above; the DP runs on the levels in the order of that bound, DP_LEVELS at a time, until no level
-        left could beat the largest reduced cost found (the result is the DP's over all levels, faster)."""
+        from above; the DP runs on the levels in the order of that bound (less count_price, over fps), DP_LEVELS
+        at a time, until no level left could beat the best found. A level the DP did not run keeps that bound."""
         shared = [lv for lv in self.allowed if lv not in mu]
         own = [lv for lv in self.allowed if lv in mu]
         levels = shared + own
@@ -263,20 +279,23 @@ class ColumnBound:
         moves = [np.array(m) for m in zip(*(self._moves(*part[2:]) for part in parts))]
         fps = self.fps[levels]
         credit = np.array([0.0] * len(shared) + [float(mu[lv] @ self.per_instance) for lv in own])
-        optimistic = (fps - cost.min(axis=2).sum(axis=1) + credit) / fps
-        order = np.argsort(-optimistic)
+        reduced = fps - cost.min(axis=2).sum(axis=1) + credit
+        if not np.isfinite(reduced).any():
+            return None
+        order = np.argsort(-(reduced - count_price) / fps)
         found: list[tuple[float, _Walks, int]] = []
         for start in range(0, len(order), DP_LEVELS):
-            if found and optimistic[order[start]] <= found[0][0]:
+            if found and (reduced[order[start]] - count_price) / fps[order[start]] <= found[0][0]:
                 break
             chunk = order[start:start + DP_LEVELS]
             walks = self._walks(cost[chunk], [levels[i] for i in chunk], group[chunk], priced, moves)
-            reduced = (fps[chunk] - walks.total + credit[chunk]) / fps[chunk]
-            found = sorted(found + [(r, walks, i) for i, r in enumerate(reduced) if np.isfinite(r)],
-                           key=lambda f: -f[0])
+            reduced[chunk] = fps[chunk] - walks.total + credit[chunk]
+            gain = (reduced[chunk] - count_price) / fps[chunk]
+            found = sorted(found + [(r, walks, i) for i, r in enumerate(gain) if np.isfinite(r)], key=lambda f: -f[0])
         if not found:
-            return None, []
-        return found[0][0], [self._column(walks, i) for r, walks, i in found[:COLUMNS_PER_ROUND] if r > TOLERANCE]
+            return None
+        columns = [self._column(walks, i) for r, walks, i in found[:COLUMNS_PER_ROUND] if r > TOLERANCE]
+        return _Pricing(float(np.max(reduced / fps)), float(np.max(reduced)), columns)
 
     def _walks(self, cost: np.ndarray, levels: list[int], group: np.ndarray, priced: np.ndarray,
                moves: list[np.ndarray]) -> _Walks:
@@ -368,38 +387,110 @@ class ColumnBound:
         return scarce * slowest / max(np.count_nonzero(scarce), 1)
 
     def bound(self) -> float:
+        """The LP bound, and where the LP runs few instances, the bound over integer instance counts.
+
+        Any duals (y >= 0 of the cluster rows, mu >= 0 of the limit rows) prove two bounds through pricing. (1)
+        (y, mu) / (1 - relative) prices every real instance at least at its fps, so a plan has at most
+        y.rhs / (1 - relative) fps. (2) A plan of N real instances R has fps sum_R fps_R <= y.rhs +
+        sum_R (fps_R - y.use_R) <= y.rhs + N absolute (the limit rows enter as in the class docstring): a line
+        in N. The bound is the largest over integer N >= 1 of the least of (1) and every line, a concave
+        function of N: an LP running 1.28 instances cannot claim the 0.28 where one instance and two are both
+        worse. Duals of the master with the count row sum x <= floor or >= ceil of the LP's count give the
+        lines tight there (the row's own dual cancels out of (2), so these are proven like any others)."""
         master = _Master(self.rhs, self.per_instance)
-        y, mu = self._first_prices(), {}
-        best, most, progress = math.inf, 0.0, 0
+        lines: list[tuple[float, float]] = []
+        best = self._rounds(master, lines, (self._first_prices(), {}, 0.0))
+        count = master.instance_count()
+        if 0 < best < math.inf and count <= MAX_COUNTED and abs(count - round(count)) > COUNT_TOLERANCE:
+            reached = 0.0  # the bound at the counts done: the next need not go below it
+            for target in sorted({math.floor(count), math.ceil(count)} - {0}, reverse=True):
+                master.count(target, at_most=target < count)
+                duals = master.solve()
+                if duals is not None:
+                    best = min(best, self._rounds(master, lines, duals, target, reached))
+                    reached = max(reached, min([best] + [v + target * r for v, r in lines]))
+        return _best_count(lines, best) if best > 0 else best
+
+    def _rounds(self, master: _Master, lines: list[tuple[float, float]], duals, target: int | None = None,
+                enough: float = 0.0) -> float:
+        """Column generation from `duals` (y, mu, count row's dual) until the bound at `target` instances (None:
+        at any count) is within CONVERGED of the master's value or at most `enough`, or stalls. Adds each price
+        vector's line to `lines` and returns the least bound (1) of `bound`; 0 if no level has a walk.
+
+        With a target the master's duals are degenerate (the count row's dual can take the value of every
+        column at once), so pricing runs at a mix of them and the duals of the best line so far (Wentges
+        smoothing); where the mix prices no column, at the master's own duals."""
+        best, tight, most, progress = math.inf, math.inf, -math.inf, 0
+        centre, mix = None, 0.0
         for round_ in range(MAX_ROUNDS):
-            worst, priced = self.price(y, mu)
-            if worst is None:
+            y, mu, count_price = at = _mixed(centre, duals, mix) if centre is not None else duals
+            pricing = self.price(y, mu, count_price)
+            if pricing is None:
                 return 0.0  # no level has a fitting option for every stage
             value = float(y @ self.rhs)
-            proven = value / (1 - max(worst, 0.0)) if worst < 1 else math.inf
-            if proven < best * (1 - CONVERGED) or value > most * (1 + CONVERGED):
+            lines.append((value, pricing.absolute))
+            if pricing.relative < 1:
+                best = min(best, value / (1 - max(pricing.relative, 0.0)))
+            now = best
+            if target is not None:
+                line = value + target * pricing.absolute
+                if line < min(tight, best):
+                    centre = at
+                now = min(best, line)
+            if now < tight * (1 - CONVERGED) or master.value > most + abs(most) * CONVERGED:
                 progress = round_
-            # (y, mu) / (1 - worst) prices every real instance at least at its fps: a proven bound
-            best, most = min(best, proven), max(most, value)
-            if worst <= TOLERANCE or best <= value * (1 + CONVERGED) or round_ - progress >= STALL_ROUNDS:
+            tight, most = min(tight, now), max(most, master.value)
+            if (not pricing.columns and mix == 0) or tight <= max(most * (1 + CONVERGED), enough) or \
+                    round_ - progress >= STALL_ROUNDS:
                 break
-            master.add(priced)
+            mix = SMOOTHING if pricing.columns and target is not None else 0.0
+            if not pricing.columns:
+                continue
+            master.add(pricing.columns)
             duals = master.solve()
             if duals is None:
                 break  # the master LP failed numerically: the bounds found so far stand
-            y, mu = duals
         return best
+
+
+def _mixed(centre, duals, weight: float):
+    """weight x centre + (1 - weight) x duals, each (y, mu, count price)."""
+    (yc, muc, nc), (yd, mud, nd) = centre, duals
+    mu = {lv: weight * muc.get(lv, 0.0) + (1 - weight) * mud.get(lv, 0.0) for lv in muc.keys() | mud.keys()}
+    return weight * yc + (1 - weight) * yd, mu, weight * nc + (1 - weight) * nd
+
+
+def _best_count(lines: list[tuple[float, float]], cap: float) -> float:
+    """max over integer N >= 1 of min(cap, v + N r over the lines (v, r)): concave in N, so the first N
+    after which it stops growing (a binary search on its difference)."""
+    v = np.array([cap] + [v for v, _ in lines])
+    r = np.array([0.0] + [r for _, r in lines])
+
+    def at(n: int) -> float:
+        return float(np.min(v + n * r))
+
+    low, high = 1, 2
+    while at(high) > at(high - 1):
+        if high >= MAX_INSTANCES:
+            return cap
+        low, high = high, 2 * high
+    while low < high:  # the first n in [low, high] with at(n + 1) <= at(n)
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if at(mid + 1) > at(mid) else (low, mid)
+    return max(at(low), 0.0)
 
 
 class _Master:
     """The restricted master LP over the columns priced so far, grown in place (GLOP starts from its last
-    basis): the cluster rows, and per level the per-instance limit rows some column of the level exceeds (the
-    others cannot bind: every coefficient would be <= 0)."""
+    basis): the cluster rows, per level the per-instance limit rows some column of the level exceeds (the
+    others cannot bind: every coefficient would be <= 0), and once `count` is called the instance-count row."""
 
     def __init__(self, rhs: np.ndarray, per_instance: np.ndarray):
         self.rhs = rhs
         self.per_instance = per_instance
         self.columns: list[Column] = []
+        self.counted: tuple[int, bool] | None = None  # (target, at most) of the count row
+        self.value = -math.inf  # of the last solution
         self._fresh()
 
     def _fresh(self) -> None:
@@ -412,6 +503,30 @@ class _Master:
         self.at_level: dict[int, list[tuple[object, Column]]] = {}
         self.objective = self.solver.Objective()
         self.objective.SetMaximization()
+        self.count_row = None
+        if self.counted is not None:
+            self.count(*self.counted)
+
+    def count(self, target: int, at_most: bool) -> None:
+        """Run at most (else at least) `target` instances. Short of instances, a slack makes up the rest at a
+        price above any column's fps, so the master stays feasible and its duals steer pricing to more."""
+        inf = self.solver.infinity()
+        if self.count_row is None:
+            self.count_row = self.solver.Constraint(-inf, inf)
+            for var, _ in self._variables():
+                self.count_row.SetCoefficient(var, 1.0)
+            short = self.solver.NumVar(0, inf, "")
+            self.count_row.SetCoefficient(short, 1.0)
+            self.objective.SetCoefficient(short, -2 * max((c.fps for c in self.columns), default=1.0))
+        self.count_row.SetBounds(-inf, target) if at_most else self.count_row.SetBounds(target, inf)
+        self.counted = (target, at_most)
+
+    def _variables(self):
+        return [pair for here in self.at_level.values() for pair in here]
+
+    def instance_count(self) -> float:
+        """How many instances the last solution runs."""
+        return sum(var.solution_value() for var, _ in self._variables()) if self.columns else 0.0
 
     def add(self, columns: list[Column]) -> None:
         self.columns += columns
@@ -423,6 +538,8 @@ class _Master:
         self.objective.SetCoefficient(var, col.fps)
         for r in np.flatnonzero(col.use):
             self.rows[r].SetCoefficient(var, float(col.use[r]))
+        if self.count_row is not None:
+            self.count_row.SetCoefficient(var, 1.0)
         here = self.at_level.setdefault(col.level, [])
         here.append((var, col))
         limits = self.limit_rows.setdefault(col.level, {})
@@ -434,8 +551,9 @@ class _Master:
                 for other, other_col in here:
                     row.SetCoefficient(other, float(other_col.use[r] - self.per_instance[r]))
 
-    def solve(self) -> tuple[np.ndarray, dict[int, np.ndarray]] | None:
-        """Duals of the cluster rows, and per level those of its limit rows; None if GLOP does not solve it."""
+    def solve(self) -> tuple[np.ndarray, dict[int, np.ndarray], float] | None:
+        """Duals of the cluster rows, per level those of its limit rows, and that of the count row (0 without
+        one); None if GLOP does not solve it."""
         if self.solver.Solve() != self.optimal:  # GLOP can fail from its last basis: a fresh model starts over
             self._fresh()
             for col in self.columns:
@@ -447,4 +565,6 @@ class _Master:
             for r, row in limits.items():
                 if row.dual_value() > 0:  # a level whose limit rows all price 0 shares the DP of the others
                     mu.setdefault(lv, np.zeros(len(self.per_instance)))[r] = row.dual_value()
-        return np.maximum(np.array([row.dual_value() for row in self.rows]), 0.0), mu
+        count_price = self.count_row.dual_value() if self.count_row is not None else 0.0
+        self.value = self.objective.Value()
+        return np.maximum(np.array([row.dual_value() for row in self.rows]), 0.0), mu, count_price
