@@ -312,10 +312,16 @@ class ParetoTable:
         # (option index, first dominator) in front order, as Python ints: a search asks for thousands of fronts
         # of a few dozen options, where numpy's per-call cost dominates
         self.ranked = list(zip(self.order.tolist(), first_dominator[self.order].tolist()))
+        self.fronts: dict[int, list[StageOption]] = {}  # by the number of options within the budget
 
     def front(self, max_cycles: int) -> list[StageOption]:
+        """The front of a budget. Budgets that admit the same options share one list (a search asks for every
+        stage's front at each of its levels, and most stages have few distinct ones), which callers never
+        write to."""
         cut = bisect.bisect_right(self.cycles, max_cycles)
-        return [self.options[i] for i, dominator in self.ranked if i < cut and dominator >= cut]
+        if cut not in self.fronts:
+            self.fronts[cut] = [self.options[i] for i, dominator in self.ranked if i < cut and dominator >= cut]
+        return self.fronts[cut]
 
 
 def pareto(options: list[StageOption], max_cycles: int) -> list[StageOption]:
