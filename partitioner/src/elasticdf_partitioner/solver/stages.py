@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import os
 import pickle
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -82,6 +83,13 @@ class Pipeline:
             self._pareto[key] = tables[id(options)].front(max_cycles)
         return self._pareto[key]
 
+    def fronts(self, max_cycles: int) -> list[list[StageOption]]:
+        """Every stage's Pareto front within the budget (each placer of a level asks for all of them)."""
+        key = ("fronts", max_cycles)
+        if key not in self.memo:
+            self.memo[key] = [self.pareto(s, max_cycles) for s in range(len(self.stages))]
+        return self.memo[key]
+
     def least_resources(self, max_cycles: int) -> Resources | None:
         """Per resource, the least any instance within `max_cycles` can use (None: no folding is that fast).
         The least a stage can use of a resource within the budget is the least over its options within it
@@ -95,21 +103,42 @@ class Pipeline:
 
     def least_per_stage(self, max_cycles: int) -> list[list[float]] | None:
         """Per stage, the least of each resource its options within `max_cycles` use (None: some stage has none)."""
-        least = []
-        for cycles, prefix_min in self._least_tables():
-            cut = bisect.bisect_right(cycles, max_cycles)
-            if cut == 0:
-                return None
-            least.append(prefix_min[cut - 1])
-        return least
+        key = ("least_per_stage", max_cycles)
+        if key not in self.memo:
+            least = []
+            for cycles, prefix_min in self._least_tables():
+                cut = bisect.bisect_right(cycles, max_cycles)
+                if cut == 0:
+                    least = None
+                    break
+                least.append(prefix_min[cut - 1])
+            self.memo[key] = least
+        return self.memo[key]
+
+    def least_totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """The levels at which every stage has an option (ascending), and per level the least of each resource
+        an instance of that level uses: the sum over stages of their least within it (levels x 5). Resources are
+        whole numbers, so these sums are exact in any order."""
+        fastest = self.min_level()
+        levels = np.array([lv for lv in self.levels() if lv >= fastest], dtype=np.int64)
+        totals = np.zeros((len(levels), 5))
+        tables = {id(s.options): table for s, table in zip(self.stages, self._least_tables())}
+        for key, count in Counter(id(s.options) for s in self.stages).items():
+            cycles, prefix_min = tables[key]
+            # each stage's fastest option is within every such level, so every row found is one of its options
+            rows = np.searchsorted(cycles, levels, side="right") - 1
+            totals += count * np.array(prefix_min)[rows]
+        return levels, totals
 
     def _least_tables(self) -> list[tuple[list[int], list[list[float]]]]:
         """Per stage: its options' cycles (ascending) and, per option, the least of each resource so far."""
         if "least_tables" not in self.memo:
-            self.memo["least_tables"] = [
-                ([o.cycles for o in s.options],
-                 np.minimum.accumulate(np.array([o.res for o in s.options], dtype=float), axis=0).tolist())
-                for s in self.stages]
+            tables: dict[int, tuple[list[int], list[list[float]]]] = {}  # by option list: equal stages share it
+            for s in self.stages:
+                if id(s.options) not in tables:
+                    tables[id(s.options)] = ([o.cycles for o in s.options], np.minimum.accumulate(
+                        np.array([o.res for o in s.options], dtype=float), axis=0).tolist())
+            self.memo["least_tables"] = [tables[id(s.options)] for s in self.stages]
         return self.memo["least_tables"]
 
     def levels(self) -> list[int]:
