@@ -110,10 +110,14 @@ def sorted_front(rows: np.ndarray, block: int = 128) -> np.ndarray:
     """Positions of the rows (sorted lexicographically) that no earlier row is <= in every column: the Pareto
     front, the first of equal rows kept (a later row can only be <= an earlier one if they are equal). What
     keeping a front row by row keeps, checked a block at a time against the front so far and the block
-    itself (a row beaten by a dropped row is beaten by a kept one)."""
+    itself (a row beaten by a dropped row is beaten by a kept one). The first column needs no test: an
+    earlier row is <= in it by the sort."""
     import numpy as np
 
-    earlier = np.triu(np.ones((block, block), dtype=bool), k=1)  # [j, i]: j comes before i
+    if len(rows) <= 1:  # most foldings of an op whose foldings are pruned apart have one variant
+        return np.arange(len(rows))
+    rows = rows[:, 1:]
+    earlier = _earlier(block)
     front, kept = rows[:0], [np.zeros(0, dtype=int)]
     for start in range(0, len(rows), block):
         chunk = rows[start:start + block]
@@ -123,6 +127,14 @@ def sorted_front(rows: np.ndarray, block: int = 128) -> np.ndarray:
         kept.append(start + fresh)
         front = np.vstack([front, chunk[fresh]])
     return np.concatenate(kept)
+
+
+@cache
+def _earlier(block: int) -> np.ndarray:
+    """[j, i]: j < i (row j comes before row i)."""
+    import numpy as np
+
+    return np.triu(np.ones((block, block), dtype=bool), k=1)
 
 
 def _all_le(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -205,7 +217,7 @@ class FinnLayer(Layer):
         Costs are compared as one array (a ResNet-50 has ~10^4 candidates); Options are made for the kept."""
         import numpy as np
 
-        table, groups, option = self._candidate_costs()
+        table, groups, options = self._candidate_costs()
         if not len(table):
             return []
         if self.prune_across_foldings:  # the front across foldings is also the front of each folding's front
@@ -218,13 +230,13 @@ class FinnLayer(Layer):
             kept.extend(order[sorted_front(table[order])])
         if not self.prune_across_foldings:
             kept.sort()  # the variants of a folding stay in their order
-        return [option(i) for i in kept]
+        return options(kept)
 
-    def _candidate_costs(self) -> tuple[np.ndarray, list[int], Callable[[int], Option]]:
+    def _candidate_costs(self) -> tuple[np.ndarray, list[int], Callable[[list[int]], list[Option]]]:
         """Every (folding, variant) candidate, foldings in order and each one's variants in order: their costs as
-        rows (cycles, LUT, FF, BRAM18, URAM, DSP, output width), each one's folding index, and the Option of a
-        candidate by its row. One candidate at a time; the MVAU (~90 % of a ResNet-50's) costs its candidates a
-        variant at a time over all foldings."""
+        rows (cycles, LUT, FF, BRAM18, URAM, DSP, output width), each one's folding index, and the Options of
+        candidates by their rows. One candidate at a time; the MVAU (~90 % of a ResNet-50's) costs its candidates
+        a variant at a time over all foldings."""
         import numpy as np
 
         candidates, costs, groups = [], [], []
@@ -235,7 +247,8 @@ class FinnLayer(Layer):
                 candidates.append((folding, variant, cycles, res, width))
                 costs.append((cycles, *res, width))
                 groups.append(group)
-        return np.array(costs, dtype=float).reshape(-1, 7), groups, lambda i: Option.of(*candidates[i])
+        return (np.array(costs, dtype=float).reshape(-1, 7), groups,
+                lambda kept: [Option.of(*candidates[i]) for i in kept])
 
     # --- settings ------------------------------------------------------------------------------------------
     def extra_settings(self) -> dict[str, int | str]:

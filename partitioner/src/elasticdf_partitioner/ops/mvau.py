@@ -170,7 +170,7 @@ class MVAU(FinnLayer):
                 _mvau_bram(self.MW, self.MH, p, q, self.wbits, mem_mode, ram_style),
                 _mvau_uram(self.MW, self.MH, p, q, self.wbits, mem_mode, ram_style), dsp)
 
-    def _candidate_costs(self) -> tuple[np.ndarray, list[int], Callable[[int], Option]]:
+    def _candidate_costs(self) -> tuple[np.ndarray, list[int], Callable[[list[int]], list[Option]]]:
         """FinnLayer._candidate_costs, the same costs and order (a variant's formulas are the scalar ones, over
         arrays of every folding's P and Q), a variant at a time: a ResNet-50 has ~10^4 MVAU candidates, which one
         at a time cost most of its first plan."""
@@ -191,13 +191,20 @@ class MVAU(FinnLayer):
         rows = np.flatnonzero(offered)  # folding by folding, each one's variants in order
         table = costs.reshape(-1, 7)[rows]
 
-        def option(i: int) -> Option:
-            folding, variant = divmod(int(rows[i]), len(variants))
-            cycles, lut, ff, bram18, uram, dsp, width = map(int, table[i].tolist())
-            return Option.of(foldings[folding], variants[variant], cycles, Resources(lut, ff, bram18, uram, dsp),
-                             width)
+        def options(kept: list[int]) -> list[Option]:
+            variant_attributes = [Option.attributes(v) for v in variants]
+            folding_attributes: dict[int, tuple] = {}  # the kept options of a folding share its attributes
+            made = []
+            for row, (cycles, lut, ff, bram18, uram, dsp, width) in zip(
+                    rows[kept].tolist(), table[kept].astype(np.int64).tolist()):  # whole numbers: exact
+                folding, variant = divmod(row, len(variants))
+                if folding not in folding_attributes:
+                    folding_attributes[folding] = Option.attributes(foldings[folding])
+                made.append(Option(folding_attributes[folding], variant_attributes[variant], cycles,
+                                   Resources(lut, ff, bram18, uram, dsp), width))
+            return made
 
-        return table, (rows // len(variants)).tolist(), option
+        return table, (rows // len(variants)).tolist(), options
 
     def in_width(self, folding: dict[str, int]) -> int:
         return folding["SIMD"] * self.ibits

@@ -183,8 +183,10 @@ def _tied_combinations(graph: ModelGraph, group: list[int]) -> list[tuple[Option
 
 
 def _stage_option(combo: tuple[Option, ...]) -> StageOption:
-    # a one-layer stage shares its option's resources: fewer objects to keep, and to read back from the cache
-    res = combo[0].res if len(combo) == 1 else Resources(*map(sum, zip(*(option.res for option in combo))))
+    if len(combo) == 1:  # most stages; it shares its option's resources: fewer objects to keep and read back
+        option = combo[0]
+        return StageOption(option.cycles, option.res, (option.out_width,), combo)
+    res = Resources(*map(sum, zip(*(option.res for option in combo))))
     return StageOption(max(o.cycles for o in combo), res, tuple(o.out_width for o in combo), combo)
 
 
