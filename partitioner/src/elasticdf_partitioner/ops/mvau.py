@@ -181,13 +181,14 @@ class MVAU(FinnLayer):
         q = np.array([f["SIMD"] for f in foldings])
         wmem = self.wmem({"PE": p, "SIMD": q})
         costs = np.empty((len(foldings), len(variants), 7))  # folding x variant x (cycles, resources, width)
+        offered = np.empty((len(foldings), len(variants)), dtype=bool)
         costs[:, :, 0] = self.cycles({"PE": p, "SIMD": q})[:, None]
         costs[:, :, 6] = self.out_width({"PE": p, "SIMD": q})[:, None]
         for j, variant in enumerate(variants):
             lut, bram18, uram, dsp = self._costs(p, q, variant)
-            lut = np.trunc(lut)  # res(): int(lut), and FF = LUT (ff_from_lut)
-            costs[:, j, 1:6] = np.column_stack(np.broadcast_arrays(lut, lut, bram18, uram, dsp))
-        offered = np.column_stack([np.broadcast_to(self.offers(v, wmem), wmem.shape) for v in variants])
+            costs[:, j, 1] = costs[:, j, 2] = np.trunc(lut)  # res(): int(lut), and FF = LUT (ff_from_lut)
+            costs[:, j, 3], costs[:, j, 4], costs[:, j, 5] = bram18, uram, dsp
+            offered[:, j] = self.offers(variant, wmem)
         rows = np.flatnonzero(offered)  # folding by folding, each one's variants in order
         table = costs.reshape(-1, 7)[rows]
 
