@@ -87,7 +87,11 @@ class Pipeline:
         """Every stage's Pareto front within the budget (each placer of a level asks for all of them)."""
         key = ("fronts", max_cycles)
         if key not in self.memo:
-            self.memo[key] = [self.pareto(s, max_cycles) for s in range(len(self.stages))]
+            by_list: dict[int, list[StageOption]] = {}  # stages that share an option list share its front
+            for s, stage in enumerate(self.stages):
+                if id(stage.options) not in by_list:
+                    by_list[id(stage.options)] = self.pareto(s, max_cycles)
+            self.memo[key] = [by_list[id(stage.options)] for stage in self.stages]
         return self.memo[key]
 
     def least_resources(self, max_cycles: int) -> Resources | None:
@@ -98,7 +102,7 @@ class Pipeline:
         key = ("least", max_cycles)
         if key not in self.memo:
             least = self.least_per_stage(max_cycles)
-            self.memo[key] = None if least is None else Resources(*(sum(row[k] for row in least) for k in range(5)))
+            self.memo[key] = None if least is None else Resources(*map(sum, zip(*least)))
         return self.memo[key]
 
     def least_per_stage(self, max_cycles: int) -> list[list[float]] | None:
