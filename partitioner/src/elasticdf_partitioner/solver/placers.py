@@ -58,8 +58,8 @@ def balanced_order(opts: list[list[StageOption]], capacity: Resources) -> list[l
     capacity, repeatedly switch the one stage option that lowers max_r(demand_r / capacity_r) the most.
     LUT-hungry variants thereby give way to DSP or URAM ones exactly as far as LUT is the binding resource.
     """
-    # the candidates are every stage's options, stage by stage, as rows (no padding: a stage has 3-4 options on
-    # average and the most up to 12, and the search below is over every candidate at every step)
+    # the candidates are every stage's options, stage by stage, as rows: no padding to the widest stage (ResNet-50's
+    # have 3-4 options on average, the widest 12), as the search below weighs every candidate at every step
     sizes = [len(options) for options in opts]
     stage_of = np.repeat(np.arange(len(opts)), sizes)
     starts = np.cumsum([0] + sizes[:-1])
