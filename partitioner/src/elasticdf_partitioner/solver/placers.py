@@ -266,9 +266,10 @@ class GreedyPlacer(InstancePlacer):
         self.choice, self.prefix, self.widths = _greedy_tables(pipeline, self.opts)
         self.run_sums: dict[tuple[int, int, int], tuple[np.ndarray, list[float]]] = {}
         self.cycles = max(o.cycles for o in self.choice)
+        self.total = self.prefix[-1].tolist()
 
     def place(self, route: Route) -> Iterator[Placement]:
-        if not self.state.cards_free({c for c, _ in route}):
+        if not self.state.cards_free({c for c, _ in route}) or not self._route_can_hold(route):
             return
         mark = self.state.mark()
         # the walk is over before its placement is yielded, so it can run on the placer itself (unlike the
@@ -278,6 +279,18 @@ class GreedyPlacer(InstancePlacer):
         if placement is not None:
             yield placement
         self.state.undo(mark)
+
+    def _route_can_hold(self, route: Route) -> bool:
+        """Whether the route's SLRs together have what the instance's options take: each SLR's run fits what it
+        has left (an overdrawn one nothing), so a route with less holds no instance, and most routes a search
+        tries are such (ResNet-50 on two U280s: 883 of 1,251 walks). The margin covers each SLR's EPS and the
+        rounding of the run sums, so a route that holds one is never rejected."""
+        free = [0.0] * 5
+        for card, slr in route:
+            for k, left in enumerate(self.state.slots[card][slr].free):
+                if left > 0.0:
+                    free[k] += left
+        return all(need <= left * (1 + 1e-9) + 1e-6 for need, left in zip(self.total, free))
 
     def _greedy(self) -> Placement | None:
         n, s = len(self.choice), 0
@@ -373,10 +386,6 @@ class RunPlacer(GreedyPlacer):
         if self.feasible_level():
             least = np.array(pipeline.least_per_stage(level))
             self.least_prefix = np.vstack([np.zeros(5), np.cumsum(least, axis=0)])  # row e: stages 0..e-1
-
-    def place(self, route: Route) -> Iterator[Placement]:
-        if self._route_can_hold(route):
-            yield from super().place(route)
 
     def _route_can_hold(self, route: Route) -> bool:
         """Whether the route's SLRs together have the least of each resource an instance of the level needs:
