@@ -2,6 +2,9 @@
 
 import pytest
 from elasticdf_partitioner.ops import MVAU, ConvDoublePacked
+from elasticdf_partitioner.ops.base import FinnLayer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 LUT_BLOCK = {"resType": "lut", "mem_mode": "decoupled", "ram_style": "block"}
 
@@ -112,3 +115,26 @@ def test_options_are_bounded_and_cached(mw, mh):
     assert layer.options() is options
     twin = MVAU("twin", MW=mw, MH=mh, n_vec=49, wbits=1, ibits=2, wwidth_max=64)
     assert twin.options() is options  # same shape -> shared cache
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([3, 8, 27, 64, 144, 576, 1152, 4608]), st.sampled_from([2, 10, 32, 100, 256, 1000]),
+       st.sampled_from([1, 49, 3136]), st.integers(1, 8), st.integers(1, 8), st.sampled_from([1, 2, 4, 32]),
+       st.booleans(), st.sampled_from([36, 64, 128]), st.sampled_from([None, "external", "const", "decoupled"]))
+def test_mvau_costs_all_foldings_at_once_as_one_at_a_time(mw, mh, n_vec, wbits, ibits, obits, activation,
+                                                          wwidth_max, mem_mode):
+    """The MVAU costs its candidates a variant at a time over every folding's PE and SIMD: the same rows,
+    folding indices and Options (types included) as its formulas one candidate at a time."""
+    layer = MVAU("m", MW=mw, MH=mh, n_vec=n_vec, wbits=wbits, ibits=ibits, obits=obits, activation=activation,
+                 wwidth_max=wwidth_max, settings={"mem_mode": mem_mode} if mem_mode else {})
+    table, groups, options = layer._candidate_costs()
+    one_table, one_groups, one_options = FinnLayer._candidate_costs(layer)
+    rows = list(range(len(one_table)))
+    assert table.tolist() == one_table.tolist() and groups == one_groups
+    made, expected = options(rows), one_options(rows)
+    assert made == expected
+
+    def types(option):
+        return type(option.cycles), *map(type, option.res), type(option.out_width)
+
+    assert [types(o) for o in made] == [types(o) for o in expected]

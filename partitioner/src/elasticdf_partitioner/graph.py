@@ -185,9 +185,9 @@ class ModelGraph:
             folding = layer.current().folding
         except (KeyError, ValueError, TypeError) as err:
             raise InputError(f"{layer.name} ({layer.op})", f"unusable settings {layer.settings}: {err}") from None
-        legal = [tuple(sorted(f.items())) for f in layer.foldings()]
-        if folding not in legal:
-            shown = [dict(f) for f in itertools.islice(legal, 12)]
+        legal = layer.foldings()
+        if dict(folding) not in legal:  # a dict compare: every model load checks every layer's thousands
+            shown = [dict(sorted(f.items())) for f in itertools.islice(legal, 12)]
             raise InputError(f"{layer.name} ({layer.op})", f"illegal folding {dict(folding)}", shown)
 
 

@@ -26,7 +26,12 @@ class Option:
     def of(cls, folding: dict[str, int], variant: dict[str, str], cycles: int, res: Resources,
            out_width: int) -> Option:
         """The option of a layer's folding and variant settings (attributes in name order) and their costs."""
-        return cls(tuple(sorted(folding.items())), tuple(sorted(variant.items())), cycles, res, out_width)
+        return cls(cls.attributes(folding), cls.attributes(variant), cycles, res, out_width)
+
+    @staticmethod
+    def attributes(settings: dict) -> tuple:
+        """A folding's or variant's settings as an Option holds them: (name, value) pairs in name order."""
+        return tuple(sorted(settings.items()))
 
     def settings(self) -> dict[str, int | str]:
         """FINN node attributes this option sets (what a folding-config JSON holds)."""

@@ -12,7 +12,6 @@ from rich.table import Table
 from .catalog import Limits, load_catalog, with_clocks, with_resource_scale
 from .cluster import load_cluster
 from .errors import InputError
-from .export import write_finn_outputs
 from .graph import ModelGraph
 from .plan import Plan
 from .solver import OBJECTIVES, solve
@@ -97,6 +96,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.json_out:
         Path(args.json_out).write_text(plan.model_dump_json(indent=2) + "\n")
     if args.finn_out:
+        from .export import write_finn_outputs
+
         files = write_finn_outputs(plan, graph, args.finn_out)
         if args.model.endswith(".onnx"):
             from .finn_io import write_segment_onnx

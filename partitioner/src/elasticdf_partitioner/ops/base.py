@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -49,7 +50,22 @@ def divisors(n: int) -> tuple[int, ...]:
 
 
 def ceil_div(a: float, b: float) -> int:
-    return math.ceil(a / b)
+    """ceil(a / b); elementwise when a or b is a numpy array (the MVAU costs all its foldings at once)."""
+    quotient = a / b
+    if isinstance(quotient, float):
+        return math.ceil(quotient)
+    import numpy as np
+
+    return np.ceil(quotient)
+
+
+def where(condition: bool, value: float, otherwise: float) -> float:
+    """`value if condition else otherwise`; elementwise when the condition is a numpy array."""
+    if isinstance(condition, bool):
+        return value if condition else otherwise
+    import numpy as np
+
+    return np.where(condition, value, otherwise)
 
 
 def clog2(x: float) -> int:
@@ -57,19 +73,26 @@ def clog2(x: float) -> int:
     return 0 if x <= 1 else math.ceil(math.log2(x))
 
 
+# The SDP RAMB18 shapes FINN's rule picks from, narrowest first: (word bits, words); a memory takes the first
+# whose rule holds (see bram18_width_depth), else the widest, in as many columns as its words need.
+RAMB18_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024))
+RAMB18_WIDEST = (36, 512)
+
+
 def bram18_width_depth(depth: float, width: int) -> int:
-    """RAMB18 count for a memory of `depth` words of `width` bits (FINN MVAU/FIFO rule, SDP RAMB18 shapes)."""
-    if width == 1:
-        return ceil_div(depth, 16384)
-    if width == 2:
-        return ceil_div(depth, 8192)
-    if width <= 4:
-        return ceil_div(depth, 4096) * ceil_div(width, 4)
-    if width <= 9:
-        return ceil_div(depth, 2048) * ceil_div(width, 9)
-    if width <= 18 or depth > 512:
-        return ceil_div(depth, 1024) * ceil_div(width, 18)
-    return ceil_div(depth, 512) * ceil_div(width, 36)
+    """RAMB18 count for a memory of `depth` words of `width` bits (FINN MVAU/FIFO rule, SDP RAMB18 shapes);
+    elementwise when depth or width is a numpy array."""
+    # one rule per shape: 1- and 2-bit words exactly, wider ones up to the shape's width; words of 19-36 bits
+    # deeper than 512 also take the 18-bit shape
+    fits = [width == 1, width == 2, width <= 4, width <= 9, (width <= 18) | (depth > 512)]
+    if isinstance(fits[-1], bool):
+        word, words = next((shape for shape, fit in zip(RAMB18_SHAPES, fits) if fit), RAMB18_WIDEST)
+    else:
+        import numpy as np
+
+        word = np.select(fits, [w for w, _ in RAMB18_SHAPES], RAMB18_WIDEST[0])
+        words = np.select(fits, [d for _, d in RAMB18_SHAPES], RAMB18_WIDEST[1])
+    return ceil_div(depth, words) * ceil_div(width, word)
 
 
 def ff_from_lut(lut: float) -> float:
@@ -87,10 +110,14 @@ def sorted_front(rows: np.ndarray, block: int = 128) -> np.ndarray:
     """Positions of the rows (sorted lexicographically) that no earlier row is <= in every column: the Pareto
     front, the first of equal rows kept (a later row can only be <= an earlier one if they are equal). What
     keeping a front row by row keeps, checked a block at a time against the front so far and the block
-    itself (a row beaten by a dropped row is beaten by a kept one)."""
+    itself (a row beaten by a dropped row is beaten by a kept one). The first column needs no test: an
+    earlier row is <= in it by the sort."""
     import numpy as np
 
-    earlier = np.triu(np.ones((block, block), dtype=bool), k=1)  # [j, i]: j comes before i
+    if len(rows) <= 1:  # most foldings of an op whose foldings are pruned apart have one variant
+        return np.arange(len(rows))
+    rows = rows[:, 1:]
+    earlier = _earlier(block)
     front, kept = rows[:0], [np.zeros(0, dtype=int)]
     for start in range(0, len(rows), block):
         chunk = rows[start:start + block]
@@ -100,6 +127,14 @@ def sorted_front(rows: np.ndarray, block: int = 128) -> np.ndarray:
         kept.append(start + fresh)
         front = np.vstack([front, chunk[fresh]])
     return np.concatenate(kept)
+
+
+@cache
+def _earlier(block: int) -> np.ndarray:
+    """[j, i]: j < i (row j comes before row i)."""
+    import numpy as np
+
+    return np.triu(np.ones((block, block), dtype=bool), k=1)
 
 
 def _all_le(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -182,17 +217,9 @@ class FinnLayer(Layer):
         Costs are compared as one array (a ResNet-50 has ~10^4 candidates); Options are made for the kept."""
         import numpy as np
 
-        candidates, costs, groups = [], [], []
-        for group, folding in enumerate(self.foldings()):
-            cycles, width = self.cycles(folding), self.out_width(folding)
-            for variant in self.variants(folding):
-                res = self.resources(folding, variant)
-                candidates.append((folding, variant, cycles, res, width))
-                costs.append((cycles, *res, width))
-                groups.append(group)
-        if not candidates:
+        table, groups, options = self._candidate_costs()
+        if not len(table):
             return []
-        table = np.array(costs, dtype=float)
         if self.prune_across_foldings:  # the front across foldings is also the front of each folding's front
             runs = [np.arange(len(table))]
         else:
@@ -203,7 +230,25 @@ class FinnLayer(Layer):
             kept.extend(order[sorted_front(table[order])])
         if not self.prune_across_foldings:
             kept.sort()  # the variants of a folding stay in their order
-        return [Option.of(*candidates[i]) for i in kept]
+        return options(kept)
+
+    def _candidate_costs(self) -> tuple[np.ndarray, list[int], Callable[[list[int]], list[Option]]]:
+        """Every (folding, variant) candidate, foldings in order and each one's variants in order: their costs as
+        rows (cycles, LUT, FF, BRAM18, URAM, DSP, output width), each one's folding index, and the Options of
+        candidates by their rows. One candidate at a time; the MVAU (~90 % of a ResNet-50's) costs its candidates
+        a variant at a time over all foldings."""
+        import numpy as np
+
+        candidates, costs, groups = [], [], []
+        for group, folding in enumerate(self.foldings()):
+            cycles, width = self.cycles(folding), self.out_width(folding)
+            for variant in self.variants(folding):
+                res = self.resources(folding, variant)
+                candidates.append((folding, variant, cycles, res, width))
+                costs.append((cycles, *res, width))
+                groups.append(group)
+        return (np.array(costs, dtype=float).reshape(-1, 7), groups,
+                lambda kept: [Option.of(*candidates[i]) for i in kept])
 
     # --- settings ------------------------------------------------------------------------------------------
     def extra_settings(self) -> dict[str, int | str]:

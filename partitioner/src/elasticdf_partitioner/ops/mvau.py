@@ -18,10 +18,13 @@ mem_mode=external, e.g. ResNet-50's final FC, whose weights stream from DDR).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from ..finn_node import DataType, FinnNode
+from ..options import Option
+from ..resources import Resources
 from .base import (
     SETTINGS_ATTRS,
     FinnLayer,
@@ -37,6 +40,7 @@ from .base import (
     res,
     spread_thresholds,
     uniform_moments,
+    where,
 )
 
 if TYPE_CHECKING:
@@ -51,12 +55,19 @@ MEM_MODES = {"const": "const", "internal_embedded": "const", "decoupled": "decou
              "internal_decoupled": "decoupled", "external": "external"}
 
 
+# The weight memories a folding may offer, in the order of its variants: decoupled in each RAM style, const
+# (embedded; see MVAU.offers), external
+MEMORIES = (("decoupled", "block"), ("decoupled", "ultra"), ("decoupled", "distributed"), ("const", "auto"),
+            ("external", "auto"))
+
+
 def _mvau_bram(mw: int, mh: int, p: int, q: int, w: int, mem_mode: str, ram_style: str) -> int:
+    """The MVAU's and _mvau_uram's formulas take numbers or numpy arrays of P and Q (MVAU._candidate_costs)."""
     wmem = mw * mh / (p * q)
-    if mem_mode == "external" or (mem_mode == "decoupled" and ram_style in ("distributed", "ultra")) or (
-            mem_mode == "const" and wmem <= 128):
+    if mem_mode == "external" or (mem_mode == "decoupled" and ram_style in ("distributed", "ultra")):
         return 0
-    return bram18_width_depth(wmem, q * w * p)
+    blocks = bram18_width_depth(wmem, q * w * p)
+    return where(wmem <= 128, 0, blocks) if mem_mode == "const" else blocks
 
 
 def _mvau_uram(mw: int, mh: int, p: int, q: int, w: int, mem_mode: str, ram_style: str) -> int:
@@ -104,12 +115,21 @@ class MVAU(FinnLayer):
         return [{"PE": p, "SIMD": q} for p in divisors(self.MH) for q in simds]
 
     def variants(self, folding: dict[str, int]) -> list[dict[str, str]]:
-        memories = [("decoupled", "block"), ("decoupled", "ultra"), ("decoupled", "distributed")]
-        if self.wmem(folding) <= 128:
-            memories.append(("const", "auto"))
-        if MEM_MODES.get(str(self.settings.get("mem_mode"))) == "external":
-            memories.append(("external", "auto"))
-        return [{"resType": r, "mem_mode": m, "ram_style": s} for r in ("lut", "dsp") for m, s in memories]
+        wmem = self.wmem(folding)
+        return [variant for variant in self.every_variant() if self.offers(variant, wmem)]
+
+    def every_variant(self) -> list[dict[str, str]]:
+        """The variants of all foldings, in the order variants() lists a folding's."""
+        return [{"resType": r, "mem_mode": m, "ram_style": s} for r in ("lut", "dsp") for m, s in MEMORIES]
+
+    def offers(self, variant: dict[str, str], wmem: float) -> bool:
+        """Whether a folding of `wmem` weight words offers the variant (elementwise over an array of them):
+        const memory only for WMEM <= 128, as SetMemMode chooses; external only to a layer given it."""
+        if variant["mem_mode"] == "const":
+            return wmem <= 128
+        if variant["mem_mode"] == "external":
+            return MEM_MODES.get(str(self.settings.get("mem_mode"))) == "external"
+        return True
 
     def cycles(self, folding: dict[str, int]) -> int:
         # (MH/P)·(MW/Q)·N_vec
@@ -118,12 +138,15 @@ class MVAU(FinnLayer):
     def acc_bits(self) -> int:
         return self.wbits + self.ibits + clog2(self.MW)
 
-    def lut(self, p: int, q: int, res_type: str, mem_mode: str, ram_style: str) -> int:
+    def lut(self, p: int, q: int, res_type: str, mem_mode: str, ram_style: str) -> float:
+        """FINN's LUT estimate before its int() (res() truncates); elementwise over numpy arrays of P and Q."""
         w, a = self.wbits, self.ibits
         wmem = self.MW * self.MH / (p * q)
-        c2 = 0
-        if (mem_mode == "decoupled" and ram_style == "distributed") or (mem_mode == "const" and wmem <= 128):
+        c2 = 0  # weights in LUTRAM
+        if mem_mode == "decoupled" and ram_style == "distributed":
             c2 = p * q * w * ceil_div(wmem, 64)
+        elif mem_mode == "const":
+            c2 = where(wmem <= 128, p * q * w * ceil_div(wmem, 64), 0)
         mult = 0 if res_type == "dsp" else q * (2 * ceil_div(w + a, 6) - 1) * (w + a)
         addertree = (w + a) * (2 * q - 1)
         acc = self.acc_bits()
@@ -132,20 +155,57 @@ class MVAU(FinnLayer):
             levels = 2 ** self.obits - 1
             thr = levels * acc * ceil_div(self.MH / p, 64)
             comp = levels * acc
-        return int(300 + 1.1 * p * (mult + addertree + acc + thr + comp) + c2)
+        return 300 + 1.1 * p * (mult + addertree + acc + thr + comp) + c2
 
     def resources(self, folding: dict[str, int], variant: dict[str, str]):
-        p, q = folding["PE"], folding["SIMD"]
+        return res(*self._costs(folding["PE"], folding["SIMD"], variant))
+
+    def _costs(self, p: int, q: int, variant: dict[str, str]) -> tuple[float, float, float, float]:
+        """LUT (before truncation), BRAM18, URAM and DSP of a variant; elementwise over numpy arrays of P and Q."""
         res_type = "dsp" if variant.get("resType") == "dsp" else "lut"
         mem_mode = MEM_MODES.get(str(variant.get("mem_mode", "decoupled")), "decoupled")
         ram_style = str(variant.get("ram_style", "block"))
         dsp = p * q * ceil_div(self.wbits + self.ibits, 48) if res_type == "dsp" else 0
-        return res(
-            lut=self.lut(p, q, res_type, mem_mode, ram_style),
-            bram18=_mvau_bram(self.MW, self.MH, p, q, self.wbits, mem_mode, ram_style),
-            uram=_mvau_uram(self.MW, self.MH, p, q, self.wbits, mem_mode, ram_style),
-            dsp=dsp,
-        )
+        return (self.lut(p, q, res_type, mem_mode, ram_style),
+                _mvau_bram(self.MW, self.MH, p, q, self.wbits, mem_mode, ram_style),
+                _mvau_uram(self.MW, self.MH, p, q, self.wbits, mem_mode, ram_style), dsp)
+
+    def _candidate_costs(self) -> tuple[np.ndarray, list[int], Callable[[list[int]], list[Option]]]:
+        """FinnLayer._candidate_costs, the same costs and order (a variant's formulas are the scalar ones, over
+        arrays of every folding's P and Q), a variant at a time: a ResNet-50 has ~10^4 MVAU candidates, which one
+        at a time cost most of its first plan."""
+        import numpy as np
+
+        foldings, variants = self.foldings(), self.every_variant()
+        p = np.array([f["PE"] for f in foldings])
+        q = np.array([f["SIMD"] for f in foldings])
+        wmem = self.wmem({"PE": p, "SIMD": q})
+        costs = np.empty((len(foldings), len(variants), 7))  # folding x variant x (cycles, resources, width)
+        offered = np.empty((len(foldings), len(variants)), dtype=bool)
+        costs[:, :, 0] = self.cycles({"PE": p, "SIMD": q})[:, None]
+        costs[:, :, 6] = self.out_width({"PE": p, "SIMD": q})[:, None]
+        for j, variant in enumerate(variants):
+            lut, bram18, uram, dsp = self._costs(p, q, variant)
+            costs[:, j, 1] = costs[:, j, 2] = np.trunc(lut)  # res(): int(lut), and FF = LUT (ff_from_lut)
+            costs[:, j, 3], costs[:, j, 4], costs[:, j, 5] = bram18, uram, dsp
+            offered[:, j] = self.offers(variant, wmem)
+        rows = np.flatnonzero(offered)  # folding by folding, each one's variants in order
+        table = costs.reshape(-1, 7)[rows]
+
+        def options(kept: list[int]) -> list[Option]:
+            variant_attributes = [Option.attributes(v) for v in variants]
+            folding_attributes: dict[int, tuple] = {}  # the kept options of a folding share its attributes
+            made = []
+            for row, (cycles, lut, ff, bram18, uram, dsp, width) in zip(
+                    rows[kept].tolist(), table[kept].astype(np.int64).tolist()):  # whole numbers: exact
+                folding, variant = divmod(row, len(variants))
+                if folding not in folding_attributes:
+                    folding_attributes[folding] = Option.attributes(foldings[folding])
+                made.append(Option(folding_attributes[folding], variant_attributes[variant], cycles,
+                                   Resources(lut, ff, bram18, uram, dsp), width))
+            return made
+
+        return table, (rows // len(variants)).tolist(), options
 
     def in_width(self, folding: dict[str, int]) -> int:
         return folding["SIMD"] * self.ibits
@@ -268,6 +328,8 @@ class ConvDoublePacked(MVAU):
     variant_attrs: ClassVar[tuple[str, ...]] = ()
     variant_values: ClassVar[dict[str, tuple[str, ...]]] = {}
     cost_settings: ClassVar[tuple[str, ...]] = ()
+    # its foldings (with MMV) and costs are its own, and few: costed one candidate at a time
+    _candidate_costs = FinnLayer._candidate_costs
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -21,7 +21,6 @@ from ..plan import Plan
 from ..resources import Resources
 from .bound import fps_bound, fps_per_resource
 from .build import build_plan, explain_infeasible
-from .colgen import ColumnBound
 from .pack import GroupPacker, PackSettings
 from .replicate import Assignment, bind, choose_patterns, patterns, solve_small
 from .stages import Pipeline, build_pipeline
@@ -83,6 +82,8 @@ def solve(graph: ModelGraph, cluster: Cluster, objective: str = "throughput", ta
     bound = fps_bound(pipeline, usable, fclk)
     bound_method = "resource"
     if certify:
+        from .colgen import ColumnBound  # only here: a plan without --certify need not load it
+
         lp = ColumnBound(pipeline, cluster, limits, settings).bound()
         bound, bound_method = min(bound, lp), "lp" if lp < bound else bound_method
     floor_cycles = fclk * 1e6 / settings.min_instance_fps if settings.min_instance_fps else float("inf")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..resources import Resources
 from .stages import Pipeline
 
@@ -22,33 +24,12 @@ def fps_per_resource(pipeline: Pipeline, fclk_mhz: float) -> Resources:
 
 
 def _sweep(pipeline: Pipeline, fclk_mhz: float) -> Resources:
-    events = sorted((o.cycles, s, o.res) for s, stage in enumerate(pipeline.stages) for o in stage.options)
-    n = len(pipeline.stages)
-    best_min: list[list[float]] = [[math.inf] * 5 for _ in range(n)]
-    missing = n
-    total = [0.0] * 5
-    ratio = [0.0] * 5
-    i = 0
-    while i < len(events):
-        cycles = events[i][0]
-        while i < len(events) and events[i][0] == cycles:
-            _, s, res = events[i]
-            if best_min[s][0] == math.inf:
-                missing -= 1
-                for k in range(5):
-                    best_min[s][k] = res[k]
-                    total[k] += res[k]
-            else:
-                for k in range(5):
-                    if res[k] < best_min[s][k]:
-                        total[k] -= best_min[s][k] - res[k]
-                        best_min[s][k] = res[k]
-            i += 1
-        if missing == 0:
-            fps = fclk_mhz * 1e6 / cycles
-            for k in range(5):
-                ratio[k] = max(ratio[k], fps / total[k] if total[k] > 1e-12 else math.inf)
-    return Resources(*ratio)
+    """Per resource, the best fps per unit over every level C (an option's cycle count) at which every stage
+    has an option: fclk / C over the least of the resource an instance of level C uses."""
+    levels, totals = pipeline.least_totals()
+    fps = np.broadcast_to((fclk_mhz * 1e6 / levels)[:, None], totals.shape)
+    ratios = np.divide(fps, totals, out=np.full(totals.shape, math.inf), where=totals > 1e-12)
+    return Resources(*ratios.max(axis=0, initial=0.0).tolist())
 
 
 def fps_bound(pipeline: Pipeline, usable: Resources, fclk_mhz: float) -> float:

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import os
 import pickle
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -82,6 +83,17 @@ class Pipeline:
             self._pareto[key] = tables[id(options)].front(max_cycles)
         return self._pareto[key]
 
+    def fronts(self, max_cycles: int) -> list[list[StageOption]]:
+        """Every stage's Pareto front within the budget (each placer of a level asks for all of them)."""
+        key = ("fronts", max_cycles)
+        if key not in self.memo:
+            by_list: dict[int, list[StageOption]] = {}  # stages that share an option list share its front
+            for s, stage in enumerate(self.stages):
+                if id(stage.options) not in by_list:
+                    by_list[id(stage.options)] = self.pareto(s, max_cycles)
+            self.memo[key] = [by_list[id(stage.options)] for stage in self.stages]
+        return self.memo[key]
+
     def least_resources(self, max_cycles: int) -> Resources | None:
         """Per resource, the least any instance within `max_cycles` can use (None: no folding is that fast).
         The least a stage can use of a resource within the budget is the least over its options within it
@@ -90,26 +102,47 @@ class Pipeline:
         key = ("least", max_cycles)
         if key not in self.memo:
             least = self.least_per_stage(max_cycles)
-            self.memo[key] = None if least is None else Resources(*(sum(row[k] for row in least) for k in range(5)))
+            self.memo[key] = None if least is None else Resources(*map(sum, zip(*least)))
         return self.memo[key]
 
     def least_per_stage(self, max_cycles: int) -> list[list[float]] | None:
         """Per stage, the least of each resource its options within `max_cycles` use (None: some stage has none)."""
-        least = []
-        for cycles, prefix_min in self._least_tables():
-            cut = bisect.bisect_right(cycles, max_cycles)
-            if cut == 0:
-                return None
-            least.append(prefix_min[cut - 1])
-        return least
+        key = ("least_per_stage", max_cycles)
+        if key not in self.memo:
+            least = []
+            for cycles, prefix_min in self._least_tables():
+                cut = bisect.bisect_right(cycles, max_cycles)
+                if cut == 0:
+                    least = None
+                    break
+                least.append(prefix_min[cut - 1])
+            self.memo[key] = least
+        return self.memo[key]
+
+    def least_totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """The levels at which every stage has an option (ascending), and per level the least of each resource
+        an instance of that level uses: the sum over stages of their least within it (levels x 5). Resources are
+        whole numbers, so these sums are exact in any order."""
+        fastest = self.min_level()
+        levels = np.array([lv for lv in self.levels() if lv >= fastest], dtype=np.int64)
+        totals = np.zeros((len(levels), 5))
+        tables = {id(s.options): table for s, table in zip(self.stages, self._least_tables())}
+        for key, count in Counter(id(s.options) for s in self.stages).items():
+            cycles, prefix_min = tables[key]
+            # each stage's fastest option is within every such level, so every row found is one of its options
+            rows = np.searchsorted(cycles, levels, side="right") - 1
+            totals += count * np.array(prefix_min)[rows]
+        return levels, totals
 
     def _least_tables(self) -> list[tuple[list[int], list[list[float]]]]:
         """Per stage: its options' cycles (ascending) and, per option, the least of each resource so far."""
         if "least_tables" not in self.memo:
-            self.memo["least_tables"] = [
-                ([o.cycles for o in s.options],
-                 np.minimum.accumulate(np.array([o.res for o in s.options], dtype=float), axis=0).tolist())
-                for s in self.stages]
+            tables: dict[int, tuple[list[int], list[list[float]]]] = {}  # by option list: equal stages share it
+            for s in self.stages:
+                if id(s.options) not in tables:
+                    tables[id(s.options)] = ([o.cycles for o in s.options], np.minimum.accumulate(
+                        np.array([o.res for o in s.options], dtype=float), axis=0).tolist())
+            self.memo["least_tables"] = [tables[id(s.options)] for s in self.stages]
         return self.memo["least_tables"]
 
     def levels(self) -> list[int]:
@@ -154,8 +187,10 @@ def _tied_combinations(graph: ModelGraph, group: list[int]) -> list[tuple[Option
 
 
 def _stage_option(combo: tuple[Option, ...]) -> StageOption:
-    # a one-layer stage shares its option's resources: fewer objects to keep, and to read back from the cache
-    res = combo[0].res if len(combo) == 1 else Resources(*map(sum, zip(*(option.res for option in combo))))
+    if len(combo) == 1:  # most stages; it shares its option's resources: fewer objects to keep and read back
+        option = combo[0]
+        return StageOption(option.cycles, option.res, (option.out_width,), combo)
+    res = Resources(*map(sum, zip(*(option.res for option in combo))))
     return StageOption(max(o.cycles for o in combo), res, tuple(o.out_width for o in combo), combo)
 
 
@@ -312,10 +347,16 @@ class ParetoTable:
         # (option index, first dominator) in front order, as Python ints: a search asks for thousands of fronts
         # of a few dozen options, where numpy's per-call cost dominates
         self.ranked = list(zip(self.order.tolist(), first_dominator[self.order].tolist()))
+        self.fronts: dict[int, list[StageOption]] = {}  # by the number of options within the budget
 
     def front(self, max_cycles: int) -> list[StageOption]:
+        """The front of a budget. Budgets that admit the same options share one list (a search asks for every
+        stage's front at each of its levels, and most stages have few distinct ones), which callers never
+        write to."""
         cut = bisect.bisect_right(self.cycles, max_cycles)
-        return [self.options[i] for i, dominator in self.ranked if i < cut and dominator >= cut]
+        if cut not in self.fronts:
+            self.fronts[cut] = [self.options[i] for i, dominator in self.ranked if i < cut and dominator >= cut]
+        return self.fronts[cut]
 
 
 def pareto(options: list[StageOption], max_cycles: int) -> list[StageOption]:
