@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 
 from ..catalog import Limits
 from ..cluster import Cluster
-from .exact import ExactModel, ExactResult
+from .exact import ExactModel
 from .pack import PackSettings
 from .stages import Pipeline
 from .state import EPS, GroupState
 
 CHECK_SECONDS = 60.0  # one multiset question; one that runs out is left open (the bound keeps it)
+MAX_CANDIDATES = 300_000  # past this many the enumeration stops and only `upper` stays proven
 
 
 @dataclass
@@ -75,6 +76,8 @@ class LevelSearch:
         self.least = {lv: list(pipeline.least_resources(lv)) for lv in self.levels}
         self.share = {lv: self._mean_share(lv) for lv in self.levels}
         self.questions = 0
+        self.misfits: list[tuple[int, ...]] = []  # multisets proven not to fit
+        self.placed: dict[tuple[int, ...], list] = {}  # multisets that fit: their walks
 
     def fps(self, levels) -> float:
         return sum(self.clock / lv for lv in levels)
@@ -97,10 +100,23 @@ class LevelSearch:
         return sum(min(sum(o.res[k] / self.free[k] for k in present) for o in self.pipeline.pareto(s, level))
                    for s in range(len(self.pipeline.stages))) / len(present)
 
-    def ask(self, levels: tuple[int, ...]) -> ExactResult:
+    def fits(self, levels: tuple[int, ...], deadline: float) -> bool | None:
+        """Whether instances at `levels` fit the group together (None: the question timed out), from what is
+        known where it says (a known misfit it dominates, a known fit that dominates it), else asked."""
+        if any(dominates(levels, misfit) for misfit in self.misfits):
+            return False
+        if any(dominates(fit, levels) for fit in self.placed):
+            return True
         self.questions += 1
         model = ExactModel(self.pipeline, self.cluster, self.limits, self.settings, levels=list(levels))
-        return model.solve(self.check_seconds)
+        result = model.solve(max(1.0, min(self.check_seconds, deadline - time.perf_counter())))
+        if result.fps > 0:
+            self.placed[levels] = result.walks
+            return True
+        if result.optimal:
+            self.misfits.append(levels)
+            return False
+        return None
 
     # -- the search ---------------------------------------------------------------------------------
     def solve(self, incumbent: float, upper: float = math.inf, time_limit: float = 600.0) -> SearchResult:
@@ -108,24 +124,66 @@ class LevelSearch:
         deadline = started + time_limit
         fastest = self._fastest_alone(deadline)
         levels = self.levels[bisect.bisect_left(self.levels, fastest):] if fastest else []
-        candidates = sorted(self._candidates(levels, incumbent, upper), key=self.fps)
-        enumerated = len(candidates)
-        best: tuple[tuple[int, ...], ExactResult] | None = None
-        opened: list[tuple[int, ...]] = []
+        best = self._greedy(levels, deadline)
+        if self.fps(best) > incumbent + EPS:
+            incumbent = self.fps(best)
+        else:
+            best = ()
+        candidates = sorted(self._candidates(levels, incumbent, upper), key=lambda c: (-self.fps(c), len(c)))
+        enumerated, opened = len(candidates), []
         while candidates and time.perf_counter() < deadline:
             multiset = candidates.pop(0)
-            result = self.ask(multiset)
-            if result.fps > 0:
-                best, incumbent = (multiset, result), self.fps(multiset)
-                candidates = [c for c in candidates if self.fps(c) > incumbent + EPS]
-            elif result.optimal:
-                candidates = [c for c in candidates if not dominates(c, multiset)]
+            answer = self.fits(multiset, deadline)
+            if answer:  # every candidate above it is out: the optimum, unless an open one above beats it
+                best, incumbent, candidates = multiset, self.fps(multiset), []
+            elif answer is False:
+                core = self._core(multiset, deadline)
+                candidates = [c for c in candidates if not dominates(c, core)]
             else:
                 opened.append(multiset)
+            found = max(self.placed, key=self.fps, default=())
+            if self.fps(found) > incumbent + EPS:  # a core's question placed a better multiset
+                best, incumbent = found, self.fps(found)
+                candidates = [c for c in candidates if self.fps(c) > incumbent + EPS]
         left = candidates + opened
         bound = max([incumbent] + [self.fps(c) for c in left])
-        return SearchResult(incumbent, bound, not left, list(best[0]) if best else [], best[1].walks if best else [],
-                            self.questions, enumerated, time.perf_counter() - started, opened)
+        if enumerated > MAX_CANDIDATES:  # candidates were left out: only `upper` is proven
+            bound, left = max(bound, upper), left or [()]
+        return SearchResult(incumbent, bound, not left, list(best), self.placed.get(best, []), self.questions,
+                            enumerated, time.perf_counter() - started, opened)
+
+    def _core(self, misfit: tuple[int, ...], deadline: float) -> tuple[int, ...]:
+        """A misfit `misfit` dominates, and so more candidates dominate: its slowest instance left out while the
+        rest does not fit either, then the slowest left slowed down while it does not fit (a binary search)."""
+        core = misfit
+        while len(core) > 1 and time.perf_counter() < deadline and self.fits(core[:-1], deadline) is False:
+            core = core[:-1]
+        slower = self.levels[bisect.bisect_right(self.levels, core[-1]):]
+        lo, hi = 0, len(slower) - 1
+        while lo <= hi and time.perf_counter() < deadline:
+            middle = (lo + hi) // 2
+            if self.fits(core[:-1] + (slower[middle],), deadline) is False:
+                core, lo = core[:-1] + (slower[middle],), middle + 1
+            else:
+                hi = middle - 1
+        return core
+
+    def _greedy(self, levels: list[int], deadline: float) -> tuple[int, ...]:
+        """A multiset that fits, made by adding the fastest level that still fits (at most as fast as the last
+        one added) while one does: the incumbent to beat, and its questions' misfits prune candidates."""
+        chosen: tuple[int, ...] = ()
+        while levels and len(chosen) < self._most_instances() and time.perf_counter() < deadline:
+            lo, hi, found = 0, len(levels) - 1, None
+            while lo <= hi and time.perf_counter() < deadline:
+                middle = (lo + hi) // 2
+                if self.fits(chosen + (levels[middle],), deadline):
+                    found, hi = middle, middle - 1
+                else:
+                    lo = middle + 1
+            if found is None:
+                break
+            chosen, levels = chosen + (levels[found],), levels[found:]
+        return chosen
 
     def _fastest_alone(self, deadline: float) -> int | None:
         """The fastest level one instance fits alone at (None: none fits); a question that times out counts
@@ -133,8 +191,8 @@ class LevelSearch:
         lo, hi, found = 0, len(self.levels) - 1, None
         while lo <= hi:
             middle = (lo + hi) // 2
-            result = self.ask((self.levels[middle],)) if time.perf_counter() < deadline else None
-            if result is None or result.fps > 0 or not result.optimal:
+            answer = self.fits((self.levels[middle],), deadline) if time.perf_counter() < deadline else None
+            if answer is not False:
                 found, hi = self.levels[middle], middle - 1
             else:
                 lo = middle + 1
@@ -161,7 +219,7 @@ class LevelSearch:
         def extend(prefix: tuple[int, ...], start: int, used: list[float], fps: float) -> None:
             if fps > incumbent + EPS:
                 out.append(prefix)
-            if len(prefix) >= most or start == len(levels):
+            if len(prefix) >= most or start == len(levels) or len(out) > MAX_CANDIDATES:
                 return
             left = [c - u for c, u in zip(capacity, used)]
             if fps + min(left[k] * best_rate[start][k] for k in range(6)) <= incumbent + EPS:
