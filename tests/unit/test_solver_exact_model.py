@@ -1,5 +1,6 @@
 """The exact MILP reference (solver/exact.py) against exhaustive enumeration on random small problems, the
-LP bound against it, and (slow) the solver and both bounds against it on problems enumeration cannot reach."""
+LP bound against it, and (slow) the solver and both bounds against it on problems enumeration cannot reach; the
+search over multisets of instance levels (solver/exact_search.py) against enumeration and (slow) the MILP."""
 
 from __future__ import annotations
 

@@ -17,6 +17,11 @@ instance k puts every stage s on one (card, SLR) slot with one option: binary x[
   bits-over-the-cut x F_k of the sender's and receiver's port bandwidth and, across leaf switches, uplinks.
 - per SLR: resources within the utilisation limits and the BRAM/URAM/DSP mean limit, as GroupState says.
 Relay cards that only forward a stream are left out: a direct hand-off is never worse.
+
+Given `levels` (cycles budgets), the model asks instead whether one instance per level fits together: instance
+k only has the options of level k's Pareto front over resources and widths (within a level cycles no longer
+matter, so the front is a few options per stage: ~550 for ResNet-50's 171 stages against 8,881 over all levels),
+runs at its level's fps, and there is no objective. exact_search.py searches such questions for the zoo models.
 """
 
 from __future__ import annotations
