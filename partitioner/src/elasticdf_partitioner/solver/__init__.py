@@ -3,7 +3,8 @@
 `solve()` is the one entry point. The steps live in their own modules:
 stages.py (fold), pack.py (segment and place on a card group, with routes.py, placers.py and state.py),
 replicate.py (spread over the cluster), bound.py (a proven upper bound), build.py (the Plan). exact.py is the
-same problem as a MILP: a reference for benchmarks and tests, never called from here.
+same problem as a MILP and exact_search.py its search over multisets of instance levels (for the zoo models):
+references for benchmarks and tests, never called from here.
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ instance k puts every stage s on one (card, SLR) slot with one option: binary x[
   bits-over-the-cut x F_k of the sender's and receiver's port bandwidth and, across leaf switches, uplinks.
 - per SLR: resources within the utilisation limits and the BRAM/URAM/DSP mean limit, as GroupState says.
 Relay cards that only forward a stream are left out: a direct hand-off is never worse.
+
+Given `levels` (cycles budgets), the model asks instead whether one instance per level fits together: instance
+k only has the options of level k's Pareto front over resources and widths (within a level cycles no longer
+matter, so the front is a few options per stage: ~550 for ResNet-50's 171 stages against 8,881 over all levels),
+runs at its level's fps, and there is no objective. exact_search.py searches such questions for the zoo models.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ortools.linear_solver import pywraplp
 
@@ -43,6 +48,7 @@ class ExactResult:
     instance_fps: list[float]
     max_instances: int
     seconds: float
+    walks: list[list[tuple[int, int]]] = field(default_factory=list)  # per instance found: (card, SLR) per stage
 
 
 def front(options: Iterable[StageOption], min_fps_cycles: float = math.inf) -> list[StageOption]:
@@ -65,8 +71,12 @@ def instance_limit(pipeline: Pipeline, cluster: Cluster, limits: Limits, setting
 
 
 class ExactModel:
+    """Up to K instances of any speed; or, given `levels`, exactly one instance per level (its cycles budget)
+    with the options of that level's Pareto front (a feasibility question: exact_search.py asks it)."""
+
     def __init__(self, pipeline: Pipeline, cluster: Cluster, limits: Limits | None = None,
-                 settings: PackSettings | None = None, max_instances: int | None = None):
+                 settings: PackSettings | None = None, max_instances: int | None = None,
+                 levels: list[int] | None = None):
         self.pipeline = pipeline
         self.cluster = cluster
         self.cards = cluster.cards
@@ -77,17 +87,24 @@ class ExactModel:
         self.clock = [c.type.fclk_mhz * 1e6 for c in self.cards]
         floor = self.settings.min_instance_fps
         slowest = max(self.clock) / floor if floor else math.inf
-        self.options = [front(stage.options, slowest) for stage in pipeline.stages]
-        self.fmax = max(self.clock) / max(min(o.cycles for o in opts) for opts in self.options) \
-            if all(self.options) else 0.0
-        limit = instance_limit(pipeline, cluster, self.limits, self.settings)
-        self.K = limit if max_instances is None else min(limit, max_instances)
+        self.levels = sorted(levels) if levels is not None else None
+        if self.levels is None:
+            limit = instance_limit(pipeline, cluster, self.limits, self.settings)
+            self.K = limit if max_instances is None else min(limit, max_instances)
+            self.options = [[front(stage.options, slowest) for stage in pipeline.stages]] * self.K
+        else:  # cycles do not matter within a level, so its front is over resources and widths alone
+            if len(set(self.clock)) > 1:
+                raise ValueError("instances of fixed levels need cards of one clock")
+            self.K = len(self.levels)
+            self.options = [[pipeline.pareto(s, level) for s in range(len(pipeline.stages))] for level in self.levels]
+        self.fmax = max((max(self.clock) / max(min(o.cycles for o in opts) for opts in options)
+                         for options in self.options if all(options)), default=0.0)
         self.slots = [(c, r) for c, card in enumerate(self.cards) for r in range(card.type.n_slrs)]
 
     # -- building -----------------------------------------------------------------------------
     def solve(self, time_limit: float = 300.0, threads: int = 1) -> ExactResult:
         started = time.perf_counter()
-        if not all(self.options) or self.K == 0:
+        if not all(all(options) for options in self.options) or self.K == 0:
             return ExactResult(0.0, 0.0, True, [], self.K, time.perf_counter() - started)
         m = pywraplp.Solver.CreateSolver("SCIP")
         m.SetNumThreads(threads)
@@ -100,21 +117,30 @@ class ExactModel:
         self.port_terms: dict[tuple[str, int], list] = {}
         self.uplink_terms: dict[str, list] = {}
         self.uses = []
+        self.x = []
         fps = [self._instance(k) for k in range(self.K)]
         for k in range(self.K - 1):  # instances are interchangeable: order them
             m.Add(fps[k] >= fps[k + 1])
         self._capacities()
-        m.Maximize(sum(fps))
+        if self.levels is None:
+            m.Maximize(sum(fps))
+        else:  # every instance runs at its level; any placement answers the question
+            for k, level in enumerate(self.levels):
+                m.Add(fps[k] >= self.clock[0] / level - EPS)
         status = m.Solve()
         seconds = time.perf_counter() - started
         if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
             bound = m.Objective().BestBound() if status != pywraplp.Solver.INFEASIBLE else 0.0
+            if self.levels is not None:  # unknown: the levels' fps may still fit
+                bound = 0.0 if status == pywraplp.Solver.INFEASIBLE else sum(self.clock[0] / lv for lv in self.levels)
             return ExactResult(0.0, max(bound, 0.0), status == pywraplp.Solver.INFEASIBLE, [], self.K, seconds)
-        values = sorted((f.solution_value() for f in fps if f.solution_value() > EPS), reverse=True)
-        value = m.Objective().Value()
-        optimal = status == pywraplp.Solver.OPTIMAL
+        values = [f.solution_value() for f in fps]
+        active = [k for k in range(self.K) if values[k] > EPS]
+        walks = [[key[2:] for key, v in sorted(self.x[k].items()) if v.solution_value() > 0.5] for k in active]
+        value = sum(values[k] for k in active)
+        optimal = status == pywraplp.Solver.OPTIMAL or self.levels is not None
         bound = value if optimal else max(m.Objective().BestBound(), value)
-        return ExactResult(value, bound, optimal, values, self.K, seconds)
+        return ExactResult(value, bound, optimal, [values[k] for k in active], self.K, seconds, walks)
 
     def _instance(self, k: int):
         m, n = self.m, len(self.pipeline.stages)
@@ -122,7 +148,8 @@ class ExactModel:
         active = m.BoolVar(f"a{k}")
         fps = m.NumVar(0.0, self.fmax, f"F{k}")
         x = {}
-        for s, options in enumerate(self.options):
+        options_k = self.options[k]
+        for s, options in enumerate(options_k):
             for o, option in enumerate(options):
                 for c, r in self.slots:
                     if self.state.fits(c, r, option.res) and self.clock[c] / option.cycles >= \
@@ -131,9 +158,10 @@ class ExactModel:
         by_stage = [[(key, v) for key, v in x.items() if key[0] == s] for s in range(n)]
         for s in range(n):
             m.Add(sum(v for _, v in by_stage[s]) == active)
-            m.Add(fps <= sum(v * (self.clock[c] / self.options[s][o].cycles) for (_, o, c, _), v in by_stage[s]))
+            m.Add(fps <= sum(v * (self.clock[c] / options_k[s][o].cycles) for (_, o, c, _), v in by_stage[s]))
         m.Add(fps >= self.settings.min_instance_fps * active)
-        self._loads(x)
+        self.x.append(x)
+        self._loads(x, options_k)
         on = [[sum(v for (_, _, c, _), v in by_stage[s] if c == card) for card in cards] for s in range(n)]
         uses = [m.BoolVar(f"u{k}_{c}") for c in cards]
         for s in range(n):
@@ -144,9 +172,9 @@ class ExactModel:
         for c in cards:  # an instance on a slower card runs at that card's clock
             if self.clock[c] < max(self.clock):
                 for s in range(n):
-                    m.Add(fps <= sum(v * (self.clock[c] / self.options[s][o].cycles) for (_, o, _, _), v in
+                    m.Add(fps <= sum(v * (self.clock[c] / options_k[s][o].cycles) for (_, o, _, _), v in
                                      by_stage[s]) + self.fmax * (1 - uses[c]))
-        width = self._widths(x)
+        width = self._widths(x, options_k)
         below = {}  # (s, c, r): stage s on card c at an SLR <= r
         for s in range(n):
             for c in cards:
@@ -156,9 +184,9 @@ class ExactModel:
         self._walks(k, on, below, enter, leave, width)
         return fps
 
-    def _loads(self, x) -> None:
+    def _loads(self, x, options) -> None:
         for (s, o, c, r), v in x.items():
-            res = self.options[s][o].res
+            res = options[s][o].res
             terms = self.load_terms[c, r]
             for kind in range(5):
                 if res[kind]:
@@ -167,13 +195,13 @@ class ExactModel:
             if share:
                 terms[5].append((v, share))
 
-    def _widths(self, x) -> list:
+    def _widths(self, x, options) -> list:
         """Per cut: the stream width crossing it (an expression) and its upper bound."""
         out = [(0, 0.0)]
         for p in range(1, len(self.pipeline.stages)):
             expr, most = 0, 0.0
             for e in self.pipeline.crossing(p):
-                widths = [o.out_widths[e.src_pos] for o in self.options[e.src]]
+                widths = [o.out_widths[e.src_pos] for o in options[e.src]]
                 expr += sum(v * widths[o] for (s, o, _, _), v in x.items() if s == e.src)
                 most += max(widths)
             out.append((expr, most))
