@@ -6,7 +6,8 @@ position and option, so its answer is optimal. In fast mode every instance of th
 a balanced option choice; each level is first dived (the first placement at each depth), then the three best
 levels get a depth-first search within a node budget and a dive that fills what they leave with instances of
 slower levels; where few instances of a level fit the group, each SLR an instance spans gets its own balanced
-option choice in a further dive (placers.RunPlacer, at levels between the thinned candidates too). One option
+option choice in a further dive (placers.RunPlacer, at levels between the thinned candidates too), which fills
+what they leave with slower instances placed the same way. One option
 choice per level can miss what mixing options does (an LUT-heavy variant on one SLR,
 a DSP-heavy one on the next: exact_bench.py found a 10-stage problem the fast mode called infeasible), so on
 pipelines of at most WIDER_STAGES stages and few option combinations two searches follow, each starting from
@@ -41,8 +42,11 @@ WIDER_OPTION_COMBINATIONS = 3 ** WIDER_STAGES
 WIDER_NODE_BUDGET = 300
 WIDER_STEP_BUDGET = 400_000  # and of its walks (placers.Steps): 1-4 s; exact_bench #10 needs 376,000
 # Levels at which at most this many instances fit the group (the count bound) also get a dive with per-SLR
-# option choices (placers.RunPlacer): there each instance spans SLRs, where one option mix wastes the most.
-RUN_PLACER_MAX_COUNT = 3
+# option choices (placers.RunPlacer), filled with slower instances placed the same way: there instances span
+# SLRs or share them, where one option mix wastes the most. 3 missed MobileNetV1's 3 x 1,793 fps on two U280s
+# (3.6 fit by the count bound); a network that fits a group dozens of times (CNV) keeps the greedy placer, as
+# each instance of such a dive costs the balanced option choices of its own SLRs.
+RUN_PLACER_MAX_COUNT = 12
 SHARED_STEP_BUDGET = 20_000  # steps of the shared-route searches (placers.SharedRoutePlacer): a fit is found in
 # tens or hundreds (exact_bench #1: 52, #10: 517), a count that does not fit would take the whole budget
 
@@ -162,18 +166,26 @@ class GroupPacker:
 
     def _run_dives(self, ranked: list[tuple[float, int]], empty: GroupState, best: GroupResult) -> GroupResult:
         """`best`, or a dive of per-SLR option choices (placers.RunPlacer) at a level that can beat it and of which
-        few instances fit, fastest bound first; the first that beats `best` ends the search, refined between the
-        candidate levels around it."""
+        few instances fit, fastest bound first, that fills what its instances leave with slower ones placed the
+        same way (a fast instance over three SLRs of a U250 and a slower one over the fourth and what the first
+        left of the third: ResNet-50 1,736 + 977 fps, where one option choice per level fits 1,736 + 498). The
+        first that beats `best` ends the search; where it holds instances of its level alone, it is refined
+        between the candidate levels around it. (Going on past it found more on two U280s, ResNet-50 4,520
+        instead of 3,986 fps, but took twice as long on every ResNet-50 group.)"""
         candidates = sorted(level for _, level in ranked)
         for bound, level in ranked:
             if bound <= best.fps + EPS:
                 break
             if self._count_bound(empty, level) > RUN_PLACER_MAX_COUNT:
                 continue
-            result = self._search([level], dive=True, exhaustive=False, placer_type=RunPlacer)
+            slower = _spread([lv for lv in candidates if level < lv <= FILL_SLOWDOWN * level], FILL_LEVELS)
+            result = self._search([level] + slower, dive=True, exhaustive=False, incumbent=best,
+                                  placer_type=RunPlacer, filling=True)
             if result.fps > best.fps + EPS:
-                faster = max((lv for lv in candidates if lv < level), default=0)
-                return self._refined_run_dive(faster, level, result)
+                if all(p.cycles <= level for p in result.placements):
+                    faster = max((lv for lv in candidates if lv < level), default=0)
+                    return self._refined_run_dive(faster, level, result)
+                return result
         return best
 
     def _refined_run_dive(self, faster: int, level: int, found: GroupResult) -> GroupResult:
@@ -242,10 +254,12 @@ class GroupPacker:
 
     def _search(self, levels: list[int], dive: bool, exhaustive: bool | None = None,
                 budget: int | None = None, step_budget: float | None = None,
-                incumbent: GroupResult | None = None, placer_type: type[GreedyPlacer] = GreedyPlacer) -> GroupResult:
+                incumbent: GroupResult | None = None, placer_type: type[GreedyPlacer] = GreedyPlacer,
+                filling: bool = False) -> GroupResult:
         """Depth-first search over instances; a dive keeps only the first placement found at each depth.
         `exhaustive`, `budget` and `step_budget` default to the settings' mode and budgets; only packings better
-        than `incumbent` are searched for (it is the result if none is found). Fast mode places with `placer_type`."""
+        than `incumbent` are searched for (it is the result if none is found). Fast mode places with `placer_type`.
+        `filling`: the levels after the first only fill what instances of the first leave (none without them)."""
         exhaustive = self.settings.exhaustive if exhaustive is None else exhaustive
         state = self._placing_state()
         steps = Steps(self.settings.exhaustive_step_budget if step_budget is None else step_budget)
@@ -257,8 +271,10 @@ class GroupPacker:
             # the fixed option choice's totals bound only instances that all use it
             single = len(levels) == 1 and placers[0].feasible_level() and placer_type is GreedyPlacer
             bound = self._greedy_bound(placers[0], levels[0]) if single else self._bound
-        placers = [p for p in placers if p.feasible_level()]
         best: list = [incumbent.fps, incumbent.placements] if incumbent else [0.0, []]
+        if filling and not placers[0].feasible_level():
+            return GroupResult(best[1], best[0], False, 0)
+        placers = [p for p in placers if p.feasible_level()]
         current: list[Placement] = []
         nodes = [0]
         complete = [True]
@@ -275,6 +291,8 @@ class GroupPacker:
             if fps + bound(state) <= best[0] + EPS:
                 return
             for pi in range(first_placer, len(placers)):
+                if filling and pi > 0 and not current:
+                    return
                 start = first_route if pi == first_placer else 0
                 failed_here = set(failed)
                 if not exhaustive and not dive:
