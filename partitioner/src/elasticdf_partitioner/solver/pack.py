@@ -47,6 +47,11 @@ WIDER_STEP_BUDGET = 400_000  # and of its walks (placers.Steps): 1-4 s; exact_be
 # (3.6 fit by the count bound); a network that fits a group dozens of times (CNV) keeps the greedy placer, as
 # each instance of such a dive costs the balanced option choices of its own SLRs.
 RUN_PLACER_MAX_COUNT = 12
+FILL_REFINE_DIVES = 2  # dives refining the level of the instances that fill a run dive (see _refined_run_dive)
+# A group of two card types (a pair pattern of a mixed cluster) shares no balanced option choice with another
+# group, and a pair is only kept where it beats its two cards apart: its run dives stay at single levels where
+# at most 3 instances fit (with fillers and up to 12 they took 2x as long on the mixed rack for 0.4-2.4 % more).
+MIXED_RUN_MAX_COUNT = 3
 SHARED_STEP_BUDGET = 20_000  # steps of the shared-route searches (placers.SharedRoutePlacer): a fit is found in
 # tens or hundreds (exact_bench #1: 52, #10: 517), a count that does not fit would take the whole budget
 
@@ -82,6 +87,7 @@ class GroupPacker:
         self.settings = settings
         self.routes = routes(cards, min(settings.max_cards_per_instance, len(cards)))
         self.uplinks = uplinks
+        self._one_type = len({card.type.name for card in cards}) == 1  # see MIXED_RUN_MAX_COUNT
 
     def _bound(self, state: GroupState) -> float:
         free = state.free_total()
@@ -161,43 +167,62 @@ class GroupPacker:
                 nodes += result.nodes
                 if result.fps > best.fps + EPS:
                     best = result
-        best = self._run_dives(ranked, empty, best)
+        best = self._run_dives(ranked, empty, best, floor)
         return GroupResult(best.placements, best.fps, False, nodes + best.nodes)
 
-    def _run_dives(self, ranked: list[tuple[float, int]], empty: GroupState, best: GroupResult) -> GroupResult:
-        """`best`, or a dive of per-SLR option choices (placers.RunPlacer) at a level that can beat it and of which
-        few instances fit, fastest bound first, that fills what its instances leave with slower ones placed the
-        same way (a fast instance over three SLRs of a U250 and a slower one over the fourth and what the first
-        left of the third: ResNet-50 1,736 + 977 fps, where one option choice per level fits 1,736 + 498). The
-        first that beats `best` ends the search; where it holds instances of its level alone, it is refined
-        between the candidate levels around it. (Going on past it found more on two U280s, ResNet-50 4,520
-        instead of 3,986 fps, but took twice as long on every ResNet-50 group.)"""
+    def _run_dives(self, ranked: list[tuple[float, int]], empty: GroupState, best: GroupResult,
+                   floor: float) -> GroupResult:
+        """`best`, or a dive of per-SLR option choices (placers.RunPlacer) at a level that can beat it and `floor`
+        and of which few instances fit, fastest bound first, that fills what its instances leave with slower
+        ones placed the same way (a fast instance over three SLRs of a U250 and a slower one over the fourth and
+        what the first left of the third: ResNet-50 1,736 + 977 fps, where one option choice per level fits
+        1,736 + 498); groups of two card types dive without fillers (MIXED_RUN_MAX_COUNT). The first that beats
+        them ends the search, refined between the candidate levels. (Going on past it found more on two U280s,
+        ResNet-50 4,520 instead of 3,986 fps, but took twice as long on every ResNet-50 group.)"""
         candidates = sorted(level for _, level in ranked)
         for bound, level in ranked:
-            if bound <= best.fps + EPS:
+            # a pair of cards is only kept where it beats its two cards apart (the floor)
+            if bound <= max(best.fps, floor) + EPS:
                 break
-            if self._count_bound(empty, level) > RUN_PLACER_MAX_COUNT:
+            if self._count_bound(empty, level) > (RUN_PLACER_MAX_COUNT if self._one_type else MIXED_RUN_MAX_COUNT):
                 continue
-            slower = _spread([lv for lv in candidates if level < lv <= FILL_SLOWDOWN * level], FILL_LEVELS)
+            fillers = [lv for lv in candidates if level < lv <= FILL_SLOWDOWN * level] if self._one_type else []
+            slower = _spread(fillers, FILL_LEVELS)
             result = self._search([level] + slower, dive=True, exhaustive=False, incumbent=best,
                                   placer_type=RunPlacer, filling=True)
             if result.fps > best.fps + EPS:
-                if all(p.cycles <= level for p in result.placements):
-                    faster = max((lv for lv in candidates if lv < level), default=0)
-                    return self._refined_run_dive(faster, level, result)
-                return result
+                return self._refined(result, level, slower, candidates)
         return best
 
-    def _refined_run_dive(self, faster: int, level: int, found: GroupResult) -> GroupResult:
+    def _refined(self, found: GroupResult, level: int, slower: list[int], candidates: list[int]) -> GroupResult:
+        """`found` (a run dive at `level` filled at the `slower` levels), refined between the candidate levels: at
+        the level of its fastest filler where it has any, else at its own."""
+        filler = min((p.cycles for p in found.placements if p.cycles > level), default=None)
+        if filler is None:
+            faster = max((lv for lv in candidates if lv < level), default=0)
+            return self._refined_run_dive(faster, level, found)
+        placed_at = min(lv for lv in slower if lv >= filler)  # the candidate level the filler was placed at
+        faster = max(lv for lv in [level] + slower if lv < placed_at)
+        return self._refined_run_dive(faster, placed_at, found, level, [lv for lv in slower if lv > placed_at])
+
+    def _refined_run_dive(self, faster: int, level: int, found: GroupResult, main: int | None = None,
+                          slower: list[int] = ()) -> GroupResult:
         """`found` (a run dive at `level`), or a better one at a level of the pipeline between the next faster
         candidate level and `level`: the candidates are thinned geometrically (solver.candidate_levels), and
         where one instance spans a group each finer level it reaches is that much more fps (ResNet-50 on a
         U280: 1,993 fps between the candidates 2,278, which does not fit, and 1,736). A binary search over
-        them, faster while a dive beats the best so far."""
+        them, faster while a dive beats the best so far. With `main`, `level` is that of the fastest instances
+        filling what instances of `main` leave, and the dives fill with the `slower` levels after it (MobileNetV1
+        on a U280: 1,793 + 996 fps between the candidates 1,015 and 799), within FILL_REFINE_DIVES dives: each
+        places the main instances again, and the fillers add a few per cent more after the second."""
         finer = [lv for lv in self.pipeline.levels() if faster < lv < level]
-        while finer:
+        probes = math.inf if main is None else FILL_REFINE_DIVES
+        while finer and probes > 0:
+            probes -= 1
             middle = len(finer) // 2
-            result = self._search([finer[middle]], dive=True, exhaustive=False, placer_type=RunPlacer)
+            levels = [finer[middle]] if main is None else [main, finer[middle], *slower]
+            result = self._search(levels, dive=True, exhaustive=False, incumbent=found, placer_type=RunPlacer,
+                                  filling=main is not None)
             if result.fps > found.fps + EPS:
                 found, finer = result, finer[:middle]
             else:
