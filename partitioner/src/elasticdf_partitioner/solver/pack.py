@@ -212,9 +212,9 @@ class GroupPacker:
         where one instance spans a group each finer level it reaches is that much more fps (ResNet-50 on a
         U280: 1,993 fps between the candidates 2,278, which does not fit, and 1,736). A binary search over
         them, faster while a dive beats the best so far. With `main`, `level` is that of the fastest instances
-        filling what instances of `main` leave, and the dives fill with the `slower` levels after it (MobileNetV1
-        on a U280: 1,793 + 996 fps between the candidates 1,015 and 799), within FILL_REFINE_DIVES dives: each
-        places the main instances again, and the fillers add a few per cent more after the second."""
+        filling what instances of `main` leave, and the dives fill with the `slower` levels after it, within
+        FILL_REFINE_DIVES dives (MobileNetV1 on a U280: 1,793 + 799 fps at the candidates, 1,793 + 929 after two
+        dives, 1,793 + 996 after four, each placing the 1,793 fps instance again)."""
         finer = [lv for lv in self.pipeline.levels() if faster < lv < level]
         probes = math.inf if main is None else FILL_REFINE_DIVES
         while finer and probes > 0:
@@ -318,6 +318,8 @@ class GroupPacker:
             for pi in range(first_placer, len(placers)):
                 if filling and pi > 0 and not current:
                     return
+                if filling and pi > 0 and self._count_bound(state, placers[pi].level) < 1 - EPS:
+                    continue  # no route can hold a filler of this level: spare the walks
                 start = first_route if pi == first_placer else 0
                 failed_here = set(failed)
                 if not exhaustive and not dive:
