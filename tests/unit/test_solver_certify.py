@@ -164,7 +164,7 @@ def mobilenet():
 def test_min_instance_fps_is_respected_and_costs_throughput(mobilenet):
     cluster = load_cluster(CLUSTERS / "1xU280.yaml")
     free = solve(mobilenet, cluster)
-    floor = 2 * min(i.fps for i in free.instances)
+    floor = 1.5 * min(i.fps for i in free.instances)  # 1,494 fps: above the free plan's 996, below the fastest 1,793
     floored = solve(mobilenet, cluster, settings=PackSettings(min_instance_fps=floor))
     assert all(i.fps >= floor for i in floored.instances)
     assert floored.min_instance_fps == floor and floored.total_fps <= free.bound

@@ -160,7 +160,8 @@ def _per_slr_feasible(pipeline, cluster, placement) -> bool:
 def test_fast_mode_spans_the_slrs_of_a_u280_with_options_chosen_per_slr():
     """ResNet-50's fastest instance on one U280 SLR runs 498 fps, so one option choice per level planned three
     of them (1,495 fps); with options balanced per SLR one instance spans all three SLRs at 1,993 fps (the
-    fastest level a MILP fits, between the candidate levels 2,278 and 1,736), and stays feasible SLR by SLR."""
+    fastest level a MILP fits, between the candidate levels 2,278 and 1,736), or one at 1,736 fps and one at
+    498 in what it leaves, both over the three SLRs (the plan), and stays feasible SLR by SLR."""
     cluster = load_cluster(Path(__file__).parents[2] / "examples" / "clusters" / "1xU280.yaml")
     graph = load_model("resnet50")
     assert solve(graph, cluster).total_fps > 1.3 * 3 * 498
@@ -171,3 +172,45 @@ def test_fast_mode_spans_the_slrs_of_a_u280_with_options_chosen_per_slr():
     assert result.fps > 1.3 * 3 * 498
     assert all(_per_slr_feasible(pipeline, cluster, p) for p in result.placements)
     assert {len(p.pieces) for p in result.placements} == {3}
+
+
+def _group_feasible(pipeline, cluster, placements) -> bool:
+    """All placements of a one-card group together, recomputed from their pieces: each SLR's options within
+    its usable resources and mean budget, each SLR boundary's streams (from the options on their sending side)
+    within its SLLs per direction."""
+    ip, limits = cluster.catalog.ip_costs, Limits()
+    card = cluster.cards[0].type
+    used: dict[int, Resources] = {}
+    streams: dict[tuple[int, int], float] = {}
+    for placement in placements:
+        assert {p.card for p in placement.pieces} == {0}
+        option = {p.first + i: o for p in placement.pieces for i, o in enumerate(p.options)}
+        for piece in placement.pieces:
+            used[piece.slr] = used.get(piece.slr, Resources()) + sum((o.res for o in piece.options), Resources())
+        for sender, receiver in zip(placement.pieces, placement.pieces[1:]):
+            width = sum(option[e.src].out_widths[e.src_pos] for e in pipeline.crossing(receiver.first))
+            streams[sender.slr, receiver.slr] = streams.get((sender.slr, receiver.slr), 0.0) + width
+    for slr, res in used.items():
+        guide = Resources.from_list(card.slrs[slr]) - card.shell_overhead(slr, ip)
+        kinds = [k for k in AVG_KINDS if guide[k] > 0]
+        if any(u > c + 1e-6 for u, c in zip(res, card.usable(slr, ip, limits, with_eth=False))) or \
+                sum(res[k] / guide[k] for k in kinds) > limits.memory_dsp_mean * len(kinds) + 1e-6:
+            return False
+    return all(abs(a - b) == 1 and width <= card.sll_per_pair + 1e-6 for (a, b), width in streams.items())
+
+
+@pytest.mark.parametrize("model, card, before", [("resnet50", "1xU250", 2_234), ("mobilenetv1", "1xU280", 2_396)])
+def test_fast_mode_fills_what_fast_instances_leave_with_slower_ones_placed_per_slr(model, card, before):
+    """A fast instance over several SLRs leaves parts of them that one option choice per level fills with
+    nothing: ResNet-50 on a U250 ran 1,736 + 498 fps, MobileNetV1 on a U280 3 x 799 (the plans before the
+    per-SLR fill). Slower instances with options balanced per SLR fill what the fast ones leave (1,736 + 996,
+    1,793 + 929 fps), and the whole card stays feasible SLR by SLR and boundary by boundary."""
+    cluster = load_cluster(Path(__file__).parents[2] / "examples" / "clusters" / f"{card}.yaml")
+    pipeline = build_pipeline(load_model(model))
+    packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, Limits(), fps_per_resource(pipeline, 200),
+                         PackSettings())
+    result = packer.solve(candidate_levels(pipeline))
+    assert result.fps > 1.08 * before
+    assert len({p.cycles for p in result.placements}) > 1
+    assert all(_per_slr_feasible(pipeline, cluster, p) for p in result.placements)
+    assert _group_feasible(pipeline, cluster, result.placements)

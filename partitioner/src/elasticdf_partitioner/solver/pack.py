@@ -6,7 +6,8 @@ position and option, so its answer is optimal. In fast mode every instance of th
 a balanced option choice; each level is first dived (the first placement at each depth), then the three best
 levels get a depth-first search within a node budget and a dive that fills what they leave with instances of
 slower levels; where few instances of a level fit the group, each SLR an instance spans gets its own balanced
-option choice in a further dive (placers.RunPlacer, at levels between the thinned candidates too). One option
+option choice in a further dive (placers.RunPlacer, at levels between the thinned candidates too), which fills
+what they leave with slower instances placed the same way. One option
 choice per level can miss what mixing options does (an LUT-heavy variant on one SLR,
 a DSP-heavy one on the next: exact_bench.py found a 10-stage problem the fast mode called infeasible), so on
 pipelines of at most WIDER_STAGES stages and few option combinations two searches follow, each starting from
@@ -41,8 +42,16 @@ WIDER_OPTION_COMBINATIONS = 3 ** WIDER_STAGES
 WIDER_NODE_BUDGET = 300
 WIDER_STEP_BUDGET = 400_000  # and of its walks (placers.Steps): 1-4 s; exact_bench #10 needs 376,000
 # Levels at which at most this many instances fit the group (the count bound) also get a dive with per-SLR
-# option choices (placers.RunPlacer): there each instance spans SLRs, where one option mix wastes the most.
-RUN_PLACER_MAX_COUNT = 3
+# option choices (placers.RunPlacer), filled with slower instances placed the same way: there instances span
+# SLRs or share them, where one option mix wastes the most. 3 missed MobileNetV1's 3 x 1,793 fps on two U280s
+# (3.6 fit by the count bound); a network that fits a group dozens of times (CNV) keeps the greedy placer, as
+# each instance of such a dive costs the balanced option choices of its own SLRs.
+RUN_PLACER_MAX_COUNT = 12
+FILL_REFINE_DIVES = 2  # dives refining the level of the instances that fill a run dive (see _refined_run_dive)
+# A group of two card types (a pair pattern of a mixed cluster) shares no balanced option choice with another
+# group, and a pair is only kept where it beats its two cards apart: its run dives stay at single levels where
+# at most 3 instances fit (with fillers and up to 12 they took 2x as long on the mixed rack for 0.4-2.4 % more).
+MIXED_RUN_MAX_COUNT = 3
 SHARED_STEP_BUDGET = 20_000  # steps of the shared-route searches (placers.SharedRoutePlacer): a fit is found in
 # tens or hundreds (exact_bench #1: 52, #10: 517), a count that does not fit would take the whole budget
 
@@ -78,6 +87,7 @@ class GroupPacker:
         self.settings = settings
         self.routes = routes(cards, min(settings.max_cards_per_instance, len(cards)))
         self.uplinks = uplinks
+        self._one_type = len({card.type.name for card in cards}) == 1  # see MIXED_RUN_MAX_COUNT
 
     def _bound(self, state: GroupState) -> float:
         free = state.free_total()
@@ -157,35 +167,62 @@ class GroupPacker:
                 nodes += result.nodes
                 if result.fps > best.fps + EPS:
                     best = result
-        best = self._run_dives(ranked, empty, best)
+        best = self._run_dives(ranked, empty, best, floor)
         return GroupResult(best.placements, best.fps, False, nodes + best.nodes)
 
-    def _run_dives(self, ranked: list[tuple[float, int]], empty: GroupState, best: GroupResult) -> GroupResult:
-        """`best`, or a dive of per-SLR option choices (placers.RunPlacer) at a level that can beat it and of which
-        few instances fit, fastest bound first; the first that beats `best` ends the search, refined between the
-        candidate levels around it."""
+    def _run_dives(self, ranked: list[tuple[float, int]], empty: GroupState, best: GroupResult,
+                   floor: float) -> GroupResult:
+        """`best`, or a dive of per-SLR option choices (placers.RunPlacer) at a level that can beat it and `floor`
+        and of which few instances fit, fastest bound first, that fills what its instances leave with slower
+        ones placed the same way (a fast instance over three SLRs of a U250 and a slower one over the fourth and
+        what the first left of the third: ResNet-50 1,736 + 977 fps, where one option choice per level fits
+        1,736 + 498); groups of two card types dive without fillers (MIXED_RUN_MAX_COUNT). The first that beats
+        them ends the search, refined between the candidate levels. (Going on past it found more on two U280s,
+        ResNet-50 4,520 instead of 3,986 fps, but took twice as long on every ResNet-50 group.)"""
         candidates = sorted(level for _, level in ranked)
         for bound, level in ranked:
-            if bound <= best.fps + EPS:
+            # a pair of cards is only kept where it beats its two cards apart (the floor)
+            if bound <= max(best.fps, floor) + EPS:
                 break
-            if self._count_bound(empty, level) > RUN_PLACER_MAX_COUNT:
+            if self._count_bound(empty, level) > (RUN_PLACER_MAX_COUNT if self._one_type else MIXED_RUN_MAX_COUNT):
                 continue
-            result = self._search([level], dive=True, exhaustive=False, placer_type=RunPlacer)
+            fillers = [lv for lv in candidates if level < lv <= FILL_SLOWDOWN * level] if self._one_type else []
+            slower = _spread(fillers, FILL_LEVELS)
+            result = self._search([level] + slower, dive=True, exhaustive=False, incumbent=best,
+                                  placer_type=RunPlacer, filling=True)
             if result.fps > best.fps + EPS:
-                faster = max((lv for lv in candidates if lv < level), default=0)
-                return self._refined_run_dive(faster, level, result)
+                return self._refined(result, level, slower, candidates)
         return best
 
-    def _refined_run_dive(self, faster: int, level: int, found: GroupResult) -> GroupResult:
+    def _refined(self, found: GroupResult, level: int, slower: list[int], candidates: list[int]) -> GroupResult:
+        """`found` (a run dive at `level` filled at the `slower` levels), refined between the candidate levels: at
+        the level of its fastest filler where it has any, else at its own."""
+        filler = min((p.cycles for p in found.placements if p.cycles > level), default=None)
+        if filler is None:
+            faster = max((lv for lv in candidates if lv < level), default=0)
+            return self._refined_run_dive(faster, level, found)
+        placed_at = min(lv for lv in slower if lv >= filler)  # the candidate level the filler was placed at
+        faster = max(lv for lv in [level] + slower if lv < placed_at)
+        return self._refined_run_dive(faster, placed_at, found, level, [lv for lv in slower if lv > placed_at])
+
+    def _refined_run_dive(self, faster: int, level: int, found: GroupResult, main: int | None = None,
+                          slower: list[int] = ()) -> GroupResult:
         """`found` (a run dive at `level`), or a better one at a level of the pipeline between the next faster
         candidate level and `level`: the candidates are thinned geometrically (solver.candidate_levels), and
         where one instance spans a group each finer level it reaches is that much more fps (ResNet-50 on a
         U280: 1,993 fps between the candidates 2,278, which does not fit, and 1,736). A binary search over
-        them, faster while a dive beats the best so far."""
+        them, faster while a dive beats the best so far. With `main`, `level` is that of the fastest instances
+        filling what instances of `main` leave, and the dives fill with the `slower` levels after it, within
+        FILL_REFINE_DIVES dives (MobileNetV1 on a U280: 1,793 + 799 fps at the candidates, 1,793 + 929 after two
+        dives, 1,793 + 996 after four, each placing the 1,793 fps instance again)."""
         finer = [lv for lv in self.pipeline.levels() if faster < lv < level]
-        while finer:
+        probes = math.inf if main is None else FILL_REFINE_DIVES
+        while finer and probes > 0:
+            probes -= 1
             middle = len(finer) // 2
-            result = self._search([finer[middle]], dive=True, exhaustive=False, placer_type=RunPlacer)
+            levels = [finer[middle]] if main is None else [main, finer[middle], *slower]
+            result = self._search(levels, dive=True, exhaustive=False, incumbent=found, placer_type=RunPlacer,
+                                  filling=main is not None)
             if result.fps > found.fps + EPS:
                 found, finer = result, finer[:middle]
             else:
@@ -242,10 +279,12 @@ class GroupPacker:
 
     def _search(self, levels: list[int], dive: bool, exhaustive: bool | None = None,
                 budget: int | None = None, step_budget: float | None = None,
-                incumbent: GroupResult | None = None, placer_type: type[GreedyPlacer] = GreedyPlacer) -> GroupResult:
+                incumbent: GroupResult | None = None, placer_type: type[GreedyPlacer] = GreedyPlacer,
+                filling: bool = False) -> GroupResult:
         """Depth-first search over instances; a dive keeps only the first placement found at each depth.
         `exhaustive`, `budget` and `step_budget` default to the settings' mode and budgets; only packings better
-        than `incumbent` are searched for (it is the result if none is found). Fast mode places with `placer_type`."""
+        than `incumbent` are searched for (it is the result if none is found). Fast mode places with `placer_type`.
+        `filling`: the levels after the first only fill what instances of the first leave (none without them)."""
         exhaustive = self.settings.exhaustive if exhaustive is None else exhaustive
         state = self._placing_state()
         steps = Steps(self.settings.exhaustive_step_budget if step_budget is None else step_budget)
@@ -257,8 +296,10 @@ class GroupPacker:
             # the fixed option choice's totals bound only instances that all use it
             single = len(levels) == 1 and placers[0].feasible_level() and placer_type is GreedyPlacer
             bound = self._greedy_bound(placers[0], levels[0]) if single else self._bound
-        placers = [p for p in placers if p.feasible_level()]
         best: list = [incumbent.fps, incumbent.placements] if incumbent else [0.0, []]
+        if filling and not placers[0].feasible_level():
+            return GroupResult(best[1], best[0], False, 0)
+        placers = [p for p in placers if p.feasible_level()]
         current: list[Placement] = []
         nodes = [0]
         complete = [True]
@@ -275,6 +316,10 @@ class GroupPacker:
             if fps + bound(state) <= best[0] + EPS:
                 return
             for pi in range(first_placer, len(placers)):
+                if filling and pi > 0 and not current:
+                    return
+                if filling and pi > 0 and self._count_bound(state, placers[pi].level) < 1 - EPS:
+                    continue  # no route can hold a filler of this level: spare the walks
                 start = first_route if pi == first_placer else 0
                 failed_here = set(failed)
                 if not exhaustive and not dive:
