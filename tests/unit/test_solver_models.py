@@ -37,6 +37,15 @@ def test_mobilenet_on_2xu250_packs_more_than_three_published_instances(mobilenet
     assert plan.total_fps >= 3 * 200e6 / 111561
 
 
+def test_two_cards_plan_at_least_what_each_card_plans_alone():
+    """A second card never lowers what the first one runs: two U280s once planned ResNet-50 at 3,986 fps as one
+    group while one U280 alone plans 2,234."""
+    resnet = load_model("resnet50")
+    one = solve(resnet, load_cluster(CLUSTERS / "1xU280.yaml"))
+    two = solve(resnet, load_cluster(CLUSTERS / "2xU280.yaml"))
+    assert two.total_fps >= 2 * one.total_fps * (1 - 1e-9)
+
+
 def test_plan_json_contract(mobilenet):
     plan = json.loads(solve(mobilenet, load_cluster(CLUSTERS / "2xU280.yaml")).model_dump_json())
     assert PLAN_KEYS <= set(plan)
