@@ -7,7 +7,8 @@ a balanced option choice; each level is first dived (the first placement at each
 levels get a depth-first search within a node budget and a dive that fills what they leave with instances of
 slower levels; where few instances of a level fit the group, each SLR an instance spans gets its own balanced
 option choice in a further dive (placers.RunPlacer, at levels between the thinned candidates too), which fills
-what they leave with slower instances placed the same way. One option
+what they leave with slower instances placed the same way. A card alone also gets two instances that run its SLRs
+in opposite directions, each SLR holding the start of one and the end of the other (placers.SpreadPlacer). One option
 choice per level can miss what mixing options does (an LUT-heavy variant on one SLR,
 a DSP-heavy one on the next: exact_bench.py found a 10-stage problem the fast mode called infeasible), so on
 pipelines of at most WIDER_STAGES stages and few option combinations two searches follow, each starting from

@@ -3,7 +3,8 @@
 InstancePlacer (exhaustive) yields every placement: each SLR of the route takes any run of stages, each stage
 any Pareto-optimal option. GreedyPlacer (fast) yields at most one: every stage uses its balanced option and
 each SLR takes the longest run that fits; RunPlacer (fast) balances the options of each SLR's run for that
-SLR instead. Either way a placement is feasible by construction and holds its
+SLR instead, and SpreadPlacer spreads an instance over every SLR of its route so that a second can run the route
+back through what it leaves. Either way a placement is feasible by construction and holds its
 resources in the GroupState until the caller resumes the generator. SharedRoutePlacer places several instances
 of one level together along one route (each SLR shared by all of them), searching their options stage by stage.
 """
