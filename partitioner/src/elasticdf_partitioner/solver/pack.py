@@ -7,7 +7,8 @@ a balanced option choice; each level is first dived (the first placement at each
 levels get a depth-first search within a node budget and a dive that fills what they leave with instances of
 slower levels; where few instances of a level fit the group, each SLR an instance spans gets its own balanced
 option choice in a further dive (placers.RunPlacer, at levels between the thinned candidates too), which fills
-what they leave with slower instances placed the same way. One option
+what they leave with slower instances placed the same way. A card alone also gets two instances that run its SLRs
+in opposite directions, each SLR holding the start of one and the end of the other (placers.SpreadPlacer). One option
 choice per level can miss what mixing options does (an LUT-heavy variant on one SLR,
 a DSP-heavy one on the next: exact_bench.py found a 10-stage problem the fast mode called infeasible), so on
 pipelines of at most WIDER_STAGES stages and few option combinations two searches follow, each starting from
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from ..catalog import Catalog, Limits
 from ..cluster import Card
 from ..resources import Resources
-from .placers import GreedyPlacer, InstancePlacer, Placement, RunPlacer, SharedRoutePlacer, Steps
+from .placers import GreedyPlacer, InstancePlacer, Placement, RunPlacer, SharedRoutePlacer, SpreadPlacer, Steps
 from .routes import routes
 from .stages import Pipeline
 from .state import EPS, GroupState
@@ -52,6 +53,12 @@ FILL_REFINE_DIVES = 2  # dives refining the level of the instances that fill a r
 # group, and a pair is only kept where it beats its two cards apart: its run dives stay at single levels where
 # at most 3 instances fit (with fillers and up to 12 they took 2x as long on the mixed rack for 0.4-2.4 % more).
 MIXED_RUN_MAX_COUNT = 3
+# A card alone also gets two instances running its SLRs in opposite directions (see _opposite_pair): the first at
+# up to OPPOSITE_LEVELS of the fastest candidate levels, the second at the fastest level that fits what it leaves,
+# scanned from the fastest up within OPPOSITE_PROBES placements (fitting is not monotone in the level: a RunPlacer
+# walk at a slower level takes other runs; MobileNetV1 on a U250 fits 113,592-114,336 cycles but not 125,184).
+OPPOSITE_LEVELS = 2
+OPPOSITE_PROBES = 16
 SHARED_STEP_BUDGET = 20_000  # steps of the shared-route searches (placers.SharedRoutePlacer): a fit is found in
 # tens or hundreds (exact_bench #1: 52, #10: 517), a count that does not fit would take the whole budget
 
@@ -168,6 +175,7 @@ class GroupPacker:
                 if result.fps > best.fps + EPS:
                     best = result
         best = self._run_dives(ranked, empty, best, floor)
+        best = self._opposite_pair(sorted(levels), best, floor)
         return GroupResult(best.placements, best.fps, False, nodes + best.nodes)
 
     def _run_dives(self, ranked: list[tuple[float, int]], empty: GroupState, best: GroupResult,
@@ -193,6 +201,38 @@ class GroupPacker:
             if result.fps > best.fps + EPS:
                 return self._refined(result, level, slower, candidates)
         return best
+
+    def _opposite_pair(self, levels: list[int], best: GroupResult, floor: float) -> GroupResult:
+        """`best`, or two instances on a card alone that run its SLRs in opposite directions, if they beat it and
+        `floor`: the first spread over all of them (placers.SpreadPlacer) at one of the OPPOSITE_LEVELS fastest
+        `levels` that can, the second back through what it leaves (placers.RunPlacer, each SLR's options
+        balanced for its leftover) at the fastest level that fits. Each SLR then holds the start of one and the
+        end of the other (MobileNetV1 on a U250: 3,542 fps, where one or four instances reach 3,195)."""
+        settings = self.settings
+        if len(self.cards) > 1 or settings.exclusive_cards or (settings.max_instances or 2) < 2:
+            return best
+        clock = self.cards[0].type.fclk_mhz * 1e6
+        fastest = clock / self.pipeline.min_level()
+        longest = max(len(route) for route in self.routes)
+        spans = [route for route in self.routes if len(route) == longest > 1 and route[::-1] in self.routes]
+        for level in [lv for lv in levels if clock / lv + fastest > max(best.fps, floor) + EPS][:OPPOSITE_LEVELS]:
+            for route in spans:
+                state = self._placing_state()
+                for first in SpreadPlacer(self.pipeline, state, level).place(route):
+                    second = self._fastest_back(state, route[::-1], max(best.fps, floor) - first.fps, clock)
+                    if second is not None:
+                        best = GroupResult([first, second], first.fps + second.fps, False, best.nodes)
+        return best
+
+    def _fastest_back(self, state: GroupState, route, beat: float, clock: float) -> Placement | None:
+        """The fastest instance faster than `beat` fps that a RunPlacer places along `route` in `state`, the
+        levels scanned from the fastest within OPPOSITE_PROBES placements (None if none fits)."""
+        faster = [lv for lv in self.pipeline.levels() if lv >= self.pipeline.min_level() and clock / lv > beat + EPS]
+        for level in faster[:OPPOSITE_PROBES]:
+            placed = next(iter(RunPlacer(self.pipeline, state, level).place(route)), None)
+            if placed is not None:
+                return placed
+        return None
 
     def _refined(self, found: GroupResult, level: int, slower: list[int], candidates: list[int]) -> GroupResult:
         """`found` (a run dive at `level` filled at the `slower` levels), refined between the candidate levels: at
