@@ -48,7 +48,9 @@ WIDER_STEP_BUDGET = 400_000  # and of its walks (placers.Steps): 1-4 s; exact_be
 # (3.6 fit by the count bound); a network that fits a group dozens of times (CNV) keeps the greedy placer, as
 # each instance of such a dive costs the balanced option choices of its own SLRs.
 RUN_PLACER_MAX_COUNT = 12
-FILL_REFINE_DIVES = 2  # dives refining the level of the instances that fill a run dive (see _refined_run_dive)
+# dives refining the level of the instances that fill a run dive (see _refined_run_dive): 4 reach MobileNetV1's
+# 1,793 + 996 fps on a U280 (2: 1,793 + 929), the best the exact level search placed there
+FILL_REFINE_DIVES = 4
 # A group of two card types (a pair pattern of a mixed cluster) shares no balanced option choice with another
 # group, and a pair is only kept where it beats its two cards apart: its run dives stay at single levels where
 # at most 3 instances fit (with fillers and up to 12 they took 2x as long on the mixed rack for 0.4-2.4 % more).
