@@ -58,13 +58,20 @@ def solve_small(pipeline, cluster, limits, ratios, levels, settings) -> tuple[li
     uplinks = {name: switch.uplink_gbps for name, switch in cluster.switches.items()}
     packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, limits, ratios, settings, uplinks)
     exhaustive = settings.exhaustive or _exhaustive_is_cheap(packer, levels)
-    if len(cluster.cards) == SMALL_CLUSTER and not exhaustive and len({c.switch for c in cluster.cards}) == 1:
+    if _as_patterns(cluster, settings, exhaustive):
         found = patterns(pipeline, cluster, limits, ratios, levels, settings)
         return bind(cluster, found, _choose_for_two(cluster, found)), False
     key = (_search_key(cluster.cards, cluster, limits, ratios, levels, settings),
            tuple(c.switch for c in cluster.cards), tuple(sorted(uplinks.items())))
     result = kept_search(pipeline, key, lambda: _search_small(packer, levels, exhaustive))
     return [Assignment(cluster.cards, result)], result.optimal and exhaustive
+
+
+def _as_patterns(cluster: Cluster, settings: PackSettings, exhaustive: bool) -> bool:
+    """Two cards under one switch, not searched exhaustively, and no instance count capped for the whole group
+    (`max_instances` would hold per pattern, i.e. per card)."""
+    return (len(cluster.cards) == SMALL_CLUSTER and not exhaustive and settings.max_instances is None
+            and len({c.switch for c in cluster.cards}) == 1)
 
 
 def _choose_for_two(cluster: Cluster, found: list[Pattern]) -> dict[str, Counter]:
