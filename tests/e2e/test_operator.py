@@ -16,6 +16,7 @@ from cardpods import (
     condition,
     ei,
     groups,
+    per_card,
     pool_nodes,
     serving,
     status,
@@ -42,34 +43,35 @@ def scale(custom, ns: str, name: str, replicas: int) -> None:
 
 def test_scale_inside_a_group_moves_no_pod_and_beyond_adds_a_group(operator, custom, core_v1, namespace, pool,
                                                                    wait_for):
-    # MobileNetV1 on two U280: the plan puts 3 instances on each card, so each card is a group of 3
+    # MobileNetV1 on two U280: the plan puts k instances on each card, so each card is a group of k
+    k = per_card("mobilenetv1", "u280")
     placement = pool(["u280"], ["u280"])
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
                                            ei("mnv", "mobilenetv1", replicas=1, placement=placement))
     wait_for(lambda: serving(core_v1, custom, namespace, "mnv", 1), 90, "1 instance serving")
     (g0,) = check_card_pods(core_v1, namespace, "mnv")
-    assert len(g0.instances) == 3 and len(g0.cards) == 1
-    assert status(custom, namespace, "mnv")["standbyReplicas"] == 2, "the card's other instances stand by"
+    assert k >= 2 and len(g0.instances) == k and len(g0.cards) == 1
+    assert status(custom, namespace, "mnv")["standbyReplicas"] == k - 1, "the card's other instances stand by"
     first = uids(core_v1, namespace, "mnv")
     wait_for(lambda: (condition(custom, namespace, "mnv", "Ready") or {}).get("status") == "True", 30, "Ready")
 
-    scale(custom, namespace, "mnv", 3)  # inside the placed group: standby instances become active
-    wait_for(lambda: serving(core_v1, custom, namespace, "mnv", 3), 30, "3 instances serving")
+    scale(custom, namespace, "mnv", k)  # inside the placed group: standby instances become active
+    wait_for(lambda: serving(core_v1, custom, namespace, "mnv", k), 30, f"{k} instances serving")
     assert uids(core_v1, namespace, "mnv") == first, "activating standby instances moved no pod"
     assert status(custom, namespace, "mnv")["standbyReplicas"] == 0
 
-    scale(custom, namespace, "mnv", 4)  # beyond it: a second group on the other card
-    wait_for(lambda: serving(core_v1, custom, namespace, "mnv", 4), 60, "4 instances serving")
+    scale(custom, namespace, "mnv", k + 1)  # beyond it: a second group on the other card
+    wait_for(lambda: serving(core_v1, custom, namespace, "mnv", k + 1), 60, f"{k + 1} instances serving")
     recs = check_card_pods(core_v1, namespace, "mnv")
     assert [g.index for g in recs] == [0, 1] and {(c.node, c.card) for g in recs for c in g.cards} == {
         (node, 0) for node in pool_nodes(placement, 2)}
     after = uids(core_v1, namespace, "mnv")
     assert {n: after[n] for n in first} == first and len(after) == 2, "the first card pod stayed"
     st = status(custom, namespace, "mnv")
-    assert st["standbyReplicas"] == 2 and st["predictedFPS"] == pytest.approx(
+    assert st["standbyReplicas"] == k - 1 and st["predictedFPS"] == pytest.approx(
         sum(i["fps"] for i in st["plan"]["instances"] if not i["standby"]), abs=0.01)
     sc = custom.get_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "mnv")
-    assert sc["status"]["replicas"] == 4 and "elasticdf.io/name=mnv" in sc["status"]["selector"]
+    assert sc["status"]["replicas"] == k + 1 and "elasticdf.io/name=mnv" in sc["status"]["selector"]
 
     scale(custom, namespace, "mnv", 1)  # manual scale-down: the idle second group is released at once
     wait_for(lambda: uids(core_v1, namespace, "mnv") == first and serving(core_v1, custom, namespace, "mnv", 1), 60,

@@ -18,6 +18,7 @@ from cardpods import (
     ei,
     groups,
     live,
+    per_card,
     pool_nodes,
     serving,
     status,
@@ -42,12 +43,13 @@ def placed(core_v1, ns: str, name: str) -> int:
 
 
 def test_competing_resources_never_double_book(operator, custom, core_v1, namespace, pool):
-    # two U280 hold 2 groups of 3 MobileNetV1 instances; two resources want 4 each
+    # two U280 hold 2 groups of k MobileNetV1 instances; two resources want k + 1 each
+    k = per_card("mobilenetv1", "u280")
     placement = pool(["u280"], ["u280"])
     capacity = dict.fromkeys(pool_nodes(placement, 2), 1)
     for name in ("a", "b"):
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                               ei(name, "mobilenetv1", replicas=4, placement=placement))
+                                               ei(name, "mobilenetv1", replicas=k + 1, placement=placement))
     deadline, seen = time.monotonic() + 90, 0
     while time.monotonic() < deadline:
         seen = check_no_double_booking(core_v1, namespace, capacity)  # checked on every sample
@@ -58,20 +60,21 @@ def test_competing_resources_never_double_book(operator, custom, core_v1, namesp
     assert seen == 2, "both cards should be in use"
     time.sleep(3)  # a few more resyncs of both: still nothing booked twice
     assert check_no_double_booking(core_v1, namespace, capacity) == 2
-    assert placed(core_v1, namespace, "a") + placed(core_v1, namespace, "b") == 6, "each card's 3 instances once"
+    assert placed(core_v1, namespace, "a") + placed(core_v1, namespace, "b") == 2 * k, "each card's k instances once"
     for name in ("a", "b"):
         check_card_pods(core_v1, namespace, name)
 
 
 def test_node_deleted_moves_only_its_groups(operator, custom, core_v1, namespace, pool, wait_for):
-    # one U280 per node, 3 MobileNetV1 instances per card: a holds 2 groups, b 1, one node stays free
+    # one U280 per node, k MobileNetV1 instances per card: a holds 2 groups, b 1, one node stays free
+    k = per_card("mobilenetv1", "u280")
     placement = pool(["u280"], ["u280"], ["u280"], ["u280"])
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                           ei("a", "mobilenetv1", replicas=6, placement=placement))
-    wait_for(lambda: serving(core_v1, custom, namespace, "a", 6), 90, "a: 6 instances serving")
+                                           ei("a", "mobilenetv1", replicas=2 * k, placement=placement))
+    wait_for(lambda: serving(core_v1, custom, namespace, "a", 2 * k), 90, f"a: {2 * k} instances serving")
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                           ei("b", "mobilenetv1", replicas=3, placement=placement))
-    wait_for(lambda: serving(core_v1, custom, namespace, "b", 3), 90, "b: 3 instances serving")
+                                           ei("b", "mobilenetv1", replicas=k, placement=placement))
+    wait_for(lambda: serving(core_v1, custom, namespace, "b", k), 90, f"b: {k} instances serving")
     a_groups = groups(core_v1, namespace, "a")
     a_before, b_before = uids(core_v1, namespace, "a"), uids(core_v1, namespace, "b")
     victim = a_groups[0].cards[0].node
@@ -79,7 +82,7 @@ def test_node_deleted_moves_only_its_groups(operator, custom, core_v1, namespace
     core_v1.delete_node(victim)
 
     def moved():
-        pods = serving(core_v1, custom, namespace, "a", 6)
+        pods = serving(core_v1, custom, namespace, "a", 2 * k)
         return pods if pods and victim not in {card_of(p)[0] for p in pods} else None
 
     wait_for(moved, 90, f"a's group on {victim} re-planned onto the free node")
