@@ -64,40 +64,42 @@ def balanced_order(opts: list[list[StageOption]], capacity: Resources) -> list[l
     sizes = [len(options) for options in opts]
     stage_of = np.repeat(np.arange(len(opts)), sizes)
     starts = np.cumsum([0] + sizes[:-1])
+    ends = starts + np.array(sizes)
     table = np.fromiter(itertools.chain.from_iterable(o.res for options in opts for o in options), float,
                         5 * len(stage_of)).reshape(-1, 5)
     cap = np.array([c if c > EPS else EPS for c in capacity])
-    cheap = np.nan_to_num((table / cap).sum(axis=1), nan=np.inf)
+    rel = np.ascontiguousarray((table / cap).T)  # resources x candidates: each candidate's share of the capacity
+    cheap = np.nan_to_num(rel.sum(axis=0), nan=np.inf)
     # per stage, its first option of the least relative cost
     least = np.flatnonzero(cheap == np.minimum.reduceat(cheap, starts)[stage_of])
     choice = least[np.unique(stage_of[least], return_index=True)[1]]
-    demand = table[choice].sum(axis=0)
-    score = _score(demand / cap)
-    columns = np.ascontiguousarray(table.T)  # resources x candidates
-    scale = cap[:, None]
-    util, scores, total = np.empty_like(columns), np.empty(len(table)), np.empty(len(table))
+    util_now = rel[:, choice].sum(axis=1)
+    score = _score(util_now)
+    # every single-stage switch at once: switching to candidate j adds column j of `change` to the utilisation;
+    # a switch changes only its own stage's block of it (this search is most of a first plan's time, so each step
+    # is a few whole-array operations and one block update)
+    change = rel - rel[:, choice[stage_of]]
+    change_total = change.sum(axis=0)
+    util, scores, total = np.empty_like(change), np.empty(len(table)), np.empty(len(table))
     for _ in range(4 * len(opts)):
-        # every single-stage switch at once: the utilisation of each resource as a row over the candidates, the
-        # same arithmetic as _score over the candidates' demand vectors, but reduced across rows (reductions
-        # over a 5-wide last axis dominate otherwise), in place
-        base = demand - table[choice]
-        np.add(base.T[:, stage_of], columns, out=util)
-        util /= scale
+        np.add(change, util_now[:, None], out=util)
         util.max(axis=0, out=scores)
-        util.sum(axis=0, out=total)
+        np.add(change_total, util_now.sum(), out=total)
         total *= 1e-6
         scores += total
         best = int(scores.argmin())
         if not scores[best] < score - 1e-12:
             break
-        s = stage_of[best]
-        choice[s], demand, score = best, base[s] + table[best], scores[best]
+        s, first, end = stage_of[best], starts[stage_of[best]], ends[stage_of[best]]
+        util_now = util_now + change[:, best]
+        change[:, first:end] = rel[:, first:end] - rel[:, best:best + 1]
+        change_total[first:end] = change[:, first:end].sum(axis=0)
+        choice[s], score = best, scores[best]
     # per stage its chosen option, then the others cheapest first (ties in their order: a stable sort)
     cheap[choice] = -np.inf
     flat = list(itertools.chain.from_iterable(opts))
     ranked = [flat[i] for i in np.lexsort((cheap, stage_of)).tolist()]
-    ends = np.cumsum(sizes).tolist()
-    return [ranked[end - size:end] for size, end in zip(sizes, ends)]
+    return [ranked[end - size:end] for size, end in zip(sizes, ends.tolist())]
 
 
 def _balanced_cached(pipeline: Pipeline, opts, level: int, capacity: Resources,
