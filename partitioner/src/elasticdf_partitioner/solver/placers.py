@@ -52,12 +52,14 @@ class Placement:
                      for p in self.pieces)
 
 
-def balanced_order(opts: list[list[StageOption]], capacity: Resources) -> list[list[StageOption]]:
+def balanced_order(opts: list[list[StageOption]], capacity: Resources,
+                   table: np.ndarray | None = None) -> list[list[StageOption]]:
     """Rank each stage's options so the first ones together use the group's resources evenly.
 
     Local search on the instance's worst utilisation: starting from the options cheapest relative to
     capacity, repeatedly switch the one stage option that lowers max_r(demand_r / capacity_r) the most.
     LUT-hungry variants thereby give way to DSP or URAM ones exactly as far as LUT is the binding resource.
+    `table`: the options' resources as rows, stage by stage (see _option_rows), if the caller has them.
     """
     # the candidates are every stage's options, stage by stage, as rows: no padding to the widest stage (ResNet-50's
     # have 3-4 options on average, the widest 12), as the search below weighs every candidate at every step
@@ -65,11 +67,11 @@ def balanced_order(opts: list[list[StageOption]], capacity: Resources) -> list[l
     stage_of = np.repeat(np.arange(len(opts)), sizes)
     starts = np.cumsum([0] + sizes[:-1])
     ends = starts + np.array(sizes)
-    table = np.fromiter(itertools.chain.from_iterable(o.res for options in opts for o in options), float,
-                        5 * len(stage_of)).reshape(-1, 5)
+    if table is None:
+        table = _resource_rows(opts)
     cap = np.array([c if c > EPS else EPS for c in capacity])
     rel = np.ascontiguousarray((table / cap).T)  # resources x candidates: each candidate's share of the capacity
-    cheap = np.nan_to_num(rel.sum(axis=0), nan=np.inf)
+    cheap = rel.sum(axis=0)
     # per stage, its first option of the least relative cost
     least = np.flatnonzero(cheap == np.minimum.reduceat(cheap, starts)[stage_of])
     choice = least[np.unique(stage_of[least], return_index=True)[1]]
@@ -110,8 +112,27 @@ def _balanced_cached(pipeline: Pipeline, opts, level: int, capacity: Resources,
     top = max(capacity) or 1.0
     key = ("balanced", level, first, end, tuple(round(c / top, 4) for c in capacity))
     if key not in pipeline.memo:
-        pipeline.memo[key] = balanced_order(opts[first:end], capacity)
+        table, offsets = _option_rows(pipeline, opts)
+        pipeline.memo[key] = balanced_order(opts[first:end], capacity, table[offsets[first]:offsets[end]])
     return pipeline.memo[key]
+
+
+def _resource_rows(opts: list[list[StageOption]]) -> np.ndarray:
+    """Every stage's options' resources as rows, stage by stage."""
+    n = sum(len(options) for options in opts)
+    return np.fromiter(itertools.chain.from_iterable(o.res for options in opts for o in options), float,
+                       5 * n).reshape(-1, 5)
+
+
+def _option_rows(pipeline: Pipeline, opts: list[list[StageOption]]) -> tuple[np.ndarray, list[int]]:
+    """_resource_rows of a memoised option order, and the first row of each stage (and the end): the runs of a
+    walk take their rows from it instead of building them for each of their balanced_order calls. The entry
+    keeps `opts` itself, so its id cannot be reused by another list while the entry exists."""
+    key = ("rows", id(opts))
+    if key not in pipeline.memo or pipeline.memo[key][0] is not opts:
+        offsets = np.cumsum([0] + [len(options) for options in opts]).tolist()
+        pipeline.memo[key] = (opts, _resource_rows(opts), offsets)
+    return pipeline.memo[key][1:]
 
 
 def _greedy_tables(pipeline: Pipeline, opts: list[list[StageOption]]):
@@ -158,7 +179,7 @@ class InstancePlacer:
         self.level = level
         self.exhaustive = exhaustive
         self.steps = steps or Steps()  # shared by the walks (copies) of this placer and of the search's others
-        self.opts = list(pipeline.fronts(level))
+        self.opts = pipeline.fronts(level)  # memoised: shared, never changed in place
         if not exhaustive and all(self.opts):
             self.opts = _balanced_cached(pipeline, self.opts, level, state.free_total())
         self.crossing = pipeline.crossings()
