@@ -81,22 +81,21 @@ def balanced_order(opts: list[list[StageOption]], capacity: Resources,
     # a switch changes only its own stage's block of it (this search is most of a first plan's time, so each step
     # is a few whole-array operations and one block update)
     change = rel - rel[:, choice[stage_of]]
-    change_total = change.sum(axis=0)
-    util, scores, total = np.empty_like(change), np.empty(len(table)), np.empty(len(table))
+    tie_break = 1e-6 * change.sum(axis=0)  # _score's total-utilisation term, less that of util_now
+    util, scores = np.empty_like(change), np.empty(len(table))
     for _ in range(4 * len(opts)):
         np.add(change, util_now[:, None], out=util)
         util.max(axis=0, out=scores)
-        np.add(change_total, util_now.sum(), out=total)
-        total *= 1e-6
-        scores += total
+        scores += tie_break
         best = int(scores.argmin())
-        if not scores[best] < score - 1e-12:
+        switched = scores[best] + 1e-6 * util_now.sum()
+        if not switched < score - 1e-12:
             break
         s, first, end = stage_of[best], starts[stage_of[best]], ends[stage_of[best]]
         util_now = util_now + change[:, best]
         change[:, first:end] = rel[:, first:end] - rel[:, best:best + 1]
-        change_total[first:end] = change[:, first:end].sum(axis=0)
-        choice[s], score = best, scores[best]
+        tie_break[first:end] = 1e-6 * change[:, first:end].sum(axis=0)
+        choice[s], score = best, switched
     # per stage its chosen option, then the others cheapest first (ties in their order: a stable sort)
     cheap[choice] = -np.inf
     flat = list(itertools.chain.from_iterable(opts))
