@@ -60,7 +60,7 @@ def solve_small(pipeline, cluster, limits, ratios, levels, settings) -> tuple[li
     exhaustive = settings.exhaustive or _exhaustive_is_cheap(packer, levels)
     if _as_patterns(cluster, settings, exhaustive):
         found = patterns(pipeline, cluster, limits, ratios, levels, settings)
-        return bind(cluster, found, _choose_for_two(cluster, found)), False
+        return bind(cluster, found, choose_patterns(cluster, found, None)), False
     key = (_search_key(cluster.cards, cluster, limits, ratios, levels, settings),
            tuple(c.switch for c in cluster.cards), tuple(sorted(uplinks.items())))
     result = kept_search(pipeline, key, lambda: _search_small(packer, levels, exhaustive))
@@ -75,9 +75,9 @@ def _as_patterns(cluster: Cluster, settings: PackSettings, exhaustive: bool) -> 
 
 
 def _choose_for_two(cluster: Cluster, found: list[Pattern]) -> dict[str, Counter]:
-    """choose_patterns for two cards under one switch, without its CP-SAT model (loading it costs a first plan
-    ~0.3 s): a pair pattern is only found where it beats its two cards alone, so it is the choice; else each
-    card runs its own pattern."""
+    """choose_patterns' fps choice for at most two cards under one switch, without its CP-SAT model (loading it
+    costs a first plan ~0.3 s): a pair pattern is only found where it beats its two cards alone, so it is the
+    choice; else each card runs its own pattern."""
     switch = cluster.cards[0].switch
     pairs = [p for p, pattern in enumerate(found) if len(pattern.types) == 2]
     if pairs:
@@ -158,6 +158,8 @@ def choose_patterns(cluster: Cluster, found: list[Pattern], target_fps: float | 
     supply: dict[str, Counter] = defaultdict(Counter)
     for card in cluster.cards:
         supply[card.switch][card.type.name] += 1
+    if target_fps is None and len(cluster.cards) <= SMALL_CLUSTER and len(supply) == 1:
+        return _choose_for_two(cluster, found)
     # imported here: CP-SAT loads pandas (~0.3 s), which plans of one or two cards never need
     from ortools.sat.python import cp_model
 
