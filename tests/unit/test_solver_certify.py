@@ -17,6 +17,7 @@ from elasticdf_partitioner.resources import Resources
 from elasticdf_partitioner.solver import colgen, solve
 from elasticdf_partitioner.solver.colgen import ColumnBound
 from elasticdf_partitioner.solver.exact import exact_optimum
+from elasticdf_partitioner.solver.exact_search import LevelSearch
 from elasticdf_partitioner.solver.pack import PackSettings
 from elasticdf_partitioner.solver.stages import build_pipeline
 from elasticdf_partitioner.zoo import load_model
@@ -154,6 +155,28 @@ def test_a_plan_that_reaches_the_lp_bound_says_it_is_optimal():
     plan = solve(graph, toy_cluster([[100]], [0]), limits=LIMITS, certify=True)
     assert plan.bound_method == "lp" and plan.optimal
     assert plan.total_fps == pytest.approx(4 * 100e6 / 100) == pytest.approx(plan.bound)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers=layers, cards=cards, below=st.floats(1e-6, 0.5))
+def test_no_plan_between_is_only_claimed_where_none_beats_the_incumbent(layers, cards, below):
+    graph = chain("rand", layers)
+    cluster = toy_cluster([c[0] for c in cards], [min(c[1], len(c[0]) - 1) for c in cards])
+    pipeline = build_pipeline(graph)
+    exact = best_total_fps(pipeline, cluster, LIMITS)
+    search = LevelSearch(pipeline, cluster, LIMITS)
+    if exact > 0:  # an incumbent below the optimum, under a proven bound: something beats it
+        assert search.better_may_exist(exact * (1 - below), max(exact, ColumnBound(pipeline, cluster, LIMITS).bound()))
+    assert not search.better_may_exist(exact, exact)  # nothing lies above the optimum and within it
+
+
+def test_a_zoo_plan_with_no_sum_of_instance_fps_left_below_its_bound_says_it_is_optimal(mobilenet):
+    # at a 1,700 fps floor one U280 runs one 1,793 fps instance: two would need 3,400 fps, more than the LP's
+    # 2,306, and the per-resource tests rule out every faster level alone
+    floored = PackSettings(min_instance_fps=1700)
+    plan = solve(mobilenet, load_cluster(CLUSTERS / "1xU280.yaml"), settings=floored, certify=True)
+    assert plan.optimal and plan.total_fps < plan.bound
+    assert not solve(mobilenet, load_cluster(CLUSTERS / "1xU280.yaml"), certify=True).optimal
 
 
 @pytest.fixture(scope="module")

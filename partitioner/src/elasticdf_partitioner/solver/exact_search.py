@@ -40,6 +40,7 @@ from .state import EPS, GroupState
 
 CHECK_SECONDS = 60.0  # one multiset question; one that runs out is left open (the bound keeps it)
 MAX_CANDIDATES = 300_000  # past this many the enumeration stops and only `upper` stays proven
+PROOF_NODES = 100_000  # multisets better_may_exist visits before it gives up (a proof costs at most ~1 s)
 
 
 @dataclass
@@ -202,12 +203,25 @@ class LevelSearch:
         most = self.settings.max_instances if self.settings.max_instances is not None else math.inf
         return min(most, len(self.cluster.cards)) if self.settings.exclusive_cards else most
 
-    def _candidates(self, levels: list[int], incumbent: float, upper: float) -> list[tuple[int, ...]]:
+    def better_may_exist(self, incumbent: float, upper: float, max_nodes: int = PROOF_NODES) -> bool:
+        """False where no multiset of levels above `incumbent` and within `upper` fps passes the necessary tests:
+        then no plan beats `incumbent` (a plan's instances run at levels, and the multiset of a plan's levels
+        fits, so it passes them; a plan above `upper` cannot exist where `upper` is proven). Asks no MILP. True
+        where one passes, or where the enumeration ran past `max_nodes` multisets before deciding."""
+        nodes = [0]
+        found = self._candidates(self.levels, incumbent, upper, most=0, nodes=nodes, max_nodes=max_nodes)
+        return bool(found) or nodes[0] > max_nodes
+
+    def _candidates(self, levels: list[int], incumbent: float, upper: float, most: int = MAX_CANDIDATES,
+                    nodes: list[int] | None = None, max_nodes: float = math.inf) -> list[tuple[int, ...]]:
         """Multisets of `levels` above `incumbent` and within `upper` fps that pass the necessary tests, depth
-        first with levels ascending. A branch ends where what is left cannot lift the fps above `incumbent`:
-        per resource (and mean share), what is left times the most fps per unit any level left gets from it."""
+        first with levels ascending; past `most` found (or `max_nodes` multisets visited, counted in `nodes`)
+        the enumeration stops, so more than `most` found means some were left out. A branch ends where what is
+        left cannot lift the fps above `incumbent`: per resource (and mean share), what is left times the most
+        fps per unit any level left gets from it."""
         out: list[tuple[int, ...]] = []
-        most = self._most_instances()
+        nodes = nodes if nodes is not None else [0]
+        most_instances = self._most_instances()
         # per level: least of the five resources and the mean share it needs; per start: the best fps per unit
         needs = [[*self.least[lv], self.share[lv]] for lv in levels]
         best_rate = [[0.0] * 6 for _ in range(len(levels) + 1)]
@@ -217,9 +231,10 @@ class LevelSearch:
         capacity = [*self.free, 1.0]
 
         def extend(prefix: tuple[int, ...], start: int, used: list[float], fps: float) -> None:
+            nodes[0] += 1
             if fps > incumbent + EPS:
                 out.append(prefix)
-            if len(prefix) >= most or start == len(levels) or len(out) > MAX_CANDIDATES:
+            if len(prefix) >= most_instances or start == len(levels) or len(out) > most or nodes[0] > max_nodes:
                 return
             left = [c - u for c, u in zip(capacity, used)]
             if fps + min(left[k] * best_rate[start][k] for k in range(6)) <= incumbent + EPS:
