@@ -61,6 +61,11 @@ MIXED_RUN_MAX_COUNT = 3
 # walk at a slower level takes other runs; MobileNetV1 on a U250 fits 113,592-114,336 cycles but not 125,184).
 OPPOSITE_LEVELS = 2
 OPPOSITE_PROBES = 16
+# A second pass of run dives has its main instances at every level of the pipeline up to this much slower than
+# the fastest candidate: candidate levels are thinned geometrically (MobileNetV1: 111,561 then 197,136 cycles),
+# and a main instance 4 % slower can leave room for a filler twice as fast (MobileNetV1 on a U200: 1,725 + 498
+# fps where the candidates place 1,793 + 195).
+MAIN_SPAN = 1.1
 SHARED_STEP_BUDGET = 20_000  # steps of the shared-route searches (placers.SharedRoutePlacer): a fit is found in
 # tens or hundreds (exact_bench #1: 52, #10: 517), a count that does not fit would take the whole budget
 
@@ -177,7 +182,8 @@ class GroupPacker:
                 if result.fps > best.fps + EPS:
                     best = result
         finer = self._finer_dives(levels, best, empty)  # apart: the run dives stop at the first that beats best
-        best = self._run_dives(ranked, empty, best, floor)
+        best = self._run_dives(ranked, empty, best, floor, levels)
+        best = self._run_dives(self._finer_mains(levels, fclk, empty), empty, best, floor, levels)
         best = self._opposite_pair(sorted(levels), best, floor)
         best = finer if finer.fps > best.fps + EPS else best
         return GroupResult(best.placements, best.fps, False, nodes + best.nodes)
@@ -201,8 +207,14 @@ class GroupPacker:
                 best = result
         return best
 
+    def _finer_mains(self, levels: list[int], fclk: float, empty: GroupState) -> list[tuple[float, int]]:
+        """The levels of the pipeline within MAIN_SPAN of the fastest candidate that are not candidates, ranked
+        like the candidates (by bound, then the slower first)."""
+        finer = [lv for lv in self.pipeline.levels() if levels[0] < lv <= MAIN_SPAN * levels[0] and lv not in levels]
+        return sorted(((self._level_bound(level, fclk, empty), level) for level in finer), reverse=True)
+
     def _run_dives(self, ranked: list[tuple[float, int]], empty: GroupState, best: GroupResult,
-                   floor: float) -> GroupResult:
+                   floor: float, candidates: list[int]) -> GroupResult:
         """`best`, or a dive of per-SLR option choices (placers.RunPlacer) at a level that can beat it and `floor`
         and of which few instances fit, fastest bound first, that fills what its instances leave with slower
         ones placed the same way (a fast instance over three SLRs of a U250 and a slower one over the fourth and
@@ -210,13 +222,13 @@ class GroupPacker:
         1,736 + 498); groups of two card types dive without fillers (MIXED_RUN_MAX_COUNT). The first that beats
         them ends the search, refined between the candidate levels. (Going on past it found more on two U280s,
         ResNet-50 4,520 instead of 3,986 fps, but took twice as long on every ResNet-50 group.)"""
-        candidates = sorted(level for _, level in ranked)
         for bound, level in ranked:
             # a pair of cards is only kept where it beats its two cards apart (the floor)
             if bound <= max(best.fps, floor) + EPS:
                 break
-            if self._count_bound(empty, level) > (RUN_PLACER_MAX_COUNT if self._one_type else MIXED_RUN_MAX_COUNT):
-                continue
+            count = self._count_bound(empty, level)
+            if count < 1 - EPS or count > (RUN_PLACER_MAX_COUNT if self._one_type else MIXED_RUN_MAX_COUNT):
+                continue  # not even one instance has the least resources of the level, or many instances fit
             fillers = [lv for lv in candidates if level < lv <= FILL_SLOWDOWN * level] if self._one_type else []
             slower = _spread(fillers, FILL_LEVELS)
             result = self._search([level] + slower, dive=True, exhaustive=False, incumbent=best,
