@@ -254,14 +254,17 @@ class GroupPacker:
             for route in spans:
                 state = self._placing_state()
                 for first in SpreadPlacer(self.pipeline, state, level).place(route):
+                    mark = state.mark()
                     second = self._fastest_back(state, route[::-1], max(best.fps, floor) - first.fps, clock)
+                    state.undo(mark)  # the second placement's resources: the next first is placed without it
                     if second is not None:
                         best = GroupResult([first, second], first.fps + second.fps, False, best.nodes)
         return best
 
     def _fastest_back(self, state: GroupState, route, beat: float, clock: float) -> Placement | None:
         """The fastest instance faster than `beat` fps that a RunPlacer places along `route` in `state`, the
-        levels scanned from the fastest within OPPOSITE_PROBES placements (None if none fits)."""
+        levels scanned from the fastest within OPPOSITE_PROBES placements (None if none fits). Its resources stay
+        taken in `state` (its placer is left at the placement): the caller undoes them."""
         faster = [lv for lv in self.pipeline.levels() if lv >= self.pipeline.min_level() and clock / lv > beat + EPS]
         for level in faster[:OPPOSITE_PROBES]:
             placed = next(iter(RunPlacer(self.pipeline, state, level).place(route)), None)
