@@ -116,7 +116,8 @@ def test_scaling_inside_a_group_moves_no_pod_and_standby_leaves_the_rotation():
 
 
 def test_scale_beyond_the_group_adds_a_group_and_an_idle_group_is_released_after_the_window():
-    snap = Observed([node("a", ["u280"]), node("b", ["u280"])], [], [])
+    # four cards: MobileNetV1's best group is a pair of U280s (instances over both cards beat each card alone)
+    snap = Observed([node(name, ["u280"]) for name in "abcd"], [], [])
     s1 = spec(replicas=1, autoscaling={"minReplicas": 1, "maxReplicas": 9, "targetFPS": 100,
                                        "scaleDownStabilizationSeconds": 60})
     snap, _ = run(snap, s1)
@@ -191,7 +192,7 @@ def test_derived_names_are_valid_for_every_legal_name(name):
 
 
 def test_scale_down_takes_instances_out_of_the_gateway_first_and_releases_cards_after_the_drain():
-    snap = Observed([node("a", ["u280"]), node("b", ["u280"])], [], [])
+    snap = Observed([node(name, ["u280"]) for name in "abcd"], [], [])  # room for two pair groups
     snap, _ = run(snap, spec(replicas=1))
     first = len(builders.record_of(snap.configmaps[0])["instances"])
     snap, _ = run(snap, spec(replicas=first + 1))
