@@ -43,11 +43,12 @@ def scale(custom, ns: str, name: str, replicas: int) -> None:
 
 def test_scale_inside_a_group_moves_no_pod_and_beyond_adds_a_group(operator, custom, core_v1, namespace, pool,
                                                                    wait_for):
-    # MobileNetV1 on two U280: the plan puts k instances on each card, so each card is a group of k
-    k = per_card("mobilenetv1", "u280")
+    # CNV on two U280: the plan puts k instances on each card, so each card is a group of k (MobileNetV1's best
+    # group there is the pair of cards)
+    k = per_card("cnv", "u280")
     placement = pool(["u280"], ["u280"])
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                           ei("mnv", "mobilenetv1", replicas=1, placement=placement))
+                                           ei("mnv", "cnv", replicas=1, placement=placement))
     wait_for(lambda: serving(core_v1, custom, namespace, "mnv", 1), 90, "1 instance serving")
     (g0,) = check_card_pods(core_v1, namespace, "mnv")
     assert k >= 2 and len(g0.instances) == k and len(g0.cards) == 1

@@ -43,13 +43,13 @@ def placed(core_v1, ns: str, name: str) -> int:
 
 
 def test_competing_resources_never_double_book(operator, custom, core_v1, namespace, pool):
-    # two U280 hold 2 groups of k MobileNetV1 instances; two resources want k + 1 each
-    k = per_card("mobilenetv1", "u280")
+    # two U280 hold 2 groups of k CNV instances (one card each); two resources want k + 1 each
+    k = per_card("cnv", "u280")
     placement = pool(["u280"], ["u280"])
     capacity = dict.fromkeys(pool_nodes(placement, 2), 1)
     for name in ("a", "b"):
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                               ei(name, "mobilenetv1", replicas=k + 1, placement=placement))
+                                               ei(name, "cnv", replicas=k + 1, placement=placement))
     deadline, seen = time.monotonic() + 90, 0
     while time.monotonic() < deadline:
         seen = check_no_double_booking(core_v1, namespace, capacity)  # checked on every sample
@@ -66,14 +66,14 @@ def test_competing_resources_never_double_book(operator, custom, core_v1, namesp
 
 
 def test_node_deleted_moves_only_its_groups(operator, custom, core_v1, namespace, pool, wait_for):
-    # one U280 per node, k MobileNetV1 instances per card: a holds 2 groups, b 1, one node stays free
-    k = per_card("mobilenetv1", "u280")
+    # one U280 per node, k CNV instances per card (a group each): a holds 2 groups, b 1, one node stays free
+    k = per_card("cnv", "u280")
     placement = pool(["u280"], ["u280"], ["u280"], ["u280"])
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                           ei("a", "mobilenetv1", replicas=2 * k, placement=placement))
+                                           ei("a", "cnv", replicas=2 * k, placement=placement))
     wait_for(lambda: serving(core_v1, custom, namespace, "a", 2 * k), 90, f"a: {2 * k} instances serving")
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                           ei("b", "mobilenetv1", replicas=k, placement=placement))
+                                           ei("b", "cnv", replicas=k, placement=placement))
     wait_for(lambda: serving(core_v1, custom, namespace, "b", k), 90, f"b: {k} instances serving")
     a_groups = groups(core_v1, namespace, "a")
     a_before, b_before = uids(core_v1, namespace, "a"), uids(core_v1, namespace, "b")

@@ -26,13 +26,19 @@ from elasticdf_operator.status import build_status
 from elasticdf_partitioner.artifacts import FetchPolicy
 from elasticdf_partitioner.oci_builds import build_exists
 from test_artifacts import REGISTRY, push, running_registry
-from test_operator_decide import CATALOG, OWNER, node, run, spec, zoo_graph
+from test_operator_decide import CATALOG, OWNER, node, run, zoo_graph
+from test_operator_decide import spec as decide_spec
 from test_operator_decide import step as decide_step
 
 REG = "registry.builds.svc:5000"
 BUILDS = BuildSettings(registry=REG, insecure=True, namespace="elasticdf-system", recreations=1)
 WITH_REGISTRY = Settings(builds=BUILDS)
 OTHER = builders.Owner("net", "other-ns", "u2")
+MODEL = "cnv"  # its best group on the two U280s of these tests is one card: one build per group
+
+
+def spec(**extra) -> ElasticInferenceSpec:
+    return decide_spec(model=MODEL, **extra)
 
 
 def placed(owner=OWNER, s=None) -> Observed:
@@ -80,7 +86,7 @@ def test_one_job_per_missing_build_and_the_group_is_held_with_build_pending():
     assert not [a for a in d.actions if isinstance(a, Create) and a.obj["kind"] == "Pod"]
     assert d.pending_builds == wanted
     status = build_status({"metadata": {"name": "net", "generation": 1}}, OWNER, 1, snap.configmaps, [], d,
-                          {"name": "mobilenetv1"}, seen(snap, dict.fromkeys(wanted)).builds, BUILDS)
+                          {"name": MODEL}, seen(snap, dict.fromkeys(wanted)).builds, BUILDS)
     scheduled = next(c for c in status.conditions if c.type == "Scheduled")
     assert scheduled.reason == "BuildPending" and all(x in scheduled.message for x in wanted)
     assert {b.phase for b in status.builds} == {"Pending"}
@@ -107,7 +113,7 @@ def test_not_looked_up_or_registry_down_means_hold_without_a_job():
 def test_progress_follows_the_builder_pods_steps():
     snap = placed()
     (digest,) = digests(snap)
-    job = builders.build_job(BuildRecord.model_validate({"model": "zoo:mobilenetv1", **builders.record_of(
+    job = builders.build_job(BuildRecord.model_validate({"model": f"zoo:{MODEL}", **builders.record_of(
         snap.configmaps[0])["builds"][digest]}), spec(), "emulation", 0, BUILDS)
     for steps, phase, step in [([], "Pending", None),
                                ([("bundle", False, None), ("build", False, None), ("push", False, None)], "Pending",
@@ -140,7 +146,7 @@ def test_failed_job_is_recreated_once_then_build_failed_with_the_log_tail():
     d = decide_with(seen(snap, {digest: None}, [failed(first), failed(second, "DeadlineExceeded")], logs=logs))
     assert not [a for a in d.actions if isinstance(a, CreateBuildJob)]  # retries are bounded
     assert "layer 3 does not fit" in d.failed_builds[digest] and "DeadlineExceeded" in d.failed_builds[digest]
-    status = build_status({"metadata": {"name": "net"}}, OWNER, 1, snap.configmaps, [], d, {"name": "mobilenetv1"},
+    status = build_status({"metadata": {"name": "net"}}, OWNER, 1, snap.configmaps, [], d, {"name": MODEL},
                           seen(snap, {digest: None}, [failed(first), failed(second)], logs=logs).builds, BUILDS)
     scheduled = next(c for c in status.conditions if c.type == "Scheduled")
     assert scheduled.reason == "BuildFailed" and "layer 3 does not fit" in scheduled.message
@@ -179,7 +185,7 @@ def test_failed_step_says_how_a_step_without_log_ended():
 
 
 def test_job_spec_emulation_and_xrt():
-    record = BuildRecord(digest="sha256:" + "1" * 32, model="zoo:mobilenetv1", card_type="u280", fclk_mhz=200.0,
+    record = BuildRecord(digest="sha256:" + "1" * 32, model=f"zoo:{MODEL}", card_type="u280", fclk_mhz=200.0,
                          segments=[{"layers": [0, 3], "slrs": [0]}])
     job = builders.build_job(record, spec(), "emulation", 0, BUILDS)
     pod = job["spec"]["template"]["spec"]
