@@ -105,11 +105,27 @@ def _balanced_cached(pipeline: Pipeline, opts, level: int, capacity: Resources,
     """balanced_order of the stages first..end-1 (default: all) depends only on the proportions of the capacity,
     so groups of one card type, and the runs of a walk that start on an SLR as empty as before, share it."""
     first, end = stages or (0, len(opts))
-    top = max(capacity) or 1.0
-    key = ("balanced", level, first, end, tuple(round(c / top, 4) for c in capacity))
+    key = ("balanced", level, first, end, _proportions(capacity))
     if key not in pipeline.memo:
         pipeline.memo[key] = balanced_order(opts[first:end], capacity)
     return pipeline.memo[key]
+
+
+def _balanced_run(pipeline: Pipeline, opts, level: int, capacity: Resources,
+                  stages: tuple[int, int]) -> tuple[list[StageOption], Resources]:
+    """The options _balanced_cached ranks first for the stages first..end-1, and their total, memoised alike: a
+    walk's binary search asks again for the runs it asked on an SLR as empty as before, and summing a run's
+    options cost as much as looking its order up."""
+    key = ("balanced run", level, *stages, _proportions(capacity))
+    if key not in pipeline.memo:
+        run = [options[0] for options in _balanced_cached(pipeline, opts, level, capacity, stages)]
+        pipeline.memo[key] = (run, Resources(*np.sum([o.res for o in run], axis=0).tolist()))
+    return pipeline.memo[key]
+
+
+def _proportions(capacity: Resources) -> tuple[float, ...]:
+    top = max(capacity) or 1.0
+    return tuple(round(c / top, 4) for c in capacity)
 
 
 def _greedy_tables(pipeline: Pipeline, opts: list[list[StageOption]]):
@@ -424,8 +440,8 @@ class RunPlacer(GreedyPlacer):
         most = self._longest_run(card, slr, s)
 
         def fits(e: int) -> bool:
-            run = [options[0] for options in _balanced_cached(self.pipeline, self.opts, self.level, capacity, (s, e))]
-            if self.state.fits(card, slr, Resources(*np.sum([o.res for o in run], axis=0).tolist())):
+            run, need = _balanced_run(self.pipeline, self.opts, self.level, capacity, (s, e))
+            if self.state.fits(card, slr, need):
                 fitting[e] = run
                 return True
             return False
