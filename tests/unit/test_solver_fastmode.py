@@ -5,6 +5,7 @@ The two regression problems are #11 and #10 of benchmarks/exact_bench.py (seed 1
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from elasticdf_partitioner.catalog import Limits
@@ -16,6 +17,7 @@ from elasticdf_partitioner.solver import candidate_levels, solve
 from elasticdf_partitioner.solver.bound import fps_per_resource
 from elasticdf_partitioner.solver.exact import exact_optimum
 from elasticdf_partitioner.solver.pack import GroupPacker, GroupResult, PackSettings
+from elasticdf_partitioner.solver.placers import RunPlacer
 from elasticdf_partitioner.solver.replicate import EXHAUSTIVE_STAGES
 from elasticdf_partitioner.solver.stages import build_pipeline
 from elasticdf_partitioner.solver.state import AVG_KINDS
@@ -135,6 +137,31 @@ def test_fast_mode_is_feasible_wherever_the_exact_model_is(stages, slrs, eth):
     optimum, fps = _optimum(graph, cluster), _plan_fps(graph, cluster)
     assert fps <= optimum * (1 + 1e-6)
     assert (fps > 0) == (optimum > 0)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stages=st.lists(st.tuples(st.sampled_from([400, 800]), option), min_size=3, max_size=8),
+       slrs=st.lists(st.integers(40, 160), min_size=1, max_size=3), held=st.integers(0, 2))
+def test_run_placer_skips_no_route_it_could_place_on(stages, slrs, held):
+    """RunPlacer only walks routes whose SLRs, in order, reach the last stage at each stage's least resources
+    (_route_can_hold): on two cards, with up to `held` instances placed first so that the SLRs are unevenly
+    full, every route a walk without that check places an instance on passes it."""
+    graph = chain("route", [[(c, Resources(lut, 0, 0, 0, dsp), w), (c // 2, Resources(2 * lut, 0, 0, 0, dsp // 2), 16),
+                             (c // 2, Resources(lut // 2 + 5, 0, 0, 0, 2 * dsp), 32)] for c, (lut, dsp, w) in stages])
+    cluster = toy_cluster([slrs, slrs[::-1]], [0, len(slrs) - 1], sll=48)
+    pipeline = build_pipeline(graph)
+    packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, LIMITS, fps_per_resource(pipeline, 100),
+                         PackSettings())
+    state = packer._placing_state()
+    holding = []  # walks suspended at their placement: the state keeps what they hold
+    for level in (lv for lv in pipeline.levels() if RunPlacer(pipeline, state, lv).feasible_level()):
+        for route in packer.routes:
+            with mock.patch.object(RunPlacer, "_route_can_hold", return_value=True):
+                placed = list(RunPlacer(pipeline, state, level).place(route))  # each walk runs on to its undo
+            assert not placed or RunPlacer(pipeline, state, level)._route_can_hold(route)
+            if placed and len(holding) < held:
+                walk = RunPlacer(pipeline, state, level).place(route)
+                holding.append((walk, next(walk)))
 
 
 def _per_slr_feasible(pipeline, cluster, placement) -> bool:
