@@ -5,10 +5,11 @@ The two regression problems are #11 and #10 of benchmarks/exact_bench.py (seed 1
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from elasticdf_partitioner.catalog import Limits
-from elasticdf_partitioner.cluster import load_cluster
+from elasticdf_partitioner.cluster import LINK_GBPS, load_cluster
 from elasticdf_partitioner.errors import InfeasibleError
 from elasticdf_partitioner.models.synthetic import chain, toy_cluster
 from elasticdf_partitioner.resources import Resources
@@ -16,7 +17,7 @@ from elasticdf_partitioner.solver import candidate_levels, solve
 from elasticdf_partitioner.solver.bound import fps_per_resource
 from elasticdf_partitioner.solver.exact import exact_optimum
 from elasticdf_partitioner.solver.pack import GroupPacker, GroupResult, PackSettings
-from elasticdf_partitioner.solver.placers import balanced_order
+from elasticdf_partitioner.solver.placers import RunPlacer, balanced_order
 from elasticdf_partitioner.solver.replicate import EXHAUSTIVE_STAGES
 from elasticdf_partitioner.solver.stages import StageOption, build_pipeline
 from elasticdf_partitioner.solver.state import AVG_KINDS
@@ -138,6 +139,31 @@ def test_fast_mode_is_feasible_wherever_the_exact_model_is(stages, slrs, eth):
     assert (fps > 0) == (optimum > 0)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stages=st.lists(st.tuples(st.sampled_from([400, 800]), option), min_size=3, max_size=8),
+       slrs=st.lists(st.integers(40, 160), min_size=1, max_size=3), held=st.integers(0, 2))
+def test_run_placer_skips_no_route_it_could_place_on(stages, slrs, held):
+    """RunPlacer only walks routes whose SLRs, in order, reach the last stage at each stage's least resources
+    (_route_can_hold): on two cards, with up to `held` instances placed first so that the SLRs are unevenly
+    full, every route a walk without that check places an instance on passes it."""
+    graph = chain("route", [[(c, Resources(lut, 0, 0, 0, dsp), w), (c // 2, Resources(2 * lut, 0, 0, 0, dsp // 2), 16),
+                             (c // 2, Resources(lut // 2 + 5, 0, 0, 0, 2 * dsp), 32)] for c, (lut, dsp, w) in stages])
+    cluster = toy_cluster([slrs, slrs[::-1]], [0, len(slrs) - 1], sll=48)
+    pipeline = build_pipeline(graph)
+    packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, LIMITS, fps_per_resource(pipeline, 100),
+                         PackSettings())
+    state = packer._placing_state()
+    holding = []  # walks suspended at their placement: the state keeps what they hold
+    for level in (lv for lv in pipeline.levels() if RunPlacer(pipeline, state, lv).feasible_level()):
+        for route in packer.routes:
+            with mock.patch.object(RunPlacer, "_route_can_hold", return_value=True):
+                placed = list(RunPlacer(pipeline, state, level).place(route))  # each walk runs on to its undo
+            assert not placed or RunPlacer(pipeline, state, level)._route_can_hold(route)
+            if placed and len(holding) < held:
+                walk = RunPlacer(pipeline, state, level).place(route)
+                holding.append((walk, next(walk)))
+
+
 def _per_slr_feasible(pipeline, cluster, placement) -> bool:
     """Recomputed from the placement's pieces alone: each SLR's options within its usable resources and mean
     budget, each SLR boundary's streams (from the options on its sending side) within its SLLs."""
@@ -176,28 +202,42 @@ def test_fast_mode_spans_the_slrs_of_a_u280_with_options_chosen_per_slr():
 
 
 def _group_feasible(pipeline, cluster, placements, limits: Limits | None = None) -> bool:
-    """All placements of a one-card group together, recomputed from their pieces: each SLR's options within
-    its usable resources and mean budget, each SLR boundary's streams (from the options on their sending side)
-    within its SLLs per direction."""
+    """All placements of a group together, recomputed from their pieces: each SLR's options, and the VNx stack
+    on the Ethernet SLR of a card a stream leaves or enters, within its usable resources and mean budget; each
+    SLR boundary's streams (from the options on their sending side) within its SLLs per direction; each card's
+    streams to and from other cards within its ports."""
     ip, limits = cluster.catalog.ip_costs, limits or Limits()
-    card = cluster.cards[0].type
-    used: dict[int, Resources] = {}
-    streams: dict[tuple[int, int], float] = {}
+    used: dict[tuple[int, int], Resources] = {}
+    streams: dict[tuple[int, int, int], float] = {}
+    ports: dict[tuple[int, str], float] = {}
     for placement in placements:
-        assert {p.card for p in placement.pieces} == {0}
         option = {p.first + i: o for p in placement.pieces for i, o in enumerate(p.options)}
         for piece in placement.pieces:
-            used[piece.slr] = used.get(piece.slr, Resources()) + sum((o.res for o in piece.options), Resources())
+            run = sum((o.res for o in piece.options), Resources())
+            used[piece.card, piece.slr] = used.get((piece.card, piece.slr), Resources()) + run
         for sender, receiver in zip(placement.pieces, placement.pieces[1:]):
-            width = sum(option[e.src].out_widths[e.src_pos] for e in pipeline.crossing(receiver.first))
-            streams[sender.slr, receiver.slr] = streams.get((sender.slr, receiver.slr), 0.0) + width
-    for slr, res in used.items():
+            if sender.card == receiver.card:
+                width = sum(option[e.src].out_widths[e.src_pos] for e in pipeline.crossing(receiver.first))
+                boundary = (sender.card, sender.slr, receiver.slr)
+                streams[boundary] = streams.get(boundary, 0.0) + width
+        for src, dst, _, gbps in placement.card_cuts:
+            ports[src, "out"] = ports.get((src, "out"), 0.0) + gbps
+            ports[dst, "in"] = ports.get((dst, "in"), 0.0) + gbps
+    vnx = Resources.from_list(ip.eth).scale(limits.as_resources())
+    for index in {c for c, _ in ports}:
+        eth = cluster.cards[index].type.eth_slr
+        used[index, eth] = used.get((index, eth), Resources()) + vnx
+    for (index, slr), res in used.items():
+        card = cluster.cards[index].type
         guide = Resources.from_list(card.slrs[slr]) - card.shell_overhead(slr, ip)
         kinds = [k for k in AVG_KINDS if guide[k] > 0]
         if any(u > c + 1e-6 for u, c in zip(res, card.usable(slr, ip, limits, with_eth=False))) or \
                 sum(res[k] / guide[k] for k in kinds) > limits.memory_dsp_mean * len(kinds) + 1e-6:
             return False
-    return all(abs(a - b) == 1 and width <= card.sll_per_pair + 1e-6 for (a, b), width in streams.items())
+    if any(gbps > LINK_GBPS * cluster.cards[c].type.qsfp_ports + 1e-6 for (c, _), gbps in ports.items()):
+        return False
+    return all(abs(a - b) == 1 and width <= cluster.cards[index].type.sll_per_pair + 1e-6
+               for (index, a, b), width in streams.items())
 
 
 @pytest.mark.parametrize("model, card, before", [("resnet50", "1xU250", 2_234), ("mobilenetv1", "1xU280", 2_396)])
@@ -215,6 +255,24 @@ def test_fast_mode_fills_what_fast_instances_leave_with_slower_ones_placed_per_s
     assert len({p.cycles for p in result.placements}) > 1
     assert all(_per_slr_feasible(pipeline, cluster, p) for p in result.placements)
     assert _group_feasible(pipeline, cluster, result.placements)
+
+
+def test_fast_mode_fills_what_an_instance_over_two_cards_leaves():
+    """ResNet-50's 3,986 fps instance needs more than one U280 (1.2 cards of LUTs at the least) and leaves one
+    SLR of the two and scraps: a filler of 651 fps takes them (6 times slower than the instance, 3 times per
+    card it needs). Each card alone plans 1,736 + 498 fps, so the pair plans 4,637 instead of 4,469, and the
+    two cards stay feasible SLR by SLR, boundary by boundary and port by port."""
+    cluster = load_cluster(Path(__file__).parents[2] / "examples" / "clusters" / "2xU280.yaml")
+    graph = load_model("resnet50")
+    pipeline = build_pipeline(graph)
+    packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, Limits(), fps_per_resource(pipeline, 200),
+                         PackSettings())
+    result = packer.solve(candidate_levels(pipeline), floor=2 * 2_234.4)
+    assert result.fps > 1.03 * 2 * 2_234.4
+    assert max(len({piece.card for piece in p.pieces}) for p in result.placements) == 2
+    assert all(_per_slr_feasible(pipeline, cluster, p) for p in result.placements)
+    assert _group_feasible(pipeline, cluster, result.placements)
+    assert solve(graph, cluster).total_fps == pytest.approx(result.fps)
 
 
 def test_fast_mode_runs_two_instances_through_the_slrs_of_a_u250_in_opposite_directions():

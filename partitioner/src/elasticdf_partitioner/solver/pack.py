@@ -33,7 +33,8 @@ from .state import EPS, GroupState
 
 FILL_LEVELS = 6  # slower levels tried when filling what the best level leaves, spread over the slower range
 # A filler instance must run at least 1/FILL_SLOWDOWN of the main instances' speed: a much slower one adds
-# little fps for its pods, wiring and VNx stacks, and the gateway would route to it as to any other.
+# little fps for its pods, wiring and VNx stacks, and the gateway would route to it as to any other. A run
+# dive's main instance that needs several cards counts per card (see GroupPacker._slowest_filler).
 FILL_SLOWDOWN = 4
 # The exhaustive placer's walk branches over every option of every stage, and the node budget does not bound
 # the walks that fail: cheap for a dozen stages of a few options, hopeless for the zoo models (19-171 stages of
@@ -221,7 +222,8 @@ class GroupPacker:
         what the first left of the third: ResNet-50 1,736 + 977 fps, where one option choice per level fits
         1,736 + 498); groups of two card types dive without fillers (MIXED_RUN_MAX_COUNT). The first that beats
         them ends the search, refined between the candidate levels. (Going on past it found more on two U280s,
-        ResNet-50 4,520 instead of 3,986 fps, but took twice as long on every ResNet-50 group.)"""
+        ResNet-50 4,520 instead of 3,986 fps, but took twice as long on every ResNet-50 group; with fillers
+        counted per card, see _slowest_filler, the first dive there finds 3,986 + 651.)"""
         for bound, level in ranked:
             # a pair of cards is only kept where it beats its two cards apart (the floor)
             if bound <= max(best.fps, floor) + EPS:
@@ -229,13 +231,23 @@ class GroupPacker:
             count = self._count_bound(empty, level)
             if count < 1 - EPS or count > (RUN_PLACER_MAX_COUNT if self._one_type else MIXED_RUN_MAX_COUNT):
                 continue  # not even one instance has the least resources of the level, or many instances fit
-            fillers = [lv for lv in candidates if level < lv <= FILL_SLOWDOWN * level] if self._one_type else []
+            slowest = self._slowest_filler(empty, level)
+            fillers = [lv for lv in candidates if level < lv <= slowest] if self._one_type else []
             slower = _spread(fillers, FILL_LEVELS)
             result = self._search([level] + slower, dive=True, exhaustive=False, incumbent=best,
                                   placer_type=RunPlacer, filling=True)
             if result.fps > best.fps + EPS:
                 return self._refined(result, level, slower, candidates)
         return best
+
+    def _slowest_filler(self, empty: GroupState, level: int) -> float:
+        """The slowest level a run dive at `level` fills with: FILL_SLOWDOWN times slower per card an instance of
+        `level` needs at least (by the count bound, each resource alone), as its pods, wiring and VNx stacks are
+        that many cards' worth. ResNet-50's 3,986 fps instance over two U280s leaves one SLR and scraps, which a
+        651 fps filler takes (4,637 fps, where the per-card plan runs 2 x (1,736 + 498) = 4,469)."""
+        count = self._count_bound(empty, level)
+        cards = math.ceil(len(self.cards) / count - 1e-9) if count > 0 else 1
+        return FILL_SLOWDOWN * max(cards, 1) * level
 
     def _opposite_pair(self, levels: list[int], best: GroupResult, floor: float) -> GroupResult:
         """`best`, or two instances on a card alone that run its SLRs in opposite directions, if they beat it and
