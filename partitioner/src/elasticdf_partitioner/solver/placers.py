@@ -484,7 +484,9 @@ class RunPlacer(GreedyPlacer):
         return max(o.cycles for o in self.chosen)
 
     def _run_resources(self, card: int, slr: int, s: int, end: int) -> Resources:
-        return sum((o.res for o in self.chosen[s:end]), Resources())  # an empty run passes the stream on
+        if end == s:
+            return Resources()  # an empty run passes the stream on
+        return Resources(*np.sum([o.res for o in self.chosen[s:end]], axis=0).tolist())  # one sum, not end - s
 
     def _width(self, position: int) -> float:
         return self._chosen_width(position)
