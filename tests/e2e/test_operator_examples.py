@@ -85,7 +85,8 @@ def test_example_deploys_the_cli_plan(kubeconfig, crds, custom, core_v1, namespa
 
 def test_operator_killed_mid_reconcile_leaves_no_duplicates_or_orphans(kubeconfig, crds, custom, core_v1,
                                                                        namespace, pool, wait_for, tmp_path):
-    # MobileNetV1: 3 instances per U280, so 12 replicas are 4 groups: 4 ConfigMaps and 4 card pods in a row
+    # MobileNetV1 on six U280s: groups of pairs of cards with 4 instances each, so 12 replicas are 3 groups: 3
+    # ConfigMaps and 6 card pods in a row
     placement = pool(["u280", "u280"], ["u280", "u280"], ["u280", "u280"])
     body = ei("crash", "mobilenetv1", replicas=12, placement=placement)
     with local_operator(kubeconfig, *FLAGS, log=tmp_path / "first.log") as first:

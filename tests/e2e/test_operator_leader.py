@@ -54,7 +54,7 @@ def test_leader_killed_mid_reconcile_the_follower_takes_over(kubeconfig, crds, k
         procs = {a.pid: a, b.pid: b}
         leader = procs[wait_for(lambda: pid_of(holder(k8s_client, namespace)), 60, "a leader")]
         follower = next(p for p in procs.values() if p is not leader)
-        # MobileNetV1, 3 instances per U280: 12 replicas are 4 groups, created one after the other
+        # MobileNetV1, 4 instances per pair of U280s: 12 replicas are 3 groups, created one after the other
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
                                                ei("lead", "mobilenetv1", replicas=12, placement=placement))
         wait_for(lambda: card_pods(core_v1, namespace, "lead"), 120, "the leader's first card pod", interval=0.01)
