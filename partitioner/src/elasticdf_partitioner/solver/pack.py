@@ -223,7 +223,7 @@ class GroupPacker:
         1,736 + 498); groups of two card types dive without fillers (MIXED_RUN_MAX_COUNT). The first that beats
         them ends the search, refined between the candidate levels. (Going on past it found more on two U280s,
         ResNet-50 4,520 instead of 3,986 fps, but took twice as long on every ResNet-50 group; with fillers
-        counted per card, see _slowest_filler, the first dive there finds 3,986 + 651.)"""
+        counted per card, see _slowest_filler, the first dive there finds 3,986 + 651, refined to 3,986 + 880.)"""
         for bound, level in ranked:
             # a pair of cards is only kept where it beats its two cards apart (the floor)
             if bound <= max(best.fps, floor) + EPS:
@@ -243,8 +243,8 @@ class GroupPacker:
     def _slowest_filler(self, empty: GroupState, level: int) -> float:
         """The slowest level a run dive at `level` fills with: FILL_SLOWDOWN times slower per card an instance of
         `level` needs at least (by the count bound, each resource alone), as its pods, wiring and VNx stacks are
-        that many cards' worth. ResNet-50's 3,986 fps instance over two U280s leaves one SLR and scraps, which a
-        651 fps filler takes (4,637 fps, where the per-card plan runs 2 x (1,736 + 498) = 4,469)."""
+        that many cards' worth. ResNet-50's 3,986 fps instance over two U280s leaves one SLR and scraps, which an
+        880 fps filler takes (4,866 fps, where each card alone runs 1,736 + 498: 4,469), 6.1 x slower than it."""
         count = self._count_bound(empty, level)
         cards = math.ceil(len(self.cards) / count - 1e-9) if count > 0 else 1
         return FILL_SLOWDOWN * max(cards, 1) * level
