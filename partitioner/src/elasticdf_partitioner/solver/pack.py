@@ -244,7 +244,7 @@ class GroupPacker:
         """The slowest level a run dive at `level` fills with: FILL_SLOWDOWN times slower per card an instance of
         `level` needs at least (by the count bound, each resource alone), as its pods, wiring and VNx stacks are
         that many cards' worth. ResNet-50's 3,986 fps instance over two U280s leaves one SLR and scraps, which an
-        880 fps filler takes (4,866 fps, where each card alone runs 1,736 + 498: 4,469), 6.1 x slower than it."""
+        880 fps filler takes (4,866 fps, where each card alone runs 1,736 + 498: 4,469), 4.5 x slower than it."""
         count = self._count_bound(empty, level)
         cards = math.ceil(len(self.cards) / count - 1e-9) if count > 0 else 1
         return FILL_SLOWDOWN * max(cards, 1) * level
