@@ -192,7 +192,7 @@ def main() -> None:
     lines += ["| " + " | ".join(_search_cells(r)) + " |" for r in searched]
     better = [r for r in searched if r[4].levels]
     if better:
-        lines += ["", "Placements that beat the plan (instance level; per card and SLR the run of stages it holds):",
+        lines += ["", "Placements the search made (instance level; per card and SLR the run of stages it holds):",
                   ""]
         for row in better:
             lines += _placement_lines(row)
