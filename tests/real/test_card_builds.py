@@ -120,7 +120,11 @@ def test_a_builder_that_cannot_build_ends_in_build_failed(real_cluster, builds_o
     custom, batch = apis
     namespaces = fresh_namespace(core_v1, "build")
     ns = next(namespaces)
-    custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, resource("mobilenetv1", image=probe_image))
+    # a model whose build is not in the registry yet; one card per instance, so its group is one card, one build
+    # (MobileNetV1's best group on the node's two U280s is the pair, with a build per card)
+    body = resource("mobilenetv1", image=probe_image)
+    body["spec"]["placement"] = {**ON_REAL_NODE, "maxSegmentsPerInstance": 1}
+    custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
     failed = wait_until(lambda: scheduled(custom, ns, "mobilenetv1").get("reason") == "BuildFailed"
                         and scheduled(custom, ns, "mobilenetv1"), 600, "BuildFailed", interval=1)
     print(f"BuildFailed: {failed['message'][:300]}")
