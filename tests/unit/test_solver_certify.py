@@ -75,6 +75,38 @@ def test_lp_bound_with_instance_limits_is_proven_and_no_looser(stages, cards, sl
     assert bound <= looser * (1 + 1e-3) + 1e-6  # the rounds stop within 1e-5 of the LP, or on a stall
 
 
+def _middle_ethernet_pair(luts: list[int]):
+    """Two cards of one type, three SLRs each, the Ethernet SLR in the middle (as a U55C)."""
+    cluster = toy_cluster([luts, luts], [1, 1])
+    one_type = [dataclasses.replace(c, type=cluster.cards[0].type) for c in cluster.cards]
+    return dataclasses.replace(cluster, cards=one_type)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stages=st.lists(st.lists(variant, min_size=1, max_size=2), min_size=2, max_size=4),
+       luts=st.lists(st.integers(40, 120), min_size=3, max_size=3))
+def test_lp_bound_holds_where_the_ethernet_slr_is_in_the_middle(stages, luts):
+    """The rows of what an instance uses off the Ethernet SLR: one side of it in its first and last run."""
+    graph = chain("rand", [[(c, Resources(lut, 0, 0, 0, dsp), w) for c, lut, dsp, w in stage] for stage in stages])
+    cluster = _middle_ethernet_pair(luts)
+    pipeline = build_pipeline(graph)
+    found = exact_optimum(pipeline, cluster, LIMITS, time_limit=30).fps  # feasible, if not proven optimal
+    assert ColumnBound(pipeline, cluster, LIMITS).bound() >= found * (1 - 1e-6) - 1e-6
+
+
+def test_an_instance_over_two_cards_gets_one_side_of_each_ethernet_slr():
+    """Layers of 78, 49, 90 and 31 LUTs in order, on SLRs of 91, 65 (with the Ethernet IP) and 91 LUTs: no walk
+    on one card fits them, and over two cards each run reaches its Ethernet SLR from one side, so gets one side
+    of each card: no placement exists. The LP knows it; before it counted the sides a run can use, it pooled both
+    cards' SLRs into 743,719 fps."""
+    graph = chain("sides", [[(c, Resources(lut, 0, 0, 0, 0), 8)] for c, lut in [(200, 78), (100, 49), (100, 90),
+                                                                                 (100, 31)]])
+    cluster = _middle_ethernet_pair([91, 75, 91])
+    pipeline = build_pipeline(graph)
+    assert exact_optimum(pipeline, cluster, LIMITS, time_limit=30).fps == 0
+    assert ColumnBound(pipeline, cluster, LIMITS).bound() == 0
+
+
 def _over_any_count(bound: ColumnBound) -> float:
     """The LP bound without the integer instance counts."""
     with mock.patch.object(colgen, "MAX_COUNTED", 0):

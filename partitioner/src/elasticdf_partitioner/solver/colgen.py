@@ -82,6 +82,13 @@ class Capacity:
     def n_slots(self) -> int:
         return len(self.slot_type)
 
+    def sides(self) -> np.ndarray:
+        """(T, 2, S) masks of each card type's slots below and above its Ethernet SLR."""
+        eth = self.slot_slr[np.array(self.eth_slot)]  # (T,)
+        own = self.slot_type[None, :] == np.arange(len(self.count))[:, None]  # (T, S)
+        return np.stack([own & (self.slot_slr[None, :] < eth[:, None]),
+                         own & (self.slot_slr[None, :] > eth[:, None])], axis=1)
+
     def boundary_rows(self) -> list[tuple[int, int, int]]:
         """(slot a, slot b) pairs of adjacent SLRs of one card type, both directions, as (type, a, b)."""
         out = []
@@ -183,17 +190,18 @@ class ColumnBound:
     walk could alternate between SLRs and mix stages of every part of the model on each SLR, which no placement
     can.
 
-    An instance uses at most k = min(cards of a type, max cards per instance) cards of each type, so it uses at
-    most k times one card's resources, mean budget, SLLs and ports of each slot, boundary and type (its
-    *per-instance limit*). Pricing only checks each option against an SLR, so without that limit the LP runs
-    configurations that would need several cards' worth of one SLR at a fraction each. The master therefore
-    has, per level with columns, the limit for the average instance of that level (sum over its columns of
-    x_j (use_j - limit) <= 0: every real instance meets it, so does any mix of them). Its dual mu_L >= 0 enters
-    pricing as a Lagrangian term: for a real instance R of level L, y.use_R >= (y + mu_L).use_R - mu_L.limit,
-    and the DP under the prices y + mu_L bounds the first term from below, so the bound stays proven for any
-    mu_L. The limit term is charged once per instance, not per visit of a slot. (Lagrangian prices can only ever
-    enforce the limit on the average instance of a level: a mix of a walk that overfills one SLR with one that
-    overfills another passes it. benchmarks/results/certificate.md says what that leaves.)"""
+    An instance uses at most k = min(cards of a type, max cards per instance) cards of each type, so it uses at most
+    k times one card's resources, mean budget, SLLs and ports of each slot, boundary and type, and, where it runs on
+    several cards, one side of the Ethernet SLR's worth in each of its first and last run (its *per-instance limit*;
+    the last part is what keeps an instance over two U55Cs to four SLRs). Pricing only checks each option against an
+    SLR, so without that limit the LP runs configurations that would need several cards' worth of one SLR at a
+    fraction each. The master therefore has, per level with columns, the limit for the average instance of that
+    level (sum over its columns of x_j (use_j - limit) <= 0: every real instance meets it, so does any mix of them).
+    Its dual mu_L >= 0 enters pricing as a Lagrangian term: for a real instance R of level L, y.use_R >= (y +
+    mu_L).use_R - mu_L.limit, and the DP under the prices y + mu_L bounds the first term from below, so the bound
+    stays proven for any mu_L. The limit term is charged once per instance, not per visit of a slot. (Lagrangian
+    prices can only ever enforce the limit on the average instance of a level: a mix of a walk that overfills one
+    SLR with one that overfills another passes it. benchmarks/results/certificate.md says what that leaves.)"""
 
     def __init__(self, pipeline: Pipeline, cluster: Cluster, limits: Limits, settings: PackSettings | None = None):
         settings = settings or PackSettings()
@@ -205,10 +213,12 @@ class ColumnBound:
         # levels every stage has an option for, and no slower than a latency floor allows
         reachable = (self.tables.last >= 0).all(axis=1) & (self.fps >= settings.min_instance_fps * (1 - 1e-9))
         self.allowed = np.flatnonzero(reachable).tolist()
-        self.rhs = self._row_limits(c.count)
-        self.per_instance = self._row_limits(np.minimum(c.count, settings.max_cards_per_instance))
+        self.sides = c.sides()
+        self.off_eth = self.sides.any(axis=1)  # (T, S): the slots of each type off its Ethernet SLR
         self.n_res, self.n_mean, self.n_sll, self.n_types = 5 * c.n_slots, c.n_slots, len(self.boundaries), len(c.count)
         self.runs = int(min(settings.max_cards_per_instance, c.count.sum()))
+        self.rhs = self._row_limits(c.count)
+        self.per_instance = self._row_limits(np.minimum(c.count, settings.max_cards_per_instance), self.runs)
         same = c.slot_type[:, None] == c.slot_type[None, :]
         self.step_ok = np.array([same & (c.slot_slr[None, :] >= c.slot_slr[:, None]),  # [direction, a, b]:
                                  same & (c.slot_slr[None, :] <= c.slot_slr[:, None])])  # up, down
@@ -217,26 +227,40 @@ class ColumnBound:
         self.arrive_ok = np.array([c.slot_slr >= eth, c.slot_slr <= eth])
         self.hop_ok = ~same | (c.count[c.slot_type] >= 2)[:, None]
 
-    def _row_limits(self, cards: np.ndarray) -> np.ndarray:
-        """Each row's limit (resources and mean budget per slot, SLLs per boundary, ports out and in per type)
-        for `cards` cards of each type."""
+    def _row_limits(self, cards: np.ndarray, runs: int | None = None) -> np.ndarray:
+        """Each row's limit (resources and mean budget per slot, SLLs per boundary, ports out and in per type,
+        resources off the Ethernet SLR per type) for `cards` cards of each type: of one instance of at most
+        `runs` runs (cards) if given, else of the cluster."""
         c = self.cap
         return np.concatenate([
             (c.cap * cards[c.slot_type][:, None]).ravel(),
             c.mean_budget * cards[c.slot_type],
             np.array([c.sll[t] * cards[t] for t, _, _ in self.boundaries]),
             c.ports_gbps * cards, c.ports_gbps * cards,
+            self._off_eth_limits(cards, runs).ravel(),
         ])
+
+    def _off_eth_limits(self, cards: np.ndarray, runs: int | None) -> np.ndarray:
+        """(T, 5) what a type's SLRs off its Ethernet SLR hold. A run that hands the stream on walks to (or from)
+        the Ethernet SLR from one side of it only, and a middle run sits on the Ethernet SLR alone: an instance
+        of several runs uses at most one side's worth in its first run and one in its last. Where the Ethernet
+        SLR is in the middle (U55C, U250), that is less than all the SLRs of the cards the instance runs on."""
+        side = self.sides.astype(float) @ self.cap.cap  # (T, 2, 5)
+        both = side.sum(axis=1)
+        if runs is None:
+            return both * cards[:, None]
+        ends = np.minimum(cards, 2)[:, None] if runs > 1 else np.zeros((len(cards), 1))
+        return np.maximum(both * np.minimum(cards, 1)[:, None], ends * side.max(axis=1))
 
     # -- dual vector layout ---------------------------------------------------------------------
     def _split(self, y: np.ndarray):
         i = 0
         parts = []
-        for size in (self.n_res, self.n_mean, self.n_sll, self.n_types, self.n_types):
+        for size in (self.n_res, self.n_mean, self.n_sll, self.n_types, self.n_types, 5 * self.n_types):
             parts.append(y[i:i + size])
             i += size
-        res, mean, sll, out, inn = parts
-        return res.reshape(-1, 5), mean, sll, out, inn
+        res, mean, sll, out, inn, off_eth = parts
+        return res.reshape(-1, 5), mean, sll, out, inn, off_eth.reshape(-1, 5)
 
     def _moves(self, sll_price: np.ndarray, out: np.ndarray, inn: np.ndarray):
         """Per slot pair: SLL price summed over the walk inside a card (walk), and for a hand-off to another
@@ -274,9 +298,10 @@ class ColumnBound:
         levels = shared + own
         group = np.concatenate([np.zeros(len(shared), dtype=np.int64), np.arange(1, len(own) + 1)])
         parts = [self._split(prices) for prices in [y] + [y + mu[lv] for lv in own]]
-        slot_price = np.array([res + mean[:, None] * self.cap.mean_weight for res, mean, *_ in parts])  # (G, S, 5)
+        slot_price = np.array([res + mean[:, None] * self.cap.mean_weight + self.off_eth.T @ off_eth
+                               for res, mean, _, _, _, off_eth in parts])  # (G, S, 5)
         cost, priced = self.tables.cheapest(slot_price, levels, group)
-        moves = [np.array(m) for m in zip(*(self._moves(*part[2:]) for part in parts))]
+        moves = [np.array(m) for m in zip(*(self._moves(*part[2:5]) for part in parts))]
         fps = self.fps[levels]
         credit = np.array([0.0] * len(shared) + [float(mu[lv] @ self.per_instance) for lv in own])
         reduced = fps - cost.min(axis=2).sum(axis=1) + credit
@@ -359,10 +384,12 @@ class ColumnBound:
         base = self.n_res + self.n_mean
         sll_index = {(a, b): base + i for i, (_, a, b) in enumerate(self.boundaries)}
         net = base + self.n_sll
+        off_eth = use[net + 2 * self.n_types:].reshape(-1, 5)
         for p, st in enumerate(states):
             slot = st % s
             option = t.cheapest_option(walks.priced[:, walks.group[i]], lv, p, slot)
             res[slot] += t.res[option]
+            off_eth[self.off_eth[:, slot]] += t.res[option]
             mean[slot] += t.res[option] @ c.mean_weight[slot]
             if p == 0:
                 continue
