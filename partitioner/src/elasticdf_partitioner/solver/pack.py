@@ -67,6 +67,11 @@ OPPOSITE_PROBES = 16
 # and a main instance 4 % slower can leave room for a filler twice as fast (MobileNetV1 on a U200: 1,725 + 498
 # fps where the candidates place 1,793 + 195).
 MAIN_SPAN = 1.1
+# A run dive that beats the best so far with fillers is dived again with its main instance at the levels of the
+# pipeline between the candidate levels, filled from its filler's level on at this many levels of the pipeline
+# (see _refined_main): ResNet-50 on a U250 places 1,993 + 886 fps at 100,352 + 225,792 cycles, 8 and 4 levels
+# away from the candidates' 1,736 + 997.
+FINE_FILLERS = 6
 SHARED_STEP_BUDGET = 20_000  # steps of the shared-route searches (placers.SharedRoutePlacer): a fit is found in
 # tens or hundreds (exact_bench #1: 52, #10: 517), a count that does not fit would take the whole budget
 
@@ -237,7 +242,35 @@ class GroupPacker:
             result = self._search([level] + slower, dive=True, exhaustive=False, incumbent=best,
                                   placer_type=RunPlacer, filling=True)
             if result.fps > best.fps + EPS:
-                return self._refined(result, level, slower, candidates)
+                return self._refined_main(self._refined(result, level, slower, candidates), level, candidates, empty)
+        return best
+
+    def _refined_main(self, found: GroupResult, level: int, candidates: list[int], empty: GroupState) -> GroupResult:
+        """`found` (a refined run dive at `level` with fillers), or a run dive with its main instance at the fastest
+        level of the pipeline between the next faster candidate and `level` at which it still leaves room for a
+        filler, filled from `found`'s filler level on, if that beats it. A faster main instance leaves less room,
+        so its best filler is slower; room is about monotone in the main level, so a binary search finds that
+        level. ResNet-50 on a U55C places 1,772 + 498 fps at 112,896 cycles, where the candidate 115,200 places
+        1,736 + 498 and 100,352-107,648 leave no room for a filler; on a U250 the fastest, 100,352, places 1,993 +
+        886 where the candidate places 1,736 + 997. (Diving every main level between the candidates found no
+        more on the zoo and took 1.5-2.6 times as long on one card.)"""
+        filler = min((p.cycles for p in found.placements if p.cycles > level), default=None)
+        if filler is None:
+            return found
+        faster = max((lv for lv in candidates if lv < level), default=0)
+        mains = [lv for lv in self.pipeline.levels() if faster < lv < level]
+        best = found
+        while mains:
+            middle = len(mains) // 2
+            main = mains[middle]
+            slowest = self._slowest_filler(empty, main)
+            fillers = [lv for lv in self.pipeline.levels() if filler <= lv <= slowest][:FINE_FILLERS]
+            result = self._search([main] + fillers, dive=True, exhaustive=False, placer_type=RunPlacer, filling=True)
+            if any(p.cycles > main for p in result.placements):  # room for a filler: a faster main may have some
+                best = result if result.fps > best.fps + EPS else best
+                mains = mains[:middle]
+            else:
+                mains = mains[middle + 1:]
         return best
 
     def _slowest_filler(self, empty: GroupState, level: int) -> float:
