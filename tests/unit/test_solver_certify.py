@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from unittest import mock
 
@@ -24,7 +23,7 @@ from elasticdf_partitioner.zoo import load_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_packing import best_total_fps
-from test_solver_exactness import LIMITS, cards, layers
+from test_solver_exactness import LIMITS, cards, layers, of_one_type
 
 CLUSTERS = Path(__file__).parents[2] / "examples" / "clusters"
 
@@ -63,9 +62,8 @@ small_cards = st.lists(st.tuples(st.lists(st.integers(60, 160), min_size=1, max_
 def test_lp_bound_with_instance_limits_is_proven_and_no_looser(stages, cards, sll, same_type, max_cards):
     graph = chain("rand", [[(c, Resources(lut, 0, 0, 0, dsp), w) for c, lut, dsp, w in stage] for stage in stages])
     cluster = toy_cluster([c[0] for c in cards], [min(c[1], len(c[0]) - 1) for c in cards], sll=sll)
-    if same_type:  # cards of one type share the LP's slots, and their limit is per instance, not per card
-        cluster = dataclasses.replace(cluster, cards=[dataclasses.replace(c, type=cluster.cards[0].type)
-                                                      for c in cluster.cards])
+    if same_type:  # their limit is per instance, not per card
+        cluster = of_one_type(cluster)
     pipeline = build_pipeline(graph)
     pack = PackSettings(max_cards_per_instance=max_cards)
     found = exact_optimum(pipeline, cluster, LIMITS, pack, time_limit=30).fps  # feasible, if not proven optimal
@@ -77,9 +75,7 @@ def test_lp_bound_with_instance_limits_is_proven_and_no_looser(stages, cards, sl
 
 def _middle_ethernet_pair(luts: list[int]):
     """Two cards of one type, three SLRs each, the Ethernet SLR in the middle (as a U55C)."""
-    cluster = toy_cluster([luts, luts], [1, 1])
-    one_type = [dataclasses.replace(c, type=cluster.cards[0].type) for c in cluster.cards]
-    return dataclasses.replace(cluster, cards=one_type)
+    return of_one_type(toy_cluster([luts, luts], [1, 1]))
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

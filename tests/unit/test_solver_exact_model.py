@@ -4,8 +4,6 @@ search over multisets of instance levels (solver/exact_search.py) against enumer
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from elasticdf_partitioner.errors import InfeasibleError
 from elasticdf_partitioner.models.synthetic import chain, toy_cluster
@@ -19,7 +17,7 @@ from elasticdf_partitioner.solver.stages import build_pipeline
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from reference_packing import best_total_fps
-from test_solver_exactness import LIMITS, layers
+from test_solver_exactness import LIMITS, layers, of_one_type
 
 MILP_SECONDS = 120  # what the level-search test gives the MILP reference on each problem
 
@@ -49,8 +47,7 @@ def test_lp_bound_is_never_below_the_exact_optimum(layers, cards, sll, skip, sam
     graph = chain("rand", layers, [(0, 2)] if skip and len(layers) == 3 else [])
     cluster = toy_cluster([c[0] for c in cards], [min(c[1], len(c[0]) - 1) for c in cards], sll=sll)
     if same_type:  # cards of one type share the LP's slots: runs on the same SLR of two cards
-        cluster = dataclasses.replace(cluster, cards=[dataclasses.replace(c, type=cluster.cards[0].type)
-                                                      for c in cluster.cards])
+        cluster = of_one_type(cluster)
     pipeline = build_pipeline(graph)
     exact = exact_optimum(pipeline, cluster, LIMITS, time_limit=60)
     assert exact.optimal

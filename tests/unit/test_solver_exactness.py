@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from elasticdf_partitioner.catalog import Limits
 from elasticdf_partitioner.models.synthetic import chain, toy_cluster
@@ -20,6 +22,12 @@ option = st.builds(
     st.sampled_from([50, 100, 200]), st.integers(30, 90), st.integers(0, 60), st.sampled_from([8, 32, 64]),
 )
 layers = st.lists(st.lists(option, min_size=1, max_size=2), min_size=1, max_size=3)
+
+
+def of_one_type(cluster):
+    """The cluster with every card of its first card's type: cards of one type share the LP's slots."""
+    return dataclasses.replace(cluster, cards=[dataclasses.replace(c, type=cluster.cards[0].type)
+                                               for c in cluster.cards])
 cards = st.lists(st.tuples(st.lists(st.integers(40, 160), min_size=1, max_size=2), st.integers(0, 1)),
                  min_size=1, max_size=2)
 

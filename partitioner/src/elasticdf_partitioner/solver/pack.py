@@ -205,7 +205,7 @@ class GroupPacker:
         level = min(p.cycles for p in best.placements)
         if self._count_bound(empty, level) <= RUN_PLACER_MAX_COUNT:
             return best
-        faster = max((lv for lv in levels if lv < level), default=0)
+        faster = _next_faster(level, levels)
         slower = min((lv for lv in levels if lv > level), default=level)
         for finer in [lv for lv in self.pipeline.levels() if faster < lv < slower and lv not in levels]:
             result = self._search([finer], dive=True, exhaustive=False, incumbent=best)
@@ -257,14 +257,15 @@ class GroupPacker:
         filler = min((p.cycles for p in found.placements if p.cycles > level), default=None)
         if filler is None:
             return found
-        faster = max((lv for lv in candidates if lv < level), default=0)
-        mains = [lv for lv in self.pipeline.levels() if faster < lv < level]
+        levels = self.pipeline.levels()
+        faster = _next_faster(level, candidates)
+        mains = [lv for lv in levels if faster < lv < level]
         best = found
         while mains:
             middle = len(mains) // 2
             main = mains[middle]
             slowest = self._slowest_filler(empty, main)
-            fillers = [lv for lv in self.pipeline.levels() if filler <= lv <= slowest][:FINE_FILLERS]
+            fillers = [lv for lv in levels if filler <= lv <= slowest][:FINE_FILLERS]
             result = self._search([main] + fillers, dive=True, exhaustive=False, placer_type=RunPlacer, filling=True)
             if any(p.cycles > main for p in result.placements):  # room for a filler: a faster main may have some
                 best = result if result.fps > best.fps + EPS else best
@@ -322,8 +323,7 @@ class GroupPacker:
         the level of its fastest filler where it has any, else at its own."""
         filler = min((p.cycles for p in found.placements if p.cycles > level), default=None)
         if filler is None:
-            faster = max((lv for lv in candidates if lv < level), default=0)
-            return self._refined_run_dive(faster, level, found)
+            return self._refined_run_dive(_next_faster(level, candidates), level, found)
         placed_at = min(lv for lv in slower if lv >= filler)  # the candidate level the filler was placed at
         faster = max(lv for lv in [level] + slower if lv < placed_at)
         return self._refined_run_dive(faster, placed_at, found, level, [lv for lv in slower if lv > placed_at])
@@ -467,6 +467,11 @@ class GroupPacker:
 
         dfs(0, 0, 0.0)
         return GroupResult(best[1], best[0], complete[0] and not steps.exhausted, nodes[0])
+
+
+def _next_faster(level: int, levels: list[int]) -> int:
+    """The slowest of `levels` faster than `level`, 0 if none: where the levels between candidates start."""
+    return max((lv for lv in levels if lv < level), default=0)
 
 
 def _spread(values: list[int], count: int) -> list[int]:

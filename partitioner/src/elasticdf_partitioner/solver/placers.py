@@ -461,7 +461,6 @@ class RunPlacer(GreedyPlacer):
 
     def __init__(self, pipeline: Pipeline, state: GroupState, level: int):
         super().__init__(pipeline, state, level)
-        self.farthest_run: tuple = ()  # (card, slr, start, end, resources) of the run _farthest chose last
         if self.feasible_level():
             least = np.array(pipeline.least_per_stage(level))
             self.least_prefix = np.vstack([np.zeros(5), np.cumsum(least, axis=0)])  # row e: stages 0..e-1
@@ -487,8 +486,6 @@ class RunPlacer(GreedyPlacer):
     def _run_resources(self, card: int, slr: int, s: int, end: int) -> Resources:
         if end == s:
             return Resources()  # an empty run passes the stream on
-        if self.farthest_run[:4] == (card, slr, s, end):  # _farthest's run, not shortened for a cut: its known sum
-            return self.farthest_run[4]
         return Resources(*np.sum([o.res for o in self.chosen[s:end]], axis=0).tolist())  # one sum, not end - s
 
     def _width(self, position: int) -> float:
@@ -499,13 +496,13 @@ class RunPlacer(GreedyPlacer):
         SLR, fit it; those options go into self.chosen. On the route's last SLR only the whole rest is tried
         (a walk that fails there costs one balanced_order, not a binary search of them)."""
         capacity = self._run_capacity(card, slr)
-        fitting: dict[int, tuple[list[StageOption], Resources]] = {s: ([], Resources())}
+        fitting: dict[int, list[StageOption]] = {s: []}
         most = self._longest_run(card, slr, s)
 
         def fits(e: int) -> bool:
             run, need = _balanced_run(self.pipeline, self.opts, self.level, capacity, (s, e))
             if self.state.fits(card, slr, need):
-                fitting[e] = run, need
+                fitting[e] = run
                 return True
             return False
 
@@ -518,8 +515,7 @@ class RunPlacer(GreedyPlacer):
                 mid = (low + high) // 2
                 low, high = (mid, high) if fits(mid) else (low, mid)
         end = max(fitting)
-        self.chosen[s:end], need = fitting[end]
-        self.farthest_run = card, slr, s, end, need
+        self.chosen[s:end] = fitting[end]
         return end
 
     def _run_capacity(self, card: int, slr: int) -> Resources:
