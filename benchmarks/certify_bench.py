@@ -18,7 +18,7 @@ from pathlib import Path
 from elasticdf_partitioner.catalog import Limits, load_catalog, with_clocks
 from elasticdf_partitioner.cluster import ClusterSpec, cluster_from_spec, load_cluster
 from elasticdf_partitioner.solver import solve
-from elasticdf_partitioner.solver.colgen import ColumnBound
+from elasticdf_partitioner.solver.colgen import lp_bound
 from elasticdf_partitioner.solver.pack import PackSettings
 from elasticdf_partitioner.solver.stages import build_pipeline
 from elasticdf_partitioner.zoo import load_model
@@ -57,7 +57,7 @@ def certificate_rows():
             solve(graph, cluster)
             warm = time.perf_counter() - started
             started = time.perf_counter()
-            lp = ColumnBound(build_pipeline(graph), cluster, Limits()).bound()
+            lp = lp_bound(build_pipeline(graph), cluster, Limits())
             lp_seconds = time.perf_counter() - started
             row = (model, case, plan.total_fps, plan.bound, lp, first if n == 0 else None, warm, lp_seconds)
             rows.append(row)

@@ -27,7 +27,7 @@ from elasticdf_partitioner.errors import InfeasibleError
 from elasticdf_partitioner.models.synthetic import chain, toy_cluster
 from elasticdf_partitioner.resources import Resources
 from elasticdf_partitioner.solver import solve
-from elasticdf_partitioner.solver.colgen import ColumnBound
+from elasticdf_partitioner.solver.colgen import lp_bound
 from elasticdf_partitioner.solver.exact import exact_optimum, front, instance_limit
 from elasticdf_partitioner.solver.exact_search import exact_search
 from elasticdf_partitioner.solver.pack import PackSettings
@@ -70,7 +70,7 @@ def random_rows():
         except InfeasibleError:  # the exact model says whether it truly is
             plan_fps, bound = 0.0, float("nan")
         solver_seconds = time.perf_counter() - started
-        lp = ColumnBound(pipeline, cluster, LIMITS).bound()
+        lp = lp_bound(pipeline, cluster, LIMITS)
         started = time.perf_counter()
         exact = exact_optimum(pipeline, cluster, LIMITS, PackSettings(), time_limit=TIME_LIMIT)
         rows.append((i, len(pipeline.stages), [c.type.n_slrs for c in cluster.cards], plan_fps, exact, lp,
@@ -120,7 +120,7 @@ def search_rows():
             started = time.perf_counter()
             plan = solve(graph, cluster)
             solver_seconds = time.perf_counter() - started
-            lp = ColumnBound(pipeline, cluster, Limits()).bound()
+            lp = lp_bound(pipeline, cluster, Limits())
             found = exact_search(pipeline, cluster, plan.total_fps, lp, time_limit=ZOO_TIME_LIMIT)
             rows.append((model, case, plan.total_fps, lp, found, solver_seconds, pipeline))
             print(_search_cells(rows[-1]), flush=True)

@@ -14,7 +14,7 @@ from elasticdf_partitioner.errors import InputError
 from elasticdf_partitioner.models.synthetic import chain, toy_cluster
 from elasticdf_partitioner.resources import Resources
 from elasticdf_partitioner.solver import colgen, solve
-from elasticdf_partitioner.solver.colgen import ColumnBound
+from elasticdf_partitioner.solver.colgen import ColumnBound, lp_bound
 from elasticdf_partitioner.solver.exact import exact_optimum
 from elasticdf_partitioner.solver.exact_search import LevelSearch
 from elasticdf_partitioner.solver.pack import PackSettings
@@ -44,7 +44,7 @@ def test_lp_bound_is_never_below_the_exact_optimum(layers, cards):
 
 def _without_instance_limits(bound: ColumnBound) -> ColumnBound:
     """The LP without the per-instance limit rows: no column exceeds an infinite limit."""
-    bound.per_instance = np.full_like(bound.per_instance, np.inf)
+    bound.per_instance = {several: np.full_like(limit, np.inf) for several, limit in bound.per_instance.items()}
     return bound
 
 
@@ -69,6 +69,7 @@ def test_lp_bound_with_instance_limits_is_proven_and_no_looser(stages, cards, sl
     found = exact_optimum(pipeline, cluster, LIMITS, pack, time_limit=30).fps  # feasible, if not proven optimal
     bound = ColumnBound(pipeline, cluster, LIMITS, pack).bound()
     assert bound >= found * (1 - 1e-6) - 1e-6
+    assert lp_bound(pipeline, cluster, LIMITS, pack) >= found * (1 - 1e-6) - 1e-6
     looser = _without_instance_limits(ColumnBound(pipeline, cluster, LIMITS, pack)).bound()
     assert bound <= looser * (1 + 1e-3) + 1e-6  # the rounds stop within 1e-5 of the LP, or on a stall
 
@@ -101,6 +102,49 @@ def test_an_instance_over_two_cards_gets_one_side_of_each_ethernet_slr():
     pipeline = build_pipeline(graph)
     assert exact_optimum(pipeline, cluster, LIMITS, time_limit=30).fps == 0
     assert ColumnBound(pipeline, cluster, LIMITS).bound() == 0
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stages=st.lists(st.lists(variant, min_size=1, max_size=2), min_size=2, max_size=3),
+       luts=st.lists(st.integers(60, 160), min_size=1, max_size=2), eth=st.integers(0, 1), count=st.integers(2, 4),
+       max_cards=st.sampled_from([2, 4]))
+def test_lp_bound_over_networked_cards_holds_on_up_to_four_cards(stages, luts, eth, count, max_cards):
+    """lp_bound's split by how many cards the instances over several cards network, on 2-4 cards of one type."""
+    graph = chain("rand", [[(c, Resources(lut, 0, 0, 0, dsp), w) for c, lut, dsp, w in stage] for stage in stages])
+    cluster = of_one_type(toy_cluster([luts] * count, [min(eth, len(luts) - 1)] * count))
+    pipeline = build_pipeline(graph)
+    pack = PackSettings(max_cards_per_instance=max_cards)
+    found = exact_optimum(pipeline, cluster, LIMITS, pack, time_limit=30).fps  # feasible, if not proven optimal
+    assert lp_bound(pipeline, cluster, LIMITS, pack) >= found * (1 - 1e-6) - 1e-6
+
+
+def _table(rows: list[list[tuple[int, int]]]):
+    """A chain whose stages have these (cycles, LUTs) options."""
+    return chain("table", [[(c, Resources(lut, 0, 0, 0, 0), 8) for c, lut in options] for options in rows])
+
+
+def test_an_instance_over_several_cards_pays_the_vnx_stack_on_each():
+    """Two stages of 95 LUTs on two one-SLR cards of 100 LUTs: neither card holds both, and over the two cards each
+    also needs its VNx stack (10 LUTs): no placement exists. The LP knows it; before it priced the stacks it ran
+    the instance over the two cards at its full 1,000,000 fps."""
+    pipeline = build_pipeline(_table([[(100, 95)], [(100, 95)]]))
+    cluster = of_one_type(toy_cluster([[100], [100]], [0, 0]))
+    assert exact_optimum(pipeline, cluster, LIMITS, time_limit=30).fps == 0
+    assert ColumnBound(pipeline, cluster, LIMITS).bound() == 0
+
+
+def test_one_card_instances_and_networked_cards_tighten_the_bound():
+    """Two stages of 55 LUTs (100 cycles) or 30 LUTs (200 cycles) on four one-SLR cards of 100 LUTs: an instance
+    on one card runs at 500,000 fps, one over two cards (a 10-LUT stack each) at 1,000,000 fps, and the best
+    placement runs 3,000,000 fps (per pair of cards a fast and a slow instance over both). The LP used to run a
+    fast instance on one card's SLR at 110 LUTs (an instance could use every card's worth of each SLR): 3,600,000
+    fps. Now one-card instances get one card's worth, the stacks are priced (3,321,429), and the split by
+    networked cards gives 3,200,000."""
+    pipeline = build_pipeline(_table([[(100, 55), (200, 30)], [(100, 55), (200, 30)]]))
+    cluster = of_one_type(toy_cluster([[100]] * 4, [0] * 4))
+    assert exact_optimum(pipeline, cluster, LIMITS, time_limit=60).fps == pytest.approx(3e6)
+    assert ColumnBound(pipeline, cluster, LIMITS).bound() == pytest.approx(3_321_429, rel=1e-4)
+    assert lp_bound(pipeline, cluster, LIMITS) == pytest.approx(3.2e6, rel=1e-4)
 
 
 def _over_any_count(bound: ColumnBound) -> float:

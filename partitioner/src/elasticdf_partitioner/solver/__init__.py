@@ -84,9 +84,9 @@ def solve(graph: ModelGraph, cluster: Cluster, objective: str = "throughput", ta
     bound = fps_bound(pipeline, usable, fclk)
     bound_method = "resource"
     if certify:
-        from .colgen import ColumnBound  # only here: a plan without --certify need not load it
+        from .colgen import lp_bound  # only here: a plan without --certify need not load it
 
-        lp = ColumnBound(pipeline, cluster, limits, settings).bound()
+        lp = lp_bound(pipeline, cluster, limits, settings)
         bound, bound_method = min(bound, lp), "lp" if lp < bound else bound_method
     floor_cycles = fclk * 1e6 / settings.min_instance_fps if settings.min_instance_fps else float("inf")
     levels = candidate_levels(pipeline, max_cycles=floor_cycles)

@@ -7,16 +7,18 @@ Ethernet port bandwidth, each summed over the cards of a type, and within what o
 ColumnBound). Columns come from pricing (column generation): given the LP's resource prices, a dynamic program
 over the stages finds, for every level, the cheapest configuration. Pricing searches a superset of the real
 placements (walks that go one way on each card over at most max-cards-per-instance cards, each crossing
-charged its narrowest possible stream width, VNx stacks, uplinks and integrality left out), so the LP is a
-relaxation of the solver's problem and any dual-feasible price vector proves a bound. Where the LP runs few
-instances, a real plan's integer instance count is used too (ColumnBound.bound).
+charged its narrowest possible stream width, uplinks and integrality left out), so the LP is a relaxation of
+the solver's problem and any dual-feasible price vector proves a bound. The VNx stacks an instance over several
+cards needs are priced through how many cards a plan networks (ColumnBound._stack_columns). Where the LP runs
+few instances, a real plan's integer instance count is used too (ColumnBound.bound); on cards of one type,
+lp_bound also splits the cluster into networked cards and cards that each hold a one-card plan.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -38,6 +40,7 @@ SMOOTHING = 0.5  # weight of the best duals so far in the prices of rounds with 
 MAX_COUNTED = 30  # the LP's instance count up to which the bound is taken over integer counts
 COUNT_TOLERANCE = 1e-3  # an LP count this close to an integer is not refined
 MAX_INSTANCES = 1 << 40  # more instances than any cluster runs
+Key = tuple[int, bool]  # (level, over several cards): instances that share per-instance limit rows
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Capacity:
     count: np.ndarray  # (T,) cards of each type
     sll: np.ndarray  # (T,) SLLs per boundary and direction of one card
     ports_gbps: np.ndarray  # (T,)
+    eth_cost: np.ndarray  # (T, 5) what opening a type's VNx stack takes of its Ethernet SLR
     fclk_mhz: float  # the fastest clock: an instance never runs faster
 
     @classmethod
@@ -76,11 +80,19 @@ class Capacity:
         return cls(np.array(slot_type), np.array(slot_slr), np.array(cap, float), np.array(weight),
                    np.array(budget), eth_slot, np.array([counts[t.name] for t in types], float),
                    np.array([t.sll_per_pair for t in types], float),
-                   np.array([LINK_GBPS * max(t.qsfp_ports, 0) for t in types], float), fclk)
+                   np.array([LINK_GBPS * max(t.qsfp_ports, 0) for t in types], float),
+                   np.tile(np.multiply(ip.eth, list(limits.as_resources())), (len(types), 1)), fclk)
 
     @property
     def n_slots(self) -> int:
         return len(self.slot_type)
+
+    def stack(self) -> tuple[np.ndarray, np.ndarray]:
+        """(S, 5) what an open VNx stack takes of each slot (its card's Ethernet SLR), and (S,) of its mean
+        budget."""
+        stack = np.zeros((self.n_slots, 5))
+        stack[self.eth_slot] = self.eth_cost
+        return stack, (stack * self.mean_weight).sum(axis=1)
 
     def sides(self) -> np.ndarray:
         """(T, 2, S) masks of each card type's slots below and above its Ethernet SLR."""
@@ -127,22 +139,25 @@ class _Tables:
                 self.width[:, p] += np.where(idx >= 0, widths[np.clip(idx, 0, b - a - 1)], 0.0)
                 self.bits[p] += e.bits_per_frame
 
-    def cheapest(self, slot_price: np.ndarray, levels: list[int], group: np.ndarray):
-        """cost[i, s, slot] of the cheapest option of stage s within level levels[i] under the slot prices
-        slot_price[group[i]] (G, S, 5), and the option prices (N + 1, G, S): inf where the option does not fit
-        the slot, and a last row of inf that ends the last stage's range. Every level must have an option for
-        every stage."""
+    def prices(self, slot_price: np.ndarray) -> np.ndarray:
+        """The option prices (N + 1, G, S) under the slot prices of each price group (G, S, 5): inf where the
+        option does not fit the slot, and a last row of inf that ends the last stage's range."""
         n, (groups, slots, _) = len(self.res), slot_price.shape
         priced = np.empty((n + 1, groups * slots))
         priced[n] = np.inf
         np.matmul(self.res, slot_price.reshape(-1, 5).T, out=priced[:n])  # one product for every group
         priced = priced.reshape(n + 1, groups, slots)
         priced[:n] += self.misfit[:, None, :]
-        cost = np.empty((len(levels), len(self.starts), slots))
+        return priced
+
+    def stage_costs(self, priced: np.ndarray, levels: list[int], group: np.ndarray) -> np.ndarray:
+        """cost[i, s, slot] of the cheapest option of stage s within level levels[i] under option prices
+        priced[:, group[i]]. Every level must have an option for every stage."""
+        cost = np.empty((len(levels), len(self.starts), priced.shape[2]))
         for i, level in enumerate(levels):
             ranges = np.column_stack([self.starts, self.last[level] + 1]).ravel()
             cost[i] = np.minimum.reduceat(priced[:, group[i]], ranges, axis=0)[::2]
-        return cost, priced
+        return cost
 
     def cheapest_option(self, priced: np.ndarray, level: int, stage: int, slot: int) -> int:
         """Which option `cheapest` took for this stage and slot (priced: one group's option prices, (N + 1, S))."""
@@ -153,6 +168,7 @@ class _Tables:
 @dataclass
 class Column:
     level: int  # index into the levels
+    several: bool  # runs over several cards
     fps: float
     use: np.ndarray
 
@@ -179,6 +195,7 @@ class _Walks:
     back: np.ndarray  # (L, stages, 2, runs, S): the state the walk came from
     priced: np.ndarray  # (N + 1, G, S): option prices of each price group (see _Tables.cheapest)
     group: np.ndarray  # (L,)
+    runs: int
 
 
 class ColumnBound:
@@ -190,20 +207,22 @@ class ColumnBound:
     walk could alternate between SLRs and mix stages of every part of the model on each SLR, which no placement
     can.
 
-    An instance uses at most k = min(cards of a type, max cards per instance) cards of each type, so it uses at most
-    k times one card's resources, mean budget, SLLs and ports of each slot, boundary and type, and, where it runs on
-    several cards, one side of the Ethernet SLR's worth in each of its first and last run (its *per-instance limit*;
-    the last part is what keeps an instance over two U55Cs to four SLRs). Pricing only checks each option against an
-    SLR, so without that limit the LP runs configurations that would need several cards' worth of one SLR at a
-    fraction each. The master therefore has, per level with columns, the limit for the average instance of that
-    level (sum over its columns of x_j (use_j - limit) <= 0: every real instance meets it, so does any mix of them).
-    Its dual mu_L >= 0 enters pricing as a Lagrangian term: for a real instance R of level L, y.use_R >= (y +
-    mu_L).use_R - mu_L.limit, and the DP under the prices y + mu_L bounds the first term from below, so the bound
-    stays proven for any mu_L. The limit term is charged once per instance, not per visit of a slot. (Lagrangian
-    prices can only ever enforce the limit on the average instance of a level: a mix of a walk that overfills one
+    An instance on one card uses at most that card's resources, mean budget and SLLs. One over several cards uses
+    at most k = min(cards of a type, max cards per instance) cards of each type with their VNx stacks open, so at
+    most k times one networked card's resources, mean budget, SLLs and ports of each slot, boundary and type, and
+    one side of the Ethernet SLR's worth in each of its first and last run (what keeps an instance over two U55Cs
+    to four SLRs). These are its *per-instance limits*. Pricing only checks each option against an SLR, so without
+    them the LP runs configurations that would need several cards' worth of one SLR at a fraction each. The master
+    therefore has, per level and kind (one card, several) with columns, the limit for the average instance of that
+    key (sum over its columns of x_j (use_j - limit) <= 0: every real instance meets it, so does any mix of them).
+    Its dual mu_K >= 0 enters pricing as a Lagrangian term: for a real instance R of key K, y.use_R >= (y +
+    mu_K).use_R - mu_K.limit, and the DP under the prices y + mu_K bounds the first term from below, so the bound
+    stays proven for any mu_K. The limit term is charged once per instance, not per visit of a slot. (Lagrangian
+    prices can only ever enforce the limit on the average instance of a key: a mix of a walk that overfills one
     SLR with one that overfills another passes it. benchmarks/results/certificate.md says what that leaves.)"""
 
-    def __init__(self, pipeline: Pipeline, cluster: Cluster, limits: Limits, settings: PackSettings | None = None):
+    def __init__(self, pipeline: Pipeline, cluster: Cluster, limits: Limits, settings: PackSettings | None = None,
+                 networked: bool = False):
         settings = settings or PackSettings()
         self.pipeline = pipeline
         self.cap = c = Capacity.of(cluster, limits)
@@ -218,7 +237,11 @@ class ColumnBound:
         self.n_res, self.n_mean, self.n_sll, self.n_types = 5 * c.n_slots, c.n_slots, len(self.boundaries), len(c.count)
         self.runs = int(min(settings.max_cards_per_instance, c.count.sum()))
         self.rhs = self._row_limits(c.count)
-        self.per_instance = self._row_limits(np.minimum(c.count, settings.max_cards_per_instance), self.runs)
+        # what one instance can use on one card, and over several
+        self.per_instance = {False: self._row_limits(np.minimum(c.count, 1), 1),
+                             True: self._row_limits(np.minimum(c.count, settings.max_cards_per_instance), self.runs)}
+        self.stacks = self._stack_columns()
+        self.open_stacks = c.count if networked else np.zeros(len(c.count))  # the least networked cards per type
         same = c.slot_type[:, None] == c.slot_type[None, :]
         self.step_ok = np.array([same & (c.slot_slr[None, :] >= c.slot_slr[:, None]),  # [direction, a, b]:
                                  same & (c.slot_slr[None, :] <= c.slot_slr[:, None])])  # up, down
@@ -229,16 +252,48 @@ class ColumnBound:
 
     def _row_limits(self, cards: np.ndarray, runs: int | None = None) -> np.ndarray:
         """Each row's limit (resources and mean budget per slot, SLLs per boundary, ports out and in per type,
-        resources off the Ethernet SLR per type) for `cards` cards of each type: of one instance of at most
-        `runs` runs (cards) if given, else of the cluster."""
+        resources off the Ethernet SLR per type, and resources and mean budget per slot of the instances over
+        several cards) for `cards` cards of each type: of one instance of at most `runs` runs (cards) if given,
+        else of the cluster. The cluster's ports and what its networked cards hold come from the stack columns
+        (_stack_columns): their rows' own limit is 0. An instance over several cards has their stacks open."""
         c = self.cap
+        stack, stack_mean = c.stack() if runs is not None and runs > 1 else (0.0, 0.0)
+        res = ((c.cap - stack) * cards[c.slot_type][:, None]).ravel()
+        mean = (c.mean_budget - stack_mean) * cards[c.slot_type]
+        ports = c.ports_gbps * cards if runs is not None else np.zeros(self.n_types)
         return np.concatenate([
-            (c.cap * cards[c.slot_type][:, None]).ravel(),
-            c.mean_budget * cards[c.slot_type],
+            res, mean,
             np.array([c.sll[t] * cards[t] for t, _, _ in self.boundaries]),
-            c.ports_gbps * cards, c.ports_gbps * cards,
+            ports, ports,
             self._off_eth_limits(cards, runs).ravel(),
+            res if runs is not None else np.zeros(self.n_res),
+            mean if runs is not None else np.zeros(self.n_mean),
         ])
+
+    def _stack_columns(self) -> np.ndarray:
+        """(T, rows) per card type, what one networked card (its VNx stack open) adds to each row. An instance
+        over several cards needs the stack on each of them, and only networked cards have ports: the master runs
+        z_t in [0, cards of type t] of these, whose stacks take their Ethernet SLR's share of the cluster's
+        resources and mean budget, and which alone hold the several-card instances (the net rows) and carry the
+        traffic. A real plan's number of networked cards is such a z, so the LP stays a relaxation."""
+        c = self.cap
+        stack, stack_mean = c.stack()
+        out = []
+        for t in range(self.n_types):
+            own = c.slot_type == t
+            ports = -c.ports_gbps[t] * (np.arange(self.n_types) == t)
+            out.append(np.concatenate([
+                (stack * own[:, None]).ravel(), stack_mean * own, np.zeros(self.n_sll), ports, ports,
+                np.zeros(5 * self.n_types), (-(c.cap - stack) * own[:, None]).ravel(),
+                -(c.mean_budget - stack_mean) * own,
+            ]))
+        return np.array(out)
+
+    def value(self, y: np.ndarray) -> float:
+        """The most the rows' prices y can charge the cluster: y.rhs plus, per card type, its stack columns at
+        whichever end of [open stacks, cards] pays more."""
+        gain = -(self.stacks @ y)
+        return float(y @ self.rhs + self.open_stacks @ gain + (self.cap.count - self.open_stacks) @ np.maximum(gain, 0))
 
     def _off_eth_limits(self, cards: np.ndarray, runs: int | None) -> np.ndarray:
         """(T, 5) what a type's SLRs off its Ethernet SLR hold. A run that hands the stream on walks to (or from)
@@ -256,11 +311,12 @@ class ColumnBound:
     def _split(self, y: np.ndarray):
         i = 0
         parts = []
-        for size in (self.n_res, self.n_mean, self.n_sll, self.n_types, self.n_types, 5 * self.n_types):
+        for size in (self.n_res, self.n_mean, self.n_sll, self.n_types, self.n_types, 5 * self.n_types,
+                     self.n_res, self.n_mean):
             parts.append(y[i:i + size])
             i += size
-        res, mean, sll, out, inn, off_eth = parts
-        return res.reshape(-1, 5), mean, sll, out, inn, off_eth.reshape(-1, 5)
+        res, mean, sll, out, inn, off_eth, net_res, net_mean = parts
+        return res.reshape(-1, 5), mean, sll, out, inn, off_eth.reshape(-1, 5), net_res.reshape(-1, 5), net_mean
 
     def _moves(self, sll_price: np.ndarray, out: np.ndarray, inn: np.ndarray):
         """Per slot pair: SLL price summed over the walk inside a card (walk), and for a hand-off to another
@@ -283,28 +339,37 @@ class ColumnBound:
         step = 1 if b > a else -1
         return [(x, x + step) for x in range(a, b, step)]
 
-    def price(self, y: np.ndarray, mu: dict[int, np.ndarray], count_price: float = 0.0) -> _Pricing | None:
-        """Under the duals y of the cluster rows, mu[level] of the per-instance limit rows (none: 0) and
-        count_price of the instance-count row: upper bounds on the reduced cost of every real configuration
-        (None: no level has a walk), and the walks of the COLUMNS_PER_ROUND best levels whose reduced cost
-        less count_price is positive. Levels without limit duals share one price vector; each other level gets
-        its own.
+    def price(self, y: np.ndarray, mu: dict[Key, np.ndarray], count_price: float = 0.0) -> _Pricing | None:
+        """Under the duals y of the cluster rows, mu[level, several] of the per-instance limit rows of a level's
+        instances on one card or over several (none: 0) and count_price of the instance-count row: upper bounds
+        on the reduced cost of every real configuration (None: no level has a walk), and the walks of the
+        COLUMNS_PER_ROUND best levels whose reduced cost less count_price is positive. Walks on one card and over
+        several are priced apart (the net rows charge only the latter, and each has its own limit rows); levels
+        without limit duals share one price vector of each, each other level gets its own.
 
         A walk costs at least the cheapest slot of each of its stages, which bounds every level's reduced cost
         from above; the DP runs on the levels in the order of that bound (less count_price, over fps), DP_LEVELS
         at a time, until no level left could beat the best found. A level the DP did not run keeps that bound."""
-        shared = [lv for lv in self.allowed if lv not in mu]
-        own = [lv for lv in self.allowed if lv in mu]
-        levels = shared + own
-        group = np.concatenate([np.zeros(len(shared), dtype=np.int64), np.arange(1, len(own) + 1)])
-        parts = [self._split(prices) for prices in [y] + [y + mu[lv] for lv in own]]
-        slot_price = np.array([res + mean[:, None] * self.cap.mean_weight + self.off_eth.T @ off_eth
-                               for res, mean, _, _, _, off_eth in parts])  # (G, S, 5)
-        cost, priced = self.tables.cheapest(slot_price, levels, group)
+        levels = self.allowed
+        kinds = [False, True] if self.runs > 1 else [False]  # walks on one card, over several
+        vectors: list[tuple[np.ndarray, bool]] = []
+        groups, credits = [], []
+        for several in kinds:
+            group, credit = np.full(len(levels), len(vectors)), np.zeros(len(levels))
+            vectors.append((y, several))
+            for i, lv in enumerate(levels):
+                if (lv, several) in mu:
+                    group[i], credit[i] = len(vectors), mu[lv, several] @ self.per_instance[several]
+                    vectors.append((y + mu[lv, several], several))
+            groups.append(group)
+            credits.append(credit)
+        parts = [self._split(v) for v, _ in vectors]
+        priced = self.tables.prices(np.array([self._slot_prices(part, several)
+                                              for part, (_, several) in zip(parts, vectors)]))
         moves = [np.array(m) for m in zip(*(self._moves(*part[2:5]) for part in parts))]
+        costs = [self.tables.stage_costs(priced, levels, group) for group in groups]
         fps = self.fps[levels]
-        credit = np.array([0.0] * len(shared) + [float(mu[lv] @ self.per_instance) for lv in own])
-        reduced = fps - cost.min(axis=2).sum(axis=1) + credit
+        reduced = np.max([fps - cost.min(axis=2).sum(axis=1) + credit for cost, credit in zip(costs, credits)], axis=0)
         if not np.isfinite(reduced).any():
             return None
         order = np.argsort(-(reduced - count_price) / fps)
@@ -313,24 +378,34 @@ class ColumnBound:
             if found and (reduced[order[start]] - count_price) / fps[order[start]] <= found[0][0]:
                 break
             chunk = order[start:start + DP_LEVELS]
-            walks = self._walks(cost[chunk], [levels[i] for i in chunk], group[chunk], priced, moves)
-            reduced[chunk] = fps[chunk] - walks.total + credit[chunk]
+            at = [levels[i] for i in chunk]
+            walks = [self._walks(cost[chunk], at, group[chunk], priced, moves, self.runs if several else 1)
+                     for cost, group, several in zip(costs, groups, kinds)]
+            by_kind = np.array([fps[chunk] - w.total + credit[chunk] for w, credit in zip(walks, credits)])
+            reduced[chunk] = by_kind.max(axis=0)
             gain = (reduced[chunk] - count_price) / fps[chunk]
-            found = sorted(found + [(r, walks, i) for i, r in enumerate(gain) if np.isfinite(r)], key=lambda f: -f[0])
+            best = by_kind.argmax(axis=0)
+            found = sorted(found + [(r, walks[best[i]], i) for i, r in enumerate(gain) if np.isfinite(r)],
+                           key=lambda f: -f[0])
         if not found:
             return None
         columns = [self._column(walks, i) for r, walks, i in found[:COLUMNS_PER_ROUND] if r > TOLERANCE]
         return _Pricing(float(np.max(reduced / fps)), float(np.max(reduced)), columns)
 
+    def _slot_prices(self, part, several: bool) -> np.ndarray:
+        """(S, 5) what a unit of each resource on each slot costs a walk on one card or over several."""
+        res, mean, _, _, _, off_eth, net_res, net_mean = part
+        prices = res + mean[:, None] * self.cap.mean_weight + self.off_eth.T @ off_eth
+        return prices + net_res + net_mean[:, None] * self.cap.mean_weight if several else prices
+
     def _walks(self, cost: np.ndarray, levels: list[int], group: np.ndarray, priced: np.ndarray,
-               moves: list[np.ndarray]) -> _Walks:
-        """The cheapest walk of each of `levels` given the cheapest option cost per stage and slot (L, stages,
-        S) and the moves of each price group: a DP over the stages whose state is the slot, the direction of the
-        walk on the current card and the run (card) count."""
+               moves: list[np.ndarray], runs: int) -> _Walks:
+        """The cheapest walk of at most `runs` runs of each of `levels` given the cheapest option cost per stage
+        and slot (L, stages, S) and the moves of each price group: a DP over the stages whose state is the slot,
+        the direction of the walk on the current card and the run (card) count."""
         t = self.tables
         walk, hop_sll, hop_net = (m[group] for m in moves)
         n_levels, n_stages, s = cost.shape
-        runs = self.runs
         state = np.arange(2 * runs * s).reshape(2, runs, s)
         f = np.full((n_levels, 2, runs, s), np.inf)
         f[:, :, 0] = cost[:, 0, None, :]
@@ -348,9 +423,11 @@ class ColumnBound:
                 new, src = self._hand_off(f, hop, new, src, state)
             back[:, p] = src
             f = new + cost[:, p][:, None, None, :]
+        if runs > 1:
+            f[:, :, 0] = np.inf  # a walk over several cards hands off at least once
         flat = f.reshape(n_levels, -1)
         end = flat.argmin(axis=1)
-        return _Walks(levels, flat[np.arange(n_levels), end], end, back, priced, group)
+        return _Walks(levels, flat[np.arange(n_levels), end], end, back, priced, group, runs)
 
     def _hand_off(self, f: np.ndarray, hop: np.ndarray, new: np.ndarray, src: np.ndarray, state: np.ndarray):
         """Improve the next states `new` (from `src`) by a hand-off to another card, which starts the next run:
@@ -373,7 +450,7 @@ class ColumnBound:
         """The configuration of walk i and what it uses of each row."""
         t, c = self.tables, self.cap
         lv = walks.levels[i]
-        n_stages, s, runs = walks.back.shape[1], c.n_slots, self.runs
+        n_stages, s, runs = walks.back.shape[1], c.n_slots, walks.runs
         states = [0] * n_stages
         states[-1] = walks.end[i]
         for p in range(n_stages - 1, 0, -1):
@@ -384,7 +461,8 @@ class ColumnBound:
         base = self.n_res + self.n_mean
         sll_index = {(a, b): base + i for i, (_, a, b) in enumerate(self.boundaries)}
         net = base + self.n_sll
-        off_eth = use[net + 2 * self.n_types:].reshape(-1, 5)
+        held = net + 2 * self.n_types + 5 * self.n_types
+        off_eth = use[net + 2 * self.n_types:held].reshape(-1, 5)
         for p, st in enumerate(states):
             slot = st % s
             option = t.cheapest_option(walks.priced[:, walks.group[i]], lv, p, slot)
@@ -403,7 +481,10 @@ class ColumnBound:
                 use[net + self.n_types + c.slot_type[slot]] += gbps
             for pair in path:
                 use[sll_index[pair]] += width
-        return Column(lv, float(self.fps[lv]), use)
+        several = runs > 1
+        if several:  # every card the walk runs on needs its stack
+            use[held:] = use[:self.n_res + self.n_mean]
+        return Column(lv, several, float(self.fps[lv]), use)
 
     def _first_prices(self) -> np.ndarray:
         """Each row priced at the inverse of what the cluster has of it, scaled so that all of everything costs the
@@ -413,7 +494,7 @@ class ColumnBound:
         slowest = self.fps[self.allowed].min() if self.allowed else 0.0
         return scarce * slowest / max(np.count_nonzero(scarce), 1)
 
-    def bound(self) -> float:
+    def bound(self, counted: bool = True) -> float:
         """The LP bound, and where the LP runs few instances, the bound over integer instance counts.
 
         Any duals (y >= 0 of the cluster rows, mu >= 0 of the limit rows) prove two bounds through pricing. (1)
@@ -424,11 +505,11 @@ class ColumnBound:
         function of N: an LP running 1.28 instances cannot claim the 0.28 where one instance and two are both
         worse. Duals of the master with the count row sum x <= floor or >= ceil of the LP's count give the
         lines tight there (the row's own dual cancels out of (2), so these are proven like any others)."""
-        master = _Master(self.rhs, self.per_instance)
+        master = _Master(self.rhs, self.per_instance, np.column_stack([self.open_stacks, self.cap.count]), self.stacks)
         lines: list[tuple[float, float]] = []
         best = self._rounds(master, lines, (self._first_prices(), {}, 0.0))
         count = master.instance_count()
-        if 0 < best < math.inf and count <= MAX_COUNTED and abs(count - round(count)) > COUNT_TOLERANCE:
+        if counted and 0 < best < math.inf and count <= MAX_COUNTED and abs(count - round(count)) > COUNT_TOLERANCE:
             reached = 0.0  # the bound at the counts done: the next need not go below it
             for target in sorted({math.floor(count), math.ceil(count)} - {0}, reverse=True):
                 master.count(target, at_most=target < count)
@@ -454,7 +535,7 @@ class ColumnBound:
             pricing = self.price(y, mu, count_price)
             if pricing is None:
                 return 0.0  # no level has a fitting option for every stage
-            value = float(y @ self.rhs)
+            value = self.value(y)
             lines.append((value, pricing.absolute))
             if pricing.relative < 1:
                 best = min(best, value / (1 - max(pricing.relative, 0.0)))
@@ -478,6 +559,35 @@ class ColumnBound:
             if duals is None:
                 break  # the master LP failed numerically: the bounds found so far stand
         return best
+
+
+def lp_bound(pipeline: Pipeline, cluster: Cluster, limits: Limits, settings: PackSettings | None = None) -> float:
+    """The LP bound (ColumnBound) and, on cards of one type, the bound over how many cards a plan networks.
+
+    A plan's instances over several cards run on some m of its cards (m = 0 or 2 ..), each with its VNx stack
+    open. Those m cards with everything else on them are a plan for m networked cards, and every other card holds
+    a plan for one card: the plan has at most (cards - m) x one card's bound + the bound of m networked cards,
+    for the worst m. Beyond k = max cards per instance, every row of the m-card LP is m / k times the k-card
+    one's, so its bound is m / k times the k-card bound over any count, and the worst m of those is m = k or
+    all cards (the sum is linear in m). A single card or a mixed cluster keeps the LP bound."""
+    settings = settings or PackSettings()
+    whole = ColumnBound(pipeline, cluster, limits, settings).bound()
+    cards = len(cluster.cards)
+    k = min(settings.max_cards_per_instance, cards)
+    if len(cluster.card_types) > 1 or k < 2:
+        return whole
+
+    def networked(m: int) -> ColumnBound:
+        return ColumnBound(pipeline, replace(cluster, cards=cluster.cards[:m]), limits, settings, networked=True)
+
+    one = ColumnBound(pipeline, replace(cluster, cards=cluster.cards[:1]), limits, settings).bound()
+    worst = [cards * one] + [(cards - m) * one + networked(m).bound() for m in range(2, k)]
+    if cards == k:
+        worst.append(networked(k).bound())
+    else:
+        per_card = networked(k).bound(counted=False) / k
+        worst += [(cards - k) * one + k * per_card, cards * per_card]
+    return min(whole, max(worst))
 
 
 def _mixed(centre, duals, weight: float):
@@ -512,9 +622,11 @@ class _Master:
     basis): the cluster rows, per level the per-instance limit rows some column of the level exceeds (the
     others cannot bind: every coefficient would be <= 0), and once `count` is called the instance-count row."""
 
-    def __init__(self, rhs: np.ndarray, per_instance: np.ndarray):
+    def __init__(self, rhs: np.ndarray, per_instance: dict[bool, np.ndarray], cards: np.ndarray,
+                 stacks: np.ndarray):
         self.rhs = rhs
         self.per_instance = per_instance
+        self.cards, self.stacks = cards, stacks  # per card type: the least and most networked cards, its stack column
         self.columns: list[Column] = []
         self.counted: tuple[int, bool] | None = None  # (target, at most) of the count row
         self.value = -math.inf  # of the last solution
@@ -526,8 +638,12 @@ class _Master:
         self.solver = pywraplp.Solver.CreateSolver("GLOP")
         self.optimal = pywraplp.Solver.OPTIMAL
         self.rows = [self.solver.Constraint(-self.solver.infinity(), float(limit)) for limit in self.rhs]
-        self.limit_rows: dict[int, dict[int, object]] = {}  # level -> row index -> its limit row
-        self.at_level: dict[int, list[tuple[object, Column]]] = {}
+        for (least, most), stack in zip(self.cards, self.stacks):
+            networked = self.solver.NumVar(float(least), float(most), "")
+            for r in np.flatnonzero(stack):
+                self.rows[r].SetCoefficient(networked, float(stack[r]))
+        self.limit_rows: dict[Key, dict[int, object]] = {}  # key -> row index -> its limit row
+        self.at_key: dict[Key, list[tuple[object, Column]]] = {}
         self.objective = self.solver.Objective()
         self.objective.SetMaximization()
         self.count_row = None
@@ -549,7 +665,7 @@ class _Master:
         self.counted = (target, at_most)
 
     def _variables(self):
-        return [pair for here in self.at_level.values() for pair in here]
+        return [pair for here in self.at_key.values() for pair in here]
 
     def instance_count(self) -> float:
         """How many instances the last solution runs."""
@@ -567,31 +683,34 @@ class _Master:
             self.rows[r].SetCoefficient(var, float(col.use[r]))
         if self.count_row is not None:
             self.count_row.SetCoefficient(var, 1.0)
-        here = self.at_level.setdefault(col.level, [])
+        key = (col.level, col.several)
+        here = self.at_key.setdefault(key, [])
         here.append((var, col))
-        limits = self.limit_rows.setdefault(col.level, {})
+        limits, limit = self.limit_rows.setdefault(key, {}), self.per_instance[col.several]
         for r, row in limits.items():
-            row.SetCoefficient(var, float(col.use[r] - self.per_instance[r]))
-        for r in np.flatnonzero(col.use > self.per_instance + 1e-9):
+            row.SetCoefficient(var, float(col.use[r] - limit[r]))
+        for r in np.flatnonzero(col.use > limit + 1e-9):
             if r not in limits:
                 limits[r] = row = self.solver.Constraint(-self.solver.infinity(), 0.0)
                 for other, other_col in here:
-                    row.SetCoefficient(other, float(other_col.use[r] - self.per_instance[r]))
+                    row.SetCoefficient(other, float(other_col.use[r] - limit[r]))
 
-    def solve(self) -> tuple[np.ndarray, dict[int, np.ndarray], float] | None:
-        """Duals of the cluster rows, per level those of its limit rows, and that of the count row (0 without
+    def solve(self) -> tuple[np.ndarray, dict[Key, np.ndarray], float] | None:
+        """Duals of the cluster rows, per key those of its limit rows, and that of the count row (0 without
         one); None if GLOP does not solve it."""
         if self.solver.Solve() != self.optimal:  # GLOP can fail from its last basis: a fresh model starts over
             self._fresh()
             for col in self.columns:
                 self._add(col)
+            # with the dual simplex: the primal one failed on such models from scratch too (CNV on 8 U55Cs)
+            self.solver.SetSolverSpecificParametersAsString("use_dual_simplex: true")
             if self.solver.Solve() != self.optimal:
                 return None
-        mu: dict[int, np.ndarray] = {}
-        for lv, limits in self.limit_rows.items():
+        mu: dict[Key, np.ndarray] = {}
+        for key, limits in self.limit_rows.items():
             for r, row in limits.items():
                 if row.dual_value() > 0:  # a level whose limit rows all price 0 shares the DP of the others
-                    mu.setdefault(lv, np.zeros(len(self.per_instance)))[r] = row.dual_value()
+                    mu.setdefault(key, np.zeros(len(self.rhs)))[r] = row.dual_value()
         count_price = self.count_row.dual_value() if self.count_row is not None else 0.0
         self.value = self.objective.Value()
         return np.maximum(np.array([row.dual_value() for row in self.rows]), 0.0), mu, count_price
