@@ -630,6 +630,7 @@ class _Master:
         self.columns: list[Column] = []
         self.counted: tuple[int, bool] | None = None  # (target, at most) of the count row
         self.value = -math.inf  # of the last solution
+        self.solved = False  # whether the last solve found one
         self._fresh()
 
     def _fresh(self) -> None:
@@ -668,8 +669,10 @@ class _Master:
         return [pair for here in self.at_key.values() for pair in here]
 
     def instance_count(self) -> float:
-        """How many instances the last solution runs."""
-        return sum(var.solution_value() for var, _ in self._variables()) if self.columns else 0.0
+        """How many instances the last solution runs (nan if the last solve failed)."""
+        if not self.solved:
+            return math.nan
+        return sum(var.solution_value() for var, _ in self._variables())
 
     def add(self, columns: list[Column]) -> None:
         self.columns += columns
@@ -698,14 +701,19 @@ class _Master:
     def solve(self) -> tuple[np.ndarray, dict[Key, np.ndarray], float] | None:
         """Duals of the cluster rows, per key those of its limit rows, and that of the count row (0 without
         one); None if GLOP does not solve it."""
-        if self.solver.Solve() != self.optimal:  # GLOP can fail from its last basis: a fresh model starts over
+        # GLOP can fail from its last basis: a fresh model starts over, with the primal simplex and then the dual
+        # one (each has failed where the other solved: CNV on 8 U55Cs, ResNet-50 on 8 U250s)
+        self.solved = self.solver.Solve() == self.optimal
+        for parameters in ("", "use_dual_simplex: true"):
+            if self.solved:
+                break
             self._fresh()
             for col in self.columns:
                 self._add(col)
-            # with the dual simplex: the primal one failed on such models from scratch too (CNV on 8 U55Cs)
-            self.solver.SetSolverSpecificParametersAsString("use_dual_simplex: true")
-            if self.solver.Solve() != self.optimal:
-                return None
+            self.solver.SetSolverSpecificParametersAsString(parameters)
+            self.solved = self.solver.Solve() == self.optimal
+        if not self.solved:
+            return None
         mu: dict[Key, np.ndarray] = {}
         for key, limits in self.limit_rows.items():
             for r, row in limits.items():
