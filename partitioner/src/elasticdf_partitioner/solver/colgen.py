@@ -8,10 +8,10 @@ ColumnBound). Columns come from pricing (column generation): given the LP's reso
 over the stages finds, for every level, the cheapest configuration. Pricing searches a superset of the real
 placements (walks that go one way on each card over at most max-cards-per-instance cards, each crossing
 charged its narrowest possible stream width, uplinks and integrality left out), so the LP is a relaxation of
-the solver's problem and any dual-feasible price vector proves a bound. The VNx stacks an instance over several
-cards needs are priced through how many cards a plan networks (ColumnBound._stack_columns). Where the LP runs
-few instances, a real plan's integer instance count is used too (ColumnBound.bound); on cards of one type,
-lp_bound also splits the cluster into networked cards and cards that each hold a one-card plan.
+the solver's problem and any dual-feasible price vector proves a bound. An instance over several cards has their
+VNx stacks open (its per-instance limits, see ColumnBound). Where the LP runs few instances, a real plan's integer
+instance count is used too (ColumnBound.bound); on cards of one type, lp_bound also splits the cluster into the
+cards a plan networks (their stacks open) and cards that each hold a one-card plan.
 """
 
 from __future__ import annotations
@@ -236,12 +236,10 @@ class ColumnBound:
         self.off_eth = self.sides.any(axis=1)  # (T, S): the slots of each type off its Ethernet SLR
         self.n_res, self.n_mean, self.n_sll, self.n_types = 5 * c.n_slots, c.n_slots, len(self.boundaries), len(c.count)
         self.runs = int(min(settings.max_cards_per_instance, c.count.sum()))
-        self.rhs = self._row_limits(c.count)
+        self.rhs = self._row_limits(c.count, networked=networked)
         # what one instance can use on one card, and over several
         self.per_instance = {False: self._row_limits(np.minimum(c.count, 1), 1),
                              True: self._row_limits(np.minimum(c.count, settings.max_cards_per_instance), self.runs)}
-        self.stacks = self._stack_columns()
-        self.open_stacks = c.count if networked else np.zeros(len(c.count))  # the least networked cards per type
         same = c.slot_type[:, None] == c.slot_type[None, :]
         self.step_ok = np.array([same & (c.slot_slr[None, :] >= c.slot_slr[:, None]),  # [direction, a, b]:
                                  same & (c.slot_slr[None, :] <= c.slot_slr[:, None])])  # up, down
@@ -250,50 +248,20 @@ class ColumnBound:
         self.arrive_ok = np.array([c.slot_slr >= eth, c.slot_slr <= eth])
         self.hop_ok = ~same | (c.count[c.slot_type] >= 2)[:, None]
 
-    def _row_limits(self, cards: np.ndarray, runs: int | None = None) -> np.ndarray:
+    def _row_limits(self, cards: np.ndarray, runs: int | None = None, networked: bool = False) -> np.ndarray:
         """Each row's limit (resources and mean budget per slot, SLLs per boundary, ports out and in per type,
-        resources off the Ethernet SLR per type, and resources and mean budget per slot of the instances over
-        several cards) for `cards` cards of each type: of one instance of at most `runs` runs (cards) if given,
-        else of the cluster. The cluster's ports and what its networked cards hold come from the stack columns
-        (_stack_columns): their rows' own limit is 0. An instance over several cards has their stacks open."""
+        resources off the Ethernet SLR per type) for `cards` cards of each type: of one instance of at most `runs`
+        runs (cards) if given, else of the cluster. Each card's VNx stack takes its share of the Ethernet SLR
+        where the cards are networked, or the instance runs over several cards (each has its stack open)."""
         c = self.cap
-        stack, stack_mean = c.stack() if runs is not None and runs > 1 else (0.0, 0.0)
-        res = ((c.cap - stack) * cards[c.slot_type][:, None]).ravel()
-        mean = (c.mean_budget - stack_mean) * cards[c.slot_type]
-        ports = c.ports_gbps * cards if runs is not None else np.zeros(self.n_types)
+        stack, stack_mean = c.stack() if networked or (runs or 1) > 1 else (0.0, 0.0)
         return np.concatenate([
-            res, mean,
+            ((c.cap - stack) * cards[c.slot_type][:, None]).ravel(),
+            (c.mean_budget - stack_mean) * cards[c.slot_type],
             np.array([c.sll[t] * cards[t] for t, _, _ in self.boundaries]),
-            ports, ports,
+            c.ports_gbps * cards, c.ports_gbps * cards,
             self._off_eth_limits(cards, runs).ravel(),
-            res if runs is not None else np.zeros(self.n_res),
-            mean if runs is not None else np.zeros(self.n_mean),
         ])
-
-    def _stack_columns(self) -> np.ndarray:
-        """(T, rows) per card type, what one networked card (its VNx stack open) adds to each row. An instance
-        over several cards needs the stack on each of them, and only networked cards have ports: the master runs
-        z_t in [0, cards of type t] of these, whose stacks take their Ethernet SLR's share of the cluster's
-        resources and mean budget, and which alone hold the several-card instances (the net rows) and carry the
-        traffic. A real plan's number of networked cards is such a z, so the LP stays a relaxation."""
-        c = self.cap
-        stack, stack_mean = c.stack()
-        out = []
-        for t in range(self.n_types):
-            own = c.slot_type == t
-            ports = -c.ports_gbps[t] * (np.arange(self.n_types) == t)
-            out.append(np.concatenate([
-                (stack * own[:, None]).ravel(), stack_mean * own, np.zeros(self.n_sll), ports, ports,
-                np.zeros(5 * self.n_types), (-(c.cap - stack) * own[:, None]).ravel(),
-                -(c.mean_budget - stack_mean) * own,
-            ]))
-        return np.array(out)
-
-    def value(self, y: np.ndarray) -> float:
-        """The most the rows' prices y can charge the cluster: y.rhs plus, per card type, its stack columns at
-        whichever end of [open stacks, cards] pays more."""
-        gain = -(self.stacks @ y)
-        return float(y @ self.rhs + self.open_stacks @ gain + (self.cap.count - self.open_stacks) @ np.maximum(gain, 0))
 
     def _off_eth_limits(self, cards: np.ndarray, runs: int | None) -> np.ndarray:
         """(T, 5) what a type's SLRs off its Ethernet SLR hold. A run that hands the stream on walks to (or from)
@@ -311,12 +279,11 @@ class ColumnBound:
     def _split(self, y: np.ndarray):
         i = 0
         parts = []
-        for size in (self.n_res, self.n_mean, self.n_sll, self.n_types, self.n_types, 5 * self.n_types,
-                     self.n_res, self.n_mean):
+        for size in (self.n_res, self.n_mean, self.n_sll, self.n_types, self.n_types, 5 * self.n_types):
             parts.append(y[i:i + size])
             i += size
-        res, mean, sll, out, inn, off_eth, net_res, net_mean = parts
-        return res.reshape(-1, 5), mean, sll, out, inn, off_eth.reshape(-1, 5), net_res.reshape(-1, 5), net_mean
+        res, mean, sll, out, inn, off_eth = parts
+        return res.reshape(-1, 5), mean, sll, out, inn, off_eth.reshape(-1, 5)
 
     def _moves(self, sll_price: np.ndarray, out: np.ndarray, inn: np.ndarray):
         """Per slot pair: SLL price summed over the walk inside a card (walk), and for a hand-off to another
@@ -364,8 +331,8 @@ class ColumnBound:
             groups.append(group)
             credits.append(credit)
         parts = [self._split(v) for v, _ in vectors]
-        priced = self.tables.prices(np.array([self._slot_prices(part, several)
-                                              for part, (_, several) in zip(parts, vectors)]))
+        priced = self.tables.prices(np.array([res + mean[:, None] * self.cap.mean_weight + self.off_eth.T @ off_eth
+                                              for res, mean, _, _, _, off_eth in parts]))
         moves = [np.array(m) for m in zip(*(self._moves(*part[2:5]) for part in parts))]
         costs = [self.tables.stage_costs(priced, levels, group) for group in groups]
         fps = self.fps[levels]
@@ -391,12 +358,6 @@ class ColumnBound:
             return None
         columns = [self._column(walks, i) for r, walks, i in found[:COLUMNS_PER_ROUND] if r > TOLERANCE]
         return _Pricing(float(np.max(reduced / fps)), float(np.max(reduced)), columns)
-
-    def _slot_prices(self, part, several: bool) -> np.ndarray:
-        """(S, 5) what a unit of each resource on each slot costs a walk on one card or over several."""
-        res, mean, _, _, _, off_eth, net_res, net_mean = part
-        prices = res + mean[:, None] * self.cap.mean_weight + self.off_eth.T @ off_eth
-        return prices + net_res + net_mean[:, None] * self.cap.mean_weight if several else prices
 
     def _walks(self, cost: np.ndarray, levels: list[int], group: np.ndarray, priced: np.ndarray,
                moves: list[np.ndarray], runs: int) -> _Walks:
@@ -461,8 +422,7 @@ class ColumnBound:
         base = self.n_res + self.n_mean
         sll_index = {(a, b): base + i for i, (_, a, b) in enumerate(self.boundaries)}
         net = base + self.n_sll
-        held = net + 2 * self.n_types + 5 * self.n_types
-        off_eth = use[net + 2 * self.n_types:held].reshape(-1, 5)
+        off_eth = use[net + 2 * self.n_types:].reshape(-1, 5)
         for p, st in enumerate(states):
             slot = st % s
             option = t.cheapest_option(walks.priced[:, walks.group[i]], lv, p, slot)
@@ -481,10 +441,7 @@ class ColumnBound:
                 use[net + self.n_types + c.slot_type[slot]] += gbps
             for pair in path:
                 use[sll_index[pair]] += width
-        several = runs > 1
-        if several:  # every card the walk runs on needs its stack
-            use[held:] = use[:self.n_res + self.n_mean]
-        return Column(lv, several, float(self.fps[lv]), use)
+        return Column(lv, runs > 1, float(self.fps[lv]), use)
 
     def _first_prices(self) -> np.ndarray:
         """Each row priced at the inverse of what the cluster has of it, scaled so that all of everything costs the
@@ -505,7 +462,7 @@ class ColumnBound:
         function of N: an LP running 1.28 instances cannot claim the 0.28 where one instance and two are both
         worse. Duals of the master with the count row sum x <= floor or >= ceil of the LP's count give the
         lines tight there (the row's own dual cancels out of (2), so these are proven like any others)."""
-        master = _Master(self.rhs, self.per_instance, np.column_stack([self.open_stacks, self.cap.count]), self.stacks)
+        master = _Master(self.rhs, self.per_instance)
         lines: list[tuple[float, float]] = []
         best = self._rounds(master, lines, (self._first_prices(), {}, 0.0))
         count = master.instance_count()
@@ -535,7 +492,7 @@ class ColumnBound:
             pricing = self.price(y, mu, count_price)
             if pricing is None:
                 return 0.0  # no level has a fitting option for every stage
-            value = self.value(y)
+            value = float(y @ self.rhs)
             lines.append((value, pricing.absolute))
             if pricing.relative < 1:
                 best = min(best, value / (1 - max(pricing.relative, 0.0)))
@@ -622,11 +579,9 @@ class _Master:
     basis): the cluster rows, per level the per-instance limit rows some column of the level exceeds (the
     others cannot bind: every coefficient would be <= 0), and once `count` is called the instance-count row."""
 
-    def __init__(self, rhs: np.ndarray, per_instance: dict[bool, np.ndarray], cards: np.ndarray,
-                 stacks: np.ndarray):
+    def __init__(self, rhs: np.ndarray, per_instance: dict[bool, np.ndarray]):
         self.rhs = rhs
         self.per_instance = per_instance
-        self.cards, self.stacks = cards, stacks  # per card type: the least and most networked cards, its stack column
         self.columns: list[Column] = []
         self.counted: tuple[int, bool] | None = None  # (target, at most) of the count row
         self.value = -math.inf  # of the last solution
@@ -639,10 +594,6 @@ class _Master:
         self.solver = pywraplp.Solver.CreateSolver("GLOP")
         self.optimal = pywraplp.Solver.OPTIMAL
         self.rows = [self.solver.Constraint(-self.solver.infinity(), float(limit)) for limit in self.rhs]
-        for (least, most), stack in zip(self.cards, self.stacks):
-            networked = self.solver.NumVar(float(least), float(most), "")
-            for r in np.flatnonzero(stack):
-                self.rows[r].SetCoefficient(networked, float(stack[r]))
         self.limit_rows: dict[Key, dict[int, object]] = {}  # key -> row index -> its limit row
         self.at_key: dict[Key, list[tuple[object, Column]]] = {}
         self.objective = self.solver.Objective()
@@ -704,16 +655,18 @@ class _Master:
         # GLOP can fail from its last basis: a fresh model starts over, with the primal simplex and then the dual
         # one (each has failed where the other solved: CNV on 8 U55Cs, ResNet-50 on 8 U250s)
         self.solved = self.solver.Solve() == self.optimal
-        for parameters in ("", "use_dual_simplex: true"):
+        for dual in (False, True):
             if self.solved:
                 break
             self._fresh()
             for col in self.columns:
                 self._add(col)
-            self.solver.SetSolverSpecificParametersAsString(parameters)
+            self.solver.SetSolverSpecificParametersAsString(f"use_dual_simplex: {str(dual).lower()}")
             self.solved = self.solver.Solve() == self.optimal
         if not self.solved:
             return None
+        # the next solves start from this basis: added columns keep it primal feasible, for the primal simplex
+        self.solver.SetSolverSpecificParametersAsString("use_dual_simplex: false")
         mu: dict[Key, np.ndarray] = {}
         for key, limits in self.limit_rows.items():
             for r, row in limits.items():
