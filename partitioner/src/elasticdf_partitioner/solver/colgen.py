@@ -311,26 +311,26 @@ class ColumnBound:
         instances on one card or over several (none: 0) and count_price of the instance-count row: upper bounds
         on the reduced cost of every real configuration (None: no level has a walk), and the walks of the
         COLUMNS_PER_ROUND best levels whose reduced cost less count_price is positive. Walks on one card and over
-        several are priced apart (the net rows charge only the latter, and each has its own limit rows); levels
-        without limit duals share one price vector of each, each other level gets its own.
+        several are priced apart (each kind has its own limit rows); levels without limit duals share one price
+        vector of each kind, each other level gets its own.
 
         A walk costs at least the cheapest slot of each of its stages, which bounds every level's reduced cost
         from above; the DP runs on the levels in the order of that bound (less count_price, over fps), DP_LEVELS
         at a time, until no level left could beat the best found. A level the DP did not run keeps that bound."""
         levels = self.allowed
         kinds = [False, True] if self.runs > 1 else [False]  # walks on one card, over several
-        vectors: list[tuple[np.ndarray, bool]] = []
+        vectors: list[np.ndarray] = []
         groups, credits = [], []
         for several in kinds:
             group, credit = np.full(len(levels), len(vectors)), np.zeros(len(levels))
-            vectors.append((y, several))
+            vectors.append(y)
             for i, lv in enumerate(levels):
                 if (lv, several) in mu:
                     group[i], credit[i] = len(vectors), mu[lv, several] @ self.per_instance[several]
-                    vectors.append((y + mu[lv, several], several))
+                    vectors.append(y + mu[lv, several])
             groups.append(group)
             credits.append(credit)
-        parts = [self._split(v) for v, _ in vectors]
+        parts = [self._split(v) for v in vectors]
         priced = self.tables.prices(np.array([res + mean[:, None] * self.cap.mean_weight + self.off_eth.T @ off_eth
                                               for res, mean, _, _, _, off_eth in parts]))
         moves = [np.array(m) for m in zip(*(self._moves(*part[2:5]) for part in parts))]
