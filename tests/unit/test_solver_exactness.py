@@ -28,6 +28,8 @@ def of_one_type(cluster):
     """The cluster with every card of its first card's type: cards of one type share the LP's slots."""
     return dataclasses.replace(cluster, cards=[dataclasses.replace(c, type=cluster.cards[0].type)
                                                for c in cluster.cards])
+
+
 cards = st.lists(st.tuples(st.lists(st.integers(40, 160), min_size=1, max_size=2), st.integers(0, 1)),
                  min_size=1, max_size=2)
 

@@ -56,7 +56,7 @@ class Capacity:
     count: np.ndarray  # (T,) cards of each type
     sll: np.ndarray  # (T,) SLLs per boundary and direction of one card
     ports_gbps: np.ndarray  # (T,)
-    eth_cost: np.ndarray  # (T, 5) what opening a type's VNx stack takes of its Ethernet SLR
+    eth_cost: np.ndarray  # (5,) what opening a card's VNx stack takes of its Ethernet SLR (one IP for all types)
     fclk_mhz: float  # the fastest clock: an instance never runs faster
 
     @classmethod
@@ -81,7 +81,7 @@ class Capacity:
                    np.array(budget), eth_slot, np.array([counts[t.name] for t in types], float),
                    np.array([t.sll_per_pair for t in types], float),
                    np.array([LINK_GBPS * max(t.qsfp_ports, 0) for t in types], float),
-                   np.tile(np.multiply(ip.eth, list(limits.as_resources())), (len(types), 1)), fclk)
+                   np.multiply(ip.eth, list(limits.as_resources())), fclk)
 
     @property
     def n_slots(self) -> int:
@@ -160,7 +160,7 @@ class _Tables:
         return cost
 
     def cheapest_option(self, priced: np.ndarray, level: int, stage: int, slot: int) -> int:
-        """Which option `cheapest` took for this stage and slot (priced: one group's option prices, (N + 1, S))."""
+        """Which option `stage_costs` took for this stage and slot (priced: one group's option prices, (N + 1, S))."""
         first = self.starts[stage]
         return first + int(np.argmin(priced[first:self.last[level, stage] + 1, slot]))
 
@@ -193,7 +193,7 @@ class _Walks:
     total: np.ndarray  # (L,)
     end: np.ndarray  # (L,)
     back: np.ndarray  # (L, stages, 2, runs, S): the state the walk came from
-    priced: np.ndarray  # (N + 1, G, S): option prices of each price group (see _Tables.cheapest)
+    priced: np.ndarray  # (N + 1, G, S): option prices of each price group (see _Tables.prices)
     group: np.ndarray  # (L,)
     runs: int
 
@@ -576,8 +576,9 @@ def _best_count(lines: list[tuple[float, float]], cap: float) -> float:
 
 class _Master:
     """The restricted master LP over the columns priced so far, grown in place (GLOP starts from its last
-    basis): the cluster rows, per level the per-instance limit rows some column of the level exceeds (the
-    others cannot bind: every coefficient would be <= 0), and once `count` is called the instance-count row."""
+    basis): the cluster rows, per key (level, over several cards) the per-instance limit rows some column of the
+    key exceeds (the others cannot bind: every coefficient would be <= 0), and once `count` is called the
+    instance-count row."""
 
     def __init__(self, rhs: np.ndarray, per_instance: dict[bool, np.ndarray]):
         self.rhs = rhs
