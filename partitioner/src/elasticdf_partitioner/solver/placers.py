@@ -17,6 +17,7 @@ import math
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -65,78 +66,124 @@ def balanced_order(opts: list[list[StageOption]], capacity: Resources,
     LUT-hungry variants thereby give way to DSP or URAM ones exactly as far as LUT is the binding resource.
     `table`: the options' resources as rows, stage by stage (see _option_rows), if the caller has them.
     """
-    # the candidates are every stage's options, stage by stage, as rows: no padding to the widest stage (ResNet-50's
-    # have 3-4 options on average, the widest 12), as the search below weighs every candidate at every step
-    sizes = [len(options) for options in opts]
-    stage_of = np.repeat(np.arange(len(opts)), sizes)
-    starts = np.cumsum([0] + sizes[:-1])
-    ends = starts + np.array(sizes)
-    if table is None:
-        table = _resource_rows(opts)
-    cap = np.array([c if c > EPS else EPS for c in capacity])
-    rel = np.ascontiguousarray((table / cap).T)  # resources x candidates: each candidate's share of the capacity
-    cheap = rel.sum(axis=0)
-    # per stage, its first option of the least relative cost
-    least = np.flatnonzero(cheap == np.minimum.reduceat(cheap, starts)[stage_of])
-    choice = least[np.unique(stage_of[least], return_index=True)[1]]
-    util_now = rel[:, choice].sum(axis=1)
-    score = _score(util_now)
-    # every single-stage switch at once: switching to candidate j adds column j of `change` to the utilisation;
-    # a switch changes only its own stage's block of it (this search is most of a first plan's time, so each step
-    # is a few whole-array operations and one block update)
-    change = rel - rel[:, choice[stage_of]]
-    tie_break = 1e-6 * change.sum(axis=0)  # _score's total-utilisation term, less that of util_now
-    util, scores = np.empty_like(change), np.empty(len(table))
-    for _ in range(4 * len(opts)):
-        np.add(change, util_now[:, None], out=util)
-        util.max(axis=0, out=scores)
-        scores += tie_break
-        best = int(scores.argmin())
-        switched = scores[best] + 1e-6 * util_now.sum()
-        if not switched < score - 1e-12:
-            break
-        s, first, end = stage_of[best], starts[stage_of[best]], ends[stage_of[best]]
-        util_now = util_now + change[:, best]
-        change[:, first:end] = rel[:, first:end] - rel[:, best:best + 1]
-        tie_break[first:end] = 1e-6 * change[:, first:end].sum(axis=0)
-        choice[s], score = best, switched
-    if util_now.max() > 1:
-        _relieve_ties(rel, change, util_now, choice, stage_of, starts, ends)
+    switches = _Switches(opts, capacity, table)
+    chosen = switches.balanced()
     # per stage its chosen option, then the others cheapest first (ties in their order: a stable sort)
-    cheap[choice] = -np.inf
+    cheap = switches.cheap.copy()
+    cheap[chosen] = -np.inf
     flat = list(itertools.chain.from_iterable(opts))
-    ranked = [flat[i] for i in np.lexsort((cheap, stage_of)).tolist()]
-    return [ranked[end - size:end] for size, end in zip(sizes, ends.tolist())]
+    ranked = [flat[i] for i in np.lexsort((cheap, switches.stage_of)).tolist()]
+    return [ranked[first:first + len(options)] for first, options in zip(switches.first, opts)]
 
 
-def _relieve_ties(rel: np.ndarray, change: np.ndarray, util_now: np.ndarray, choice: np.ndarray,
-                  stage_of: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
-    """balanced_order's search once more, on a choice that overfills the capacity, with the sum of the
-    utilisations' TIE_POWER-th powers as the tie-break (updates `choice` in place). Where two resources tie at
-    the worst no single switch lowers it, and the total as the tie-break only takes switches that lower the
-    total: the search stopped with LUTs and DSPs both just over an SLR (ResNet-50 on a U200: 1,772 fps over its
-    three SLRs where options balanced this way place 1,993). The power relieves the resource nearest the worst
-    first (LUTs for URAM), and the next switch can then lower the other. Only where the choice does not fit: the
-    power costs each step a few array operations, and where the choice fits its switches changed no plan."""
-    util, power = np.empty_like(change), np.empty_like(change)
-    scores, total = np.empty(change.shape[1]), np.empty(change.shape[1])
-    score = _score(util_now, TIE_POWER)
-    for _ in range(4 * len(starts)):
-        np.add(change, util_now[:, None], out=util)
-        util.max(axis=0, out=scores)
-        np.multiply(util, util, out=power)
-        for _ in range(TIE_POWER.bit_length() - 2):  # util ** TIE_POWER by repeated squaring
-            power *= power
-        power.sum(axis=0, out=total)
-        total *= 1e-6
-        scores += total
-        best = int(scores.argmin())
-        if not scores[best] < score - 1e-12:
-            break
-        first, end = starts[stage_of[best]], ends[stage_of[best]]
-        util_now += change[:, best]
-        change[:, first:end] = rel[:, first:end] - rel[:, best:best + 1]
-        choice[stage_of[best]], score = best, scores[best]
+class _Switches:
+    """balanced_order's search. Switching a stage from its option c to its option j adds column j of the block of c
+    (rel[:, j] - rel[:, c] for every j of the stage) to the instance's utilisation. Every candidate's block is
+    computed once, so a step of the search weighs every switch at once with a few whole-array operations and then
+    copies one block in (this search is most of a first plan's time)."""
+
+    def __init__(self, opts: list[list[StageOption]], capacity: Resources, table: np.ndarray | None):
+        if table is None:
+            table = _resource_rows(opts)
+        self.sizes = [len(options) for options in opts]
+        cap = np.array([c if c > EPS else EPS for c in capacity])
+        # resources x candidates (every stage's options, stage by stage): each candidate's share of the capacity
+        self.rel = np.ascontiguousarray((table / cap).T)
+        self.cheap = self.rel.sum(axis=0)
+        (self.stage_of, self.starts, self.offsets, column, owner,
+         self.stage, self.first, self.offset) = _switch_index(tuple(self.sizes))
+        self.blocks = np.ascontiguousarray(self.rel[:, column] - self.rel[:, owner])
+
+    def balanced(self) -> list[int]:
+        """Per stage the candidate the search ends at: from the first of the least relative cost, then relieving
+        ties where that overfills the capacity."""
+        least = np.flatnonzero(self.cheap == np.minimum.reduceat(self.cheap, self.starts)[self.stage_of])
+        chosen = least[np.unique(self.stage_of[least], return_index=True)[1]].tolist()
+        utilisation = self.descend(chosen)
+        if utilisation.max() > 1:
+            self.relieve_ties(chosen, utilisation)
+        return chosen
+
+    def _moves(self, blocks: np.ndarray, chosen: list[int]) -> np.ndarray:
+        """Per candidate what switching to it adds, with `chosen` (one candidate per stage) as the options now."""
+        at = self.offsets[np.asarray(chosen)[self.stage_of]] + np.arange(len(self.stage_of)) - self.starts[self.stage_of]
+        return np.ascontiguousarray(blocks[:, at])
+
+    def _switch(self, moves: np.ndarray, blocks: np.ndarray, chosen: list[int], best: int) -> np.ndarray:
+        """Switch `best`'s stage to it: its moves become those of `best`'s block; returns what it adds."""
+        s = self.stage[best]
+        first, size, was = self.first[s], self.sizes[s], self.offset[chosen[s]]
+        at = self.offset[best]
+        moves[:, first:first + size] = blocks[:, at:at + size]
+        chosen[s] = best
+        return was + best - first
+
+    def descend(self, chosen: list[int]) -> np.ndarray:
+        """The search from `chosen` (updated in place), scored by the worst utilisation with the total as the
+        tie-break; returns the utilisation it ends at. The tie-break rides in each move: max_r(u_r + m_r) + t is
+        max_r(u_r + m_r + t)."""
+        utilisation = self.rel[:, chosen].sum(axis=1, keepdims=True)
+        score = float(_score(utilisation[:, 0]))
+        tie_breaks = 1e-6 * self.blocks.sum(axis=0)
+        weighed = self.blocks + tie_breaks
+        moves = self._moves(weighed, chosen)
+        tie = 1e-6 * float(utilisation.sum())
+        util, scores = np.empty(moves.shape), np.empty(moves.shape[1])
+        for _ in range(4 * len(self.sizes)):
+            np.add(moves, utilisation, out=util)
+            util.max(axis=0, out=scores)
+            best = int(scores.argmin())
+            switched = float(scores[best]) + tie
+            if not switched < score - 1e-12:
+                break
+            at = self._switch(moves, weighed, chosen, best)
+            utilisation += self.blocks[:, at:at + 1]
+            tie += float(tie_breaks[at])
+            score = switched
+        return utilisation
+
+    def relieve_ties(self, chosen: list[int], utilisation: np.ndarray) -> None:
+        """The search once more, on a choice that overfills the capacity, with the sum of the utilisations'
+        TIE_POWER-th powers as the tie-break (updates `chosen` in place). Where two resources tie at the worst no
+        single switch lowers it, and the total as the tie-break only takes switches that lower the total: the
+        search stopped with LUTs and DSPs both just over an SLR (ResNet-50 on a U200: 1,772 fps over its three
+        SLRs where options balanced this way place 1,993). The power relieves the resource nearest the worst
+        first (LUTs for URAM), and the next switch can then lower the other. Only where the choice does not fit:
+        the power costs each step a few array operations, and where the choice fits its switches changed no
+        plan."""
+        moves = self._moves(self.blocks, chosen)
+        util, power = np.empty_like(moves), np.empty_like(moves)
+        scores, total = np.empty(moves.shape[1]), np.empty(moves.shape[1])
+        score = float(_score(utilisation[:, 0], TIE_POWER))
+        for _ in range(4 * len(self.sizes)):
+            np.add(moves, utilisation, out=util)
+            util.max(axis=0, out=scores)
+            np.multiply(util, util, out=power)
+            for _ in range(TIE_POWER.bit_length() - 2):  # util ** TIE_POWER by repeated squaring
+                power *= power
+            power.sum(axis=0, out=total)
+            total *= 1e-6
+            scores += total
+            best = int(scores.argmin())
+            if not scores[best] < score - 1e-12:
+                break
+            at = self._switch(moves, self.blocks, chosen, best)
+            utilisation += self.blocks[:, at:at + 1]
+            score = float(scores[best])
+
+
+@lru_cache(maxsize=4096)
+def _switch_index(sizes: tuple[int, ...]):
+    """_Switches' index arrays for stages of these option counts (the same for every capacity a run is balanced
+    for): each candidate's stage, each stage's first candidate, where each candidate's block starts, and per
+    block column the candidate it switches to and the one it switches from; then the first three as lists."""
+    stage_of = np.repeat(np.arange(len(sizes)), sizes)
+    starts = np.cumsum((0,) + sizes[:-1])
+    width = np.asarray(sizes)[stage_of]
+    owner = np.repeat(np.arange(len(stage_of)), width)
+    offsets = np.cumsum(width) - width
+    column = (starts[stage_of] - offsets)[owner] + np.arange(len(owner))
+    return stage_of, starts, offsets, column, owner, stage_of.tolist(), starts.tolist(), offsets.tolist()
 
 
 def _balanced_cached(pipeline: Pipeline, opts, level: int, capacity: Resources,
@@ -171,13 +218,18 @@ def _option_rows(pipeline: Pipeline, opts: list[list[StageOption]]) -> tuple[np.
 
 def _balanced_run(pipeline: Pipeline, opts, level: int, capacity: Resources,
                   stages: tuple[int, int]) -> tuple[list[StageOption], Resources]:
-    """The options _balanced_cached ranks first for the stages first..end-1, and their total, memoised alike: a
-    walk's binary search asks again for the runs it asked on an SLR as empty as before, and summing a run's
-    options cost as much as looking its order up."""
+    """The options balanced_order ranks first for the stages first..end-1 (its search, without ranking the rest),
+    and their total, memoised like _balanced_cached: a walk's binary search asks again for the runs it asked on
+    an SLR as empty as before."""
     key = ("balanced run", level, *stages, _proportions(capacity))
     if key not in pipeline.memo:
-        run = [options[0] for options in _balanced_cached(pipeline, opts, level, capacity, stages)]
-        pipeline.memo[key] = (run, Resources(*np.sum([o.res for o in run], axis=0).tolist()))
+        first, end = stages
+        table, offsets = _option_rows(pipeline, opts)
+        rows = table[offsets[first]:offsets[end]]
+        switches = _Switches(opts[first:end], capacity, rows)
+        chosen = switches.balanced()
+        run = [options[c - start] for options, c, start in zip(opts[first:end], chosen, switches.first)]
+        pipeline.memo[key] = (run, Resources(*rows[chosen].sum(axis=0).tolist()))
     return pipeline.memo[key]
 
 
