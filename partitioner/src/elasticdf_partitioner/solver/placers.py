@@ -106,7 +106,8 @@ class _Switches:
 
     def _moves(self, blocks: np.ndarray, chosen: list[int]) -> np.ndarray:
         """Per candidate what switching to it adds, with `chosen` (one candidate per stage) as the options now."""
-        at = self.offsets[np.asarray(chosen)[self.stage_of]] + np.arange(len(self.stage_of)) - self.starts[self.stage_of]
+        stage_of = self.stage_of
+        at = self.offsets[np.asarray(chosen)[stage_of]] + np.arange(len(stage_of)) - self.starts[stage_of]
         return np.ascontiguousarray(blocks[:, at])
 
     def _switch(self, moves: np.ndarray, blocks: np.ndarray, chosen: list[int], best: int) -> np.ndarray:
