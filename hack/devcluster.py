@@ -1299,8 +1299,14 @@ def _cluster_dns_objects() -> list[dict[str, Any]]:
                      "args": ["-conf", "/etc/coredns/Corefile"],
                      "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
                                {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}],
-                     "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}, "periodSeconds": 2},
-                     "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}},
+                     # CoreDNS's own manifest's tolerances. With the defaults (1 s, 3 failures) a 2-core host
+                     # busy with card builds can fail the probes, which takes the one DNS endpoint out of the
+                     # Service (or restarts CoreDNS) and fails every pod's lookups; a CI run saw such failures
+                     # ("Temporary failure in name resolution") during a card-build roll
+                     "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}, "periodSeconds": 2,
+                                        "timeoutSeconds": 5, "failureThreshold": 5},
+                     "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}, "initialDelaySeconds": 60,
+                                       "timeoutSeconds": 5, "failureThreshold": 5},
                      "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
                  }],
                  "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
