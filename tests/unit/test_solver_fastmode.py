@@ -17,7 +17,7 @@ from elasticdf_partitioner.solver import candidate_levels, solve
 from elasticdf_partitioner.solver.bound import fps_per_resource
 from elasticdf_partitioner.solver.exact import exact_optimum
 from elasticdf_partitioner.solver.pack import GroupPacker, GroupResult, PackSettings
-from elasticdf_partitioner.solver.placers import RunPlacer, balanced_order
+from elasticdf_partitioner.solver.placers import RunPlacer, _balanced_run, balanced_order
 from elasticdf_partitioner.solver.replicate import EXHAUSTIVE_STAGES
 from elasticdf_partitioner.solver.stages import StageOption, build_pipeline
 from elasticdf_partitioner.solver.state import AVG_KINDS
@@ -327,6 +327,40 @@ def test_balanced_options_fit_where_two_resources_tie_at_the_worst():
     capacity = Resources(100, 0, 0, 100, 100)
     chosen = [options[0] for options in balanced_order(opts, capacity)]
     assert all(used <= cap for used, cap in zip(sum((o.res for o in chosen), Resources()), capacity))
+
+
+_OPTION = st.tuples(st.integers(1, 40), st.integers(0, 40), st.integers(0, 40))  # LUT, URAM, DSP
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(_OPTION, min_size=1, max_size=4), min_size=2, max_size=10),
+       st.tuples(st.integers(20, 200), st.integers(0, 200), st.integers(1, 200)), st.data())
+def test_a_runs_balanced_options_are_those_balanced_order_ranks_first(stages, capacity, data):
+    """A walk's runs take their options from the search alone (_balanced_run, which skips ranking the rest):
+    for any run of stages they are balanced_order's first options, and their total is theirs; and where they
+    fit the capacity no single switch lowers the search's score (the worst utilisation, then the total)."""
+    graph = chain("runs", [[(100, Resources(lut, 0, 0, uram, dsp), 8) for lut, uram, dsp in stage]
+                           for stage in stages])
+    pipeline = build_pipeline(graph)
+    opts = pipeline.fronts(100)
+    first = data.draw(st.integers(0, len(opts) - 1))
+    end = data.draw(st.integers(first + 1, len(opts)))
+    lut, uram, dsp = capacity
+    room = Resources(lut, 0, 0, uram, dsp)
+    run, total = _balanced_run(pipeline, opts, 100, room, (first, end))
+    assert run == [options[0] for options in balanced_order(opts[first:end], room)]
+    assert total == sum((o.res for o in run), Resources())
+
+    def shares(choice):  # as the search weighs them: a resource the capacity lacks counts against 1e-9
+        used = sum((o.res for o in choice), Resources())
+        return [u / (c if c > 0 else 1e-9) for u, c in zip(used, room)]
+
+    if max(shares(run)) <= 1:
+        score = max(shares(run)) + 1e-6 * sum(shares(run))
+        for s, options in enumerate(opts[first:end]):
+            for option in options:
+                switched = shares(run[:s] + [option] + run[s + 1:])
+                assert max(switched) + 1e-6 * sum(switched) >= score - 1e-9
 
 
 def test_options_balanced_per_slr_relieve_resources_tied_at_the_worst():
