@@ -173,7 +173,7 @@ class _Switches:
             score = float(scores[best])
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=512)  # tens of kB each for ResNet-50's runs: a long-running operator keeps a bounded few
 def _switch_index(sizes: tuple[int, ...]):
     """_Switches' index arrays for stages of these option counts (the same for every capacity a run is balanced
     for): each candidate's stage, each stage's first candidate, where each candidate's block starts, and per
