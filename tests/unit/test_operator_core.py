@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from elasticdf_contract import names
 from elasticdf_operator import autoscale, inventory, state
 from elasticdf_operator import decide as decide_
 from elasticdf_operator.autoscale import History, Policy, decide
+from elasticdf_operator.reconcile import reconcile
 from elasticdf_partitioner.catalog import load_catalog
 from test_operator_decide import node
 
@@ -168,3 +170,43 @@ def test_a_create_in_a_terminating_namespace_is_no_error():
     assert namespace_terminating(forbidden("NamespaceTerminating"))
     assert not namespace_terminating(forbidden("FieldValueForbidden")), "RBAC and other refusals still raise"
     assert not namespace_terminating(ApiException(status=500, reason="boom"))
+
+
+class StatusKube:
+    """Records status writes; the write of generation `slow` waits (up to a timeout) for `later` to be set."""
+
+    def __init__(self, slow: int):
+        self.slow, self.later, self.written = slow, threading.Event(), []
+
+    def patch_status(self, ns, name, status):
+        if status["observedGeneration"] == self.slow:
+            self.later.wait(timeout=0.5)
+        self.written.append(status["observedGeneration"])
+
+    def event(self, *_):
+        pass
+
+
+def test_a_pass_that_observed_first_writes_its_status_first():
+    """kopf runs a resource's resync timer and its change handlers side by side. A pass that observed the
+    cluster before another must not write its status after it: the older status would stand until the next
+    pass (0 of 1 instances ready while the instance serves)."""
+    kube, ledger = StatusKube(slow=1), state.Ledger()
+    observed = threading.Event()
+
+    def first_observe():
+        observed.set()
+        return state.Observed([], [], [])
+
+    def run(generation: int, observe):
+        body = ei(replicas="many")  # a spec the pass rejects: no plan, only a status
+        body["metadata"]["generation"] = generation
+        reconcile(kube, body, observe, ledger, CATALOG)
+
+    first = threading.Thread(target=run, args=(1, first_observe))
+    first.start()
+    assert observed.wait(5)
+    run(2, lambda: state.Observed([], [], []))
+    kube.later.set()
+    first.join(5)
+    assert kube.written == [1, 2]

@@ -3,8 +3,8 @@
 `decide.decide` turns (spec, snapshot, now) into typed actions, `act.execute` applies them through `kube.Kube`,
 `status.build_status` reports the snapshot after them. Card reservations live in the API server (group
 ConfigMaps, card pods), so a reconcile is correct after restarts; the `state.Ledger` serialises
-read-decide-write across resources and overlays this process's own writes the watches have not delivered yet,
-so two reconciles never book the same card.
+read-decide-write (and the status written from it) across resources and overlays this process's own writes the
+watches have not delivered yet, so two reconciles never book the same card nor write their statuses out of order.
 """
 
 from __future__ import annotations
@@ -73,15 +73,18 @@ def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, led
             builds.want(decision.lookups)
         events = execute(kube, ledger, owner, decision.actions)
         snap = ledger.view(raw)
+        cms, pods = snap.owned(owner.namespace, owner.name)
+        status = build_status(ei, owner, want, cms, pods, decision, (ei.get("spec") or {}).get("model") or {},
+                              snap.builds, settings.builds)
+        body = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+        post_events(kube, ei, events, body)  # before the status: a failed write still reports what was done
+        # written in the order the passes observed: kopf runs a resource's timer and its change handlers side by
+        # side, and a pass that observed first but wrote last would put a stale status back (a CI run saw 0 of 1
+        # instances ready for seconds right after the status said the instance served)
+        kube.patch_status(owner.namespace, owner.name, body)
+        metrics.publish(owner.namespace, owner.name, body)
     if decision.solve_seconds is not None:
         metrics.PLAN_SECONDS.observe(decision.solve_seconds)
-    cms, pods = snap.owned(owner.namespace, owner.name)
-    status = build_status(ei, owner, want, cms, pods, decision, (ei.get("spec") or {}).get("model") or {},
-                          snap.builds, settings.builds)
-    body = status.model_dump(by_alias=True, exclude_none=True, mode="json")
-    post_events(kube, ei, events, body)
-    kube.patch_status(owner.namespace, owner.name, body)
-    metrics.publish(owner.namespace, owner.name, body)
     return body
 
 
