@@ -111,8 +111,9 @@ class _Switches:
         at = self.offsets[np.asarray(chosen)[stage_of]] + np.arange(len(stage_of)) - self.starts[stage_of]
         return np.ascontiguousarray(blocks[:, at])
 
-    def _switch(self, moves: np.ndarray, blocks: np.ndarray, chosen: list[int], best: int) -> np.ndarray:
-        """Switch `best`'s stage to it: its moves become those of `best`'s block; returns what it adds."""
+    def _switch(self, moves: np.ndarray, blocks: np.ndarray, chosen: list[int], best: int) -> int:
+        """Switch `best`'s stage to it: its moves become those of `best`'s block. Returns the column of the blocks
+        that holds what the switch adds to the utilisation."""
         s = self.stage[best]
         first, size, was = self.first[s], self.sizes[s], self.offset[chosen[s]]
         at = self.offset[best]
