@@ -59,7 +59,6 @@ class Pipeline:
     edges: list[StageEdge]
     published: list[StageOption | None]
     _crossings: list[list[StageEdge]] | None = field(default=None, repr=False)
-    _pareto: dict[tuple[int, int], list[StageOption]] = field(default_factory=dict, repr=False)
     ratios: dict[float, Resources] = field(default_factory=dict, repr=False)  # fps per resource, by clock
     memo: dict = field(default_factory=dict, repr=False)  # per-level results the search steps reuse
     cache_path: Path | None = field(default=None, repr=False)  # its file in the plan cache (None: not kept)
@@ -74,25 +73,30 @@ class Pipeline:
         return self._crossings
 
     def pareto(self, stage: int, max_cycles: int) -> list[StageOption]:
-        key = (stage, max_cycles)
-        if key not in self._pareto:
-            options = self.stages[stage].options
-            tables = self.memo.setdefault("pareto_tables", {})  # by option list: equal stages share theirs
-            if id(options) not in tables:
-                tables[id(options)] = ParetoTable(options)
-            self._pareto[key] = tables[id(options)].front(max_cycles)
-        return self._pareto[key]
+        return self._pareto_tables()[stage].front(max_cycles)
 
     def fronts(self, max_cycles: int) -> list[list[StageOption]]:
         """Every stage's Pareto front within the budget (each placer of a level asks for all of them)."""
         key = ("fronts", max_cycles)
         if key not in self.memo:
-            by_list: dict[int, list[StageOption]] = {}  # stages that share an option list share its front
-            for s, stage in enumerate(self.stages):
-                if id(stage.options) not in by_list:
-                    by_list[id(stage.options)] = self.pareto(s, max_cycles)
-            self.memo[key] = [by_list[id(stage.options)] for stage in self.stages]
+            self.memo[key] = [table.front(max_cycles) for table in self._pareto_tables()]
         return self.memo[key]
+
+    def _pareto_tables(self) -> list[ParetoTable]:
+        """Per stage the ParetoTable of its options; stages that share an option list share its table, and so
+        the fronts' lists."""
+        return self._per_option_list("pareto_tables", ParetoTable)
+
+    def _per_option_list(self, name: str, make: Callable[[list[StageOption]], object]) -> list:
+        """Per stage what `make` makes of its options, memoised under `name`: made once per option list, which
+        stages of equal layers share (ResNet-50 repeats its bottlenecks)."""
+        if name not in self.memo:
+            made: dict[int, object] = {}
+            for stage in self.stages:
+                if id(stage.options) not in made:
+                    made[id(stage.options)] = make(stage.options)
+            self.memo[name] = [made[id(stage.options)] for stage in self.stages]
+        return self.memo[name]
 
     def least_resources(self, max_cycles: int) -> Resources | None:
         """Per resource, the least any instance within `max_cycles` can use (None: no folding is that fast).
@@ -136,14 +140,7 @@ class Pipeline:
 
     def _least_tables(self) -> list[tuple[list[int], list[list[float]]]]:
         """Per stage: its options' cycles (ascending) and, per option, the least of each resource so far."""
-        if "least_tables" not in self.memo:
-            tables: dict[int, tuple[list[int], list[list[float]]]] = {}  # by option list: equal stages share it
-            for s in self.stages:
-                if id(s.options) not in tables:
-                    tables[id(s.options)] = ([o.cycles for o in s.options], np.minimum.accumulate(
-                        np.array([o.res for o in s.options], dtype=float), axis=0).tolist())
-            self.memo["least_tables"] = [tables[id(s.options)] for s in self.stages]
-        return self.memo["least_tables"]
+        return self._per_option_list("least_tables", _least_table)
 
     def levels(self) -> list[int]:
         """Every distinct cycles-per-frame value an option can have, ascending."""
@@ -154,6 +151,12 @@ class Pipeline:
     def min_level(self) -> int:
         """The fastest bottleneck any folding reaches (each stage at its fastest option)."""
         return max(s.options[0].cycles for s in self.stages)
+
+
+def _least_table(options: list[StageOption]) -> tuple[list[int], list[list[float]]]:
+    """The options' cycles (ascending) and, per option, the least of each resource among it and those before."""
+    return [o.cycles for o in options], np.minimum.accumulate(np.array([o.res for o in options], dtype=float),
+                                                              axis=0).tolist()
 
 
 def _tie_groups(graph: ModelGraph) -> list[list[int]]:
@@ -294,7 +297,12 @@ def _build_pipeline(graph: ModelGraph) -> Pipeline:
         StageEdge(stage_of[u], stage_of[v], groups[stage_of[u]].index(u), graph.layers[u].out_bits_per_frame)
         for u, v in graph.edges if stage_of[u] != stage_of[v]
     }, key=lambda e: (e.src, e.dst, e.src_pos))
-    return Pipeline(graph.name, stages, edges, published)
+    pipeline = Pipeline(graph.name, stages, edges, published)
+    # the tables every plan reads first (each stage's Pareto fronts and least resources by cycle budget) are made
+    # now, so the plan cache's file holds them too: a later process reads them instead of making them again
+    pipeline._pareto_tables()
+    pipeline._least_tables()
+    return pipeline
 
 
 def _group_options(graph: ModelGraph, group: list[int],
