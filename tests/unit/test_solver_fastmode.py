@@ -17,7 +17,7 @@ from elasticdf_partitioner.solver import candidate_levels, solve
 from elasticdf_partitioner.solver.bound import fps_per_resource
 from elasticdf_partitioner.solver.exact import exact_optimum
 from elasticdf_partitioner.solver.pack import GroupPacker, GroupResult, PackSettings
-from elasticdf_partitioner.solver.placers import RunPlacer, _balanced_run, balanced_order
+from elasticdf_partitioner.solver.placers import RunPlacer, _balanced_run, _Switches, balanced_order
 from elasticdf_partitioner.solver.replicate import EXHAUSTIVE_STAGES
 from elasticdf_partitioner.solver.stages import StageOption, build_pipeline
 from elasticdf_partitioner.solver.state import AVG_KINDS
@@ -139,14 +139,11 @@ def test_fast_mode_is_feasible_wherever_the_exact_model_is(stages, slrs, eth):
     assert (fps > 0) == (optimum > 0)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(stages=st.lists(st.tuples(st.sampled_from([400, 800]), option), min_size=3, max_size=8),
-       slrs=st.lists(st.integers(40, 160), min_size=1, max_size=3), held=st.integers(0, 2))
-def test_run_placer_skips_no_route_it_could_place_on(stages, slrs, held):
-    """RunPlacer only walks routes whose SLRs, in order, reach the last stage at each stage's least resources
-    (_route_can_hold): on two cards, with up to `held` instances placed first so that the SLRs are unevenly
-    full, every route a walk without that check places an instance on passes it."""
-    graph = chain("route", [[(c, Resources(lut, 0, 0, 0, dsp), w), (c // 2, Resources(2 * lut, 0, 0, 0, dsp // 2), 16),
+def _run_walks_on_two_cards(stages, slrs, held):
+    """Per feasible level and route of a random chain on two cards: the pipeline, the placing state and the
+    RunPlacer walks' inputs; the first `held` routes a walk places on keep their instance (suspended walks), so
+    that the SLRs are unevenly full for the walks after them."""
+    graph = chain("walks", [[(c, Resources(lut, 0, 0, 0, dsp), w), (c // 2, Resources(2 * lut, 0, 0, 0, dsp // 2), 16),
                              (c // 2, Resources(lut // 2 + 5, 0, 0, 0, 2 * dsp), 32)] for c, (lut, dsp, w) in stages])
     cluster = toy_cluster([slrs, slrs[::-1]], [0, len(slrs) - 1], sll=48)
     pipeline = build_pipeline(graph)
@@ -156,12 +153,39 @@ def test_run_placer_skips_no_route_it_could_place_on(stages, slrs, held):
     holding = []  # walks suspended at their placement: the state keeps what they hold
     for level in (lv for lv in pipeline.levels() if RunPlacer(pipeline, state, lv).feasible_level()):
         for route in packer.routes:
-            with mock.patch.object(RunPlacer, "_route_can_hold", return_value=True):
-                placed = list(RunPlacer(pipeline, state, level).place(route))  # each walk runs on to its undo
-            assert not placed or RunPlacer(pipeline, state, level)._route_can_hold(route)
-            if placed and len(holding) < held:
+            yield pipeline, state, level, route
+            if len(holding) < held:
                 walk = RunPlacer(pipeline, state, level).place(route)
-                holding.append((walk, next(walk)))
+                placed = next(walk, None)
+                if placed is not None:
+                    holding.append((walk, placed))
+
+
+_WALKS = dict(stages=st.lists(st.tuples(st.sampled_from([400, 800]), option), min_size=3, max_size=8),
+              slrs=st.lists(st.integers(40, 160), min_size=1, max_size=3), held=st.integers(0, 2))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**_WALKS)
+def test_run_placer_skips_no_route_it_could_place_on(stages, slrs, held):
+    """RunPlacer only walks routes whose SLRs, in order, reach the last stage at each stage's least resources
+    (_route_can_hold): every route a walk without that check places an instance on passes it."""
+    for pipeline, state, level, route in _run_walks_on_two_cards(stages, slrs, held):
+        with mock.patch.object(RunPlacer, "_route_can_hold", return_value=True):
+            placed = list(RunPlacer(pipeline, state, level).place(route))  # each walk runs on to its undo
+        assert not placed or RunPlacer(pipeline, state, level)._route_can_hold(route)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**_WALKS)
+def test_a_run_placer_gives_up_only_walks_that_would_place_nothing(stages, slrs, held):
+    """RunPlacer walks stop where the SLRs after the current one cannot reach the last stage at the least each stage
+    uses (_reach, in _route_can_hold and _farthest): every walk places what it places without those checks."""
+    for pipeline, state, level, route in _run_walks_on_two_cards(stages, slrs, held):
+        placed = [p.key() for p in RunPlacer(pipeline, state, level).place(route)]
+        with mock.patch.object(RunPlacer, "_reach", lambda placer, slots, start: len(placer.choice)):
+            unchecked = [p.key() for p in RunPlacer(pipeline, state, level).place(route)]
+        assert placed == unchecked
 
 
 def _per_slr_feasible(pipeline, cluster, placement) -> bool:
@@ -347,7 +371,7 @@ def test_a_runs_balanced_options_are_those_balanced_order_ranks_first(stages, ca
     end = data.draw(st.integers(first + 1, len(opts)))
     lut, uram, dsp = capacity
     room = Resources(lut, 0, 0, uram, dsp)
-    run, total = _balanced_run(pipeline, opts, 100, room, (first, end))
+    run, total = _balanced_run(pipeline, opts, room, (first, end))
     assert run == [options[0] for options in balanced_order(opts[first:end], room)]
     assert total == sum((o.res for o in run), Resources())
 
@@ -389,3 +413,38 @@ def test_a_run_dive_moves_its_main_instance_between_the_candidate_levels(card, l
     plan = solve(graph, cluster)
     assert plan.total_fps >= least
     assert len({i.cycles_per_frame for i in plan.instances}) == 2
+
+
+def test_a_run_of_stages_equal_to_one_searched_before_takes_that_search():
+    """Stages of equal layers share their option lists (ResNet-50 repeats its bottlenecks), so a run of them
+    balanced for a capacity of the same proportions is not searched again; its options are those balanced_order
+    ranks first for it."""
+    pipeline = build_pipeline(load_model("resnet50"))
+    opts = pipeline.fronts(401_408)
+    ids = [id(options) for options in opts]
+    first, again = next((a, b) for a in range(len(ids)) for b in range(a + 6, len(ids) - 6)
+                        if ids[a:a + 6] == ids[b:b + 6])
+    room = Resources(400_000, 800_000, 1_000, 300, 3_000)
+    _balanced_run(pipeline, opts, room, (first, first + 6))
+    with mock.patch.object(_Switches, "balanced", side_effect=AssertionError("searched again")):
+        run, total = _balanced_run(pipeline, opts, room.scale(2.0), (again, again + 6))  # same proportions
+    assert run == [options[0] for options in balanced_order(opts[again:again + 6], room)]
+    assert total == sum((o.res for o in run), Resources())
+
+
+def test_a_run_placers_longest_run_follows_what_its_slr_has_left():
+    """_longest_run is kept per SLR and start while nothing was taken from the SLR: after a take it shrinks, after
+    the undo it is what it was."""
+    graph = chain("longest", [[(100, Resources(15, 0, 0, 0, 10), 8)]] * 6)
+    cluster = toy_cluster([[100]], [0])
+    pipeline = build_pipeline(graph)
+    packer = GroupPacker(pipeline, cluster.cards, cluster.catalog, LIMITS, fps_per_resource(pipeline, 100),
+                         PackSettings())
+    state = packer._placing_state()
+    placer = RunPlacer(pipeline, state, 100)
+    before = placer._longest_run(0, 0, 0)
+    mark = state.mark()
+    state.take(0, 0, Resources(30, 30, 0, 0, 30))
+    assert placer._longest_run(0, 0, 0) < before
+    state.undo(mark)
+    assert placer._longest_run(0, 0, 0) == before

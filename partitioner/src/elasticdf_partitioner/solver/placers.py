@@ -188,15 +188,12 @@ def _switch_index(sizes: tuple[int, ...]):
     return stage_of, starts, offsets, column, owner, stage_of.tolist(), starts.tolist(), offsets.tolist()
 
 
-def _balanced_cached(pipeline: Pipeline, opts, level: int, capacity: Resources,
-                     stages: tuple[int, int] | None = None) -> list[list[StageOption]]:
-    """balanced_order of the stages first..end-1 (default: all) depends only on the proportions of the capacity,
-    so groups of one card type, and the runs of a walk that start on an SLR as empty as before, share it."""
-    first, end = stages or (0, len(opts))
-    key = ("balanced", level, first, end, _proportions(capacity))
+def _balanced_cached(pipeline: Pipeline, opts, level: int, capacity: Resources) -> list[list[StageOption]]:
+    """balanced_order of all stages depends only on the proportions of the capacity, so groups of one card type
+    share it."""
+    key = ("balanced", level, _proportions(capacity))
     if key not in pipeline.memo:
-        table, offsets = _option_rows(pipeline, opts)
-        pipeline.memo[key] = balanced_order(opts[first:end], capacity, table[offsets[first]:offsets[end]])
+        pipeline.memo[key] = balanced_order(opts, capacity, _option_rows(pipeline, opts)[0])
     return pipeline.memo[key]
 
 
@@ -208,9 +205,9 @@ def _resource_rows(opts: list[list[StageOption]]) -> np.ndarray:
 
 
 def _option_rows(pipeline: Pipeline, opts: list[list[StageOption]]) -> tuple[np.ndarray, list[int]]:
-    """_resource_rows of a memoised option order, and the first row of each stage (and the end): the runs of a
-    walk take their rows from it instead of building them for each of their balanced_order calls. The entry
-    keeps `opts` itself, so its id cannot be reused by another list while the entry exists."""
+    """_resource_rows of a level's fronts (a memoised list), and the first row of each stage (and the end): the
+    runs of a walk take their rows from it instead of building them for each of their searches. The entry keeps
+    `opts` itself, so its id cannot be reused by another list while the entry exists."""
     key = ("rows", id(opts))
     if key not in pipeline.memo or pipeline.memo[key][0] is not opts:
         offsets = np.cumsum([0] + [len(options) for options in opts]).tolist()
@@ -218,14 +215,17 @@ def _option_rows(pipeline: Pipeline, opts: list[list[StageOption]]) -> tuple[np.
     return pipeline.memo[key][1:]
 
 
-def _balanced_run(pipeline: Pipeline, opts, level: int, capacity: Resources,
+def _balanced_run(pipeline: Pipeline, opts, capacity: Resources,
                   stages: tuple[int, int]) -> tuple[list[StageOption], Resources]:
-    """The options balanced_order ranks first for the stages first..end-1 (its search, without ranking the rest),
-    and their total, memoised like _balanced_cached: a walk's binary search asks again for the runs it asked on
-    an SLR as empty as before."""
-    key = ("balanced run", level, *stages, _proportions(capacity))
+    """The options balanced_order ranks first for the stages first..end-1 of `opts` (the pipeline's fronts at a
+    level; its search, without ranking the rest), and their total. The search depends only on the stages' option
+    lists and the proportions of the capacity, so it is memoised by those: a walk's binary search asks again for
+    the runs it asked on an SLR as empty as before, and the fronts of most stages are the same lists at nearby
+    levels (ResNet-50 repeats its bottlenecks, whose stages share theirs, too). The pipeline keeps its fronts'
+    lists, so their ids stay theirs."""
+    first, end = stages
+    key = ("balanced run", tuple(map(id, opts[first:end])), _proportions(capacity))
     if key not in pipeline.memo:
-        first, end = stages
         table, offsets = _option_rows(pipeline, opts)
         rows = table[offsets[first]:offsets[end]]
         switches = _Switches(opts[first:end], capacity, rows)
@@ -235,6 +235,7 @@ def _balanced_run(pipeline: Pipeline, opts, level: int, capacity: Resources,
     return pipeline.memo[key]
 
 
+@lru_cache(maxsize=4096)  # a walk asks for the proportions of the same few capacities thousands of times
 def _proportions(capacity: Resources) -> tuple[float, ...]:
     top = max(capacity) or 1.0
     return tuple(round(c / top, 4) for c in capacity)
@@ -277,6 +278,11 @@ class Steps:
 
 
 class InstancePlacer:
+    # In fast mode a level's options are ranked by balanced_order for the whole group (GreedyPlacer places its
+    # first options); RunPlacer balances each run for its own SLR and keeps the fronts as they are, whose lists
+    # are what _balanced_run memoises its searches by.
+    ranks_options = True
+
     def __init__(self, pipeline: Pipeline, state: GroupState, level: int, exhaustive: bool,
                  steps: Steps | None = None):
         self.pipeline = pipeline
@@ -285,7 +291,7 @@ class InstancePlacer:
         self.exhaustive = exhaustive
         self.steps = steps or Steps()  # shared by the walks (copies) of this placer and of the search's others
         self.opts = pipeline.fronts(level)  # memoised: shared, never changed in place
-        if not exhaustive and all(self.opts):
+        if not exhaustive and self.ranks_options and all(self.opts):
             self.opts = _balanced_cached(pipeline, self.opts, level, state.free_total())
         self.crossing = pipeline.crossings()
 
@@ -432,7 +438,7 @@ class GreedyPlacer(InstancePlacer):
             if not last_slot and self.route[k + 1][0] != card and not self.state.open_eth(card):
                 return None
             end = self._farthest(card, slr, s)
-            if last_slot and end < n or k == 0 and end == s or not last_slot and end == n:
+            if end is None or last_slot and end < n or k == 0 and end == s or not last_slot and end == n:
                 return None
             while not last_slot and end > s and self.route[k + 1][0] == card and not self._cut_ok(k, end):
                 end -= 1
@@ -513,11 +519,14 @@ class RunPlacer(GreedyPlacer):
     Each run is the longest the binary search finds whose own balanced choice fits: a heuristic (fitting need
     not be monotone in the run's end), but every run placed fits, so placements stay feasible."""
 
+    ranks_options = False
+
     def __init__(self, pipeline: Pipeline, state: GroupState, level: int):
         super().__init__(pipeline, state, level)
         if self.feasible_level():
             least = np.array(pipeline.least_per_stage(level))
             self.least_prefix = np.vstack([np.zeros(5), np.cumsum(least, axis=0)])  # row e: stages 0..e-1
+        self.longest: dict[tuple[int, int, int], tuple[list[float], int]] = {}  # see _longest_run
 
     def _route_can_hold(self, route: Route) -> bool:
         """Whether the route's SLRs, in order, can reach the last stage with runs at the least each stage can use
@@ -526,10 +535,14 @@ class RunPlacer(GreedyPlacer):
         a run from a later stage needs less, so its end is no earlier: starting each SLR where the previous could
         reach at most never rejects a route that can hold one. SLR by SLR rejects more than the route's sums
         did (MobileNetV1 on two U250s: 70 of the 796 routes they let through)."""
-        reach = 0
-        for card, slr in route:
+        return self._reach(route, 0) == len(self.choice)
+
+    def _reach(self, slots: Route, start: int) -> int:
+        """How far runs from stage `start` over these SLRs in order reach at most (see _route_can_hold)."""
+        reach = start
+        for card, slr in slots:
             reach = max(reach, self._longest_run(card, slr, reach))
-        return reach == len(self.choice)
+        return reach
 
     def _fresh_choice(self) -> list[StageOption]:
         return list(self.choice)  # overwritten run by run with the options chosen for each SLR
@@ -545,27 +558,36 @@ class RunPlacer(GreedyPlacer):
     def _width(self, position: int) -> float:
         return self._chosen_width(position)
 
-    def _farthest(self, card: int, slr: int, s: int) -> int:
+    def _farthest(self, card: int, slr: int, s: int) -> int | None:
         """The largest end e the binary search finds such that stages s..e-1, with options balanced for this
         SLR, fit it; those options go into self.chosen. On the route's last SLR only the whole rest is tried
-        (a walk that fails there costs one balanced_order, not a binary search of them)."""
+        (a walk that fails there costs one balanced_order, not a binary search of them). None once every end
+        the search can still find is too early for the SLRs after this one to reach the last stage from it (at
+        the least each stage uses, see _route_can_hold): the walk fails, and most run searches of a plan were in
+        walks that failed (ResNet-50 on two U280s: 229 of 285)."""
         capacity = self._run_capacity(card, slr)
         fitting: dict[int, list[StageOption]] = {s: []}
         most = self._longest_run(card, slr, s)
+        rest = self.route[self.route.index((card, slr)) + 1:]
+        n = len(self.choice)
 
         def fits(e: int) -> bool:
-            run, need = _balanced_run(self.pipeline, self.opts, self.level, capacity, (s, e))
+            run, need = _balanced_run(self.pipeline, self.opts, capacity, (s, e))
             if self.state.fits(card, slr, need):
                 fitting[e] = run
                 return True
             return False
 
-        last = (card, slr) == self.route[-1]  # its run must reach the last stage (_greedy): no shorter one places
-        if last and most < len(self.choice):
+        last = not rest  # its run must reach the last stage (_greedy): no shorter one places
+        if last and most < n:
             return s
+        if not last and self._reach(rest, most) < n:
+            return None
         if most > s and not fits(most) and not last:
             low, high = s, most  # the run to `low` fits, the run to `high` does not
             while high - low > 1:
+                if self._reach(rest, high - 1) < n:
+                    return None
                 mid = (low + high) // 2
                 low, high = (mid, high) if fits(mid) else (low, mid)
         end = max(fitting)
@@ -578,12 +600,18 @@ class RunPlacer(GreedyPlacer):
 
     def _longest_run(self, card: int, slr: int, s: int) -> int:
         """The end past which a run from stage s needs more of some resource than the SLR has, whatever its
-        options."""
+        options. Kept per SLR and start while the SLR's free list is the same object (GroupState replaces it on
+        every take and puts it back on undo): route checks ask again for the SLRs of the routes before them."""
         slot = self.state.slots[card][slr]
+        kept = self.longest.get((card, slr, s))
+        if kept is not None and kept[0] is slot.free:
+            return kept[1]
         least_runs = self.least_prefix[s:] - self.least_prefix[s]
         too_big = (least_runs > np.array(slot.free) + EPS).any(axis=1) | \
             (least_runs @ self.state.avg_vector(card, slr) > slot.avg_free + EPS)
-        return s + int(too_big.argmax()) - 1 if too_big.any() else len(self.choice)
+        end = s + int(too_big.argmax()) - 1 if too_big.any() else len(self.choice)
+        self.longest[(card, slr, s)] = (slot.free, end)
+        return end
 
 
 class SpreadPlacer(RunPlacer):
