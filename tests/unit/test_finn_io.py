@@ -4,6 +4,7 @@ import json
 
 import onnx
 import pytest
+from elasticdf_partitioner.cluster import ClusterSpec, cluster_from_spec
 from elasticdf_partitioner.errors import InputError
 from elasticdf_partitioner.finn_io import (
     apply_folding_file,
@@ -13,6 +14,7 @@ from elasticdf_partitioner.finn_io import (
     write_folding_config,
 )
 from elasticdf_partitioner.modelio import model_graph
+from elasticdf_partitioner.solver import solve
 from elasticdf_partitioner.zoo import load_model
 from onnx import TensorProto, helper
 
@@ -258,3 +260,16 @@ def test_cli_plan_of_an_onnx_model_writes_segment_onnx(tmp_path, capsys):
     segments = list((tmp_path / "finn").rglob("*.onnx"))
     assert segments
     assert import_onnx(onnx.load(str(segments[0]))).layers[0].name == "Pad_0"
+
+
+def test_a_small_finn_net_plans_on_two_cards_it_fits_thousands_of_times(tmp_path):
+    """A 12-layer dataflow net fits two U280s thousands of times. The shared-route search places instances of one
+    level together, and its recursion goes two frames deep per stage and instance: it starts at the count that
+    beats what the two cards plan apart and stops where the stack would run out (SHARED_MAX_FRAMES), so the plan
+    is made (it ran out of stack counting up from one instance)."""
+    path = tmp_path / "net.onnx"
+    onnx.save(small_net(NEW), str(path))
+    cluster = cluster_from_spec(ClusterSpec(nodes=[{"name": "a", "cards": ["u280"]}, {"name": "b", "cards": ["u280"]}]))
+    plan = solve(import_onnx(path), cluster)
+    assert plan.total_fps > 2 * solve(import_onnx(path), cluster_from_spec(ClusterSpec(nodes=[
+        {"name": "a", "cards": ["u280"]}]))).total_fps * 0.99

@@ -72,6 +72,10 @@ MAIN_SPAN = 1.1
 # (see _refined_main): ResNet-50 on a U250 places 1,993 + 886 fps at 100,352 + 225,792 cycles, 8 and 4 levels
 # away from the candidates' 1,736 + 997.
 FINE_FILLERS = 6
+# recursion frames a shared-route search may take: two per stage and instance placed together (SharedRoutePlacer's
+# _fill and _fill_here), under Python's limit of 1,000 with its callers' (a 12-layer FINN net on two U280s fits
+# thousands of instances: counting up from one, the search ran out of stack at about 40)
+SHARED_MAX_FRAMES = 800
 SHARED_STEP_BUDGET = 20_000  # steps of the shared-route searches (placers.SharedRoutePlacer): a fit is found in
 # tens or hundreds (exact_bench #1: 52, #10: 517), a count that does not fit would take the whole budget
 
@@ -120,7 +124,7 @@ class GroupPacker:
         best = self._fast(levels, floor)
         small = self._small_option_space(levels)
         if small:
-            best = self._shared(levels, best)
+            best = self._shared(levels, best, floor)
         if self.settings.exhaustive:  # within a step budget: the plan so far first, to prune by
             searched = self._search(levels, dive=False, incumbent=best)
             return searched if searched.fps > best.fps + EPS or searched.optimal else best
@@ -130,9 +134,10 @@ class GroupPacker:
                              step_budget=WIDER_STEP_BUDGET, incumbent=best)
         return GroupResult(wider.placements, wider.fps, False, best.nodes + wider.nodes)
 
-    def _shared(self, levels: list[int], incumbent: GroupResult) -> GroupResult:
+    def _shared(self, levels: list[int], incumbent: GroupResult, floor: float) -> GroupResult:
         """`incumbent`, or more instances of one level sharing one of the longest routes (each SLR of it holds
-        a part of every instance: placers.SharedRoutePlacer), as many as fit within SHARED_STEP_BUDGET."""
+        a part of every instance: placers.SharedRoutePlacer), as many as fit within SHARED_STEP_BUDGET, at least
+        as many as beat `floor` and at most SHARED_MAX_FRAMES allow."""
         if self.settings.exclusive_cards or not levels:  # instances that share a card
             return incumbent
         longest = max(len(route) for route in self.routes)
@@ -141,8 +146,10 @@ class GroupPacker:
         for route in (r for r in self.routes if len(r) == longest):
             clock = min(self.cards[c].type.fclk_mhz for c, _ in route) * 1e6
             for level in levels:
-                count = math.floor(best.fps * level / clock + 1e-9) + 1  # the fewest that beat the best so far
-                most = self._count_bound(empty, level) + 1e-9  # infinite where an instance needs nothing
+                # the fewest that beat the best so far and the floor (a pair is only kept where it beats its cards)
+                count = math.floor(max(best.fps, floor) * level / clock + 1e-9) + 1
+                most = min(self._count_bound(empty, level) + 1e-9,  # infinite where an instance needs nothing
+                           SHARED_MAX_FRAMES // (2 * len(self.pipeline.stages)))
                 if self.settings.max_instances is not None:
                     most = min(most, self.settings.max_instances)
                 while count <= most and not steps.exhausted:
@@ -162,7 +169,8 @@ class GroupPacker:
         return math.prod(fronts) <= WIDER_OPTION_COMBINATIONS
 
     def _fast(self, levels: list[int], floor: float) -> GroupResult:
-        """One balanced option choice per level: dives, then bounded searches and fills at the best levels.
+        """One balanced option choice per level: dives (at levels that may beat `floor`), then bounded searches and
+        fills at the best levels.
         Greedy placers whatever the settings' mode: it is the exhaustive search's incumbent too (run with the
         exhaustive placers, its dives and node budget took seconds and found less: exact_bench #4)."""
         fclk = max(c.type.fclk_mhz for c in self.cards) * 1e6
@@ -173,6 +181,8 @@ class GroupPacker:
         for bound, level in ranked:
             if bound <= best_fps + EPS:
                 break
+            if floor > 0 and not self._greedy_may_beat(level, floor, empty):
+                continue  # a pair is only kept where it beats its cards apart (the floor)
             result = self._search([level], dive=True, exhaustive=False)
             nodes += result.nodes
             dives.append((result.fps, level, result))
@@ -193,6 +203,16 @@ class GroupPacker:
         best = self._opposite_pair(sorted(levels), best, floor)
         best = finer if finer.fps > best.fps + EPS else best
         return GroupResult(best.placements, best.fps, False, nodes + best.nodes)
+
+    def _greedy_may_beat(self, level: int, floor: float, empty: GroupState) -> bool:
+        """Whether a greedy dive at `level` may place more than `floor` fps: it places instances of the level's one
+        option choice only, at most as many as its totals fit the group (_greedy_bound). On two U280s no level's
+        can beat what each card plans alone with ResNet-50 (2 x 2,270 fps), and those dives were a third of the
+        pair's search. A dive below the floor mattered only through the fills after the best dives (slower
+        instances in what it leaves), which could beat the floor; without such dives no plan of the certificate
+        benchmark changed."""
+        placer = GreedyPlacer(self.pipeline, self._placing_state(), level)
+        return placer.feasible_level() and self._greedy_bound(placer, level)(empty) > floor + EPS
 
     def _finer_dives(self, levels: list[int], best: GroupResult, empty: GroupState) -> GroupResult:
         """`best`, or a dive at a level of the pipeline between the candidate levels next to the one of `best`'s
