@@ -1299,10 +1299,13 @@ def _cluster_dns_objects() -> list[dict[str, Any]]:
                      "args": ["-conf", "/etc/coredns/Corefile"],
                      "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
                                {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}],
-                     # CoreDNS's own manifest's tolerances. With the defaults (1 s, 3 failures) a 2-core host
-                     # busy with card builds can fail the probes, which takes the one DNS endpoint out of the
-                     # Service (or restarts CoreDNS) and fails every pod's lookups; a CI run saw such failures
-                     # ("Temporary failure in name resolution") during a card-build roll
+                     # CoreDNS's own manifest's requests and limit: without requests the pod is BestEffort, whose
+                     # CPU share (cpu.shares 2) is a hundredth of a card builder's (250m: 256), so on a 2-core host
+                     # busy with card builds lookups timed out (CI runs saw "Temporary failure in name
+                     # resolution" in the gateway during a card-build roll, twice)
+                     "resources": {"requests": {"cpu": "100m", "memory": "70Mi"}, "limits": {"memory": "170Mi"}},
+                     # and its probe tolerances. With the defaults (1 s, 3 failures) a busy host can fail the
+                     # probes, which takes the one DNS endpoint out of the Service (or restarts CoreDNS)
                      "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}, "periodSeconds": 2,
                                         "timeoutSeconds": 5, "failureThreshold": 5},
                      "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}, "initialDelaySeconds": 60,
