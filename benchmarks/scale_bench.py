@@ -36,7 +36,7 @@ ROOT = Path(__file__).parents[1]
 OUT = Path(__file__).parent / "results" / "scale.md"
 TYPES = ("u200", "u250", "u280", "u55c")
 CARDS, PER_NODE, SWITCHES = 10_000, 4, 40
-REPEATS = 5  # the dev machine's speed varies by up to 1.5x from run to run: the best of several
+REPEATS = 7  # the dev machine's speed varies by up to 1.5x from run to run: the best of several
 KINDS = ("cold (empty plan cache)", "option tables on disk, no search kept", "warm (cache filled by the runs before)")
 
 
