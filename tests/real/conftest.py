@@ -104,6 +104,21 @@ def other_namespace(core_v1) -> Iterator[str]:
     yield from fresh_namespace(core_v1, "real")
 
 
+@pytest.fixture
+def new_namespace(core_v1) -> Iterator[Callable[[str], str]]:
+    """Makes namespaces for a test (fresh_namespace, prefix as given) and deletes them when it ends, passed or
+    failed: a failed test's namespace kept its card pods, so the tests after it found no free card (a CI run's
+    roll test was RollBlocked behind the failed build test's namespace)."""
+    made: list[Iterator[str]] = []
+
+    def make(prefix: str) -> str:
+        made.append(fresh_namespace(core_v1, prefix))
+        return next(made[-1])
+    yield make
+    for namespaces in made:
+        next(namespaces, None)
+
+
 @pytest.fixture(name="wait_until")
 def wait_until_fixture() -> Callable[..., object]:
     return wait_until

@@ -102,22 +102,24 @@ def served(real_cluster, operator, core_v1, apis):
     custom, _ = apis
     namespaces = fresh_namespace(core_v1, "serve")
     ns = next(namespaces)
-    started = time.monotonic()
-    custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ElasticInference", "metadata": {"name": MODEL},
-        "spec": {"model": {"name": MODEL}, "replicas": 1, "runtime": {"mode": "emulation"},
-                 "placement": {"nodeSelector": {devcluster.LABEL_DEV_RUNTIME: "real"}}}})
-    wait_until(lambda: ready_replicas(custom, ns, 1), 300, f"{MODEL} Ready with 1 instance", interval=1)
-    wait_until(lambda: ready_pods(core_v1, ns, GATEWAY), 120, "the gateway pod Ready", interval=1)
-    print(f"apply -> Ready (segment and gateway pods serving): {time.monotonic() - started:.1f}s")
-    ports = devcluster.port_forward(real_cluster.state_dir, real_cluster.kubeconfig, ns, f"svc/{MODEL}-gateway",
-                                    [8000, 8001], name=FORWARD, tie_to_parent=True)
-    inputs, expected = oip_client.reference(MODEL, 8)
-    client = oip_client.Client(f"127.0.0.1:{ports[8000]}", MODEL)
-    yield Served(real_cluster, ns, client, f"127.0.0.1:{ports[8001]}", inputs, expected)
-    client.close()
-    devcluster.stop_process(real_cluster.state_dir, FORWARD)
-    next(namespaces, None)  # deletes the namespace
+    try:  # the namespace goes when the module ends, set up or not: its card pods hold cards
+        started = time.monotonic()
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "ElasticInference", "metadata": {"name": MODEL},
+            "spec": {"model": {"name": MODEL}, "replicas": 1, "runtime": {"mode": "emulation"},
+                     "placement": {"nodeSelector": {devcluster.LABEL_DEV_RUNTIME: "real"}}}})
+        wait_until(lambda: ready_replicas(custom, ns, 1), 300, f"{MODEL} Ready with 1 instance", interval=1)
+        wait_until(lambda: ready_pods(core_v1, ns, GATEWAY), 120, "the gateway pod Ready", interval=1)
+        print(f"apply -> Ready (segment and gateway pods serving): {time.monotonic() - started:.1f}s")
+        ports = devcluster.port_forward(real_cluster.state_dir, real_cluster.kubeconfig, ns, f"svc/{MODEL}-gateway",
+                                        [8000, 8001], name=FORWARD, tie_to_parent=True)
+        inputs, expected = oip_client.reference(MODEL, 8)
+        client = oip_client.Client(f"127.0.0.1:{ports[8000]}", MODEL)
+        yield Served(real_cluster, ns, client, f"127.0.0.1:{ports[8001]}", inputs, expected)
+        client.close()
+        devcluster.stop_process(real_cluster.state_dir, FORWARD)
+    finally:
+        next(namespaces, None)  # deletes the namespace
 
 
 def metrics_of(served: Served, pod: str, port: int) -> str:
