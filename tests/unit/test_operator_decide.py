@@ -12,7 +12,17 @@ from elasticdf_contract.wiring import check_chain
 from elasticdf_operator import builders, inventory
 from elasticdf_operator.api import ElasticInferenceSpec
 from elasticdf_operator.buildjobs import BuildsSeen
-from elasticdf_operator.decide import Apply, Create, Decision, DeleteGroup, Emit, MarkIdle, Settings, decide
+from elasticdf_operator.decide import (
+    Apply,
+    Create,
+    Decision,
+    DeleteGroup,
+    Emit,
+    GroupRecord,
+    MarkIdle,
+    Settings,
+    decide,
+)
 from elasticdf_operator.state import Observed
 from elasticdf_operator.status import build_status
 from elasticdf_partitioner.catalog import load_catalog
@@ -262,6 +272,34 @@ def test_a_measured_clock_rolls_onto_free_cards_while_the_old_group_serves():
     assert any(isinstance(a, MarkIdle) and a.since == 1021.0 for a in d.actions)
     snap, d = step(snap, spec(1, "cnv"), now=1027.0, settings=NO_ASKING)
     assert list(groups_of(snap)) == [1] and d.conditions["PlanCurrent"][:2] == ("True", "Current")
+
+
+def instance_ids(snap: Observed, group: int) -> set[str]:
+    """How the gateways name the instances of group `group`."""
+    return set(GroupRecord.parse(next(c for c in snap.configmaps if c["metadata"]["labels"][builders.LABEL_GROUP]
+                                      == str(group))).instance_ids())
+
+
+def test_a_roll_moves_the_rotation_once_the_gateways_serve_the_new_group_and_ready_counts_only_served():
+    """Card pods are Ready before the gateways reach their segments (DNS answers a name asked before its pod
+    existed from its negative cache for a few seconds): where the gateways were asked, the old group leaves the
+    rotation only once they serve the new group, and the status counts an instance ready only once they serve it."""
+    s = spec(1, "cnv")
+    snap = all_ready(run(Observed([node("a", ["u280", "u280"])], [], []), s)[0])
+    ei = {"metadata": {"name": OWNER.name, "namespace": OWNER.namespace, "generation": 1}, "spec": {}}
+    _, d = step(snap, s)
+    assert build_status(ei, OWNER, 1, snap.configmaps, snap.pods, d, {"name": "cnv"}, serving=set()).ready_replicas \
+        == 0, "card pods Ready, no gateway serves it yet: not ready"
+    old = instance_ids(snap, 0)
+    assert build_status(ei, OWNER, 1, snap.configmaps, snap.pods, d, {"name": "cnv"}, serving=old).ready_replicas == 1
+    snap, d = step(dataclasses.replace(fabric_clocks(snap, u280=250.0), serving=old), s, settings=NO_ASKING)
+    new = instance_ids(snap, 1)
+    snap, d = step(dataclasses.replace(all_ready(snap), serving=old), s, now=1020.0, settings=NO_ASKING)
+    assert len(gateway_instances(d.actions)) == 2 and not any(isinstance(a, MarkIdle) for a in d.actions), \
+        "the new group's card pods are Ready, but the gateways have its instance down: the old one serves on"
+    snap, d = step(dataclasses.replace(all_ready(snap), serving=old | new), s, now=1021.0, settings=NO_ASKING)
+    assert gateway_instances(d.actions) == {groups_of(snap)[1]["instances"][0]["index"]}, "served: it takes over"
+    assert any(isinstance(a, MarkIdle) and a.since == 1021.0 for a in d.actions)
 
 
 def test_without_free_cards_one_old_group_at_a_time_makes_room_while_another_serves():

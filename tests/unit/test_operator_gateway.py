@@ -210,3 +210,25 @@ def test_the_operator_waits_for_gateways_that_still_drain_an_instance():
     pods.metrics["10.0.0.2"] = None
     assert gateways_holding(pods, OWNER, {"ns/net-1"}, get=pods.get) == [
         "gw-10.0.0.2: not answering (connection refused)"], "a gateway that cannot say keeps the cards"
+
+
+def test_an_instance_is_served_once_every_gateway_has_it_in_rotation():
+    """gateways_serving: the instances every running gateway pod serves (real gateway pipelines' /metrics); a
+    gateway that cannot be asked leaves no view (None: the card pods' readiness stands for it)."""
+    from elasticdf_gateway.service import GatewayMetrics
+    from elasticdf_operator.act import gateways_serving
+    from prometheus_client import generate_latest
+
+    def exposition(pipeline: Pipeline) -> str:
+        return generate_latest(GatewayMetrics("cnv", pipeline).registry).decode()
+
+    both, first = Pipeline(active_wirings(2)), Pipeline(active_wirings(2))
+    for inst in both.instances + first.instances[:1]:
+        inst.up = True
+    pods = GatewayPods({"10.0.0.1": exposition(both), "10.0.0.2": exposition(first)})
+    assert gateways_serving(pods, OWNER, get=pods.get) == {"ns/net-0"}, "instance 1 is down in one gateway"
+    pods.metrics["10.0.0.2"] = exposition(both)
+    assert gateways_serving(pods, OWNER, get=pods.get) == {"ns/net-0", "ns/net-1"}
+    pods.metrics["10.0.0.2"] = None
+    assert gateways_serving(pods, OWNER, get=pods.get) is None
+    assert gateways_serving(GatewayPods({}), OWNER, get=pods.get) == set(), "no gateway runs: none is served"

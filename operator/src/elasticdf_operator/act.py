@@ -78,22 +78,44 @@ def gateways_holding(kube, owner: Owner, instance_ids: set[str], get=http_get, t
     """Which gateway pods still hold (serve or drain) one of `instance_ids`, or could not be asked: one line
     each; empty when none does. Pods not running serve nothing."""
     held = []
-    for pod in kube.gateway_pods(owner.namespace, owner.name):
-        ip, name = pod.get("status", {}).get("podIP"), pod["metadata"]["name"]
-        if pod.get("status", {}).get("phase") != "Running" or not ip or pod["metadata"].get("deletionTimestamp"):
+    for name, text in _gateway_metrics(kube, owner, get, timeout):
+        if isinstance(text, Exception):
+            held.append(f"{name}: not answering ({text})")
             continue
-        try:
-            text = get(f"http://{ip}:{GATEWAY_PORT}/metrics", timeout)
-        except (OSError, ValueError) as exc:
-            held.append(f"{name}: not answering ({exc})")
-            continue
-        mine = sorted(instance_ids & held_instances(text))
+        mine = sorted(instance_ids & set(held_instances(text)))
         if mine:
             held.append(f"{name} holds {', '.join(mine)}")
     return held
 
 
-def held_instances(text: str) -> set[str]:
-    """The instance ids a gateway's /metrics reports as held."""
-    return {s.labels["instance"] for fam in text_string_to_metric_families(text) if fam.name == HELD_METRIC
-            for s in fam.samples if s.name == HELD_METRIC and s.value > 0}
+def gateways_serving(kube, owner: Owner, get=http_get, timeout: float = 0.5) -> set[str] | None:
+    """The instances every running gateway pod has in its rotation (empty: no gateway runs); None when one
+    could not be asked (no view this pass). A card pod is Ready before the gateways reach its segments: they
+    check them by name, and a check made before the pod existed is answered from DNS's negative cache for a
+    few seconds."""
+    serving = None
+    for _, text in _gateway_metrics(kube, owner, get, timeout):
+        if isinstance(text, Exception):
+            return None
+        mine = {i for i, state in held_instances(text).items() if state == "serving"}
+        serving = mine if serving is None else serving & mine
+    return serving or set()
+
+
+def _gateway_metrics(kube, owner: Owner, get, timeout: float):
+    """(name, /metrics text or the error asking it) of each running gateway pod of the resource."""
+    for pod in kube.gateway_pods(owner.namespace, owner.name):
+        ip, name = pod.get("status", {}).get("podIP"), pod["metadata"]["name"]
+        if pod.get("status", {}).get("phase") != "Running" or not ip or pod["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            yield name, get(f"http://{ip}:{GATEWAY_PORT}/metrics", timeout)
+        except (OSError, ValueError) as exc:
+            yield name, exc
+
+
+def held_instances(text: str) -> dict[str, str]:
+    """The instance ids a gateway's /metrics reports as held, and the state each is in (serving, down,
+    draining)."""
+    return {s.labels["instance"]: s.labels["state"] for fam in text_string_to_metric_families(text)
+            if fam.name == HELD_METRIC for s in fam.samples if s.name == HELD_METRIC and s.value > 0}

@@ -309,8 +309,13 @@ class Roll:
 
     @classmethod
     def of(cls, key: str, catalog: Catalog, groups: list[GroupRecord], owner: Owner,
-           pods_by_name: dict[str, dict]) -> Roll:
-        ready = {g.index for g in groups if len(g.ready_cards(owner.name, pods_by_name)) == len(g.cards)}
+           pods_by_name: dict[str, dict], serving: set[str] | None = None) -> Roll:
+        """`serving`: the instances the gateways serve (None: not known). A group is ready once its card pods are
+        and, where that is known, the gateways serve one of its instances (they reach its card pods): the old
+        groups leave the rotation only then (a CI run lost requests when they left while the gateway still had
+        the new instance down)."""
+        ready = {g.index for g in groups if len(g.ready_cards(owner.name, pods_by_name)) == len(g.cards)
+                 and (serving is None or serving & set(g.instance_ids()))}
         return cls(key, {name: card.synth_clock_mhz for name, card in catalog.cards.items()}, groups, ready)
 
     def is_current(self, group: GroupRecord) -> bool:
@@ -391,7 +396,7 @@ def decide(owner: Owner, spec: ElasticInferenceSpec, snap: Observed, now: float,
     catalog = with_reported_resources(with_reported_clocks(catalog, groups, key, snap.builds.clocks), groups,
                                       snap.builds.resources)
     decision.catalog = catalog
-    roll = Roll.of(key, catalog, groups, owner, pods_by_name)
+    roll = Roll.of(key, catalog, groups, owner, pods_by_name, snap.serving)
     decision.rolling = bool(roll.outdated)
     placed_now = False
     if decision.rolling and want > roll.current_instances():  # the new plan's groups go on free cards first

@@ -52,7 +52,8 @@ NOTES: dict[str, str] = {
                                           "(see docs/operations.md for every reason)",
     "ElasticInference.status.plan": "the placed instances: per instance its predicted fps and segments",
     "ElasticInference.status.replicas": "placed instances (the scale subresource's status.replicas)",
-    "ElasticInference.status.readyReplicas": "instances whose segment pods are all Ready",
+    "ElasticInference.status.readyReplicas": "instances whose segment pods are all Ready and which the gateways "
+                                             "serve (in the cluster; an operator run outside it cannot ask them)",
     "ElasticInference.status.selector": "label selector of the segment pods (scale subresource)",
     "ElasticInference.status.predictedFPS": "sum of the placed instances' predicted fps (cost model)",
     "ElasticInference.status.observedFPS": "fps the autoscaler last read (gateway or segment /metrics, or the "

@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 LABELS = ("namespace", "name")
 INSTANCES = Gauge("elasticdf_instances", "Placed instances (replicas) of an ElasticInference", LABELS)
-READY = Gauge("elasticdf_ready_instances", "Instances whose segment pods are all Ready", LABELS)
+READY = Gauge("elasticdf_ready_instances", "Instances whose segment pods are all Ready and which the gateways serve",
+              LABELS)
 PREDICTED_FPS = Gauge("elasticdf_predicted_fps", "Predicted frames/s of the placed instances", LABELS)
 OBSERVED_FPS = Gauge("elasticdf_observed_fps", "Observed frames/s reported by the gateway", LABELS)
 COST = Gauge("elasticdf_cost_per_hour", "Card cost of the placed instances in $/h", LABELS)

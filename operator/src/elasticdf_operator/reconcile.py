@@ -18,7 +18,7 @@ from elasticdf_partitioner.catalog import Catalog, load_catalog
 from pydantic import ValidationError
 
 from . import builders, metrics, modelfetch
-from .act import execute
+from .act import execute, gateways_serving
 from .api import ElasticInferenceSpec
 from .builders import Owner
 from .buildjobs import BuildIndex, BuildSettings
@@ -64,9 +64,12 @@ def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, led
     except ValidationError as err:
         decision.conditions["PartitionSolved"] = ("False", "InvalidSpec", str(err).replace("\n", " ")[:900])
         spec, want = None, 0
+    # asked outside the lock (a slow gateway holds up only its own resource's pass)
+    serving = gateways_serving(kube, owner) if settings.ask_gateways else None
     with ledger.lock:
         raw = observe()
         raw.builds = builds.observe(kube, settings.builds, needed_builds(ledger.view(raw), owner), models.policy)
+        raw.serving = serving
         if spec is not None:
             want = desired_replicas(spec)
             decision = decide(owner, spec, ledger.view(raw), time.time(), catalog, models.graph, settings)
@@ -75,7 +78,7 @@ def reconcile(kube, ei: dict, observe: Callable[[], Observed] | None = None, led
         snap = ledger.view(raw)
         cms, pods = snap.owned(owner.namespace, owner.name)
         status = build_status(ei, owner, want, cms, pods, decision, (ei.get("spec") or {}).get("model") or {},
-                              snap.builds, settings.builds)
+                              snap.builds, settings.builds, snap.serving)
         body = status.model_dump(by_alias=True, exclude_none=True, mode="json")
         post_events(kube, ei, events, body)  # before the status: a failed write still reports what was done
         # written in the order the passes observed: kopf runs a resource's timer and its change handlers side by

@@ -65,14 +65,16 @@ def owner_key(obj: dict) -> tuple[str, str] | None:
 
 @dataclass
 class Observed:
-    """A snapshot: Alveo nodes, managed pods, group ConfigMaps, Fabrics (plain camelCase dicts), and what the
-    observe step saw of card builds (registry, builder Jobs)."""
+    """A snapshot: Alveo nodes, managed pods, group ConfigMaps, Fabrics (plain camelCase dicts), what the
+    observe step saw of card builds (registry, builder Jobs) and which instances the reconciled resource's
+    gateways serve (act.gateways_serving; None: not asked, the card pods' readiness stands for it)."""
 
     nodes: list[dict]
     pods: list[dict]
     configmaps: list[dict]
     fabrics: list[dict] = field(default_factory=list)
     builds: BuildsSeen = field(default_factory=BuildsSeen)
+    serving: set[str] | None = None
 
     def owned(self, namespace: str, name: str) -> tuple[list[dict], list[dict]]:
         """The group ConfigMaps and card pods of the ElasticInference `name`."""
@@ -141,7 +143,7 @@ class Ledger:
 
     def view(self, observed: Observed) -> Observed:
         return Observed(observed.nodes, self.pods.apply(observed.pods), self.configmaps.apply(observed.configmaps),
-                        observed.fabrics, observed.builds)
+                        observed.fabrics, observed.builds, observed.serving)
 
     def created(self, obj: dict) -> None:
         (self.pods if obj.get("kind") == "Pod" else self.configmaps).created(obj)

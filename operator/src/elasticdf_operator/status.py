@@ -62,7 +62,9 @@ class ConditionSet:
 
 def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], pods: list[dict],
                  decision: Decision, spec_model: dict, seen: BuildsSeen | None = None,
-                 build_settings: BuildSettings = NO_BUILDS) -> ElasticInferenceStatus:
+                 build_settings: BuildSettings = NO_BUILDS, serving: set[str] | None = None) -> ElasticInferenceStatus:
+    """`serving`: the instances the gateways serve (act.gateways_serving); an instance is ready once its card pods
+    are and, where that is known, the gateways serve it: Ready then means requests are answered."""
     groups = sorted((GroupRecord.parse(cm) for cm in cms), key=lambda g: g.index)
     by_name = {p["metadata"]["name"]: p for p in pods}
     active = decision.active
@@ -78,7 +80,8 @@ def build_status(ei: dict, owner: builders.Owner, want: int, cms: list[dict], po
             instances.append(InstanceSummary(
                 index=inst["index"], group=g.index, fps=g.instance_fps(inst, seen.clocks),
                 standby=inst["index"] not in active,
-                ready=bool(wirings) and all((w.node, w.card) in ready_cards for w in wirings),
+                ready=bool(wirings) and all((w.node, w.card) in ready_cards for w in wirings)
+                and (serving is None or wirings[0].instance_id in serving),
                 segments=[SegmentSummary(node=w.node, card=w.card, card_type=w.card_type, layers=w.layer_range)
                           for w in wirings]))
         group_summaries.append(GroupSummary(
