@@ -177,11 +177,14 @@ def test_status_names_the_endpoint():
 class GatewayPods:
     """The operator's view of two gateway pods (as `Kube.gateway_pods` lists them) and their /metrics."""
 
-    def __init__(self, metrics_by_ip: dict[str, str]):
-        self.metrics = metrics_by_ip
+    def __init__(self, metrics_by_ip: dict[str, str], not_ready: tuple[str, ...] = ()):
+        self.metrics, self.not_ready = metrics_by_ip, not_ready
 
     def gateway_pods(self, namespace: str, owner: str) -> list[dict]:
-        return [{"metadata": {"name": f"gw-{ip}"}, "status": {"phase": "Running", "podIP": ip}} for ip in self.metrics]
+        return [{"metadata": {"name": f"gw-{ip}"}, "status": {
+            "phase": "Running", "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "False" if ip in self.not_ready else "True"}]}}
+            for ip in self.metrics]
 
     def get(self, url: str, timeout: float) -> str:
         ip = url.split("//")[1].split(":")[0]
@@ -213,7 +216,7 @@ def test_the_operator_waits_for_gateways_that_still_drain_an_instance():
 
 
 def test_an_instance_is_served_once_every_gateway_has_it_in_rotation():
-    """gateways_serving: the instances every running gateway pod serves (real gateway pipelines' /metrics); a
+    """gateways_serving: the instances every Ready gateway pod serves (real gateway pipelines' /metrics); a
     gateway that cannot be asked leaves no view (None: the card pods' readiness stands for it)."""
     from elasticdf_gateway.service import GatewayMetrics
     from elasticdf_operator.act import gateways_serving
@@ -232,3 +235,7 @@ def test_an_instance_is_served_once_every_gateway_has_it_in_rotation():
     pods.metrics["10.0.0.2"] = None
     assert gateways_serving(pods, OWNER, get=pods.get) is None
     assert gateways_serving(GatewayPods({}), OWNER, get=pods.get) == set(), "no gateway runs: none is served"
+    starting = GatewayPods({"10.0.0.1": exposition(both), "10.0.0.2": exposition(Pipeline(active_wirings(2)))},
+                           not_ready=("10.0.0.2",))
+    assert gateways_serving(starting, OWNER, get=starting.get) == {"ns/net-0", "ns/net-1"}, \
+        "a gateway pod not Ready yet gets no requests from the Service: it does not count"

@@ -21,7 +21,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .autoscale import http_get
 from .builders import Owner
-from .decide import Action, Apply, Create, CreateBuildJob, DeleteGroup, DeletePod, Emit, MarkIdle, UpdateWiring
+from .decide import (
+    Action,
+    Apply,
+    Create,
+    CreateBuildJob,
+    DeleteGroup,
+    DeletePod,
+    Emit,
+    MarkIdle,
+    UpdateWiring,
+    pod_ready,
+)
 from .state import Ledger
 
 log = logging.getLogger("elasticdf.act")
@@ -89,12 +100,12 @@ def gateways_holding(kube, owner: Owner, instance_ids: set[str], get=http_get, t
 
 
 def gateways_serving(kube, owner: Owner, get=http_get, timeout: float = 0.5) -> set[str] | None:
-    """The instances every running gateway pod has in its rotation (empty: no gateway runs); None when one
-    could not be asked (no view this pass). A card pod is Ready before the gateways reach its segments: they
-    check them by name, and a check made before the pod existed is answered from DNS's negative cache for a
-    few seconds."""
+    """The instances every Ready gateway pod (the ones its Service sends requests to) has in its rotation
+    (empty: none is Ready); None when one could not be asked (no view this pass). A card pod is Ready before
+    the gateways reach its segments: they check them by name, and a check made before the pod existed is
+    answered from DNS's negative cache for a few seconds."""
     serving = None
-    for _, text in _gateway_metrics(kube, owner, get, timeout):
+    for _, text in _gateway_metrics(kube, owner, get, timeout, ready_only=True):
         if isinstance(text, Exception):
             return None
         mine = {i for i, state in held_instances(text).items() if state == "serving"}
@@ -102,11 +113,13 @@ def gateways_serving(kube, owner: Owner, get=http_get, timeout: float = 0.5) -> 
     return serving or set()
 
 
-def _gateway_metrics(kube, owner: Owner, get, timeout: float):
-    """(name, /metrics text or the error asking it) of each running gateway pod of the resource."""
+def _gateway_metrics(kube, owner: Owner, get, timeout: float, ready_only: bool = False):
+    """(name, /metrics text or the error asking it) of each running (or Ready) gateway pod of the resource."""
     for pod in kube.gateway_pods(owner.namespace, owner.name):
         ip, name = pod.get("status", {}).get("podIP"), pod["metadata"]["name"]
         if pod.get("status", {}).get("phase") != "Running" or not ip or pod["metadata"].get("deletionTimestamp"):
+            continue
+        if ready_only and not pod_ready(pod):
             continue
         try:
             yield name, get(f"http://{ip}:{GATEWAY_PORT}/metrics", timeout)
